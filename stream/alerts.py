@@ -1,0 +1,188 @@
+"""Alert lifecycle per (rule, series): pending → firing → resolved, as alert v1 records.
+
+A series must be anomalous for ``for_windows`` consecutive windows before it
+fires, and quiet for ``keep_firing_for_windows`` before it resolves, so one odd
+window neither pages nor flaps.  Identifiers are pure functions of the input:
+``fingerprint`` of (rule, series) and ``alert_id`` of (fingerprint, start of the
+episode), so a replay of the same stream gives the same ids as the live run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+SEVERITY_RANK = {"info": 0, "warning": 1, "critical": 2}
+
+
+def fingerprint(rule: str, series: dict[str, str]) -> str:
+    """Stable id of one (rule, series).
+
+    >>> fingerprint("system_error_rate", {"provider": "alipay"})
+    'c9d3f8ac3a0c8b8b'
+    """
+    blob = orjson.dumps([rule, series], option=orjson.OPT_SORT_KEYS)
+    return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def alert_id(fp: str, started_at: int) -> str:
+    """Stable id of one episode of a (rule, series)."""
+    return hashlib.sha256(f"{fp}:{started_at}".encode()).hexdigest()[:20]
+
+
+@dataclass(slots=True)
+class Judgement:
+    """A detector's verdict on one series in one closed window."""
+
+    rule: str
+    signal: str
+    series: dict[str, str]
+    window_start: int
+    window_end: int
+    score: float
+    anomalous: bool
+    severity: str
+    value: float
+    expected: float
+    summary: str
+    volume: int = 0
+    hints: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def fingerprint(self) -> str:
+        return fingerprint(self.rule, self.series)
+
+
+@dataclass(slots=True)
+class _Episode:
+    rule: str
+    signal: str
+    series: dict[str, str]
+    started_at: int
+    anomalous_windows: int = 0
+    quiet_windows: int = 0
+    firing: bool = False
+    severity: str = "warning"
+    last_anomalous_end: int = 0
+    alert_id: str = ""
+
+
+@dataclass
+class AlertLifecycle:
+    """Tracks every open episode; turns judgements into alert v1 state-change records."""
+
+    for_windows: int = 1
+    keep_firing_for_windows: int = 3
+    episodes: dict[str, _Episode] = field(default_factory=dict)
+
+    def active(self) -> set[str]:
+        """Fingerprints with an open episode: these need a judgement every window."""
+        return set(self.episodes)
+
+    def firing(self) -> list[dict[str, Any]]:
+        return [
+            {"fingerprint": fp, "alert_id": e.alert_id, "rule": e.rule, "series": e.series,
+             "severity": e.severity, "started_at": e.started_at}
+            for fp, e in self.episodes.items()
+            if e.firing
+        ]
+
+    def observe(
+        self,
+        window_end: int,
+        judgements: list[Judgement],
+        detected_at: Callable[[int], int],
+    ) -> list[dict[str, Any]]:
+        """Apply one window's judgements; series with an episode but no judgement count as quiet.
+
+        ``detected_at(window_end)`` gives the record's wall-clock time (event time offline).
+        """
+        records: list[dict[str, Any]] = []
+        seen: set[str] = set()
+        for j in judgements:
+            fp = j.fingerprint
+            seen.add(fp)
+            ep = self.episodes.get(fp)
+            if j.anomalous:
+                if ep is None:
+                    ep = _Episode(j.rule, j.signal, j.series, started_at=j.window_start)
+                    self.episodes[fp] = ep
+                ep.anomalous_windows += 1
+                ep.quiet_windows = 0
+                ep.last_anomalous_end = j.window_end
+                if not ep.firing and ep.anomalous_windows >= self.for_windows:
+                    ep.firing = True
+                    ep.severity = j.severity
+                    ep.alert_id = alert_id(fp, ep.started_at)
+                    records.append(self._record(ep, fp, "firing", j, detected_at(window_end)))
+                elif ep.firing and SEVERITY_RANK[j.severity] > SEVERITY_RANK[ep.severity]:
+                    # Escalation is news for the on-call: re-announce with the new severity.
+                    ep.severity = j.severity
+                    records.append(self._record(ep, fp, "firing", j, detected_at(window_end)))
+            elif ep is not None:
+                records.extend(self._quiet(fp, ep, j, window_end, detected_at))
+        for fp in [fp for fp in self.episodes if fp not in seen]:
+            records.extend(self._quiet(fp, self.episodes[fp], None, window_end, detected_at))
+        return records
+
+    def _quiet(
+        self,
+        fp: str,
+        ep: _Episode,
+        j: Judgement | None,
+        window_end: int,
+        detected_at: Callable[[int], int],
+    ) -> list[dict[str, Any]]:
+        if not ep.firing:
+            # A pending episode that does not persist was noise: forget it silently.
+            del self.episodes[fp]
+            return []
+        ep.quiet_windows += 1
+        if ep.quiet_windows < self.keep_firing_for_windows:
+            return []
+        del self.episodes[fp]
+        rec = self._record(ep, fp, "resolved", j, detected_at(window_end), window_end=window_end)
+        rec["resolved_at"] = ep.last_anomalous_end
+        return [rec]
+
+    @staticmethod
+    def _record(
+        ep: _Episode,
+        fp: str,
+        status: str,
+        j: Judgement | None,
+        detected_at: int,
+        window_end: int | None = None,
+    ) -> dict[str, Any]:
+        duration_s = (ep.last_anomalous_end - ep.started_at) // 1000
+        if status == "resolved":
+            summary = f"RESOLVED after {duration_s}s: " + (j.summary if j else _series_text(ep.series))
+        else:
+            summary = j.summary if j else _series_text(ep.series)
+        return {
+            "schema_version": 1,
+            "alert_id": ep.alert_id,
+            "fingerprint": fp,
+            "status": status,
+            "severity": ep.severity,
+            "rule": ep.rule,
+            "signal": ep.signal,
+            "series": ep.series,
+            "started_at": ep.started_at,
+            "resolved_at": None,
+            "window_end": j.window_end if j else (window_end if window_end is not None else 0),
+            "detected_at": detected_at,
+            "value": float(j.value) if j else 0.0,
+            "expected": float(j.expected) if j else 0.0,
+            "score": float(j.score) if j else 0.0,
+            "summary": summary,
+            "hints": list(j.hints) if j else [],
+        }
+
+
+def _series_text(series: dict[str, str]) -> str:
+    return " ".join(f"{k}={v}" for k, v in series.items())

@@ -1,0 +1,290 @@
+"""paywatch's configuration: one YAML file, every key optional, defaults that work.
+
+Loading is strict so a typo cannot silently fall back to a default: an unknown
+key or a value of the wrong type fails with a :class:`ConfigError` that names the
+key's full path (``windows.size_s``) and what was expected.  ``${VAR}`` and
+``${VAR:-default}`` in string values are replaced from the environment, so
+secrets (robot tokens, SMTP passwords) never live in the file.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+
+T = TypeVar("T")
+
+DIMENSIONS = ("provider", "operation", "merchant_id")
+
+
+class ConfigError(ValueError):
+    """A configuration problem a person can fix; the message names the key."""
+
+
+@dataclass
+class KafkaConfig:
+    bootstrap_servers: str = "localhost:9092"
+    group_id: str = "paywatch"
+    client_id: str = "paywatch"
+    events_topic: str = "payments.events"
+    dlq_topic: str = "payments.events.dlq"
+    alerts_topic: str = "payments.alerts"
+    state_topic: str = "paywatch.state"
+    control_topic: str = "paywatch.control"
+    # Largest batch handed to the pipeline at once; bigger batches vectorise better.
+    max_batch: int = 5000
+    # How long a fetch may wait for data; low keeps window-close -> alert latency low.
+    fetch_max_wait_ms: int = 50
+    session_timeout_ms: int = 10000
+    heartbeat_interval_ms: int = 3000
+    request_timeout_ms: int = 30000
+    auto_offset_reset: str = "earliest"
+
+
+@dataclass
+class WindowConfig:
+    size_s: float = 10.0
+    # Events up to this much behind the newest event still land in their window.
+    allowed_lateness_s: float = 5.0
+    # Series levels; every event feeds every level (roll-ups).
+    levels: list[list[str]] = field(
+        default_factory=lambda: [
+            ["provider"],
+            ["provider", "operation"],
+            ["provider", "operation", "merchant_id"],
+        ]
+    )
+    # Decoder guard rails for timestamps relative to the stream's clock.
+    max_future_s: float = 24 * 3600.0
+    max_past_s: float = 7 * 24 * 3600.0
+    # Live only: when no event arrives for this long (wall clock), the watermark
+    # follows the wall clock so a total traffic stop still closes windows.
+    idle_advance_s: float = 15.0
+
+
+@dataclass
+class ErrorRateRuleConfig:
+    """System errors (provider_error, timeout, network, rate_limited) per window."""
+
+    enabled: bool = True
+    rule: str = "system_error_rate"
+    # Error rate that pages (warning) and that is critical.
+    threshold: float = 0.05
+    critical_threshold: float = 0.20
+    # Fewer calls than this in a window are never judged: one failure at a tiny
+    # merchant is not an incident.
+    min_volume: int = 20
+    # Lower confidence bound used so small samples need stronger evidence.
+    confidence: float = 0.95
+
+
+@dataclass
+class DetectorsConfig:
+    error_rate: ErrorRateRuleConfig = field(default_factory=ErrorRateRuleConfig)
+
+
+@dataclass
+class LifecycleConfig:
+    # Consecutive anomalous windows before pending becomes firing.
+    for_windows: int = 1
+    # Consecutive quiet windows before firing becomes resolved (hysteresis).
+    keep_firing_for_windows: int = 3
+
+
+@dataclass
+class ConsoleConfig:
+    enabled: bool = True
+    color: str = "auto"  # auto | always | never
+
+
+@dataclass
+class NotifyConfig:
+    language: str = "en"  # en | zh
+    console: ConsoleConfig = field(default_factory=ConsoleConfig)
+
+
+@dataclass
+class Config:
+    kafka: KafkaConfig = field(default_factory=KafkaConfig)
+    windows: WindowConfig = field(default_factory=WindowConfig)
+    detectors: DetectorsConfig = field(default_factory=DetectorsConfig)
+    alerts: LifecycleConfig = field(default_factory=LifecycleConfig)
+    notify: NotifyConfig = field(default_factory=NotifyConfig)
+
+    def validate(self) -> Config:
+        """Cross-field checks that types alone cannot express."""
+        _positive("windows.size_s", self.windows.size_s)
+        if self.windows.allowed_lateness_s < 0:
+            raise ConfigError("windows.allowed_lateness_s: must be >= 0")
+        if not self.windows.levels:
+            raise ConfigError("windows.levels: at least one level is needed")
+        for i, level in enumerate(self.windows.levels):
+            if not level:
+                raise ConfigError(f"windows.levels[{i}]: a level needs at least one dimension")
+            for dim in level:
+                if dim not in DIMENSIONS:
+                    raise ConfigError(
+                        f"windows.levels[{i}]: unknown dimension {dim!r}; "
+                        f"use {', '.join(DIMENSIONS)}"
+                    )
+        er = self.detectors.error_rate
+        for key in ("threshold", "critical_threshold", "confidence"):
+            value = getattr(er, key)
+            if not 0 < value < 1:
+                raise ConfigError(f"detectors.error_rate.{key}: must be between 0 and 1")
+        if er.critical_threshold < er.threshold:
+            raise ConfigError("detectors.error_rate.critical_threshold: must be >= threshold")
+        if self.alerts.for_windows < 1 or self.alerts.keep_firing_for_windows < 1:
+            raise ConfigError("alerts: for_windows and keep_firing_for_windows must be >= 1")
+        if self.notify.language not in ("en", "zh"):
+            raise ConfigError("notify.language: must be 'en' or 'zh'")
+        if self.notify.console.color not in ("auto", "always", "never"):
+            raise ConfigError("notify.console.color: must be auto, always or never")
+        if self.kafka.max_batch < 1:
+            raise ConfigError("kafka.max_batch: must be >= 1")
+        return self
+
+
+def _positive(key: str, value: float) -> None:
+    if not value > 0:
+        raise ConfigError(f"{key}: must be > 0")
+
+
+_ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+def substitute_env(text: str, key: str, env: typing.Mapping[str, str] | None = None) -> str:
+    """Replace ``${VAR}`` / ``${VAR:-default}`` from the environment.
+
+    >>> substitute_env("token=${T}", "k", {"T": "abc"})
+    'token=abc'
+    >>> substitute_env("${MISSING:-none}", "k", {})
+    'none'
+    """
+    env = os.environ if env is None else env
+
+    def repl(m: re.Match[str]) -> str:
+        name, default = m.group(1), m.group(2)
+        if name in env:
+            return env[name]
+        if default is not None:
+            return default
+        raise ConfigError(f"{key}: environment variable {name} is not set")
+
+    return _ENV.sub(repl, text)
+
+
+def _type_name(tp: Any) -> str:
+    origin = typing.get_origin(tp)
+    if origin is list:
+        (inner,) = typing.get_args(tp)
+        return f"a list of {_type_name(inner)}"
+    if dataclasses.is_dataclass(tp):
+        return "a mapping"
+    return {int: "an integer", float: "a number", str: "a string", bool: "true or false"}.get(
+        tp, str(tp)
+    )
+
+
+def _convert(tp: Any, value: Any, key: str, env: typing.Mapping[str, str] | None) -> Any:
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if value is None:
+            return None
+        return _convert(args[0], value, key, env)
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: expected a mapping, got {type(value).__name__}")
+        return _build(typing.cast(type, tp), value, key, env)
+    if origin is list:
+        (inner,) = typing.get_args(tp)
+        if not isinstance(value, list):
+            raise ConfigError(f"{key}: expected {_type_name(tp)}, got {type(value).__name__}")
+        return [_convert(inner, v, f"{key}[{i}]", env) for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: expected a mapping, got {type(value).__name__}")
+        _, vt = typing.get_args(tp)
+        return {str(k): _convert(vt, v, f"{key}.{k}", env) for k, v in value.items()}
+    if tp is Any:
+        return value
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{key}: expected true or false, got {value!r}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{key}: expected an integer, got {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ConfigError(f"{key}: expected a number, got {value!r}")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{key}: expected a string, got {value!r}")
+        return substitute_env(value, key, env)
+    raise ConfigError(f"{key}: unsupported type {tp}")  # pragma: no cover - programming error
+
+
+def _build(cls: type[T], data: dict[str, Any], prefix: str, env: typing.Mapping[str, str] | None) -> T:
+    hints = typing.get_type_hints(cls)
+    names = {f.name: f for f in dataclasses.fields(typing.cast(Any, cls))}
+    kwargs: dict[str, Any] = {}
+    for raw_key, value in data.items():
+        key = f"{prefix}.{raw_key}" if prefix else str(raw_key)
+        if raw_key not in names:
+            known = ", ".join(sorted(names))
+            raise ConfigError(f"{key}: unknown key (known here: {known})")
+        kwargs[raw_key] = _convert(hints[raw_key], value, key, env)
+    return cls(**kwargs)
+
+
+def config_from_dict(data: dict[str, Any] | None, env: typing.Mapping[str, str] | None = None) -> Config:
+    """Build and validate a :class:`Config` from parsed YAML.
+
+    >>> config_from_dict({"windows": {"size_s": 5}}).windows.size_s
+    5.0
+    >>> config_from_dict({"windows": {"sise_s": 5}})
+    Traceback (most recent call last):
+    ...
+    stream.config.ConfigError: windows.sise_s: unknown key (known here: ...)
+    """
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError("the config file must hold a mapping at the top level")
+    return _build(Config, data, "", env).validate()
+
+
+def load_config(path: str | Path | None, env: typing.Mapping[str, str] | None = None) -> Config:
+    """Load a YAML file, or the built-in defaults when ``path`` is None."""
+    if path is None:
+        return Config().validate()
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"config file not found: {p}") from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {p}: {exc.strerror}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ConfigError(f"{p}: not valid YAML{where}: {problem}") from None
+    try:
+        return config_from_dict(data, env)
+    except ConfigError as exc:
+        raise ConfigError(f"{p}: {exc}") from None
