@@ -1,0 +1,160 @@
+"""Kafka I/O with aiokafka: the event source, the alert/DLQ publisher, topic set-up.
+
+Delivery is at-least-once: the worker commits a batch's offsets only after every
+alert and DLQ record the batch produced has been acknowledged by the broker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import KafkaConnectionError, TopicAlreadyExistsError
+
+from stream.config import KafkaConfig
+from stream.decode import dlq_record
+from stream.events import Rejected, Source
+
+
+class KafkaUnavailable(RuntimeError):
+    """Kafka could not be reached; the message says where paywatch looked."""
+
+
+def _unreachable(bootstrap: str) -> KafkaUnavailable:
+    return KafkaUnavailable(
+        f"cannot reach Kafka at {bootstrap}; check kafka.bootstrap_servers "
+        "(or start a local one with `paywatch broker`)"
+    )
+
+
+async def ensure_topics(
+    bootstrap: str, topics: Iterable[str], partitions: int = 1, timeout_s: float = 15.0
+) -> None:
+    """Create the topics that do not exist yet (existing ones are left alone)."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=10000)
+    try:
+        await asyncio.wait_for(admin.start(), timeout_s)
+    except (KafkaConnectionError, asyncio.TimeoutError, OSError):
+        with contextlib.suppress(Exception):
+            await admin.close()
+        raise _unreachable(bootstrap) from None
+    try:
+        existing = set(await admin.list_topics())
+        new = [NewTopic(t, partitions, 1) for t in dict.fromkeys(topics) if t not in existing]
+        if new:
+            with contextlib.suppress(TopicAlreadyExistsError):
+                await admin.create_topics(new)
+    finally:
+        await admin.close()
+
+
+@dataclass
+class Batch:
+    values: list[bytes | None]
+    sources: list[Source]
+    offsets: dict[TopicPartition, int]  # next offset to commit per partition
+
+
+class EventSource:
+    """Consumer-group reader of the events topic, in batches."""
+
+    def __init__(self, cfg: KafkaConfig, **overrides: Any) -> None:
+        self.cfg = cfg
+        self.consumer = AIOKafkaConsumer(
+            cfg.events_topic,
+            bootstrap_servers=cfg.bootstrap_servers,
+            group_id=cfg.group_id,
+            client_id=cfg.client_id,
+            enable_auto_commit=False,
+            auto_offset_reset=cfg.auto_offset_reset,
+            fetch_max_wait_ms=cfg.fetch_max_wait_ms,
+            session_timeout_ms=cfg.session_timeout_ms,
+            heartbeat_interval_ms=cfg.heartbeat_interval_ms,
+            request_timeout_ms=cfg.request_timeout_ms,
+            max_partition_fetch_bytes=4 * 1024 * 1024,
+            **overrides,
+        )
+
+    async def start(self) -> None:
+        try:
+            await self.consumer.start()
+        except (KafkaConnectionError, OSError):
+            with contextlib.suppress(Exception):
+                await self.consumer.stop()
+            raise _unreachable(self.cfg.bootstrap_servers) from None
+
+    async def stop(self) -> None:
+        await self.consumer.stop()
+
+    async def next_batch(self, timeout_ms: int = 200) -> Batch:
+        got = await self.consumer.getmany(timeout_ms=timeout_ms, max_records=self.cfg.max_batch)
+        values: list[bytes | None] = []
+        sources: list[Source] = []
+        offsets: dict[TopicPartition, int] = {}
+        for tp, records in got.items():
+            for r in records:
+                values.append(r.value)
+                sources.append(Source(tp.topic, tp.partition, r.offset))
+            if records:
+                offsets[tp] = records[-1].offset + 1
+        return Batch(values, sources, offsets)
+
+    async def commit(self, offsets: dict[TopicPartition, int]) -> None:
+        if offsets:
+            await self.consumer.commit(offsets)
+
+
+class Publisher:
+    """Produces alert v1 records and DLQ records; waits for the broker's acks."""
+
+    def __init__(self, cfg: KafkaConfig) -> None:
+        self.cfg = cfg
+        self.producer = AIOKafkaProducer(
+            bootstrap_servers=cfg.bootstrap_servers,
+            client_id=f"{cfg.client_id}-publisher",
+            acks="all",
+            linger_ms=2,
+            request_timeout_ms=cfg.request_timeout_ms,
+        )
+
+    async def start(self) -> None:
+        try:
+            await self.producer.start()
+        except (KafkaConnectionError, OSError):
+            with contextlib.suppress(Exception):
+                await self.producer.stop()
+            raise _unreachable(self.cfg.bootstrap_servers) from None
+
+    async def stop(self) -> None:
+        await self.producer.stop()
+
+    async def publish(
+        self, alerts: Sequence[dict[str, Any]], rejected: Sequence[Rejected]
+    ) -> None:
+        """Send everything, then wait until the broker has acknowledged all of it."""
+        futures = []
+        for rec in alerts:
+            futures.append(
+                await self.producer.send(
+                    self.cfg.alerts_topic,
+                    orjson.dumps(rec),
+                    key=str(rec["fingerprint"]).encode(),
+                )
+            )
+        for rej in rejected:
+            futures.append(
+                await self.producer.send(
+                    self.cfg.dlq_topic,
+                    dlq_record(rej),
+                    key=f"{rej.source.topic}:{rej.source.partition}:{rej.source.offset}".encode(),
+                    headers=[("reason", rej.reason.encode()[:256])],
+                )
+            )
+        if futures:
+            await asyncio.gather(*futures)

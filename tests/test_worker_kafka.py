@@ -1,0 +1,106 @@
+"""End to end against the real local broker: events in, alerts and DLQ records out."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import orjson
+from aiokafka import AIOKafkaConsumer
+
+from stream.config import Config
+from stream.kafka_io import ensure_topics
+from stream.produce import produce_events
+from stream.worker import run_worker
+
+T0 = 1_767_225_600_000  # 2026-01-01T00:00:00Z
+OUTAGE = (120_000, 200_000)  # alipay fails from +120 s to +200 s
+
+
+def traffic(seconds: int = 320) -> list[dict[str, Any]]:
+    """20 calls/s over 3 providers and 6 merchants; alipay has an 80 s outage."""
+    events = []
+    for i in range(seconds * 20):
+        offset = i * 50
+        provider = ("alipay", "wechatpay", "paypal")[i % 3]
+        failing = provider == "alipay" and OUTAGE[0] <= offset < OUTAGE[1] and i % 2 == 0
+        ev: dict[str, Any] = {
+            "schema_version": 1,
+            "event_type": "provider_call",
+            "event_id": f"ev-{i}",
+            "event_ts": T0 + offset,
+            "service": "checkout",
+            "provider": provider,
+            "merchant_id": f"m{i % 6}",
+            "operation": "create_payment",
+            "outcome": "failure" if failing else "success",
+            "latency_ms": 120.0 + (i % 17),
+        }
+        if failing:
+            # No error_class: paywatch must derive it from the provider code.
+            ev["provider_code"] = "ACQ.SYSTEM_ERROR" if i % 4 else "40004"
+            ev["provider_sub_code"] = "ACQ.SYSTEM_ERROR"
+            ev["http_status"] = 200
+        events.append(ev)
+    return events
+
+
+async def read_all(bootstrap: str, topic: str, expect: int, timeout_s: float = 20.0) -> list[dict[str, Any]]:
+    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest",
+                                group_id=None, fetch_max_wait_ms=20)
+    await consumer.start()
+    out: list[dict[str, Any]] = []
+    try:
+        deadline = asyncio.get_running_loop().time() + timeout_s
+        while len(out) < expect and asyncio.get_running_loop().time() < deadline:
+            got = await consumer.getmany(timeout_ms=200)
+            for records in got.values():
+                out.extend(orjson.loads(r.value) for r in records)
+    finally:
+        await consumer.stop()
+    return out
+
+
+async def test_outage_produces_alerts_and_bad_records_go_to_dlq(kafka_config: Config) -> None:
+    k = kafka_config.kafka
+    await ensure_topics(k.bootstrap_servers, [k.events_topic, k.dlq_topic, k.alerts_topic])
+    bad: list[bytes] = [
+        b"{not json",
+        orjson.dumps({"schema_version": 1, "event_type": "provider_call", "event_id": "x1",
+                      "event_ts": T0 + 1000, "service": "checkout", "provider": "alipay",
+                      "merchant_id": "m1", "operation": "create_payment", "outcome": "success",
+                      "latency_ms": -5}),
+    ]
+    events: list[dict[str, Any] | bytes] = [*traffic()]
+    events[100:100] = bad
+    await produce_events(events, k.bootstrap_servers, k.events_topic)
+
+    stop = asyncio.Event()
+    seen: list[dict[str, Any]] = []
+    worker = asyncio.create_task(run_worker(kafka_config, stop, [seen.extend]))
+    try:
+        alerts = await read_all(k.bootstrap_servers, k.alerts_topic, expect=2)
+        dlq = await read_all(k.bootstrap_servers, k.dlq_topic, expect=2)
+    finally:
+        stop.set()
+        stats = await asyncio.wait_for(worker, 30)
+
+    provider_level = [a for a in alerts if a["series"] == {"provider": "alipay"}]
+    assert [a["status"] for a in provider_level] == ["firing", "resolved"]
+    firing, resolved = provider_level
+    assert firing["alert_id"] == resolved["alert_id"]
+    assert firing["fingerprint"] == resolved["fingerprint"]
+    assert firing["started_at"] == T0 + OUTAGE[0]
+    assert resolved["resolved_at"] == T0 + OUTAGE[1]
+    assert firing["signal"] == "error_rate" and firing["severity"] == "critical"
+    assert 0.4 < firing["value"] < 0.6 and 0.5 <= firing["score"] <= 1
+    # Nothing but alipay ever alerts: the healthy providers stay quiet.
+    assert {a["series"]["provider"] for a in alerts} == {"alipay"}
+    assert seen == alerts[: len(seen)]  # notifier saw what the topic got, in order
+
+    reasons = {d["reason"] for d in dlq}
+    assert len(dlq) == 2
+    assert any("JSON" in r or "json" in r for r in reasons)
+    assert {d["field"] for d in dlq} >= {"latency_ms"}
+    assert all(d["source"]["topic"] == k.events_topic for d in dlq)
+    assert stats.rejected == 2
