@@ -12,38 +12,7 @@ from stream.config import Config
 from stream.kafka_io import ensure_topics
 from stream.produce import produce_events
 from stream.worker import run_worker
-
-T0 = 1_767_225_600_000  # 2026-01-01T00:00:00Z
-OUTAGE = (120_000, 200_000)  # alipay fails from +120 s to +200 s
-
-
-def traffic(seconds: int = 320) -> list[dict[str, Any]]:
-    """20 calls/s over 3 providers and 6 merchants; alipay has an 80 s outage."""
-    events = []
-    for i in range(seconds * 20):
-        offset = i * 50
-        provider = ("alipay", "wechatpay", "paypal")[i % 3]
-        failing = provider == "alipay" and OUTAGE[0] <= offset < OUTAGE[1] and i % 2 == 0
-        ev: dict[str, Any] = {
-            "schema_version": 1,
-            "event_type": "provider_call",
-            "event_id": f"ev-{i}",
-            "event_ts": T0 + offset,
-            "service": "checkout",
-            "provider": provider,
-            "merchant_id": f"m{i % 6}",
-            "operation": "create_payment",
-            "outcome": "failure" if failing else "success",
-            "latency_ms": 120.0 + (i % 17),
-        }
-        if failing:
-            # No error_class: paywatch must derive it from the provider code.
-            ev["provider_code"] = "ACQ.SYSTEM_ERROR" if i % 4 else "40004"
-            ev["provider_sub_code"] = "ACQ.SYSTEM_ERROR"
-            ev["http_status"] = 200
-        events.append(ev)
-    return events
-
+from tests.traffic import OUTAGE, T0, traffic
 
 async def read_all(bootstrap: str, topic: str, expect: int, timeout_s: float = 20.0) -> list[dict[str, Any]]:
     consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest",
