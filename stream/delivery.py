@@ -51,6 +51,7 @@ WECOM_ENDPOINT = "https://qyapi.weixin.qq.com/cgi-bin/webhook/send"
 # Robots refuse larger payloads (DingTalk 20000 bytes, WeCom markdown 4096 bytes).
 _BODY_LIMIT_BYTES = {"dingtalk": 19000, "wecombot": 4000}
 _DEFAULT_BODY_LIMIT = 60000
+MAX_BATCH = 200  # messages combined into one send at most
 _SENSITIVE_QUERY = re.compile(r"token|key|secret|pass|sign|auth|credential", re.I)
 _USERINFO_PASSWORD = re.compile(r"^([a-z][a-z0-9+.-]*://[^:/@?#]*):[^@/?#]*@", re.I)
 
@@ -149,6 +150,8 @@ def mask_url(url: str) -> str:
     'nosuchthing://****'
     """
     try:
+        if not url:
+            return ""
         if "://" not in url:
             return MASK
         scheme, rest = url.split("://", 1)
@@ -489,7 +492,7 @@ class _ChannelWorker:
                 # everything queued by then in one combined message instead of dropping.
                 if remaining == 0:
                     await asyncio.sleep(self.limiter.wait_s())
-                while not self.queue.empty():
+                while not self.queue.empty() and len(batch) < MAX_BATCH:
                     batch.append(self.queue.get_nowait())
             ok = False
             try:
@@ -508,6 +511,12 @@ class _ChannelWorker:
         fallback_from = batch[0].fallback_from
         loop = asyncio.get_running_loop()
         for attempt in range(1, owner.max_attempts + 1):
+            if attempt > 1 and not self.queue.empty() and len(batch) < MAX_BATCH:
+                # Messages that queued up behind a failing send ride along with its retry,
+                # so a backlog collapses into one message when the channel comes back.
+                while not self.queue.empty() and len(batch) < MAX_BATCH:
+                    batch.append(self.queue.get_nowait())
+                message = combine([t.message for t in batch], limit)
             while self.limiter.remaining() == 0:
                 await asyncio.sleep(self.limiter.wait_s())
             self.limiter.take()
@@ -559,6 +568,13 @@ class _ChannelWorker:
         return False
 
 
+def _running_in(loop: asyncio.AbstractEventLoop) -> bool:
+    try:
+        return asyncio.get_running_loop() is loop
+    except RuntimeError:
+        return False
+
+
 def _scrub(text: str, secrets: Iterable[str]) -> str:
     for secret in sorted(secrets, key=len, reverse=True):
         text = text.replace(secret, MASK)
@@ -600,13 +616,16 @@ class Deliverer:
         self.on_attempt = on_attempt
         self.clock = clock
         self._audit: deque[DeliveryAttempt] = deque(maxlen=max_audit)
-        self._secrets: set[str] = set()
+        # Registered before any URL is parsed: Apprise logs bad tokens verbatim.
+        self._secrets: set[str] = {
+            s for route in self.routes.values() for c in route.channels for s in url_secrets(c.url)
+        }
+        _REDACTOR.add(self._secrets)
         limiters: dict[str, _RateLimiter] = {}
         self._workers: dict[str, list[_ChannelWorker]] = {}
         for name, route in self.routes.items():
             workers = []
             for channel in route.channels:
-                self._secrets |= url_secrets(channel.url)
                 sender = _make_sender(channel.url)
                 per_min = route.rate_limit_per_min or sender.default_per_min
                 # A robot's limit is per robot, so routes sharing a URL share its limiter.
@@ -618,7 +637,6 @@ class Deliverer:
                     )
                 workers.append(worker)
             self._workers[name] = workers
-        _REDACTOR.add(self._secrets)
         n = sum(len(w) for w in self._workers.values())
         # Own threads: a hung channel must not starve the loop's default executor.
         self._executor = ThreadPoolExecutor(
@@ -629,6 +647,7 @@ class Deliverer:
         self._idle.set()
         self._stopped = False
         self._warned_routes: set[str] = set()
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     # -- public API ------------------------------------------------------------------
 
@@ -643,6 +662,7 @@ class Deliverer:
         return self._pending
 
     async def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
         for workers in self._workers.values():
             for worker in workers:
                 if worker.task is None:
@@ -651,10 +671,17 @@ class Deliverer:
                     )
 
     def submit(self, message: Message) -> None:
-        """Queue ``message`` for every channel of ``message.route``; never blocks or raises."""
+        """Queue ``message`` for every channel of ``message.route``; never blocks or raises.
+
+        Safe to call from another thread once ``start`` ran (it hops onto the loop).
+        """
         try:
             if self._stopped:
                 log.error("deliverer stopped; dropped notification %s", message.alert_ids)
+                return
+            loop = self._loop
+            if loop is not None and not _running_in(loop):
+                loop.call_soon_threadsafe(self._enqueue, message, message.route, None)
                 return
             self._enqueue(message, message.route, None)
         except Exception:
