@@ -230,8 +230,6 @@ def decode_batch(
                 d = loads(raw)
             except decode_error as exc:
                 raise _bad_json(raw, exc) from None
-            except TypeError:
-                raise _Bad(None, f"record value is {type(raw).__name__}, not bytes") from None
             if type(d) is not dict:
                 raise _Bad(None, f"record is a JSON {_json_kind(d)}, not an object")
             get: Callable[[str], Any] = d.get
@@ -641,6 +639,8 @@ def _json_kind(v: object) -> str:
 
 
 def _bad_json(raw: object, exc: Exception) -> _Bad:
+    if not isinstance(raw, bytes | bytearray | memoryview | str):
+        return _Bad(None, f"record value is {type(raw).__name__}, not bytes")
     if isinstance(raw, bytes | bytearray | memoryview):
         try:
             bytes(raw).decode("utf-8")
