@@ -297,6 +297,8 @@ def test_worker_and_simulator_talk_to_the_broker_and_topics_topic_init_made(
     assert sim[sim.index("--bootstrap") + 1] in advertised
     duration = _resolve(sim[sim.index("--duration") + 1], {})
     assert float(duration) > 0
+    # Live pace by default: an hour of traffic in one burst would make a flat dashboard.
+    assert float(_resolve(sim[sim.index("--speed") + 1], {})) > 0
 
 
 def test_every_secret_the_config_needs_is_passed_to_the_worker(
@@ -364,6 +366,38 @@ def test_example_routes_send_each_severity_where_the_comments_say(
     assert routes_for("critical") == {"oncall", "payments-team"}
     assert routes_for("warning") == {"payments-team"}
     assert routes_for("info") == {"default"}
+
+
+def test_commands_are_accepted_by_the_real_cli(
+    services: dict[str, dict[str, Any]], dockerfile: list[dict[str, Any]]
+) -> None:
+    from stream.cli import build_parser
+
+    parser = build_parser()
+    local = str(DOCKER / "paywatch.yaml")  # what compose mounts at CONFIG_IN_IMAGE
+    cmd = json.loads(next(i["value"] for i in dockerfile if i["instruction"] == "CMD"))
+    commands = [cmd, services["paywatch"]["command"], services["simulator"]["command"]]
+    for command in commands:
+        argv = [_resolve(str(a), {}).replace(CONFIG_IN_IMAGE, local) for a in command]
+        args = parser.parse_args(argv)
+        assert args.verb == argv[0]
+    sim = parser.parse_args([_resolve(str(a), {}) for a in services["simulator"]["command"]])
+    assert sim.to_kafka and sim.bootstrap == "kafka:9092" and sim.speed > 0
+
+
+def test_the_worker_loads_the_example_config(services: dict[str, dict[str, Any]]) -> None:
+    import dataclasses
+
+    from stream.config import Config, NotifyConfig, load_config
+
+    if "routes" not in {f.name for f in dataclasses.fields(NotifyConfig)}:
+        pytest.skip("stream.config does not read notify.routes yet")
+    env = {k: "token" + k.lower() for k in _env(services["paywatch"])}
+    env["KAFKA_BOOTSTRAP_SERVERS"] = "kafka:9092"
+    cfg = load_config(DOCKER / "paywatch.yaml", env)
+    assert isinstance(cfg, Config)
+    assert cfg.kafka.bootstrap_servers == "kafka:9092"
+    assert cfg.kafka.events_topic == "payments.events"
 
 
 # --------------------------------------------------------------------------- Dockerfile
