@@ -306,13 +306,13 @@ class AlertHistory:
             )
         return nid
 
-    def record_delivery(self, attempt: Any = None, **fields: Any) -> int:
+    def record_delivery(self, audit: Any = None, /, **fields: Any) -> int:
         """Store one delivery attempt: a ``stream.delivery.DeliveryAttempt`` (usable directly
         as ``Deliverer(on_attempt=history.record_delivery)``) or the same fields as keywords:
         ts_ms, route, channel, alert_ids, attempt, ok, error.  The channel is masked again."""
-        if attempt is not None:
+        if audit is not None:
             fields = {
-                k: getattr(attempt, k)
+                k: getattr(audit, k)
                 for k in ("ts_ms", "route", "channel", "alert_ids", "attempt", "ok", "error")
             }
         ids = [str(i) for i in fields.get("alert_ids") or ()]

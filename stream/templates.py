@@ -46,6 +46,7 @@ _T: dict[str, dict[str, str]] = {
         "where": "Where",
         "how_bad": "How bad",
         "since": "Since",
+        "since_short": "since",
         "hints": "Hints",
         "vs": "{v} vs {e} expected",
         "ago": "{d} ago",
@@ -72,6 +73,7 @@ _T: dict[str, dict[str, str]] = {
         "where": "位置",
         "how_bad": "程度",
         "since": "开始",
+        "since_short": "开始于",
         "hints": "线索",
         "vs": "{v}，预期 {e}",
         "ago": "{d}前",
@@ -272,13 +274,19 @@ def _alert_detail(rec: Mapping[str, Any], now_ms: int, lang: str, fmt: str) -> l
     head = f"{_sev_tag(str(rec.get('severity', 'info')), lang, fmt)} {rec.get('rule', '?')}"
     sig = f"{t['lp']}{_signal_name(str(rec.get('signal', '')), lang)}{t['rp']}"
     lines = [_bold(head, fmt) + sig]
-    lines.append(_bold(t["where"] + t["colon"].rstrip(), fmt) + " " + format_series(rec["series"]))
-    lines.append(_bold(t["how_bad"] + t["colon"].rstrip(), fmt) + " " + _how_bad(rec, lang))
-    lines.append(_bold(t["since"] + t["colon"].rstrip(), fmt) + " " + _since(rec, now_ms, lang))
+    lines.append(_label("where", lang, fmt) + format_series(rec.get("series") or {}))
+    lines.append(_label("how_bad", lang, fmt) + _how_bad(rec, lang))
+    lines.append(_label("since", lang, fmt) + _since(rec, now_ms, lang))
     hints = _hints(rec, lang)
     if hints:
-        lines.append(_bold(t["hints"] + t["colon"].rstrip(), fmt) + " " + hints)
+        lines.append(_label("hints", lang, fmt) + hints)
     return lines
+
+
+def _label(key: str, lang: str, fmt: str) -> str:
+    """``**Where:** `` in English, ``**位置：**`` in Chinese (full-width colon, no space)."""
+    t = _T[lang]
+    return _bold(t[key] + t["colon"].rstrip(), fmt) + ("" if lang == "zh" else " ")
 
 
 def _resolved_line(rec: Mapping[str, Any], lang: str, fmt: str, compact: bool) -> str:
@@ -301,7 +309,7 @@ def _firing_line(rec: Mapping[str, Any], lang: str, fmt: str) -> str:
     sev = _ICONS.get(str(rec.get("severity")), "") if fmt == "markdown" else ""
     since = format_clock(int(rec.get("started_at") or 0))[:-4]
     body = f"{format_series(rec.get('series') or {})}{t['colon']}{_how_bad(rec, lang)}"
-    return f"- {sev + ' ' if sev else ''}{body}{t['sep']}{t['since']} {since}"
+    return f"- {sev + ' ' if sev else ''}{body}{t['sep']}{t['since_short']} {since}"
 
 
 def _clip(text: str, limit: int) -> str:
@@ -414,18 +422,18 @@ def render(
         if rest > 0:
             lines.append("- " + t["more"].format(n=rest))
         if firing and firing[0].get("hints"):
-            lines.append(
-                _bold(t["hints"] + t["colon"].rstrip(), fmt) + " " + _hints(firing[0], lang)
-            )
+            lines.append(_label("hints", lang, fmt) + _hints(firing[0], lang))
     if muted:
         lines.append(t["muted"].format(n=muted))
     return _title(firing, resolved, lang), _line_join(lines, fmt)
 
 
-def _sort_key(rec: Mapping[str, Any]) -> tuple[int, float, str]:
-    """Worst first, then the earliest start, then by series for a stable order."""
+def _sort_key(rec: Mapping[str, Any]) -> tuple[int, float, float, str]:
+    """Worst first (severity, then score), then the earliest start, then by series."""
+    score = rec.get("score")
     return (
         _SEVERITY_ORDER.get(str(rec.get("severity")), 9),
+        -float(score) if isinstance(score, int | float) else 0.0,
         float(rec.get("started_at") or 0),
         format_series(rec.get("series") or {}),
     )

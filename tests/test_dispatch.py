@@ -1,0 +1,435 @@
+"""Dispatcher: grouping, inhibition, silences, repeats, acks, escalation, routing, dedup."""
+# ruff: noqa: F811  (pytest fixtures imported from tests.servers are re-bound as parameters)
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from stream.delivery import Deliverer, DeliveryAttempt, Message
+from stream.dispatch import (
+    DispatchConfigError,
+    Dispatcher,
+    InhibitRule,
+    RouteConfig,
+    route_targets,
+)
+from stream.history import AlertHistory
+from stream.silences import ControlEvent, Matcher, Recurrence, Silence, SilenceSet
+from tests.servers import WebhookServer, wait_until, webhook_server  # noqa: F401
+
+S = 1000
+MIN = 60 * S
+T0 = 1_764_140_000_000  # 2025-11-26T06:53:20Z
+
+
+def rec(
+    series: dict[str, str],
+    *,
+    status: str = "firing",
+    rule: str = "provider_errors",
+    signal: str = "error_rate",
+    severity: str = "critical",
+    started: int = T0,
+    window_end: int | None = None,
+    resolved_at: int | None = None,
+    value: float = 0.3,
+    expected: float = 0.01,
+) -> dict[str, Any]:
+    fp = f"{rule}|" + json.dumps(series, sort_keys=True)
+    return {
+        "schema_version": 1,
+        "alert_id": f"{fp}@{started}",
+        "fingerprint": fp,
+        "status": status,
+        "severity": severity,
+        "rule": rule,
+        "signal": signal,
+        "series": series,
+        "started_at": started,
+        "resolved_at": resolved_at,
+        "window_end": window_end if window_end is not None else started + 10 * S,
+        "detected_at": window_end if window_end is not None else started + 10 * S,
+        "value": value,
+        "expected": expected,
+        "score": 0.99,
+        "summary": "x",
+        "hints": [],
+    }
+
+
+def resolve(r: dict[str, Any], at: int) -> dict[str, Any]:
+    return {**r, "status": "resolved", "resolved_at": at, "window_end": at + 30 * S}
+
+
+def route(name: str = "oncall", **kw: Any) -> RouteConfig:
+    kw.setdefault("group_wait_s", 30)
+    kw.setdefault("group_interval_s", 300)
+    kw.setdefault("repeat_interval_s", 3600)
+    return RouteConfig(name, **kw)
+
+
+def run(
+    d: Dispatcher, until: int, step: int = 10 * S, start: int = T0
+) -> list[tuple[int, Message]]:
+    """Tick every ``step`` like a live loop; return (time, message) pairs."""
+    out: list[tuple[int, Message]] = []
+    for t in range(start, until + 1, step):
+        out.extend((t, m) for m in d.tick(t))
+    return out
+
+
+def outage(n_merchants: int = 30) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    provider = rec({"provider": "alipay"})
+    merchants = [
+        rec({"provider": "alipay", "merchant_id": f"m{i:02d}"}) for i in range(n_merchants)
+    ]
+    return provider, merchants
+
+
+def test_provider_outage_over_30_merchants_pages_once_then_recovers_once(tmp_path: Path) -> None:
+    history = AlertHistory(tmp_path / "h.db")
+    d = Dispatcher([route()], [], SilenceSet(), history=history)
+    provider, merchants = outage()
+    arrive = T0 + 10 * S
+    for r in [*merchants[:15], provider, *merchants[15:]]:  # merchants first: order must not matter
+        assert d.on_alert(r, arrive)
+
+    assert d.tick(arrive + 29 * S) == []
+    first = d.tick(arrive + 30 * S)
+    assert len(first) == 1
+    msg = first[0]
+    assert msg.alert_ids == (provider["alert_id"],)
+    assert msg.route == "oncall" and msg.severity == "critical"
+    assert "alipay" in msg.title and "30.0%" in msg.title
+    assert "30 related alerts beneath muted" in msg.body
+
+    # Still firing and unchanged: nothing until repeat_interval.
+    assert run(d, arrive + 20 * MIN, start=arrive + 31 * S) == []
+
+    end = arrive + 20 * MIN
+    for r in [provider, *merchants]:
+        d.on_alert(resolve(r, end), end)
+    recovered = run(d, end + 10 * MIN, start=end)
+    assert len(recovered) == 1
+    _, rmsg = recovered[0]
+    assert rmsg.alert_ids == (provider["alert_id"],)
+    assert rmsg.title.startswith("[RESOLVED]")
+    assert "lasted 20m" in rmsg.body
+    assert d.group_keys() == [] and d.firing() == []
+    assert run(d, end + 5 * 3600 * S, step=MIN, start=end + 10 * MIN) == []
+
+    # Muted alerts are still in history, with the reason; only one page went out for them all.
+    listed = history.list_alerts(limit=100)
+    assert len(listed) == 31 and {a["status"] for a in listed} == {"resolved"}
+    shown = history.show_alert(merchants[3]["alert_id"])
+    assert shown is not None
+    assert shown["alert"]["muted"] == f"inhibited by {provider['alert_id']}"
+    assert [m["reason"] for m in shown["mutes"]] == [f"inhibited by {provider['alert_id']}"]
+    assert shown["notifications"] == []
+    pshow = history.show_alert(provider["alert_id"])
+    assert pshow is not None and len(pshow["notifications"]) == 2
+
+
+def test_merchant_alert_pages_when_no_provider_alert_covers_it() -> None:
+    d = Dispatcher([route()], [], SilenceSet())
+    _, merchants = outage(2)
+    other_rule = rec({"provider": "alipay"}, rule="latency_p99", signal="latency")
+    for r in [*merchants, other_rule]:
+        d.on_alert(r, T0)
+    sent = {a for m in d.tick(T0 + 30 * S) for a in m.alert_ids}
+    # A latency alert on the provider does not explain merchant error rates.
+    assert sent == {merchants[0]["alert_id"], merchants[1]["alert_id"], other_rule["alert_id"]}
+
+
+def test_warning_provider_alert_does_not_hide_critical_merchant() -> None:
+    d = Dispatcher([route(group_by=("...",))], [], SilenceSet())
+    p = rec({"provider": "alipay"}, severity="warning")
+    m = rec({"provider": "alipay", "merchant_id": "m1"}, severity="critical")
+    d.on_alert(p, T0)
+    d.on_alert(m, T0)
+    sent = {a for msg in d.tick(T0 + 30 * S) for a in msg.alert_ids}
+    assert sent == {p["alert_id"], m["alert_id"]}
+
+
+def test_default_inhibition_can_be_turned_off() -> None:
+    d = Dispatcher([route()], [], SilenceSet(), default_inhibit=False)
+    provider, merchants = outage(3)
+    for r in [provider, *merchants]:
+        d.on_alert(r, T0)
+    (msg,) = d.tick(T0 + 30 * S)
+    assert len(msg.alert_ids) == 4
+    assert "4 firing" in msg.title
+
+
+def test_group_interval_batches_later_changes() -> None:
+    d = Dispatcher([route(group_interval_s=120)], [], SilenceSet())
+    a = rec({"provider": "paypal", "operation": "capture"})
+    b = rec({"provider": "paypal", "operation": "refund"}, started=T0 + 40 * S)
+    d.on_alert(a, T0)
+    got = run(d, T0 + 49 * S, step=S)
+    d.on_alert(b, T0 + 50 * S)  # after the first flush at T0+30s
+    got += run(d, T0 + 10 * MIN, step=S, start=T0 + 50 * S)
+    assert [(t - T0, m.alert_ids) for t, m in got] == [
+        (30 * S, (a["alert_id"],)),
+        (150 * S, (a["alert_id"], b["alert_id"])),  # next group_interval tick, both listed
+    ]
+    assert "2 firing" in got[1][1].title
+
+
+def test_repeat_interval_and_max_repeats() -> None:
+    d = Dispatcher(
+        [route(group_interval_s=60, repeat_interval_s=600, max_repeats=2)], [], SilenceSet()
+    )
+    d.on_alert(rec({"provider": "wechatpay"}), T0)
+    got = run(d, T0 + 3 * 3600 * S, step=5 * S)
+    assert [t - T0 for t, _ in got] == [30 * S, 630 * S, 1230 * S]
+    assert "reminder 1" in got[1][1].body and "reminder 2" in got[2][1].body
+
+
+def test_ack_stops_repeats_and_a_new_alert_still_pages() -> None:
+    d = Dispatcher([route(group_interval_s=60, repeat_interval_s=600)], [], SilenceSet())
+    a = rec({"provider": "wechatpay", "operation": "refund"})
+    d.on_alert(a, T0)
+    assert len(d.tick(T0 + 30 * S)) == 1
+    assert d.ack(a["fingerprint"], "li", T0 + 2 * MIN) == [a["alert_id"]]
+    assert run(d, T0 + 2 * 3600 * S, step=MIN, start=T0 + 2 * MIN) == []
+    b = rec({"provider": "wechatpay", "operation": "query_payment"}, started=T0 + 2 * 3600 * S)
+    d.on_alert(b, T0 + 2 * 3600 * S)
+    (msg,) = [m for _, m in run(d, T0 + 2 * 3600 * S + 2 * MIN, start=T0 + 2 * 3600 * S)]
+    assert b["alert_id"] in msg.alert_ids
+    assert d.ack("no-such-alert", "li", T0) == []
+
+
+def test_ack_through_control_event() -> None:
+    d = Dispatcher([route(group_interval_s=60, repeat_interval_s=300)], [], SilenceSet())
+    a = rec({"provider": "alipay"})
+    d.on_alert(a, T0)
+    d.tick(T0 + 30 * S)
+    ev = ControlEvent.decode(json.dumps({"kind": "ack", "target": a["alert_id"], "author": "li"}))
+    assert d.apply_control(ev, T0 + MIN)
+    assert run(d, T0 + 3600 * S, step=MIN, start=T0 + MIN) == []
+
+
+def _escalating() -> Dispatcher:
+    team = route(
+        "team", group_interval_s=60, repeat_interval_s=3600, escalate_after_s=900,
+        escalate_to="manager",
+    )  # fmt: skip
+    return Dispatcher([team, route("manager", language="zh")], [], SilenceSet())
+
+
+def test_unacked_critical_escalates_once_after_delay() -> None:
+    d = _escalating()
+    d.on_alert(rec({"provider": "alipay"}), T0)
+    got = run(d, T0 + 2 * 3600 * S, step=S)
+    assert [(t - T0, m.route) for t, m in got] == [
+        (30 * S, "team"),
+        (930 * S, "manager"),  # 15 min after the first page, exactly
+        (3630 * S, "team"),  # the team's own repeat
+    ]
+    esc = got[1][1]
+    assert "已升级" in esc.body and "15分钟" in esc.body
+    assert esc.severity == "critical"
+
+
+def test_acked_or_warning_groups_never_escalate() -> None:
+    d = _escalating()
+    a = rec({"provider": "alipay"})
+    d.on_alert(a, T0)
+    d.tick(T0 + 30 * S)
+    d.ack(a["alert_id"], "li", T0 + 10 * MIN)
+    assert [m.route for _, m in run(d, T0 + 3600 * S)] == []
+
+    d = _escalating()
+    d.on_alert(rec({"provider": "alipay"}, severity="warning"), T0)
+    assert [m.route for _, m in run(d, T0 + 3000 * S)] == ["team"]
+
+
+def test_resolved_before_escalation_does_not_escalate() -> None:
+    d = _escalating()
+    a = rec({"provider": "alipay"})
+    d.on_alert(a, T0)
+    d.on_alert(resolve(a, T0 + 5 * MIN), T0 + 5 * MIN)
+    assert [m.route for _, m in run(d, T0 + 3600 * S)] == ["team", "team"]
+
+
+def test_same_record_twice_does_nothing() -> None:
+    d = Dispatcher([route()], [], SilenceSet())
+    a = rec({"provider": "alipay"})
+    assert d.on_alert(a, T0) is True
+    assert d.on_alert(dict(a), T0 + S) is False
+    (msg,) = d.tick(T0 + 30 * S)
+    assert msg.alert_ids == (a["alert_id"],)
+    r = resolve(a, T0 + MIN)
+    assert d.on_alert(r, T0 + MIN) is True
+    assert d.on_alert(r, T0 + MIN) is False
+    assert d.on_alert(a, T0 + MIN) is False  # a replayed firing after its own resolution
+    assert len(run(d, T0 + 3600 * S, start=T0 + MIN)) == 1
+
+
+def test_severity_upgrade_is_announced_again() -> None:
+    d = Dispatcher([route(group_interval_s=60)], [], SilenceSet())
+    warn = rec({"provider": "paypal"}, severity="warning")
+    d.on_alert(warn, T0)
+    assert [m.severity for m in d.tick(T0 + 30 * S)] == ["warning"]
+    crit = {**warn, "severity": "critical", "window_end": warn["window_end"] + 10 * S}
+    assert d.on_alert(crit, T0 + 40 * S)
+    assert [m.severity for _, m in run(d, T0 + 5 * MIN, start=T0 + 40 * S)] == ["critical"]
+
+
+def test_routing_by_severity_and_labels_first_match_wins_unless_continue() -> None:
+    routes = [
+        route("pager", match={"severity": "critical"}, continue_=True),
+        route("china", match_re={"provider": "alipay|wechatpay"}, language="zh"),
+        route("paypal-team", match={"provider": "paypal"}),
+        route("default"),
+    ]
+    d = Dispatcher(routes, [], SilenceSet(), default_inhibit=False)
+    cases = {
+        "crit-ali": rec({"provider": "alipay"}),
+        "warn-wx": rec({"provider": "wechatpay"}, severity="warning"),
+        "warn-pp": rec({"provider": "paypal"}, severity="warning"),
+        "info-union": rec({"provider": "unionpay"}, severity="info"),
+    }
+    for r in cases.values():
+        d.on_alert(r, T0)
+    by_alert: dict[str, set[str]] = {}
+    for m in d.tick(T0 + 30 * S):
+        for aid in m.alert_ids:
+            by_alert.setdefault(aid, set()).add(m.route)
+    assert by_alert == {
+        cases["crit-ali"]["alert_id"]: {"pager", "china"},  # continue_ let it reach china too
+        cases["warn-wx"]["alert_id"]: {"china"},
+        cases["warn-pp"]["alert_id"]: {"paypal-team"},
+        cases["info-union"]["alert_id"]: {"default"},
+    }
+
+
+def test_silence_mutes_until_it_ends_then_the_alert_pages() -> None:
+    until = T0 + 20 * MIN
+    silences = SilenceSet([Silence("s1", (Matcher.parse("provider=alipay"),), T0, until, "li")])
+    d = Dispatcher([route(group_interval_s=60)], [], silences)
+    a = rec({"provider": "alipay"})
+    b = rec({"provider": "paypal"}, rule="other")
+    d.on_alert(a, T0)
+    d.on_alert(b, T0)
+    got = run(d, T0 + 30 * MIN, step=S)
+    assert [(t - T0, m.alert_ids) for t, m in got] == [
+        (30 * S, (b["alert_id"],)),
+        (1230 * S, (a["alert_id"],)),  # first group tick at/after the silence's end
+    ]
+
+
+def test_unsilence_event_ends_a_silence_early() -> None:
+    d = Dispatcher([route(group_interval_s=60)], [], SilenceSet())
+    on = {"kind": "silence", "id": "s9", "matchers": ['provider=~"ali.*"'], "starts_at": T0,
+          "ends_at": T0 + 3600 * S, "author": "li", "comment": "upgrade"}  # fmt: skip
+    assert d.apply_control(ControlEvent.from_dict(on), T0)
+    d.on_alert(rec({"provider": "alipay"}), T0)
+    assert run(d, T0 + 5 * MIN, step=S) == []
+    assert d.apply_control(ControlEvent.from_dict({"kind": "unsilence", "id": "s9"}), T0 + 5 * MIN)
+    got = run(d, T0 + 10 * MIN, step=S, start=T0 + 5 * MIN)
+    assert len(got) == 1 and got[0][0] - T0 <= 6 * MIN + 30 * S
+
+
+def test_recurring_maintenance_window_mutes_only_inside_it() -> None:
+    # Daily 07:00-07:30 UTC window; T0 is 06:53:20 UTC.
+    window = Recurrence("daily", "07:00", "07:30")
+    s = Silence("maint", (Matcher.parse("provider=unionpay"),), 0, None, "ops", recurrence=window)
+    d = Dispatcher([route(group_wait_s=0, group_interval_s=60)], [], SilenceSet([s]))
+    inside = T0 + 10 * MIN  # 07:03:20
+    d.on_alert(rec({"provider": "unionpay"}, started=inside), inside)
+    got = run(d, T0 + 60 * MIN, step=S, start=inside)
+    assert len(got) == 1
+    sent_at = got[0][0]
+    assert sent_at >= T0 + 36 * MIN + 40 * S  # 07:30:00
+    assert sent_at < T0 + 38 * MIN
+
+
+def test_configured_inhibit_rule_with_equal_labels() -> None:
+    rule = InhibitRule(
+        source_match={"signal": "volume", "severity": "critical"},
+        target_match={"signal": "error_rate"},
+        equal=("provider",),
+    )
+    d = Dispatcher([route(group_by=("...",))], [rule], SilenceSet())
+    drop = rec({"provider": "alipay"}, rule="volume_drop", signal="volume")
+    same = rec({"provider": "alipay", "operation": "refund"}, rule="refund_errors")
+    other = rec({"provider": "paypal"}, rule="refund_errors")
+    for r in (drop, same, other):
+        d.on_alert(r, T0)
+    sent = {a for m in d.tick(T0 + 30 * S) for a in m.alert_ids}
+    assert sent == {drop["alert_id"], other["alert_id"]}
+
+
+def test_messages_do_not_depend_on_how_often_tick_is_called() -> None:
+    def feed(tick_step: int | None) -> list[tuple[str, tuple[str, ...], str]]:
+        d = Dispatcher([route(group_interval_s=60, repeat_interval_s=600)], [], SilenceSet())
+        provider, merchants = outage(5)
+        events = [(T0, r) for r in [provider, *merchants]]
+        events.append((T0 + 3 * MIN, rec({"provider": "paypal"}, started=T0 + 3 * MIN)))
+        events += [(T0 + 40 * MIN, resolve(r, T0 + 40 * MIN)) for r in [provider, *merchants]]
+        out: list[Message] = []
+        t = T0
+        for at, r in events:
+            if tick_step:
+                while t < at:
+                    out += d.tick(t)
+                    t += tick_step
+            d.on_alert(r, at)
+        out += d.tick(T0 + 2 * 3600 * S)
+        return [(m.route, m.alert_ids, m.title) for m in out]
+
+    live = feed(S)
+    assert live == feed(None) == feed(7 * S)
+    assert len(live) >= 4
+
+
+def test_config_mistakes_are_one_line_errors() -> None:
+    with pytest.raises(DispatchConfigError, match="escalate_to names unknown route 'boss'"):
+        Dispatcher([route("a", escalate_after_s=60, escalate_to="boss")], [], SilenceSet())
+    with pytest.raises(DispatchConfigError, match="used twice: a"):
+        Dispatcher([route("a"), route("a")], [], SilenceSet())
+    with pytest.raises(DispatchConfigError, match="language must be one of zh, en"):
+        route("a", language="fr")
+    with pytest.raises(DispatchConfigError, match="bad regex for 'provider'"):
+        route("a", match_re={"provider": "ali("})
+    with pytest.raises(DispatchConfigError, match="unknown key"):
+        RouteConfig.from_dict({"name": "a", "group_wiat_s": 3})
+    r = RouteConfig.from_dict({"name": "a", "continue": True, "receivers": "json://x"})
+    assert r.continue_ and r.receivers == ("json://x",)
+
+
+async def test_dispatched_message_is_delivered_and_audited(
+    webhook_server: WebhookServer, tmp_path: Path
+) -> None:
+    history = AlertHistory(tmp_path / "h.db")
+    d = Dispatcher(
+        [route("ops", receivers=(webhook_server.url,), body_format="text")], [], SilenceSet(),
+        history=history,
+    )  # fmt: skip
+    a = rec({"provider": "alipay", "operation": "create_payment"})
+    d.on_alert(a, T0)
+    (msg,) = d.tick(T0 + 30 * S)
+
+    def audit(att: DeliveryAttempt) -> None:
+        history.record_delivery(att)
+
+    deliverer = Deliverer(route_targets(d.routes.values()), backoff_s=0.01, on_attempt=audit)
+    await deliverer.start()
+    try:
+        deliverer.submit(msg)
+        assert await wait_until(lambda: len(webhook_server.posts) == 1)
+        await deliverer.drain(5)
+    finally:
+        await deliverer.stop()
+    post = webhook_server.posts[0]
+    assert "alipay / create_payment" in post["message"]
+    shown = history.show_alert(a["alert_id"])
+    assert shown is not None
+    assert [x["ok"] for x in shown["deliveries"]] == [True]
+    assert shown["deliveries"][0]["route"] == "ops"
