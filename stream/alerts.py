@@ -23,7 +23,7 @@ def fingerprint(rule: str, series: dict[str, str]) -> str:
     """Stable id of one (rule, series).
 
     >>> fingerprint("system_error_rate", {"provider": "alipay"})
-    'c9d3f8ac3a0c8b8b'
+    '3eb195dcc5db55fc'
     """
     blob = orjson.dumps([rule, series], option=orjson.OPT_SORT_KEYS)
     return hashlib.sha256(blob).hexdigest()[:16]
@@ -85,8 +85,14 @@ class AlertLifecycle:
 
     def firing(self) -> list[dict[str, Any]]:
         return [
-            {"fingerprint": fp, "alert_id": e.alert_id, "rule": e.rule, "series": e.series,
-             "severity": e.severity, "started_at": e.started_at}
+            {
+                "fingerprint": fp,
+                "alert_id": e.alert_id,
+                "rule": e.rule,
+                "series": e.series,
+                "severity": e.severity,
+                "started_at": e.started_at,
+            }
             for fp, e in self.episodes.items()
             if e.firing
         ]
@@ -160,7 +166,9 @@ class AlertLifecycle:
     ) -> dict[str, Any]:
         duration_s = (ep.last_anomalous_end - ep.started_at) // 1000
         if status == "resolved":
-            summary = f"RESOLVED after {duration_s}s: " + (j.summary if j else _series_text(ep.series))
+            summary = f"RESOLVED after {duration_s}s: " + (
+                j.summary if j else _series_text(ep.series)
+            )
         else:
             summary = j.summary if j else _series_text(ep.series)
         return {

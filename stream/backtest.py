@@ -9,6 +9,7 @@ from __future__ import annotations
 import gzip
 import sys
 import time
+import typing
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,11 +33,13 @@ class BacktestSummary:
 
 def open_text(path: Path) -> IO[bytes]:
     if path.suffix == ".gz":
-        return gzip.open(path, "rb")
-    return open(path, "rb")  # noqa: SIM115 - returned to the caller's with-block
+        return typing.cast(IO[bytes], gzip.open(path, "rb"))
+    return open(path, "rb")
 
 
-def read_batches(path: Path, batch_size: int = 5000) -> Iterator[tuple[list[bytes | None], list[Source]]]:
+def read_batches(
+    path: Path, batch_size: int = 5000
+) -> Iterator[tuple[list[bytes | None], list[Source]]]:
     """Lines of a JSONL file (``.gz`` too) as (values, sources); blank lines are skipped."""
     topic = str(path)
     values: list[bytes | None] = []

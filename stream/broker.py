@@ -89,7 +89,9 @@ class LocalBroker:
                 return self
             time.sleep(0.05)
         self.stop()
-        raise BrokerError(f"the local broker did not listen on port {self.port} within {timeout_s:.0f}s")
+        raise BrokerError(
+            f"the local broker did not listen on port {self.port} within {timeout_s:.0f}s"
+        )
 
     def stop(self) -> None:
         proc, self.process = self.process, None

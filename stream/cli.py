@@ -67,8 +67,12 @@ def build_parser() -> argparse.ArgumentParser:
         description="Run a paywatch worker in the consumer group of the events topic. "
         "Alerts go to the alerts topic and the console; bad events go to the DLQ.",
     )
-    run.add_argument("--config", type=_existing_file, help="YAML config (defaults apply without one)")
-    run.add_argument("--bootstrap", help="Kafka bootstrap servers (overrides kafka.bootstrap_servers)")
+    run.add_argument(
+        "--config", type=_existing_file, help="YAML config (defaults apply without one)"
+    )
+    run.add_argument(
+        "--bootstrap", help="Kafka bootstrap servers (overrides kafka.bootstrap_servers)"
+    )
 
     demo = sub.add_parser(
         "demo",
@@ -77,8 +81,12 @@ def build_parser() -> argparse.ArgumentParser:
         "injected provider outage, run the worker and print alerts as they fire and resolve. "
         "Ends by itself.",
     )
-    demo.add_argument("--duration", type=_positive_float, default=60.0,
-                      help="wall-clock seconds to run (default 60)")
+    demo.add_argument(
+        "--duration",
+        type=_positive_float,
+        default=60.0,
+        help="wall-clock seconds to run (default 60)",
+    )
     demo.add_argument("--seed", type=int, default=7, help="simulation seed (default 7)")
 
     sim = sub.add_parser(
@@ -87,23 +95,43 @@ def build_parser() -> argparse.ArgumentParser:
         description="Generate seeded, realistic v1 events (providers, operations, merchants, "
         "daily curve, declines, callbacks) with injected incidents.",
     )
-    sim.add_argument("--duration", type=_positive_float, default=3600.0,
-                     help="simulated seconds of traffic (default 3600)")
+    sim.add_argument(
+        "--duration",
+        type=_positive_float,
+        default=3600.0,
+        help="simulated seconds of traffic (default 3600)",
+    )
     sim.add_argument("--seed", type=int, default=1)
-    sim.add_argument("--rate", type=_positive_float, default=None,
-                     help="mean provider calls per simulated second")
-    sim.add_argument("--incident", action="append", default=[], metavar="SPEC",
-                     help="inject an incident, e.g. provider_outage:provider=alipay,start=600,"
-                     "duration=120 (repeatable)")
-    sim.add_argument("--suite", action="store_true",
-                     help="inject one incident of every kind (the evaluation suite)")
+    sim.add_argument(
+        "--rate",
+        type=_positive_float,
+        default=None,
+        help="mean provider calls per simulated second",
+    )
+    sim.add_argument(
+        "--incident",
+        action="append",
+        default=[],
+        metavar="SPEC",
+        help="inject an incident, e.g. provider_outage:provider=alipay,start=600,"
+        "duration=120 (repeatable)",
+    )
+    sim.add_argument(
+        "--suite",
+        action="store_true",
+        help="inject one incident of every kind (the evaluation suite)",
+    )
     sim.add_argument("--out", type=Path, help="write JSONL (.gz to compress) to this file")
     sim.add_argument("--labels-out", type=Path, help="write the injected incidents as JSON labels")
     sim.add_argument("--to-kafka", action="store_true", help="produce to Kafka instead of a file")
     sim.add_argument("--bootstrap", default="localhost:9092", help="Kafka bootstrap servers")
     sim.add_argument("--topic", default="payments.events", help="events topic")
-    sim.add_argument("--speed", type=float, default=0.0,
-                     help="with --to-kafka: simulated seconds per wall second (0 = as fast as possible)")
+    sim.add_argument(
+        "--speed",
+        type=float,
+        default=0.0,
+        help="with --to-kafka: simulated seconds per wall second (0 = as fast as possible)",
+    )
 
     bt = sub.add_parser(
         "backtest",
@@ -112,9 +140,17 @@ def build_parser() -> argparse.ArgumentParser:
         "through the pipeline the worker runs; writes alert v1 records.",
     )
     bt.add_argument("--input", type=_existing_file, required=True, help="JSONL(.gz) or CSV file")
-    bt.add_argument("--config", type=_existing_file, help="YAML config (defaults apply without one)")
-    bt.add_argument("--alerts-out", type=Path, required=True, help="where to write alert records (JSONL)")
-    bt.add_argument("--scores-out", type=Path, help="CSV input: per-row scores (timestamp,value,anomaly_score,alert)")
+    bt.add_argument(
+        "--config", type=_existing_file, help="YAML config (defaults apply without one)"
+    )
+    bt.add_argument(
+        "--alerts-out", type=Path, required=True, help="where to write alert records (JSONL)"
+    )
+    bt.add_argument(
+        "--scores-out",
+        type=Path,
+        help="CSV input: per-row scores (timestamp,value,anomaly_score,alert)",
+    )
     bt.add_argument("--dlq-out", type=Path, help="JSONL input: write rejected records here")
     bt.add_argument("--report", type=Path, help="HTML report (not available yet)")
     bt.add_argument("--labels", type=_existing_file, help="labelled incidents (not available yet)")
@@ -126,8 +162,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     br.add_argument("--port", type=int, default=9092, help="port on 127.0.0.1 (default 9092)")
 
-    al = sub.add_parser("alerts", help="list, show, silence and acknowledge alerts",
-                        description="Work with the alert history and silences.")
+    al = sub.add_parser(
+        "alerts",
+        help="list, show, silence and acknowledge alerts",
+        description="Work with the alert history and silences.",
+    )
     al.add_argument("action", choices=["list", "show", "silence", "unsilence", "ack"])
     al.add_argument("args", nargs="*")
     return p

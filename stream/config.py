@@ -236,7 +236,9 @@ def _convert(tp: Any, value: Any, key: str, env: typing.Mapping[str, str] | None
     raise ConfigError(f"{key}: unsupported type {tp}")  # pragma: no cover - programming error
 
 
-def _build(cls: type[T], data: dict[str, Any], prefix: str, env: typing.Mapping[str, str] | None) -> T:
+def _build(
+    cls: type[T], data: dict[str, Any], prefix: str, env: typing.Mapping[str, str] | None
+) -> T:
     hints = typing.get_type_hints(cls)
     names = {f.name: f for f in dataclasses.fields(typing.cast(Any, cls))}
     kwargs: dict[str, Any] = {}
@@ -249,7 +251,9 @@ def _build(cls: type[T], data: dict[str, Any], prefix: str, env: typing.Mapping[
     return cls(**kwargs)
 
 
-def config_from_dict(data: dict[str, Any] | None, env: typing.Mapping[str, str] | None = None) -> Config:
+def config_from_dict(
+    data: dict[str, Any] | None, env: typing.Mapping[str, str] | None = None
+) -> Config:
     """Build and validate a :class:`Config` from parsed YAML.
 
     >>> config_from_dict({"windows": {"size_s": 5}}).windows.size_s

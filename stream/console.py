@@ -12,7 +12,12 @@ from collections import Counter
 from datetime import UTC, datetime
 from typing import Any, TextIO
 
-_COLORS = {"critical": "\033[1;31m", "warning": "\033[33m", "info": "\033[36m", "resolved": "\033[32m"}
+_COLORS = {
+    "critical": "\033[1;31m",
+    "warning": "\033[33m",
+    "info": "\033[36m",
+    "resolved": "\033[32m",
+}
 _RESET = "\033[0m"
 
 
@@ -31,6 +36,7 @@ class ConsoleNotifier:
         # (rule, frozen series) of printed firing alerts, to fold alerts beneath them.
         self.shown: dict[str, tuple[str, dict[str, str]]] = {}
         self.folded: dict[str, str] = {}  # child fingerprint -> parent fingerprint
+        self.fold_counts: Counter[str] = Counter()  # parent fingerprint -> series folded
         self.fired = 0
         self.resolved = 0
 
@@ -38,19 +44,24 @@ class ConsoleNotifier:
         return f"{_COLORS[key]}{text}{_RESET}" if self.color else text
 
     def notify(self, records: list[dict[str, Any]]) -> None:
-        folded_now: Counter[str] = Counter()
+        folded_now: list[str] = []
         # Broader series first so a provider alert is shown before those beneath it.
         for rec in sorted(records, key=lambda r: (r["window_end"], len(r["series"]))):
             fp = rec["fingerprint"]
             if rec["status"] == "firing":
                 parent = next(
-                    (pfp for pfp, (rule, s) in self.shown.items()
-                     if rule == rec["rule"] and _is_beneath(rec["series"], s)),
+                    (
+                        pfp
+                        for pfp, (rule, s) in self.shown.items()
+                        if rule == rec["rule"] and _is_beneath(rec["series"], s)
+                    ),
                     None,
                 )
                 if parent is not None and fp not in self.shown:
                     self.folded[fp] = parent
-                    folded_now[parent] += 1
+                    if not self.fold_counts[parent]:
+                        folded_now.append(parent)
+                    self.fold_counts[parent] += 1
                     continue
                 self.shown[fp] = (rec["rule"], rec["series"])
                 self.fired += 1
@@ -60,14 +71,17 @@ class ConsoleNotifier:
                     continue
                 if self.shown.pop(fp, None) is not None:
                     self.resolved += 1
-                    self._line(rec)
-        for parent, n in folded_now.items():
-            rule, series = self.shown[parent]
+                    self._line(rec, folded=self.fold_counts.pop(fp, 0))
+        for parent in folded_now:
+            _, series = self.shown[parent]
             where = "/".join(series.values())
-            print(f"           └─ {n} more series beneath {where} are affected too (folded)", file=self.out)
+            print(
+                f"           └─ series beneath {where} are affected too (folded into this alert)",
+                file=self.out,
+            )
         self.out.flush()
 
-    def _line(self, rec: dict[str, Any]) -> None:
+    def _line(self, rec: dict[str, Any], folded: int = 0) -> None:
         if rec["status"] == "firing":
             tag = self._paint(rec["severity"], f"FIRING   {rec['severity']:<8}")
             since = f"since {_hms(rec['started_at'])}"
@@ -79,5 +93,10 @@ class ConsoleNotifier:
             hints = "  hints: " + ", ".join(
                 f"{h['dimension']}={h['value']} ({h['share']:.0%})" for h in rec["hints"]
             )
-        print(f"[{_hms(rec['detected_at'])}] {tag} {rec['rule']}  {rec['summary']}  ({since}){hints}",
-              file=self.out)
+        if folded:
+            hints += f"  ({folded} series beneath were folded into it)"
+        # Event time of the window that produced the record: what the on-call correlates with.
+        print(
+            f"[{_hms(rec['window_end'])}] {tag} {rec['rule']}  {rec['summary']}  ({since}){hints}",
+            file=self.out,
+        )

@@ -96,13 +96,13 @@ def root_cause_hints(
                 acc[1] += v
     if total_w <= 0:
         return []
-    hints = []
+    hints: list[dict[str, Any]] = []
     for d, shares in by_dim.items():
         for val, (w, v) in shares.items():
             share = w / total_w
             if share >= min_share and share - v / total_v >= min_lift:
                 hints.append({"dimension": d, "value": val, "share": round(share, 3)})
-    hints.sort(key=lambda h: -h["share"])
+    hints.sort(key=lambda h: -float(h["share"]))
     return hints[:top]
 
 
@@ -118,14 +118,18 @@ class ErrorRateRule:
         self.model = ErrorRateThreshold(cfg.threshold, cfg.min_volume, cfg.confidence)
         self.fps = _FingerprintCache(self.name)
 
-    def judge(self, win: ClosedWindow, registry: SeriesRegistry, active: set[str]) -> list[Judgement]:
+    def judge(
+        self, win: ClosedWindow, registry: SeriesRegistry, active: set[str]
+    ) -> list[Judgement]:
         volume = win.column("volume")
         errors = win.counts[:, SYSTEM_ERROR_COLS].sum(axis=1)
         with np.errstate(divide="ignore", invalid="ignore"):
             rate = np.where(volume > 0, errors / np.maximum(volume, 1), 0.0)
         # Wilson's bound never exceeds the raw rate, so this cannot miss an alert.
         candidates = set(
-            np.flatnonzero((volume >= self.cfg.min_volume) & (rate >= self.cfg.threshold / 2)).tolist()
+            np.flatnonzero(
+                (volume >= self.cfg.min_volume) & (rate >= self.cfg.threshold / 2)
+            ).tolist()
         )
         candidates.update(self.fps.sid[fp] for fp in active if fp in self.fps.sid)
         out: list[Judgement] = []

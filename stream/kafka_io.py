@@ -40,7 +40,7 @@ async def ensure_topics(
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=10000)
     try:
         await asyncio.wait_for(admin.start(), timeout_s)
-    except (KafkaConnectionError, asyncio.TimeoutError, OSError):
+    except (TimeoutError, KafkaConnectionError, OSError):
         with contextlib.suppress(Exception):
             await admin.close()
         raise _unreachable(bootstrap) from None
@@ -134,9 +134,7 @@ class Publisher:
     async def stop(self) -> None:
         await self.producer.stop()
 
-    async def publish(
-        self, alerts: Sequence[dict[str, Any]], rejected: Sequence[Rejected]
-    ) -> None:
+    async def publish(self, alerts: Sequence[dict[str, Any]], rejected: Sequence[Rejected]) -> None:
         """Send everything, then wait until the broker has acknowledged all of it."""
         futures = []
         for rec in alerts:

@@ -56,7 +56,8 @@ async def produce_events(
             if isinstance(ev, bytes):
                 value, key, ts = ev, b"malformed", None
             else:
-                value, key, ts = orjson.dumps(ev), event_key(ev), ev.get("event_ts")
+                value = orjson.dumps(ev, option=orjson.OPT_SERIALIZE_NUMPY)
+                key, ts = event_key(ev), ev.get("event_ts")
             if speed > 0 and isinstance(ts, int):
                 if first_ts is None:
                     first_ts = ts
@@ -66,6 +67,8 @@ async def produce_events(
                     if pending:
                         await asyncio.gather(*pending)
                         pending.clear()
+                    if on_progress:
+                        on_progress(sent)
                     await asyncio.sleep(delay)
             pending.append(await producer.send(topic, value, key=key))
             sent += 1

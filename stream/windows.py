@@ -163,7 +163,11 @@ class WindowState:
 
     def _series_ids(self, calls: CallColumns, strings: list[str]) -> list[np.ndarray]:
         """Per level, the series id of every call (vectorised except per distinct series)."""
-        cols = {"provider": calls.provider, "operation": calls.operation, "merchant_id": calls.merchant_id}
+        cols = {
+            "provider": calls.provider,
+            "operation": calls.operation,
+            "merchant_id": calls.merchant_id,
+        }
         base = np.int64(len(strings) + 1)
         out = []
         for li, dims in enumerate(self.levels):
@@ -182,7 +186,9 @@ class WindowState:
             ]
         return out
 
-    def add_calls(self, calls: CallColumns, strings: list[str], seq: np.ndarray | None = None) -> int:
+    def add_calls(
+        self, calls: CallColumns, strings: list[str], seq: np.ndarray | None = None
+    ) -> int:
         """Add a batch of calls; returns how many were late (and counted, not windowed)."""
         n = len(calls)
         if n == 0:
@@ -229,7 +235,9 @@ class WindowState:
         ).reshape(g, _N_ERR)
         unclassified = ~has_err & ((outcome == _FAILURE) | (outcome == _UNKNOWN))
         rows[:, COL["err_unclassified"]] = np.bincount(ginv[unclassified], minlength=g)
-        rows[:, COL["amount_minor"]] = np.bincount(ginv, weights=amount, minlength=g).astype(np.int64)
+        rows[:, COL["amount_minor"]] = np.bincount(ginv, weights=amount, minlength=g).astype(
+            np.int64
+        )
 
         g_sid = group // n_w
         g_w = w0 + (group % n_w) * self.size_ms
@@ -244,7 +252,9 @@ class WindowState:
             win.ensure_rows(n_series)
             sel = g_w == w
             win.counts[g_sid[sel]] += rows[sel]
-            k, c = histogram.consolidate(lat_key[ev_w == w], np.ones(int((ev_w == w).sum()), np.int64))
+            k, c = histogram.consolidate(
+                lat_key[ev_w == w], np.ones(int((ev_w == w).sum()), np.int64)
+            )
             win.add_latency(k, c)
         return n_late
 
@@ -292,7 +302,9 @@ class WindowState:
             keys, cnt = win.consolidate()
             latency = histogram.quantiles(keys, cnt, np.arange(n), LATENCY_QUANTILES)
         self.closed_until = start + self.size_ms
-        late = self.late_counts[:n].copy() if self.late_counts.shape[0] >= n else np.r_[
-            self.late_counts, np.zeros(n - self.late_counts.shape[0], np.int64)
-        ]
+        late = (
+            self.late_counts[:n].copy()
+            if self.late_counts.shape[0] >= n
+            else np.r_[self.late_counts, np.zeros(n - self.late_counts.shape[0], np.int64)]
+        )
         return ClosedWindow(start, start + self.size_ms, counts, latency, late)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from stream.config import Config
@@ -29,7 +29,7 @@ def wall_ms() -> int:
 async def run_worker(
     config: Config,
     stop: asyncio.Event,
-    sinks: list[AlertSink] | None = None,
+    sinks: Sequence[AlertSink] | None = None,
     *,
     progress_every_s: float = 10.0,
     consumer_overrides: dict[str, Any] | None = None,

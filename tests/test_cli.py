@@ -13,15 +13,30 @@ from stream.alerts import alert_id, fingerprint
 from tests.traffic import OUTAGE, T0, traffic
 
 ALERT_FIELDS = {
-    "schema_version", "alert_id", "fingerprint", "status", "severity", "rule", "signal", "series",
-    "started_at", "resolved_at", "window_end", "detected_at", "value", "expected", "score",
-    "summary", "hints",
+    "schema_version",
+    "alert_id",
+    "fingerprint",
+    "status",
+    "severity",
+    "rule",
+    "signal",
+    "series",
+    "started_at",
+    "resolved_at",
+    "window_end",
+    "detected_at",
+    "value",
+    "expected",
+    "score",
+    "summary",
+    "hints",
 }
 
 
 def paywatch(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "stream.cli", *args], capture_output=True,
-                          text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "stream.cli", *args], capture_output=True, text=True, timeout=120
+    )
 
 
 def write_jsonl(path: Path, events: list[dict]) -> Path:
@@ -39,7 +54,10 @@ def test_help_says_what_each_verb_does(verb: str) -> None:
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["backtest", "--input", "/nope.jsonl", "--alerts-out", "a.jsonl"], "no such file: /nope.jsonl"),
+        (
+            ["backtest", "--input", "/nope.jsonl", "--alerts-out", "a.jsonl"],
+            "no such file: /nope.jsonl",
+        ),
         (["broker", "--frobnicate"], "unrecognized arguments: --frobnicate"),
         (["backtest"], "the following arguments are required: --input, --alerts-out"),
         (["run", "--config", "/nope.yaml"], "no such file: /nope.yaml"),
@@ -58,7 +76,9 @@ def test_bad_config_names_the_key(tmp_path: Path) -> None:
     cfg = tmp_path / "c.yaml"
     cfg.write_text("windows:\n  size_s: -3\n")
     inp = write_jsonl(tmp_path / "in.jsonl", traffic(20))
-    r = paywatch("backtest", "--input", str(inp), "--config", str(cfg), "--alerts-out", str(tmp_path / "a"))
+    r = paywatch(
+        "backtest", "--input", str(inp), "--config", str(cfg), "--alerts-out", str(tmp_path / "a")
+    )
     assert r.returncode == 2
     assert r.stderr.strip() == f"paywatch backtest: error: {cfg}: windows.size_s: must be > 0"
 

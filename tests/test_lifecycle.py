@@ -8,10 +8,19 @@ S = {"provider": "alipay"}
 
 
 def judge(start: int, anomalous: bool, severity: str = "warning") -> Judgement:
-    return Judgement(rule="r", signal="error_rate", series=S, window_start=start,
-                     window_end=start + 10_000, score=0.9 if anomalous else 0.0, anomalous=anomalous,
-                     severity=severity, value=0.3 if anomalous else 0.0, expected=0.05,
-                     summary="alipay: errors")
+    return Judgement(
+        rule="r",
+        signal="error_rate",
+        series=S,
+        window_start=start,
+        window_end=start + 10_000,
+        score=0.9 if anomalous else 0.0,
+        anomalous=anomalous,
+        severity=severity,
+        value=0.3 if anomalous else 0.0,
+        expected=0.05,
+        summary="alipay: errors",
+    )
 
 
 def run(life: AlertLifecycle, pattern: str) -> list[dict]:
@@ -48,7 +57,10 @@ def test_escalation_to_critical_is_announced_once() -> None:
     recs = life.observe(10, [judge(0, True)], lambda e: e)
     recs += life.observe(20, [judge(10, True, "critical")], lambda e: e)
     recs += life.observe(30, [judge(20, True, "critical")], lambda e: e)
-    assert [(r["status"], r["severity"]) for r in recs] == [("firing", "warning"), ("firing", "critical")]
+    assert [(r["status"], r["severity"]) for r in recs] == [
+        ("firing", "warning"),
+        ("firing", "critical"),
+    ]
 
 
 def test_a_series_that_stops_being_judged_counts_as_quiet() -> None:

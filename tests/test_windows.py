@@ -15,12 +15,26 @@ from stream.windows import COL, ClosedWindow, WindowState
 T0 = 1_767_225_600_000
 
 
-def call(ts: int, provider: str = "alipay", merchant: str = "m1", outcome: str = "success",
-         error_class: str | None = None, latency: float = 100.0, op: str = "create_payment") -> bytes:
+def call(
+    ts: int,
+    provider: str = "alipay",
+    merchant: str = "m1",
+    outcome: str = "success",
+    error_class: str | None = None,
+    latency: float = 100.0,
+    op: str = "create_payment",
+) -> bytes:
     ev: dict[str, Any] = {
-        "schema_version": 1, "event_type": "provider_call", "event_id": f"{ts}-{provider}-{merchant}",
-        "event_ts": ts, "service": "s", "provider": provider, "merchant_id": merchant,
-        "operation": op, "outcome": outcome, "latency_ms": latency,
+        "schema_version": 1,
+        "event_type": "provider_call",
+        "event_id": f"{ts}-{provider}-{merchant}",
+        "event_ts": ts,
+        "service": "s",
+        "provider": provider,
+        "merchant_id": merchant,
+        "operation": op,
+        "outcome": outcome,
+        "latency_ms": latency,
     }
     if error_class:
         ev["error_class"] = error_class
@@ -44,10 +58,15 @@ def row(state: WindowState, win: ClosedWindow, level: int, *values: str) -> np.n
 
 def test_counts_land_in_their_window_at_every_level() -> None:
     st = new_state()
-    closed = feed(st, [
-        call(T0 + 1_000), call(T0 + 2_000, merchant="m2", outcome="failure", error_class="timeout"),
-        call(T0 + 12_000), call(T0 + 30_000),  # the last one moves the watermark to +25 s
-    ])
+    closed = feed(
+        st,
+        [
+            call(T0 + 1_000),
+            call(T0 + 2_000, merchant="m2", outcome="failure", error_class="timeout"),
+            call(T0 + 12_000),
+            call(T0 + 30_000),  # the last one moves the watermark to +25 s
+        ],
+    )
     assert [w.start_ms for w in closed] == [T0, T0 + 10_000]
     first = closed[0]
     assert row(st, first, 0, "alipay")[COL["volume"]] == 2
@@ -98,7 +117,10 @@ def test_same_stream_gives_same_windows_whatever_the_batching(batch_size: int) -
     rng = np.random.default_rng(5)
     ts = T0 + np.sort(rng.integers(0, 120_000, 600))
     jitter = rng.integers(-8_000, 1, 600)  # some events arrive late, some very late
-    values = [call(int(t + j), merchant=f"m{i % 4}") for i, (t, j) in enumerate(zip(ts, jitter, strict=True))]
+    values = [
+        call(int(t + j), merchant=f"m{i % 4}")
+        for i, (t, j) in enumerate(zip(ts, jitter, strict=True))
+    ]
 
     def run(size: int) -> list[tuple[int, list[int]]]:
         st = new_state()

@@ -14,9 +14,17 @@ from stream.produce import produce_events
 from stream.worker import run_worker
 from tests.traffic import OUTAGE, T0, traffic
 
-async def read_all(bootstrap: str, topic: str, expect: int, timeout_s: float = 20.0) -> list[dict[str, Any]]:
-    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest",
-                                group_id=None, fetch_max_wait_ms=20)
+
+async def read_all(
+    bootstrap: str, topic: str, expect: int, timeout_s: float = 20.0
+) -> list[dict[str, Any]]:
+    consumer = AIOKafkaConsumer(
+        topic,
+        bootstrap_servers=bootstrap,
+        auto_offset_reset="earliest",
+        group_id=None,
+        fetch_max_wait_ms=20,
+    )
     await consumer.start()
     out: list[dict[str, Any]] = []
     try:
@@ -35,10 +43,20 @@ async def test_outage_produces_alerts_and_bad_records_go_to_dlq(kafka_config: Co
     await ensure_topics(k.bootstrap_servers, [k.events_topic, k.dlq_topic, k.alerts_topic])
     bad: list[bytes] = [
         b"{not json",
-        orjson.dumps({"schema_version": 1, "event_type": "provider_call", "event_id": "x1",
-                      "event_ts": T0 + 1000, "service": "checkout", "provider": "alipay",
-                      "merchant_id": "m1", "operation": "create_payment", "outcome": "success",
-                      "latency_ms": -5}),
+        orjson.dumps(
+            {
+                "schema_version": 1,
+                "event_type": "provider_call",
+                "event_id": "x1",
+                "event_ts": T0 + 1000,
+                "service": "checkout",
+                "provider": "alipay",
+                "merchant_id": "m1",
+                "operation": "create_payment",
+                "outcome": "success",
+                "latency_ms": -5,
+            }
+        ),
     ]
     events: list[dict[str, Any] | bytes] = [*traffic()]
     events[100:100] = bad
