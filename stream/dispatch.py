@@ -26,6 +26,7 @@ import json
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from itertools import combinations
 from typing import TYPE_CHECKING, Any
 
 from stream.delivery import Channel, Message, RouteTargets
@@ -165,6 +166,11 @@ class _Alert:
     groups: set[str] = field(default_factory=set)
     acked_by: str | None = None
     muted: str | None = None  # last mute reason written to history
+    items: tuple[tuple[str, str], ...] = ()  # sorted series items, the inhibition index key
+
+    def __post_init__(self) -> None:
+        series = self.record.get("series") or {}
+        self.items = tuple(sorted((str(k), str(v)) for k, v in series.items()))
 
     @property
     def fp(self) -> str:
@@ -181,6 +187,9 @@ class _Alert:
     @property
     def rank(self) -> int:
         return SEVERITY_RANK.get(str(self.record.get("severity")), 9)
+
+
+_Sources = dict[tuple[str, ...], list[_Alert]]  # inhibiting alerts by their `equal` values
 
 
 @dataclass
@@ -255,6 +264,10 @@ class Dispatcher:
         self._timers: list[tuple[int, str, int, int]] = []
         self._outbox: list[Message] = []
         self._clock = 0
+        self._index: (
+            tuple[dict[tuple[Any, Any, tuple[tuple[str, str], ...]], list[_Alert]], list[_Sources]]
+            | None
+        ) = None
 
     # -- inputs -----------------------------------------------------------------------
 
@@ -293,6 +306,8 @@ class Dispatcher:
             alert = cur
             alert.record = rec
             alert.labels = alert_labels(rec)
+            alert.__post_init__()
+        self._index = None
         self._route(alert, now_ms)
         return True
 
@@ -418,26 +433,46 @@ class Dispatcher:
             return f"silenced by {s.id}"
         if not alert.firing:
             return None
-        series = alert.record.get("series") or {}
-        for other in self._alerts.values():
-            if other is alert or not other.firing:
-                continue
-            if self.default_inhibit and self._default_inhibits(other, alert, series):
-                return f"inhibited by {other.alert_id}"
-            for rule in self.inhibit_rules:
-                if rule.inhibits(other.labels, alert.labels):
-                    return f"inhibited by {other.alert_id}"
+        by_series, by_rule = self._inhibit_index()
+        if self.default_inhibit:
+            rec, items = alert.record, alert.items
+            # Every broader series: the non-empty proper subsets of this one (series are small).
+            for size in range(1, len(items)):
+                for sub in combinations(items, size):
+                    for src in by_series.get((rec.get("rule"), rec.get("signal"), sub), ()):
+                        if src.rank <= alert.rank:
+                            return f"inhibited by {src.alert_id}"
+        for rule, sources in zip(self.inhibit_rules, by_rule, strict=True):
+            if sources and rule.is_target(alert.labels):
+                key = tuple(alert.labels.get(k, "") for k in rule.equal)
+                for src in sources.get(key, ()):
+                    if src is not alert:
+                        return f"inhibited by {src.alert_id}"
         return None
 
-    @staticmethod
-    def _default_inhibits(src: _Alert, tgt: _Alert, tgt_series: Mapping[str, Any]) -> bool:
-        """A broader series of the same rule/signal, at least as severe, mutes the narrower."""
-        if src.record.get("rule") != tgt.record.get("rule"):
-            return False
-        if src.record.get("signal") != tgt.record.get("signal") or src.rank > tgt.rank:
-            return False
-        s = src.record.get("series") or {}
-        return len(s) < len(tgt_series) and all(tgt_series.get(k) == v for k, v in s.items())
+    def _inhibit_index(
+        self,
+    ) -> tuple[dict[tuple[Any, Any, tuple[tuple[str, str], ...]], list[_Alert]], list[_Sources]]:
+        """Firing alerts indexed for inhibition; rebuilt only after alerts changed."""
+        if self._index is None:
+            by_series: dict[tuple[Any, Any, tuple[tuple[str, str], ...]], list[_Alert]] = {}
+            by_rule: list[_Sources] = [{} for _ in self.inhibit_rules]
+            for a in self._alerts.values():
+                if not a.firing:
+                    continue
+                rec = a.record
+                items = tuple(
+                    sorted((str(k), str(v)) for k, v in (rec.get("series") or {}).items())
+                )
+                by_series.setdefault((rec.get("rule"), rec.get("signal"), items), []).append(a)
+                for rule, idx in zip(self.inhibit_rules, by_rule, strict=True):
+                    if rule.is_source(a.labels):
+                        key = tuple(a.labels.get(k, "") for k in rule.equal)
+                        idx.setdefault(key, []).append(a)
+            for group in (*by_series.values(), *(v for idx in by_rule for v in idx.values())):
+                group.sort(key=lambda a: (a.rank, a.fp))  # deterministic "inhibited by"
+            self._index = (by_series, by_rule)
+        return self._index
 
     def _note_mute(self, alert: _Alert, reason: str | None, now_ms: int) -> None:
         if reason != alert.muted:
@@ -475,6 +510,7 @@ class Dispatcher:
                 a.groups.discard(g.key)
                 if not a.groups and self._alerts.get(fp) is a:
                     del self._alerts[fp]
+                    self._index = None
         unacked = [a for a in firing if a.acked_by is None]
         if new or resolved:
             self._emit(g, g.route, firing, resolved, now_ms, "notify", muted)
