@@ -12,7 +12,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from stream.decode import DLQ_RAW_LIMIT, decode_batch, dlq_record
+from stream.decode import DLQ_RAW_LIMIT, REASON_CODES, decode_batch, dlq_record, reason_code
 from stream.events import (
     ACK_INDEX,
     ERROR_CLASS_INDEX,
@@ -354,6 +354,54 @@ def test_bad_event_is_rejected_with_field_and_reason(
     assert r.field == field
     assert reason_part in r.reason, r.reason
     assert orjson.loads(r.raw) == event  # the raw bytes are kept for the DLQ
+
+
+@pytest.mark.parametrize(
+    ("record", "code"),
+    [
+        (None, "empty"),
+        (7, "not_bytes"),
+        (b"\xff", "not_utf8"),
+        (b"{", "not_json"),
+        (b"[]", "not_object"),
+        (call(service=M), "missing_field"),
+        (call(schema_version=2), "schema_version"),
+        (call(event_type="x"), "event_type"),
+        (call(event_ts=T0 + 3 * DAY), "ts_future"),
+        (call(event_ts=T0 - 9 * DAY), "ts_past"),
+        (call(event_ts=5), "ts_range"),
+        (call(outcome="ok"), "bad_enum"),
+        (metric(kind="x"), "bad_enum"),
+        (call(latency_ms=-3), "bad_number"),
+        (call(amount_minor=-3), "bad_number"),
+        (call(http_status=7), "bad_number"),
+        (call(env=1), "wrong_type"),
+        (note(signature_verified="y"), "wrong_type"),
+        (metric(labels=[]), "wrong_type"),
+    ],
+)
+def test_reason_codes_are_short_and_bounded(record: Any, code: str) -> None:
+    r = one_reject(record, reference_ms=T0)
+    assert reason_code(r) == code
+    assert code in REASON_CODES
+
+
+def test_every_bad_case_has_a_specific_reason_code() -> None:
+    for _, event, _, _ in BAD_CASES:
+        assert reason_code(one_reject(event)) != "other"
+
+
+def test_garbage_collector_state_is_restored() -> None:
+    import gc
+
+    run([call()])
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        run([call(), b"x"])
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
 
 
 def test_rejections_keep_input_order_and_sources() -> None:
