@@ -103,6 +103,8 @@ class CallColumns:
     out_trade_no: np.ndarray = field(default_factory=_i32)  # int32 code, -1 absent
     signing_key_id: np.ndarray = field(default_factory=_i32)  # int32 code, -1 absent
     partition: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int32))
+    # Position of the record in the input batch: restores stream order across event types.
+    seq: np.ndarray = field(default_factory=_i64)
 
     def __len__(self) -> int:
         return int(self.ts.shape[0])
@@ -123,6 +125,8 @@ class NotificationColumns:
     signing_key_id: np.ndarray = field(default_factory=_i32)
     handler_latency_ms: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float64))  # nan
     partition: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int32))
+    # Position of the record in the input batch: restores stream order across event types.
+    seq: np.ndarray = field(default_factory=_i64)
 
     def __len__(self) -> int:
         return int(self.ts.shape[0])
@@ -137,6 +141,8 @@ class MetricColumns:
     series: np.ndarray = field(default_factory=_i32)  # canonical name + sorted labels
     value: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float64))
     partition: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int32))
+    # Position of the record in the input batch: restores stream order across event types.
+    seq: np.ndarray = field(default_factory=_i64)
 
     def __len__(self) -> int:
         return int(self.ts.shape[0])
