@@ -25,12 +25,12 @@ import heapq
 import json
 import re
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from itertools import combinations
 from typing import TYPE_CHECKING, Any
 
 from stream.delivery import Channel, Message, RouteTargets
-from stream.silences import ControlEvent, SilenceSet, alert_labels
+from stream.silences import ControlEvent, Silence, SilenceSet, alert_labels
 from stream.templates import FORMATS, LANGUAGES, Kind, render
 
 if TYPE_CHECKING:
@@ -203,6 +203,7 @@ class _Group:
     crit_since_ms: int | None = None  # first notification carrying an unacked critical
     escalated: bool = False
     eval_token: int = 0
+    next_eval_ms: int = 0
 
 
 class Dispatcher:
@@ -349,6 +350,73 @@ class Dispatcher:
         out, self._outbox = self._outbox, []
         return out
 
+    # -- checkpoint ---------------------------------------------------------------------
+
+    def snapshot(self) -> dict[str, Any]:
+        """JSON-serialisable state, so a restarted worker neither re-pages nor forgets acks."""
+        return {
+            "version": 1,
+            "clock": self._clock,
+            "alerts": [
+                {"record": a.record, "acked_by": a.acked_by, "muted": a.muted}
+                for a in self._alerts.values()
+            ],
+            "groups": [
+                {
+                    "key": g.key,
+                    "route": g.route.name,
+                    "members": sorted(g.members),
+                    "sent": {fp: list(v) for fp, v in sorted(g.sent.items())},
+                    "last_sent_ms": g.last_sent_ms,
+                    "repeats": g.repeats,
+                    "crit_since_ms": g.crit_since_ms,
+                    "escalated": g.escalated,
+                    "next_eval_ms": g.next_eval_ms,
+                }
+                for g in self._groups.values()
+            ],
+            "silences": self.silences.to_list(),
+            "outbox": [asdict(m) for m in self._outbox],
+        }
+
+    def restore(self, state: Mapping[str, Any]) -> None:
+        """Load a :meth:`snapshot` into this (fresh) dispatcher built from the current config.
+
+        Groups whose route no longer exists are dropped and their alerts routed afresh.
+        """
+        if state.get("version") != 1:
+            raise ValueError(f"dispatcher state version {state.get('version')!r} is not 1")
+        self._clock = int(state.get("clock") or 0)
+        self._alerts = {}
+        for item in state.get("alerts", ()):
+            a = _Alert(dict(item["record"]), alert_labels(item["record"]))
+            a.acked_by, a.muted = item.get("acked_by"), item.get("muted")
+            self._alerts[a.fp] = a
+        self._groups, self._timers, self._index = {}, [], None
+        for item in state.get("groups", ()):
+            route = self.routes.get(item["route"])
+            if route is None:
+                continue
+            g = _Group(item["key"], route, set(item["members"]) & set(self._alerts))
+            g.sent = {fp: (str(v[0]), int(v[1])) for fp, v in item.get("sent", {}).items()}
+            g.last_sent_ms, g.repeats = item.get("last_sent_ms"), int(item.get("repeats") or 0)
+            g.crit_since_ms, g.escalated = item.get("crit_since_ms"), bool(item.get("escalated"))
+            self._groups[g.key] = g
+            for fp in g.members:
+                self._alerts[fp].groups.add(g.key)
+            self._schedule_eval(g, int(item["next_eval_ms"]))
+            if g.crit_since_ms is not None and route.escalate_after_s is not None:
+                due = g.crit_since_ms + int(route.escalate_after_s * 1000)
+                heapq.heappush(self._timers, (due, g.key, self._ESC, 0))
+        for a in self._alerts.values():
+            if a.firing and not a.groups:
+                self._route(a, self._clock)
+        for item in state.get("silences", ()):
+            self.silences.add(Silence.from_dict(item))
+        self._outbox = [
+            Message(**{**m, "alert_ids": tuple(m["alert_ids"])}) for m in state.get("outbox", ())
+        ]
+
     # -- state for the CLI and tests ----------------------------------------------------
 
     def firing(self) -> list[dict[str, Any]]:
@@ -401,6 +469,7 @@ class Dispatcher:
 
     def _schedule_eval(self, g: _Group, due_ms: int) -> None:
         g.eval_token += 1
+        g.next_eval_ms = due_ms
         heapq.heappush(self._timers, (due_ms, g.key, self._EVAL, g.eval_token))
 
     def _timer_valid(self, timer: tuple[int, str, int, int]) -> bool:

@@ -433,3 +433,41 @@ async def test_dispatched_message_is_delivered_and_audited(
     assert shown is not None
     assert [x["ok"] for x in shown["deliveries"]] == [True]
     assert shown["deliveries"][0]["route"] == "ops"
+
+
+def test_restart_from_snapshot_gives_the_same_messages() -> None:
+    def make() -> Dispatcher:
+        team = route(
+            "team", group_interval_s=60, repeat_interval_s=600, escalate_after_s=900,
+            escalate_to="boss",
+        )  # fmt: skip
+        return Dispatcher([team, route("boss")], [], SilenceSet())
+
+    provider, merchants = outage(4)
+    paypal = rec({"provider": "paypal"}, started=T0 + 3 * MIN)
+    events = [(T0, r) for r in [provider, *merchants]] + [(T0 + 3 * MIN, paypal)]
+    events.append((T0 + 5 * MIN, {"ack": paypal["alert_id"]}))
+    events += [(T0 + 40 * MIN, resolve(r, T0 + 40 * MIN)) for r in [provider, *merchants]]
+
+    def play(restart_at: int | None) -> list[tuple[str, tuple[str, ...], str]]:
+        d = make()
+        out: list[Message] = []
+        pending = list(events)
+        for t in range(T0, T0 + 2 * 3600 * S, 10 * S):
+            if restart_at is not None and t == restart_at:
+                state = json.loads(json.dumps(d.snapshot()))
+                d = make()
+                d.restore(state)
+            while pending and pending[0][0] <= t:
+                at, r = pending.pop(0)
+                if "ack" in r:
+                    d.ack(r["ack"], "li", at)
+                else:
+                    d.on_alert(r, at)
+            out += d.tick(t)
+        return [(m.route, m.alert_ids, m.title) for m in out]
+
+    straight = play(None)
+    assert [r for r, _, _ in straight].count("boss") == 1
+    for restart in (T0 + 20 * S, T0 + 4 * MIN, T0 + 20 * MIN, T0 + 41 * MIN):
+        assert play(restart) == straight, restart
