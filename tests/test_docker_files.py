@@ -592,3 +592,128 @@ def test_dashboard_metrics_are_the_documented_ones(dashboard: dict[str, Any]) ->
     ops = (ROOT / "docs" / "operations.md").read_text(encoding="utf-8")
     for metric in used:
         assert f"`{metric}`" in ops, f"{metric} is not documented in docs/operations.md"
+
+
+# --------------------------------------------------------------------------- user docs
+# docs/events.md and docs/gopay.md make claims a user will copy into a producer: the
+# examples must be events paywatch accepts, and the classes they promise must be the
+# ones paywatch derives.
+
+DOCS = ROOT / "docs"
+
+
+def _json_blocks(path: Path) -> list[dict[str, Any]]:
+    text = path.read_text(encoding="utf-8")
+    return [json.loads(b) for b in re.findall(r"```json\n(.*?)```", text, re.S)]
+
+
+def _decode_one(event: dict[str, Any]) -> Any:
+    from stream.decode import decode_batch
+    from stream.events import Source
+
+    batch = decode_batch([json.dumps(event).encode()], [Source("payments.events", 0, 0)])
+    assert not batch.rejected, f"{event.get('event_id')}: {batch.rejected[0].reason}"
+    assert batch.accepted == 1
+    return batch
+
+
+def test_event_examples_in_the_docs_are_accepted_by_the_decoder() -> None:
+    from stream.events import ERROR_CLASSES
+
+    examples = [
+        e
+        for doc in ("events.md", "gopay.md")
+        for e in _json_blocks(DOCS / doc)
+        if "event_type" in e
+    ]
+    assert {e["event_type"] for e in examples} == {
+        "provider_call",
+        "payment_notification",
+        "metric",
+    }
+    derived = {}
+    for event in examples:
+        batch = _decode_one(event)
+        if event["event_type"] == "provider_call":
+            code = int(batch.calls.error_class[0])
+            derived[event["sdk_method"]] = ERROR_CLASSES[code] if code >= 0 else None
+    # What events.md says paywatch derives for its examples.
+    assert derived["TradeRefund"] == "order_state"
+    assert derived["OrderCapture"] == "timeout"
+    assert derived["V3TransactionJsapi"] is None
+
+
+def test_dlq_example_in_the_docs_has_the_dlq_shape() -> None:
+    from stream.decode import decode_batch, dlq_record
+    from stream.events import Source
+
+    (doc_example,) = [e for e in _json_blocks(DOCS / "events.md") if "reason" in e]
+    bad = {"schema_version": 1, "event_type": "provider_call", "event_id": "x"}
+    batch = decode_batch([json.dumps(bad).encode()], [Source("payments.events", 4, 7)])
+    real = json.loads(dlq_record(batch.rejected[0]))
+    assert set(real) == set(doc_example) == {"reason", "field", "source", "raw"}
+    assert set(real["source"]) == set(doc_example["source"])
+
+
+def _table_rows(path: Path, heading: str) -> list[list[str]]:
+    text = path.read_text(encoding="utf-8")
+    section = text.split(heading, 1)[1].split("\n#", 1)[0]
+    rows = [ln for ln in section.splitlines() if ln.startswith("|") and "---" not in ln]
+    return [[c.strip() for c in row.strip("|").split("|")] for row in rows[1:]]
+
+
+def test_gopay_error_table_matches_the_taxonomy() -> None:
+    from stream.taxonomy import ErrorTaxonomy
+
+    taxonomy = ErrorTaxonomy.default()
+    rows = _table_rows(DOCS / "gopay.md", "## What gopay's errors become")
+    assert len(rows) >= 10
+    for text_cell, class_cell, _ in rows:
+        klass = class_cell.strip("`")
+        fragments = re.findall(r"`([^`]+)`", text_cell)
+        # "a … b" is one message holding both parts; "a, b" lists alternatives.
+        messages = [" ".join(fragments)] if "…" in text_cell else fragments
+        for message in messages:
+            for provider in ("wechatpay", "alipay", "paypal"):
+                got = taxonomy.classify(provider, None, None, None, f"gopay: {message}")
+                assert got == klass, f"{message!r} ({provider}): docs say {klass}, taxonomy {got}"
+
+
+def test_gopay_provider_code_examples_match_the_taxonomy() -> None:
+    from stream.taxonomy import ErrorTaxonomy
+
+    taxonomy = ErrorTaxonomy.default()
+    assert taxonomy.classify("wechatpay", "SIGN_ERROR", None, 401, None) == "signature"
+    assert taxonomy.classify("alipay", "40004", "ACQ.TRADE_HAS_SUCCESS", None, None) == "duplicate"
+    got = taxonomy.classify("paypal", "UNPROCESSABLE_ENTITY", "INSTRUMENT_DECLINED", 422, None)
+    assert got == "business_decline"
+    text = (DOCS / "gopay.md").read_text(encoding="utf-8")
+    for claim in ("`signature`", "`duplicate`", "`business_decline`"):
+        assert claim in text
+
+
+def test_gopay_method_tables_use_only_event_v1_operations() -> None:
+    from stream.events import OPERATIONS
+
+    seen = set()
+    for heading in ("### WeChat Pay APIv3", "### Alipay", "### PayPal"):
+        rows = _table_rows(DOCS / "gopay.md", heading)
+        assert rows, heading
+        for row in rows:
+            methods, operation = re.findall(r"`(\w+)`", row[0]), row[1].strip("`")
+            assert methods and operation in OPERATIONS, row
+            seen.update(methods)
+    for method in (
+        "V3TransactionJsapi",
+        "V3TransactionNative",
+        "V3TransactionQueryOrder",
+        "V3Refund",
+        "TradePrecreate",
+        "TradePagePay",
+        "TradeCreate",
+        "TradeQuery",
+        "TradeRefund",
+        "CreateOrder",
+        "OrderCapture",
+    ):
+        assert method in seen, f"{method} is not mapped in docs/gopay.md"
