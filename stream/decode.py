@@ -55,6 +55,7 @@ from stream.events import (
     ACK_STATUSES,
     ERROR_CLASS_INDEX,
     ERROR_CLASSES,
+    EVENT_TYPES,
     METRIC_KINDS,
     OPERATIONS,
     OUTCOME_INDEX,
@@ -74,11 +75,16 @@ DAY_MS = 24 * 3600 * 1000
 TS_MIN = 946_684_800_000
 TS_MAX = 4_102_444_800_000
 INT64_MAX = 2**63 - 1
+# A batch whose median is beyond the future limit moves the clock when it holds at least
+# this many valid events: the stream jumped (a stall over a weekend, a gap in a replayed
+# file); otherwise nothing would ever be accepted again.  A few stray events cannot do it.
+JUMP_MIN_EVENTS = 8
 DLQ_RAW_LIMIT = 4096
 
 _INF = math.inf
 _OPERATIONS = frozenset(OPERATIONS)
 _METRIC_KINDS = frozenset(METRIC_KINDS)
+_EVENT_TYPES = frozenset(EVENT_TYPES)
 _FAILED = (OUTCOME_INDEX["failure"], OUTCOME_INDEX["unknown"])
 _ENVELOPE_OPT_STR = ("env", "host", "region", "trace_id")
 _CALL_OPT_STR = (
@@ -164,6 +170,15 @@ def _ts_bad(d: dict[str, Any]) -> _Bad:
     return _Bad(f, f"event_ts {v} is outside 2000-01-01..2100-01-01 (ms since the epoch)")
 
 
+def _event_type_bad(et: Any) -> _Bad:
+    if et is None:
+        return _Bad("event_type", "missing required field 'event_type'")
+    return _Bad(
+        "event_type",
+        f"unknown event_type {_show(et)} (expected provider_call, payment_notification or metric)",
+    )
+
+
 def _sub_code(v: Any, f: str) -> str | None:
     """provider_code/sub_code: a string, or an integer read as its decimal text."""
     if v is None:
@@ -192,7 +207,11 @@ def decode_batch(
     bounds [2000-01-01, 2100-01-01), an event is rejected when its ``event_ts``
     is more than ``max_future_ms`` ahead of, or ``max_past_ms`` behind,
     ``reference_ms`` — the stream's clock; when None, the median event time of
-    the batch's otherwise valid events stands in for it.  String columns are
+    the batch's otherwise valid events stands in for it.  When at least
+    ``JUMP_MIN_EVENTS`` valid events have a median beyond the future limit, the
+    stream's clock has jumped forward and that median replaces ``reference_ms``
+    (else a stream that paused longer than ``max_future_ms`` would be rejected
+    forever by a caller whose reference only moves with accepted events).  String columns are
     codes into ``batch.strings`` (-1 = absent).  Never raises for any record
     content; raises ``ValueError`` only when the two sequences differ in length.
     """
@@ -215,6 +234,7 @@ def decode_batch(
     ec_index = ERROR_CLASS_INDEX
     failed = _FAILED
     metric_kinds = _METRIC_KINDS
+    event_types = _EVENT_TYPES
     metric_opt = _METRIC_OPT_STR
     call_opt = _CALL_OPT_STR
     note_opt = _NOTIFY_OPT_STR
@@ -250,6 +270,8 @@ def decode_batch(
                         f"unsupported schema_version {_show(sv)} (this worker reads 1)",
                     )
                 et = get("event_type")
+                if type(et) is not str or et not in event_types:
+                    raise _event_type_bad(et)
                 ts = get("event_ts")
                 if type(ts) is not int or not ts_min <= ts < ts_max:
                     raise _ts_bad(d)
@@ -491,14 +513,8 @@ def decode_batch(
                         )
                     metrics.append((ts, name, series, val, part, i))
 
-                elif et is None:
-                    raise _Bad("event_type", "missing required field 'event_type'")
-                else:
-                    raise _Bad(
-                        "event_type",
-                        f"unknown event_type {_show(et)}"
-                        " (expected provider_call, payment_notification or metric)",
-                    )
+                else:  # pragma: no cover - event_types was checked above
+                    raise _event_type_bad(et)
             except _Bad as bad:
                 rejects.append((i, Rejected(bad.reason, bad.field, _raw_bytes(raw), sources[i])))
             except Exception as exc:  # last resort: a bad record must never stop a worker
@@ -518,10 +534,12 @@ def decode_batch(
             gc.enable()
 
     ref = reference_ms
-    if ref is None:
+    n_ok = len(calls) + len(notes) + len(metrics)
+    if n_ok and (ref is None or n_ok >= JUMP_MIN_EVENTS):
         all_ts = [r[0] for r in calls] + [r[0] for r in notes] + [r[0] for r in metrics]
-        if all_ts:
-            ref = int(np.median(np.asarray(all_ts, dtype=np.int64)))
+        median = int(np.median(np.asarray(all_ts, dtype=np.int64)))
+        if ref is None or median > ref + max_future_ms:
+            ref = median
     late: list[tuple[int, Rejected]] = []
     if ref is not None:
         lo, hi = ref - max_past_ms, ref + max_future_ms

@@ -12,7 +12,14 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from stream.decode import DLQ_RAW_LIMIT, REASON_CODES, decode_batch, dlq_record, reason_code
+from stream.decode import (
+    DLQ_RAW_LIMIT,
+    JUMP_MIN_EVENTS,
+    REASON_CODES,
+    decode_batch,
+    dlq_record,
+    reason_code,
+)
 from stream.events import (
     ACK_INDEX,
     ERROR_CLASS_INDEX,
@@ -404,6 +411,12 @@ def test_garbage_collector_state_is_restored() -> None:
         gc.enable()
 
 
+def test_unknown_event_type_is_reported_before_other_fields() -> None:
+    r = one_reject({"schema_version": 1, "event_type": "refund_call", "event_id": "x"})
+    assert r.field == "event_type"
+    assert 'unknown event_type "refund_call"' in r.reason
+
+
 def test_rejections_keep_input_order_and_sources() -> None:
     batch = run([b"x", call(), call(latency_ms=-1), note(), b"y", metric(value="v")])
     assert batch.accepted == 2
@@ -438,6 +451,17 @@ def test_reference_defaults_to_batch_median() -> None:
     assert b.accepted == 5
     assert [r.source.partition for r in b.rejected] == [5]
     assert "behind the stream clock" in b.rejected[0].reason
+
+
+def test_a_whole_batch_ahead_moves_the_clock_a_few_strays_do_not() -> None:
+    later = T0 + 3 * DAY  # e.g. traffic resuming after a weekend stall
+    jump = run([call(event_ts=later + k) for k in range(JUMP_MIN_EVENTS)], reference_ms=T0)
+    assert jump.accepted == JUMP_MIN_EVENTS
+    few = run([call(event_ts=later + k) for k in range(JUMP_MIN_EVENTS - 1)], reference_ms=T0)
+    assert few.accepted == 0
+    mixed = [call(event_ts=T0 + k) for k in range(10)] + [call(event_ts=later)] * 9
+    b = run(mixed, reference_ms=T0)
+    assert b.accepted == 10 and len(b.rejected) == 9  # the majority is the clock
 
 
 def test_strings_of_far_events_are_not_interned() -> None:
