@@ -145,6 +145,18 @@ class InhibitRule:
         object.__setattr__(self, "_src_re", _compile("inhibit source", self.source_match_re))
         object.__setattr__(self, "_tgt_re", _compile("inhibit target", self.target_match_re))
 
+    @classmethod
+    def from_dict(cls, obj: Mapping[str, Any]) -> InhibitRule:
+        """Build from a config mapping (Alertmanager's key names)."""
+        known = set(cls.__dataclass_fields__)
+        unknown = sorted(set(obj) - known)
+        if unknown:
+            raise DispatchConfigError(f"inhibit rule: unknown key(s) {', '.join(unknown)}")
+        data = dict(obj)
+        if isinstance(data.get("equal"), str):
+            data["equal"] = (data["equal"],)
+        return cls(**data)
+
     def is_source(self, labels: Mapping[str, str]) -> bool:
         return _labels_match(labels, self.source_match, self._src_re)  # type: ignore[attr-defined]
 

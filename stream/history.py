@@ -552,3 +552,63 @@ class AlertHistory:
             "notifications": int(notes),
             "failed_deliveries": int(failed),
         }
+
+
+def _clock(ms: int | None) -> str:
+    if ms is None:
+        return "-"
+    return datetime.fromtimestamp(ms / 1000, tz=UTC).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def format_alert_rows(rows: Sequence[Mapping[str, Any]], now_ms: int) -> list[str]:
+    """One line per episode for ``paywatch alerts list`` (newest first, as given)."""
+    from stream.templates import format_duration, format_series
+
+    out = []
+    for r in rows:
+        start = int(r.get("started_at") or 0)
+        end = r.get("resolved_at")
+        span = format_duration((int(end) if end is not None else now_ms) - start)
+        flags = []
+        if r.get("acked_by"):
+            flags.append(f"acked by {r['acked_by']}")
+        if r.get("muted") and r.get("status") == "firing":
+            flags.append(str(r["muted"]))
+        if r.get("first_notified_ms") is None:
+            flags.append("not notified")
+        out.append(
+            f"{str(r['alert_id'])[:12]:<12}  {str(r['status']).upper():<8}  "
+            f"{r.get('severity')!s:<8}  {_clock(start)}  {span:>8}  {r.get('rule')}  "
+            f"{format_series(r.get('series') or {})}" + (f"  [{'; '.join(flags)}]" if flags else "")
+        )
+    return out
+
+
+def format_alert_detail(detail: Mapping[str, Any]) -> list[str]:
+    """``paywatch alerts show ID``: the episode, then a timeline of everything that happened."""
+    from stream.templates import format_series
+
+    a = detail["alert"]
+    lines = [
+        f"alert {a['alert_id']}  ({a['status']}, {a['severity']})",
+        f"  rule {a['rule']} / {a['signal']}  series {format_series(a['series'])}",
+        f"  fingerprint {a['fingerprint']}",
+        f"  started {_clock(a['started_at'])}  resolved {_clock(a['resolved_at'])}",
+    ]
+    events: list[tuple[int, str]] = []
+    for rec in detail["records"]:
+        ts = int(rec.get("window_end") or 0)
+        events.append((ts, f"record {rec['status']}: value {rec.get('value')} "
+                           f"expected {rec.get('expected')}"))  # fmt: skip
+    for n in detail["notifications"]:
+        events.append((n["ts_ms"], f"notified ({n['kind']}) via {n['route']}: {n['title']}"))
+    for d in detail["deliveries"]:
+        state = "ok" if d["ok"] else f"failed: {d['error']}"
+        events.append((d["ts_ms"], f"delivery #{d['attempt']} {d['channel']} {state}"))
+    for k in detail["acks"]:
+        note = f" ({k['comment']})" if k.get("comment") else ""
+        events.append((k["ts_ms"], f"acked by {k['author']}{note}"))
+    for m in detail["mutes"]:
+        events.append((m["ts_ms"], m["reason"] or "unmuted"))
+    lines += [f"  {_clock(ts)}  {text}" for ts, text in sorted(events, key=lambda e: e[0])]
+    return lines

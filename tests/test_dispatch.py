@@ -366,6 +366,17 @@ def test_configured_inhibit_rule_with_equal_labels() -> None:
     assert sent == {drop["alert_id"], other["alert_id"]}
 
 
+def test_inhibit_rule_from_config() -> None:
+    rule = InhibitRule.from_dict(
+        {"source_match": {"rule": "provider_down"}, "target_match_re": {"signal": ".*"},
+         "equal": "provider"}
+    )  # fmt: skip
+    assert rule.inhibits({"rule": "provider_down", "provider": "a"}, {"provider": "a"})
+    assert not rule.inhibits({"rule": "provider_down", "provider": "a"}, {"provider": "b"})
+    with pytest.raises(DispatchConfigError, match="inhibit rule: unknown key"):
+        InhibitRule.from_dict({"source": {}})
+
+
 def test_messages_do_not_depend_on_how_often_tick_is_called() -> None:
     def feed(tick_step: int | None) -> list[tuple[str, tuple[str, ...], str]]:
         d = Dispatcher([route(group_interval_s=60, repeat_interval_s=600)], [], SilenceSet())

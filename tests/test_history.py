@@ -10,7 +10,15 @@ from typing import Any
 import pytest
 
 from stream.delivery import DeliveryAttempt, Message
-from stream.history import SCHEMA_VERSION, AlertHistory, HistoryError, default_path, parse_since
+from stream.history import (
+    SCHEMA_VERSION,
+    AlertHistory,
+    HistoryError,
+    default_path,
+    format_alert_detail,
+    format_alert_rows,
+    parse_since,
+)
 from stream.silences import Matcher, Silence
 
 S = 1000
@@ -197,3 +205,21 @@ def test_delivery_audits_from_many_threads(h: AlertHistory) -> None:
         t.join()
     shown = h.show_alert("a@1")
     assert shown is not None and len(shown["deliveries"]) == 200
+
+
+def test_cli_formatting_of_list_and_show(h: AlertHistory) -> None:
+    h.record_alert(rec("0123456789abcdef0123", started=T0), T0)
+    h.record_notification(message("0123456789abcdef0123"), T0 + 40 * S)
+    h.record_ack("0123456789abcdef0123", [], "li", T0 + 2 * MIN, "on it")
+    h.record_alert(rec("fffff00000aaaaa11111", started=T0 + MIN, severity="warning"), T0 + MIN)
+    lines = format_alert_rows(h.list_alerts(), now_ms=T0 + 10 * MIN)
+    assert len(lines) == 2
+    assert lines[0].startswith("fffff00000aa  FIRING    warning")
+    assert "9m" in lines[0] and "not notified" in lines[0]
+    assert "acked by li" in lines[1] and "2025-11-26 06:53:20" in lines[1]
+    assert h.find_alert("01234567") == "0123456789abcdef0123"  # a prefix from the list
+    detail = h.show_alert("01234567")
+    assert detail is not None
+    text = "\n".join(format_alert_detail(detail))
+    assert "record firing" in text and "notified (notify) via ops" in text
+    assert "acked by li (on it)" in text
