@@ -9,6 +9,7 @@ nobody provisions.
 
 from __future__ import annotations
 
+import base64
 import fnmatch
 import json
 import re
@@ -228,6 +229,10 @@ def test_kafka_runs_kraft_single_node_reachable_from_containers(
     ):
         assert env.get(key), f"kafka: {key} must be set (the image uses no defaults once any is)"
     assert set(env["KAFKA_PROCESS_ROLES"].split(",")) == {"broker", "controller"}
+    # A KRaft cluster id is a UUID in unpadded base64url: 22 characters, 16 bytes.
+    cluster_id = env["CLUSTER_ID"]
+    assert len(cluster_id) == 22
+    assert len(base64.urlsafe_b64decode(cluster_id + "==")) == 16
     assert env["KAFKA_OFFSETS_TOPIC_REPLICATION_FACTOR"] == "1"
     listeners = dict(x.split("://") for x in env["KAFKA_LISTENERS"].split(","))
     protocols = dict(x.split(":") for x in env["KAFKA_LISTENER_SECURITY_PROTOCOL_MAP"].split(","))
