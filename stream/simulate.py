@@ -657,8 +657,8 @@ def _daily_curve(minute_of_day: np.ndarray) -> np.ndarray:
         d = np.minimum(d, 24.0 - d)
         return np.exp(-0.5 * (d / width_h) ** 2)
 
-    raw = 0.12 + 0.55 * bump(10.5, 2.0) + 0.8 * bump(12.5, 1.2) + 0.6 * bump(15.5, 2.5)
-    return raw + 1.0 * bump(20.5, 1.8)
+    raw = 0.12 + 0.5 * bump(10.5, 2.0) + 0.6 * bump(12.5, 1.2) + 0.6 * bump(15.5, 2.5)
+    return raw + 1.15 * bump(20.5, 2.0)
 
 
 _DAY = _daily_curve(np.arange(1440, dtype=np.float64))
@@ -1051,10 +1051,6 @@ class _Sim:
         ts = int(call["event_ts"] + call["latency_ms"] + delay_ms)
         if ts >= self.cfg.end_ms:
             return
-        for inc, s, e, ip, mi in self.incs:
-            lost = inc.kind == "callback_loss" and s <= ts < e and ip == p and mi in (-1, mch)
-            if lost and self.pool.u() < inc.magnitude:
-                return  # never arrives: the provider could not reach us
         n = self.pool.bits()
         name = self.providers[p]
         if name == "wechatpay":
@@ -1086,6 +1082,10 @@ class _Sim:
                  attempt: int, seen: bool) -> None:  # fmt: skip
         """One delivery of a callback; schedules the provider's retry when we did not ack it."""
         pool = self.pool
+        for inc, s, e, ip, mi in self.incs:
+            lost = inc.kind == "callback_loss" and s <= ts < e and ip == p and mi in (-1, mch)
+            if lost and pool.u() < inc.magnitude:
+                return  # lost on the way, and with it the provider's later retries
         version, verified = 0, True
         for inc, s, e, ip, mi in self.incs:
             if inc.kind == "cert_rotation" and ip == p and mi in (-1, mch) and ts >= s:
