@@ -318,6 +318,29 @@ def test_every_secret_the_config_needs_is_passed_to_the_worker(
         assert _env(services["paywatch"])[key].startswith("${"), f"{key} is hard-coded"
 
 
+def _all_vars(value: Any) -> set[str]:
+    """Every ``${VAR}`` / ``${VAR:-x}`` name in loaded YAML values."""
+    if isinstance(value, dict):
+        return set().union(*(_all_vars(v) for v in value.values()))
+    if isinstance(value, list):
+        return set().union(*(_all_vars(v) for v in value))
+    if isinstance(value, str):
+        return set(re.findall(r"\$\{([A-Za-z_][A-Za-z0-9_]*)", value))
+    return set()
+
+
+def test_env_example_lists_every_variable_compose_reads(compose: dict[str, Any]) -> None:
+    example = DOCKER / ".env.example"
+    names = {
+        ln.split("=", 1)[0].strip()
+        for ln in example.read_text().splitlines()
+        if "=" in ln and not ln.lstrip().startswith("#")
+    }
+    assert _all_vars(compose) == names
+    # The filled-in copy holds secrets: git must not pick it up.
+    assert ".env" in (DOCKER / ".gitignore").read_text().split()
+
+
 # --------------------------------------------------------------------------- example config
 
 
@@ -545,6 +568,13 @@ def test_prometheus_scrapes_the_port_every_worker_exposes(
     assert f"127.0.0.1:{port}/metrics" in check
     mounts = dict(_short_volumes(services["prometheus"]))
     assert mounts["./prometheus/prometheus.yml"] == "/etc/prometheus/prometheus.yml"
+    # Every rule file Prometheus is told to load is mounted where it looks.
+    in_container = {target: source for source, target in mounts.items()}
+    for rule_file in prom["rule_files"]:
+        assert rule_file in in_container, f"{rule_file} is not mounted into prometheus"
+        groups = _yaml((DOCKER / in_container[rule_file]).resolve())["groups"]
+        rules = [r for g in groups for r in g["rules"]]
+        assert rules and all(r["alert"] and r["expr"] for r in rules)
 
 
 @pytest.fixture(scope="module")
@@ -589,9 +619,11 @@ def test_grafana_provisioning_finds_the_dashboard(services: dict[str, dict[str, 
     assert (DOCKER / "grafana" / "dashboards" / Path(home).name).is_file()
 
 
-def test_dashboard_metrics_are_the_documented_ones(dashboard: dict[str, Any]) -> None:
+def test_dashboard_and_rule_metrics_are_the_documented_ones(dashboard: dict[str, Any]) -> None:
+    rules = _yaml(DOCKER / "prometheus" / "paywatch-rules.yml")["groups"]
+    exprs = _panel_exprs(dashboard) + [str(r["expr"]) for g in rules for r in g["rules"]]
     used = set()
-    for expr in _panel_exprs(dashboard):
+    for expr in exprs:
         used |= {m.removesuffix("_bucket") for m in re.findall(r"\bpaywatch_\w+", expr)}
     assert len(used) >= 5
     ops = (ROOT / "docs" / "operations.md").read_text(encoding="utf-8")
