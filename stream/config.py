@@ -65,6 +65,16 @@ class WindowConfig:
     # Decoder guard rails for timestamps relative to the stream's clock.
     max_future_s: float = 24 * 3600.0
     max_past_s: float = 7 * 24 * 3600.0
+    # Hopping windows: a window of size_s every hop_s (0 = tumbling, hop = size).
+    hop_s: float = 0.0
+    # A successful create_payment whose callback has not arrived after this long
+    # counts as a missing callback.
+    callback_timeout_s: float = 60.0
+    # Bounds that keep memory flat whatever the traffic: pending orders awaiting a
+    # callback, series per level (the rest fold into "__other__"), idle series.
+    max_pending_orders: int = 1_000_000
+    max_series_per_level: int = 100_000
+    idle_evict_s: float = 3600.0
     # Live only: when no event arrives for this long (wall clock), the watermark
     # follows the wall clock so a total traffic stop still closes windows.
     idle_advance_s: float = 15.0
@@ -122,6 +132,14 @@ class Config:
     def validate(self) -> Config:
         """Cross-field checks that types alone cannot express."""
         _positive("windows.size_s", self.windows.size_s)
+        if self.windows.hop_s < 0:
+            raise ConfigError("windows.hop_s: must be >= 0")
+        if self.windows.hop_s and (self.windows.size_s * 1000) % (self.windows.hop_s * 1000):
+            raise ConfigError("windows.hop_s: size_s must be a whole multiple of hop_s")
+        _positive("windows.callback_timeout_s", self.windows.callback_timeout_s)
+        _positive("windows.idle_evict_s", self.windows.idle_evict_s)
+        if self.windows.max_pending_orders < 1 or self.windows.max_series_per_level < 1:
+            raise ConfigError("windows: max_pending_orders and max_series_per_level must be >= 1")
         if self.windows.allowed_lateness_s < 0:
             raise ConfigError("windows.allowed_lateness_s: must be >= 0")
         if not self.windows.levels:

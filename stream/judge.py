@@ -16,10 +16,7 @@ import numpy as np
 from models.error_rate import ErrorRateThreshold
 from stream.alerts import Judgement, fingerprint
 from stream.config import ErrorRateRuleConfig
-from stream.events import SYSTEM_ERROR_CLASSES
-from stream.windows import COL, ClosedWindow, SeriesRegistry
-
-SYSTEM_ERROR_COLS = [COL[f"err_{c}"] for c in SYSTEM_ERROR_CLASSES]
+from stream.windows import SYSTEM_ERROR_COLS, ClosedWindow, SeriesRegistry, WindowState
 
 
 class Rule(Protocol):
@@ -27,8 +24,11 @@ class Rule(Protocol):
     signal: str
 
     def judge(
-        self, win: ClosedWindow, registry: SeriesRegistry, active: set[str]
+        self, win: ClosedWindow, windows: WindowState, active: set[str]
     ) -> list[Judgement]: ...
+
+    def forget(self, sids: np.ndarray) -> None:
+        """Drop per-series state of evicted series (their ids will be reused)."""
 
 
 def series_text(series: dict[str, str]) -> str:
@@ -48,6 +48,12 @@ class _FingerprintCache:
         self.fp: dict[int, str] = {}
         self.sid: dict[str, int] = {}
 
+    def forget(self, sids: np.ndarray) -> None:
+        for sid in sids.tolist():
+            fp = self.fp.pop(sid, None)
+            if fp is not None:
+                self.sid.pop(fp, None)
+
     def of(self, sid: int, registry: SeriesRegistry) -> str:
         fp = self.fp.get(sid)
         if fp is None:
@@ -60,6 +66,7 @@ class _FingerprintCache:
 def root_cause_hints(
     win: ClosedWindow,
     registry: SeriesRegistry,
+    fine_dims: tuple[str, ...],
     sid: int,
     weights: np.ndarray,
     top: int = 3,
@@ -72,19 +79,22 @@ def root_cause_hints(
 
     Looks at the finest level only, so each event is counted once.
     """
-    level, values = registry.keys[sid]
-    dims = registry.levels[level]
-    finest = max(range(len(registry.levels)), key=lambda i: len(registry.levels[i]))
-    fine_dims = registry.levels[finest]
-    if level == finest or not set(dims) <= set(fine_dims):
+    key = registry.keys[sid]
+    if key is None:
+        return []
+    dims, values = key
+    if dims == fine_dims or not set(dims) <= set(fine_dims):
         return []
     pos = [fine_dims.index(d) for d in dims]
     volume = win.column("volume")
     total_w = total_v = 0.0
     by_dim: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(lambda: [0.0, 0.0]))
     for child in np.flatnonzero(volume[: len(registry)] > 0):
-        lv, vals = registry.keys[int(child)]
-        if lv != finest or any(vals[p] != v for p, v in zip(pos, values, strict=True)):
+        child_key = registry.keys[int(child)]
+        if child_key is None or child_key[0] != fine_dims:
+            continue
+        vals = child_key[1]
+        if any(vals[p] != v for p, v in zip(pos, values, strict=True)):
             continue
         w, v = float(weights[child]), float(volume[child])
         total_w += w
@@ -118,9 +128,12 @@ class ErrorRateRule:
         self.model = ErrorRateThreshold(cfg.threshold, cfg.min_volume, cfg.confidence)
         self.fps = _FingerprintCache(self.name)
 
-    def judge(
-        self, win: ClosedWindow, registry: SeriesRegistry, active: set[str]
-    ) -> list[Judgement]:
+    def forget(self, sids: np.ndarray) -> None:
+        self.fps.forget(sids)
+
+    def judge(self, win: ClosedWindow, windows: WindowState, active: set[str]) -> list[Judgement]:
+        registry = windows.registry
+        fine = max(windows.call_levels, key=len)
         volume = win.column("volume")
         errors = win.counts[:, SYSTEM_ERROR_COLS].sum(axis=1)
         with np.errstate(divide="ignore", invalid="ignore"):
@@ -142,7 +155,7 @@ class ErrorRateRule:
             severity = (
                 "critical" if anomalous and rate[sid] >= self.cfg.critical_threshold else "warning"
             )
-            hints = root_cause_hints(win, registry, sid, errors) if anomalous else []
+            hints = root_cause_hints(win, registry, fine, sid, errors) if anomalous else []
             summary = (
                 f"{series_text(series)}: {rate[sid]:.1%} system errors in {int(volume[sid])} calls "
                 f"over {self.window_s:g}s (normal < {self.cfg.threshold:.0%})"

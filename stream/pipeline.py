@@ -13,8 +13,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
-
 from stream.alerts import AlertLifecycle
 from stream.config import Config
 from stream.decode import decode_batch
@@ -24,6 +22,7 @@ from stream.taxonomy import ErrorTaxonomy
 from stream.windows import ClosedWindow, WindowState
 
 STATE_VERSION = 1
+EVICT_EVERY_WINDOWS = 60  # idle-series sweeps are cheap but need not run every window
 
 
 @dataclass
@@ -67,7 +66,16 @@ class Pipeline:
         if config.detectors.error_rate.enabled:
             rules.append(ErrorRateRule(config.detectors.error_rate, w.size_s))
         self.state = PipelineState(
-            windows=WindowState.create(w.size_s, w.allowed_lateness_s, w.levels),
+            windows=WindowState.create(
+                w.size_s,
+                w.allowed_lateness_s,
+                w.levels,
+                hop_s=w.hop_s,
+                callback_timeout_s=w.callback_timeout_s,
+                max_pending_orders=w.max_pending_orders,
+                idle_evict_s=w.idle_evict_s,
+                max_series_per_level=w.max_series_per_level,
+            ),
             lifecycle=AlertLifecycle(
                 config.alerts.for_windows, config.alerts.keep_firing_for_windows
             ),
@@ -92,9 +100,8 @@ class Pipeline:
         )
         st.stats.records += len(values)
         st.stats.rejected += len(batch.rejected)
-        seq = getattr(batch.calls, "seq", None)
-        st.stats.late += st.windows.add_calls(
-            batch.calls, batch.strings, seq if isinstance(seq, np.ndarray) and seq.size else None
+        st.stats.late += st.windows.add_batch(
+            batch.strings, batch.calls, batch.notifications, batch.metrics
         )
         if batch.accepted:
             st.last_event_wall_ms = wall_ms
@@ -131,7 +138,7 @@ class Pipeline:
             active = st.lifecycle.active()
             judgements = []
             for rule in st.rules:
-                judgements.extend(rule.judge(win, st.windows.registry, active))
+                judgements.extend(rule.judge(win, st.windows, active))
 
             def detected_at(window_end: int) -> int:
                 return wall_ms if (self.live and wall_ms is not None) else window_end
@@ -139,7 +146,23 @@ class Pipeline:
             out.alerts.extend(st.lifecycle.observe(win.end_ms, judgements, detected_at))
         st.stats.windows_closed += len(closed)
         st.stats.alerts += len(out.alerts)
+        if closed and st.stats.windows_closed % EVICT_EVERY_WINDOWS < len(closed):
+            self._evict_idle()
         return out
+
+    def _evict_idle(self) -> None:
+        st = self.state
+        firing = st.lifecycle.active()
+        protect = {
+            sid
+            for rule in st.rules
+            for fp, sid in getattr(getattr(rule, "fps", None), "sid", {}).items()
+            if fp in firing
+        }
+        evicted = st.windows.evict_idle(protect)
+        if evicted.size:
+            for rule in st.rules:
+                rule.forget(evicted)
 
     # -- checkpoints ------------------------------------------------------------
 

@@ -1,32 +1,54 @@
-"""Event-time tumbling windows per series, aggregated with numpy.
+"""Event-time windows per series, aggregated with numpy.
 
-Every ``provider_call`` feeds every configured level (roll-ups): with the default
-levels one call counts for ``{provider}``, ``{provider, operation}`` and
-``{provider, operation, merchant_id}``.  A batch is grouped by (window, series)
-with ``np.unique`` and counted with ``np.bincount``; Python loops run over the
-distinct series of a batch, never over its events.
+Every event feeds every level it has the dimensions for (roll-ups): with the
+default levels a ``provider_call`` counts for ``{provider}``,
+``{provider, operation}`` and ``{provider, operation, merchant_id}``; a
+``payment_notification`` for ``{provider}``, ``{provider, merchant_id}`` and
+``{provider, signing_key_id}`` (so a new key failing verification stands out);
+a ``metric`` for its own ``{metric}`` series (name plus sorted labels).
 
-A window ``[start, start + size)`` closes when the watermark — the newest event
-time seen minus the allowed lateness — passes its end.  An event whose window
-has already closed is *late*: it is counted per series, never silently dropped.
-Lateness is judged against the watermark as it stood *before* the event in
-stream order, so the same stream gives the same windows whatever the batching
-(live ``getmany`` batches or file chunks).
+Windows are built from tumbling *panes* of ``hop`` length; a window of ``size``
+is the sum of the last ``size / hop`` panes, so hopping windows cost one pane of
+work per event, and tumbling windows are the case ``hop == size``.  A batch is
+grouped by (pane, series) with ``np.unique`` and counted with ``np.bincount``;
+Python loops run over distinct series, never over events.
 
-All state lives in :class:`WindowState`, a plain object that pickles, so it can
-be checkpointed and restored when a partition moves to another worker.
+A pane closes when the watermark — the newest event time seen minus the
+allowed lateness — passes its end.  An event whose pane has already closed is
+*late*: counted per series, never silently dropped.  Lateness is judged against
+the watermark as it stood before the event in stream order, so the same stream
+gives the same windows whatever the batching (live batches or file chunks).
+
+Callbacks: a successful ``create_payment`` with an ``out_trade_no`` expects a
+notification; if none arrives within ``callback_timeout`` (event time), it is
+counted as a missing callback in the pane where the timeout passed.  Pending
+orders are bounded (``max_pending_orders``; the oldest are evicted and counted).
+
+Memory is bounded too: at most ``max_series_per_level`` series per level (the
+rest fold into an ``__other__`` series, counted), and series idle for
+``idle_evict`` are evicted.  All state is plain and pickles for checkpoints.
 """
 
 from __future__ import annotations
 
+from collections import deque
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from stream import histogram
-from stream.events import ERROR_CLASSES, OUTCOMES, CallColumns
+from stream.events import (
+    ACK_INDEX,
+    CONFIG_ERROR_CLASSES,
+    ERROR_CLASSES,
+    OUTCOME_INDEX,
+    OUTCOMES,
+    SYSTEM_ERROR_CLASSES,
+    CallColumns,
+    MetricColumns,
+    NotificationColumns,
+)
 
-# Columns of the per-window, per-series counter matrix.
 CALL_COLUMNS: tuple[str, ...] = (
     "volume",
     *OUTCOMES,
@@ -34,54 +56,123 @@ CALL_COLUMNS: tuple[str, ...] = (
     "err_unclassified",
     "amount_minor",
 )
-COL = {name: i for i, name in enumerate(CALL_COLUMNS)}
-N_COLS = len(CALL_COLUMNS)
+NOTIFICATION_COLUMNS: tuple[str, ...] = (
+    "created",  # successful create_payment calls that expect a callback
+    "callbacks",
+    "verify_failures",
+    "nacks",
+    "ack_errors",
+    "late_acks",
+    "duplicates",
+    "amount_mismatches",
+    "missing_callbacks",
+)
+COLUMNS = CALL_COLUMNS + NOTIFICATION_COLUMNS
+COL = {name: i for i, name in enumerate(COLUMNS)}
+N_COLS = len(COLUMNS)
+METRIC_STATS = ("count", "sum", "max", "last_ts", "last")
+_M = {name: i for i, name in enumerate(METRIC_STATS)}
+
+SYSTEM_ERROR_COLS = [COL[f"err_{c}"] for c in SYSTEM_ERROR_CLASSES]
+CONFIG_ERROR_COLS = [COL[f"err_{c}"] for c in CONFIG_ERROR_CLASSES]
 _OUTCOME0 = COL[OUTCOMES[0]]
 _ERR0 = COL[f"err_{ERROR_CLASSES[0]}"]
 _N_ERR = len(ERROR_CLASSES)
-_FAILURE = OUTCOMES.index("failure")
-_UNKNOWN = OUTCOMES.index("unknown")
+_FAILURE = OUTCOME_INDEX["failure"]
+_UNKNOWN = OUTCOME_INDEX["unknown"]
+_SUCCESS = OUTCOME_INDEX["success"]
 LATENCY_QUANTILES = (0.5, 0.95, 0.99)
+OTHER = "__other__"
+CALL_DIMS = ("provider", "operation", "merchant_id")
+METRIC_LEVEL = ("metric",)
 
-SeriesKey = tuple[int, tuple[str, ...]]  # (level index, dimension values)
+Dims = tuple[str, ...]
+SeriesKey = tuple[Dims, tuple[str, ...]]  # (dimension names, values)
+
+
+def _dedupe(levels: list[Dims]) -> list[Dims]:
+    return list(dict.fromkeys(lv for lv in levels if lv))
 
 
 @dataclass
 class SeriesRegistry:
-    """Stable integer ids for series, so counters can live in dense arrays."""
+    """Stable integer ids for series, so counters live in dense arrays.
 
-    levels: list[tuple[str, ...]]
-    keys: list[SeriesKey] = field(default_factory=list)
+    Ids of evicted series are reused; ``max_per_level`` caps each level and
+    folds the overflow into one ``__other__`` series per parent.
+    """
+
+    max_per_level: int = 100_000
+    keys: list[SeriesKey | None] = field(default_factory=list)
     index: dict[SeriesKey, int] = field(default_factory=dict)
+    per_level: dict[Dims, int] = field(default_factory=dict)
+    free: list[int] = field(default_factory=list)
+    overflowed: dict[Dims, int] = field(default_factory=dict)  # new series folded into __other__
+    last_seen: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
 
-    def id_of(self, key: SeriesKey) -> int:
+    def id_of(self, dims: Dims, values: tuple[str, ...]) -> int:
+        key = (dims, values)
         sid = self.index.get(key)
-        if sid is None:
+        if sid is not None:
+            return sid
+        if self.per_level.get(dims, 0) >= self.max_per_level:
+            other = (dims, (*values[:-1], OTHER))
+            if other != key:
+                self.overflowed[dims] = self.overflowed.get(dims, 0) + 1
+                return self.id_of(*other)
+        if self.free:
+            sid = self.free.pop()
+            self.keys[sid] = key
+        else:
             sid = len(self.keys)
-            self.index[key] = sid
             self.keys.append(key)
+        self.index[key] = sid
+        self.per_level[dims] = self.per_level.get(dims, 0) + 1
         return sid
 
     def labels(self, sid: int) -> dict[str, str]:
-        level, values = self.keys[sid]
-        return dict(zip(self.levels[level], values, strict=True))
+        key = self.keys[sid]
+        if key is None:
+            return {}
+        return dict(zip(key[0], key[1], strict=True))
+
+    def evict(self, sids: np.ndarray) -> None:
+        for sid in sids.tolist():
+            key = self.keys[sid]
+            if key is None:
+                continue
+            del self.index[key]
+            self.per_level[key[0]] -= 1
+            self.keys[sid] = None
+            self.free.append(sid)
 
     def __len__(self) -> int:
+        """Size of the id space (dense arrays need this many rows)."""
         return len(self.keys)
+
+    @property
+    def active(self) -> int:
+        return len(self.index)
 
 
 @dataclass
-class _OpenWindow:
-    counts: np.ndarray  # (rows, N_COLS) int64, rows grow with the registry
+class _Pane:
+    counts: np.ndarray  # (rows, N_COLS) int64; rows grow with the registry
+    mstats: np.ndarray  # (rows, len(METRIC_STATS)) float64
     lat_keys: list[np.ndarray] = field(default_factory=list)
     lat_counts: list[np.ndarray] = field(default_factory=list)
     pending_lat: int = 0
 
+    @classmethod
+    def empty(cls, rows: int) -> _Pane:
+        return cls(np.zeros((rows, N_COLS), np.int64), _empty_mstats(rows))
+
     def ensure_rows(self, n: int) -> None:
-        if self.counts.shape[0] < n:
-            grown = np.zeros((max(n, 2 * self.counts.shape[0]), N_COLS), dtype=np.int64)
-            grown[: self.counts.shape[0]] = self.counts
-            self.counts = grown
+        have = self.counts.shape[0]
+        if have < n:
+            grow = max(n, 2 * have)
+            self.counts = np.vstack([self.counts, np.zeros((grow - have, N_COLS), np.int64)])
+            self.mstats = np.vstack([self.mstats, _empty_mstats(grow - have)])
 
     def add_latency(self, keys: np.ndarray, counts: np.ndarray) -> None:
         self.lat_keys.append(keys)
@@ -99,43 +190,110 @@ class _OpenWindow:
         return k, c
 
 
+def _empty_mstats(rows: int) -> np.ndarray:
+    m = np.zeros((rows, len(METRIC_STATS)), np.float64)
+    m[:, _M["max"]] = -np.inf
+    m[:, _M["last_ts"]] = -np.inf
+    m[:, _M["last"]] = np.nan
+    return m
+
+
 @dataclass
 class ClosedWindow:
-    """One closed window: counters and latency quantiles for every known series."""
+    """One closed window: counters, latency quantiles and metric stats for every series id.
+
+    Rows are series ids; rows of free (evicted) ids are zero.
+    """
 
     start_ms: int
     end_ms: int
-    counts: np.ndarray  # (n_series, N_COLS) int64; row = series id
-    latency: np.ndarray  # (n_series, 3) p50/p95/p99 in ms, NaN without calls
-    late: np.ndarray  # (n_series,) late events attributed to this window's series so far
+    counts: np.ndarray  # (n, N_COLS) int64
+    latency: np.ndarray  # (n, 3) p50/p95/p99 ms; NaN without calls
+    metrics: np.ndarray  # (n, 5) count, sum, max, last_ts, last
+    late: np.ndarray  # (n,) late events per series since the previous window
 
     def column(self, name: str) -> np.ndarray:
         return self.counts[:, COL[name]]
 
+    def metric_mean(self) -> np.ndarray:
+        c = self.metrics[:, _M["count"]]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.where(c > 0, self.metrics[:, _M["sum"]] / np.maximum(c, 1), np.nan)
+
+
+@dataclass
+class _PendingOrder:
+    deadline: int
+    sids: tuple[int, ...]
+
 
 @dataclass
 class WindowState:
-    """Open windows, the watermark and late-event counters: everything the window stage keeps."""
+    """Open panes, the watermark, pending orders and counters: all the window stage keeps."""
 
     size_ms: int
     lateness_ms: int
-    levels: list[tuple[str, ...]]
+    call_levels: list[Dims]
+    hop_ms: int = 0  # 0 = tumbling (hop == size)
+    callback_timeout_ms: int = 60_000
+    max_pending_orders: int = 1_000_000
+    idle_evict_ms: int = 3_600_000
+    max_series_per_level: int = 100_000
     registry: SeriesRegistry = field(init=False)
-    open: dict[int, _OpenWindow] = field(default_factory=dict)
+    notification_levels: list[Dims] = field(init=False)
+    open: dict[int, _Pane] = field(default_factory=dict)
+    recent: deque[tuple[int, np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = field(
+        default_factory=deque
+    )
     max_ts: int | None = None
-    # Lower bound for the watermark set from outside (idle streams in live mode).
-    forced_watermark: int | None = None
-    # End of the newest closed window: nothing before it can be added any more.
-    closed_until: int | None = None
+    forced_watermark: int | None = None  # lower bound set from outside (idle live stream)
+    closed_until: int | None = None  # end of the newest closed pane
+    pending: dict[str, _PendingOrder] = field(default_factory=dict)
     late_counts: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
     late_total: int = 0
+    orders_evicted: int = 0
+    series_evicted: int = 0
 
     def __post_init__(self) -> None:
-        self.registry = SeriesRegistry(self.levels)
+        if self.hop_ms <= 0:
+            self.hop_ms = self.size_ms
+        if self.size_ms % self.hop_ms:
+            raise ValueError("window size must be a whole multiple of the hop")
+        self.registry = SeriesRegistry(self.max_series_per_level)
+        self.call_levels = _dedupe([tuple(lv) for lv in self.call_levels])
+        self.notification_levels = _dedupe(
+            [tuple(d for d in lv if d != "operation") for lv in self.call_levels]
+            + [("provider", "signing_key_id")]
+        )
 
     @classmethod
-    def create(cls, size_s: float, lateness_s: float, levels: list[list[str]]) -> WindowState:
-        return cls(int(size_s * 1000), int(lateness_s * 1000), [tuple(lv) for lv in levels])
+    def create(
+        cls,
+        size_s: float,
+        lateness_s: float,
+        levels: list[list[str]],
+        *,
+        hop_s: float = 0.0,
+        callback_timeout_s: float = 60.0,
+        max_pending_orders: int = 1_000_000,
+        idle_evict_s: float = 3600.0,
+        max_series_per_level: int = 100_000,
+    ) -> WindowState:
+        return cls(
+            int(size_s * 1000),
+            int(lateness_s * 1000),
+            [tuple(lv) for lv in levels],
+            hop_ms=int(hop_s * 1000),
+            callback_timeout_ms=int(callback_timeout_s * 1000),
+            max_pending_orders=max_pending_orders,
+            idle_evict_ms=int(idle_evict_s * 1000),
+            max_series_per_level=max_series_per_level,
+        )
+
+    @property
+    def levels(self) -> list[Dims]:
+        """Every series level, in the order a reader expects (calls first)."""
+        return _dedupe([*self.call_levels, *self.notification_levels, METRIC_LEVEL])
 
     @property
     def watermark(self) -> int | None:
@@ -144,121 +302,289 @@ class WindowState:
             wm = self.forced_watermark if wm is None else max(wm, self.forced_watermark)
         return wm
 
-    # -- adding ---------------------------------------------------------------
+    # -- adding -------------------------------------------------------------------
 
-    def _watermark_before_each(self, ts: np.ndarray, seq: np.ndarray | None) -> np.ndarray:
-        """Watermark as it stood just before each event, in stream order."""
-        order = np.argsort(seq, kind="stable") if seq is not None and len(seq) == len(ts) else None
-        t = ts if order is None else ts[order]
+    def add_batch(
+        self,
+        strings: list[str],
+        calls: CallColumns,
+        notifications: NotificationColumns,
+        metrics: MetricColumns,
+    ) -> int:
+        """Add one decoded batch; returns how many events were late (counted, not windowed)."""
+        parts: list[CallColumns | NotificationColumns | MetricColumns] = [
+            calls,
+            notifications,
+            metrics,
+        ]
+        sizes = [len(p) for p in parts]
+        if not sum(sizes):
+            return 0
+        late = self._late_masks(parts)
+        self._grow()
+        n_late = 0
+        str_arr = np.asarray([*strings, ""], dtype=object)  # code -1 -> ""
+        if sizes[0]:
+            n_late += self._add_calls(calls, str_arr, late[0])
+        if sizes[1]:
+            n_late += self._add_notifications(notifications, str_arr, late[1])
+        if sizes[2]:
+            n_late += self._add_metrics(metrics, str_arr, late[2])
+        batch_max = max(int(p.ts.max()) for p in parts if len(p))
+        self.max_ts = batch_max if self.max_ts is None else max(self.max_ts, batch_max)
+        self.late_total += n_late
+        return n_late
+
+    def add_calls(self, calls: CallColumns, strings: list[str]) -> int:
+        """Calls only (tests, notebooks)."""
+        return self.add_batch(strings, calls, NotificationColumns(), MetricColumns())
+
+    def _late_masks(
+        self, parts: list[CallColumns | NotificationColumns | MetricColumns]
+    ) -> list[np.ndarray]:
+        """Per event: is its pane already behind the watermark as it stood just before it?"""
+        ts = np.concatenate([p.ts for p in parts])
+        seqs = [p.seq if p.seq.size == len(p) else None for p in parts]
+        if all(s is not None for s in seqs):
+            order = np.argsort(np.concatenate(seqs), kind="stable")  # type: ignore[arg-type]
+        else:  # no record positions: treat calls, then notifications, then metrics as the order
+            order = np.arange(len(ts))
+        t = ts[order]
         prior = np.iinfo(np.int64).min // 2 if self.max_ts is None else self.max_ts
-        running = np.maximum.accumulate(np.r_[prior, t[:-1]]) if len(t) else t
-        wm = np.maximum(running, prior) - self.lateness_ms
+        running = np.maximum.accumulate(np.r_[prior, t[:-1]])
+        wm_sorted = np.maximum(running, prior) - self.lateness_ms
         if self.forced_watermark is not None:
-            wm = np.maximum(wm, self.forced_watermark)
-        if order is not None:
-            unsorted = np.empty_like(wm)
-            unsorted[order] = wm
-            wm = unsorted
-        return wm
+            wm_sorted = np.maximum(wm_sorted, self.forced_watermark)
+        wm = np.empty_like(wm_sorted)
+        wm[order] = wm_sorted
+        pane = ts - np.mod(ts, self.hop_ms)
+        late = pane + self.hop_ms <= wm
+        if self.closed_until is not None:
+            late |= pane < self.closed_until
+        out, at = [], 0
+        for p in parts:
+            out.append(late[at : at + len(p)])
+            at += len(p)
+        return out
 
-    def _series_ids(self, calls: CallColumns, strings: list[str]) -> list[np.ndarray]:
-        """Per level, the series id of every call (vectorised except per distinct series)."""
+    def _grow(self) -> None:
+        n = len(self.registry)
+        if self.late_counts.shape[0] < n + 1024:
+            extra = max(1024, n)
+            self.late_counts = np.r_[self.late_counts, np.zeros(extra, np.int64)]
+            self.registry.last_seen = np.r_[self.registry.last_seen, np.zeros(extra, np.int64)]
+
+    def _series(
+        self, cols: dict[str, np.ndarray], levels: list[Dims], str_arr: np.ndarray
+    ) -> list[np.ndarray]:
+        """Per level, the series id of every event; Python runs once per distinct series."""
+        n = len(next(iter(cols.values())))
+        base = np.int64(len(str_arr))
+        out = []
+        for dims in levels:
+            key = np.zeros(n, dtype=np.int64)
+            for d in dims:
+                key = key * base + (cols[d].astype(np.int64) + 1)
+            uniq, first, inv = np.unique(key, return_index=True, return_inverse=True)
+            values = [str_arr[cols[d][first]] for d in dims]
+            sids = np.fromiter(
+                (self.registry.id_of(dims, tuple(v)) for v in zip(*values, strict=True)),
+                dtype=np.int64,
+                count=len(uniq),
+            )
+            out.append(sids[inv.reshape(-1)])
+        self._grow()
+        return out
+
+    def _accumulate(
+        self,
+        sid_levels: list[np.ndarray],
+        ts: np.ndarray,
+        keep: np.ndarray,
+        features: dict[int, np.ndarray],
+        bucket: np.ndarray | None = None,
+    ) -> None:
+        """Add per-event feature columns (COL index -> per-event weight) into the panes."""
+        n_late = int((~keep).sum())
+        if n_late:
+            for sids in sid_levels:
+                np.add.at(self.late_counts, sids[~keep], 1)
+        if not keep.any():
+            return
+        for sids in sid_levels:
+            np.maximum.at(self.registry.last_seen, sids[keep], ts[keep])
+        n_levels = len(sid_levels)
+        sid = np.concatenate([s[keep] for s in sid_levels])
+        pane = np.tile((ts - np.mod(ts, self.hop_ms))[keep], n_levels)
+        p0 = int(pane.min())
+        pi = (pane - p0) // self.hop_ms
+        n_p = int(pi.max()) + 1
+        group, ginv = np.unique(sid * n_p + pi, return_inverse=True)
+        ginv = ginv.reshape(-1)
+        g = len(group)
+        rows = np.zeros((g, N_COLS), dtype=np.int64)
+        for col, weight in features.items():
+            w = np.tile(weight[keep], n_levels)
+            rows[:, col] = np.bincount(ginv, weights=w, minlength=g).astype(np.int64)
+        g_sid = group // n_p
+        g_pane = p0 + (group % n_p) * self.hop_ms
+        lat_key = (
+            sid * histogram.N_BUCKETS + np.tile(bucket[keep], n_levels)
+            if bucket is not None
+            else None
+        )
+        ev_pane = p0 + pi * self.hop_ms
+        for p in np.unique(g_pane).tolist():
+            pane_acc = self._pane(p)
+            sel = g_pane == p
+            pane_acc.counts[g_sid[sel]] += rows[sel]
+            if lat_key is not None:
+                in_p = ev_pane == p
+                k, c = histogram.consolidate(lat_key[in_p], np.ones(int(in_p.sum()), np.int64))
+                pane_acc.add_latency(k, c)
+
+    def _pane(self, start: int) -> _Pane:
+        pane = self.open.get(start)
+        if pane is None:
+            pane = _Pane.empty(len(self.registry))
+            self.open[start] = pane
+        pane.ensure_rows(len(self.registry))
+        return pane
+
+    def _add_calls(self, calls: CallColumns, str_arr: np.ndarray, late: np.ndarray) -> int:
         cols = {
             "provider": calls.provider,
             "operation": calls.operation,
             "merchant_id": calls.merchant_id,
         }
-        base = np.int64(len(strings) + 1)
-        out = []
-        for li, dims in enumerate(self.levels):
-            key = np.zeros(len(calls), dtype=np.int64)
-            for d in dims:
-                key = key * base + (cols[d].astype(np.int64) + 1)
-            uniq, first, inv = np.unique(key, return_index=True, return_inverse=True)
-            sids = np.empty(len(uniq), dtype=np.int64)
-            for j, i in enumerate(first):
-                values = tuple(strings[int(cols[d][i])] for d in dims)
-                sids[j] = self.registry.id_of((li, values))
-            out.append(sids[inv.reshape(-1)])
-        if self.late_counts.shape[0] < len(self.registry):
-            self.late_counts = np.r_[
-                self.late_counts, np.zeros(len(self.registry) - self.late_counts.shape[0], np.int64)
-            ]
-        return out
-
-    def add_calls(
-        self, calls: CallColumns, strings: list[str], seq: np.ndarray | None = None
-    ) -> int:
-        """Add a batch of calls; returns how many were late (and counted, not windowed)."""
-        n = len(calls)
-        if n == 0:
-            return 0
-        ts = calls.ts
-        wstart = ts - np.mod(ts, self.size_ms)
-        wm_before = self._watermark_before_each(ts, seq)
-        late = wstart + self.size_ms <= wm_before
-        if self.closed_until is not None:
-            late |= wstart < self.closed_until
-        sid_levels = self._series_ids(calls, strings)
-        n_late = int(late.sum())
-        if n_late:
-            for sids in sid_levels:
-                np.add.at(self.late_counts, sids[late], 1)
-            self.late_total += n_late
-        self.max_ts = max(int(ts.max()), self.max_ts if self.max_ts is not None else int(ts.min()))
+        levels = [lv for lv in self.call_levels if set(lv) <= set(CALL_DIMS)]
+        sid_levels = self._series(cols, levels, str_arr)
         keep = ~late
-        if not keep.any():
-            return n_late
+        outcome = calls.outcome.astype(np.int64)
+        err = calls.error_class.astype(np.int64)
+        ones = np.ones(len(calls), np.int64)
+        feats: dict[int, np.ndarray] = {COL["volume"]: ones}
+        for i in range(len(OUTCOMES)):
+            feats[_OUTCOME0 + i] = (outcome == i).astype(np.int64)
+        for i in range(_N_ERR):
+            feats[_ERR0 + i] = (err == i).astype(np.int64)
+        feats[COL["err_unclassified"]] = (
+            (err < 0) & ((outcome == _FAILURE) | (outcome == _UNKNOWN))
+        ).astype(np.int64)
+        feats[COL["amount_minor"]] = calls.amount_minor
+        self._accumulate(sid_levels, calls.ts, keep, feats, histogram.bucket_of(calls.latency_ms))
+        self._expect_callbacks(calls, str_arr, keep)
+        return int(late.sum())
 
-        n_levels = len(sid_levels)
-        sid = np.concatenate([s[keep] for s in sid_levels])
-        ws = np.tile(wstart[keep], n_levels)
-        outcome = np.tile(calls.outcome[keep].astype(np.int64), n_levels)
-        err = np.tile(calls.error_class[keep].astype(np.int64), n_levels)
-        amount = np.tile(calls.amount_minor[keep], n_levels)
-        bucket = np.tile(histogram.bucket_of(calls.latency_ms[keep]), n_levels)
+    def _order_keys(
+        self, provider: np.ndarray, merchant: np.ndarray, trade: np.ndarray, str_arr: np.ndarray
+    ) -> np.ndarray:
+        return str_arr[provider] + "|" + str_arr[merchant] + "|" + str_arr[trade]
 
-        w0 = int(ws.min())
-        wi = (ws - w0) // self.size_ms
-        n_w = int(wi.max()) + 1
-        group, ginv = np.unique(sid * n_w + wi, return_inverse=True)
-        ginv = ginv.reshape(-1)
-        g = len(group)
-        rows = np.zeros((g, N_COLS), dtype=np.int64)
-        rows[:, COL["volume"]] = np.bincount(ginv, minlength=g)
-        rows[:, _OUTCOME0 : _OUTCOME0 + len(OUTCOMES)] = np.bincount(
-            ginv * len(OUTCOMES) + outcome, minlength=g * len(OUTCOMES)
-        ).reshape(g, len(OUTCOMES))
-        has_err = err >= 0
-        rows[:, _ERR0 : _ERR0 + _N_ERR] = np.bincount(
-            ginv[has_err] * _N_ERR + err[has_err], minlength=g * _N_ERR
-        ).reshape(g, _N_ERR)
-        unclassified = ~has_err & ((outcome == _FAILURE) | (outcome == _UNKNOWN))
-        rows[:, COL["err_unclassified"]] = np.bincount(ginv[unclassified], minlength=g)
-        rows[:, COL["amount_minor"]] = np.bincount(ginv, weights=amount, minlength=g).astype(
-            np.int64
+    def _expect_callbacks(self, calls: CallColumns, str_arr: np.ndarray, keep: np.ndarray) -> None:
+        created = (
+            keep
+            & (calls.operation >= 0)
+            & (calls.outcome == _SUCCESS)
+            & (calls.out_trade_no >= 0)
+            & (str_arr[calls.operation] == "create_payment")
         )
+        if not created.any():
+            return
+        idx = np.flatnonzero(created)
+        cols = {"provider": calls.provider[idx], "merchant_id": calls.merchant_id[idx]}
+        levels = [lv for lv in self.notification_levels if set(lv) <= {"provider", "merchant_id"}]
+        sid_levels = self._series(cols, levels, str_arr)
+        ts = calls.ts[idx]
+        self._accumulate(
+            sid_levels, ts, np.ones(len(idx), bool), {COL["created"]: np.ones(len(idx), np.int64)}
+        )
+        keys = self._order_keys(
+            calls.provider[idx], calls.merchant_id[idx], calls.out_trade_no[idx], str_arr
+        )
+        deadlines = ts + self.callback_timeout_ms
+        sids = list(zip(*[s.tolist() for s in sid_levels], strict=True))
+        # C-speed bulk insert; insertion order ~ event time, which expiry relies on.
+        self.pending.update(
+            zip(keys.tolist(), map(_PendingOrder, deadlines.tolist(), sids), strict=True)
+        )
+        overflow = len(self.pending) - self.max_pending_orders
+        if overflow > 0:
+            for key in list(self.pending)[:overflow]:
+                del self.pending[key]
+            self.orders_evicted += overflow
 
-        g_sid = group // n_w
-        g_w = w0 + (group % n_w) * self.size_ms
-        lat_key = sid * histogram.N_BUCKETS + bucket
-        ev_w = w0 + wi * self.size_ms
-        n_series = len(self.registry)
-        for w in np.unique(g_w):
-            win = self.open.get(int(w))
-            if win is None:
-                win = _OpenWindow(np.zeros((n_series, N_COLS), dtype=np.int64))
-                self.open[int(w)] = win
-            win.ensure_rows(n_series)
-            sel = g_w == w
-            win.counts[g_sid[sel]] += rows[sel]
-            k, c = histogram.consolidate(
-                lat_key[ev_w == w], np.ones(int((ev_w == w).sum()), np.int64)
+    def _add_notifications(
+        self, notes: NotificationColumns, str_arr: np.ndarray, late: np.ndarray
+    ) -> int:
+        cols = {
+            "provider": notes.provider,
+            "merchant_id": notes.merchant_id,
+            "signing_key_id": notes.signing_key_id,
+        }
+        ack = notes.ack_status.astype(np.int64)
+        feats = {
+            COL["callbacks"]: np.ones(len(notes), np.int64),
+            COL["verify_failures"]: (~notes.signature_verified).astype(np.int64),
+            COL["nacks"]: (ack == ACK_INDEX["nacked"]).astype(np.int64),
+            COL["ack_errors"]: (ack == ACK_INDEX["error"]).astype(np.int64),
+            COL["late_acks"]: (ack == ACK_INDEX["late"]).astype(np.int64),
+            COL["duplicates"]: notes.is_duplicate.astype(np.int64),
+            COL["amount_mismatches"]: (notes.amount_matches == 0).astype(np.int64),
+        }
+        keep = ~late
+        for dims in self.notification_levels:
+            # A level needs every one of its dimensions (callbacks without a key id skip per-key).
+            has = np.ones(len(notes), bool)
+            for d in dims:
+                has &= cols[d] >= 0
+            if not has.any():
+                continue
+            (sids,) = self._series({d: cols[d][has] for d in dims}, [dims], str_arr)
+            self._accumulate(
+                [sids], notes.ts[has], keep[has], {c: w[has] for c, w in feats.items()}
             )
-            win.add_latency(k, c)
-        return n_late
+        matched = keep & (notes.out_trade_no >= 0)
+        if matched.any() and self.pending:
+            keys = self._order_keys(
+                notes.provider[matched],
+                notes.merchant_id[matched],
+                notes.out_trade_no[matched],
+                str_arr,
+            )
+            pop = self.pending.pop
+            for key in set(keys.tolist()) & self.pending.keys():
+                pop(key)
+        return int(late.sum())
 
-    # -- closing --------------------------------------------------------------
+    def _add_metrics(self, metrics: MetricColumns, str_arr: np.ndarray, late: np.ndarray) -> int:
+        (sids,) = self._series({"metric": metrics.series}, [METRIC_LEVEL], str_arr)
+        keep = ~late
+        if late.any():
+            np.add.at(self.late_counts, sids[late], 1)
+        if not keep.any():
+            return int(late.sum())
+        sids, ts, value = sids[keep], metrics.ts[keep], metrics.value[keep]
+        np.maximum.at(self.registry.last_seen, sids, ts)
+        pane = ts - np.mod(ts, self.hop_ms)
+        for p in np.unique(pane).tolist():
+            sel = pane == p
+            s, t, v = sids[sel], ts[sel], value[sel]
+            acc = self._pane(p)
+            m = acc.mstats
+            np.add.at(m[:, _M["count"]], s, 1)
+            np.add.at(m[:, _M["sum"]], s, v)
+            np.maximum.at(m[:, _M["max"]], s, v)
+            order = np.lexsort((t, s))
+            s_o, t_o, v_o = s[order], t[order], v[order]
+            last = np.r_[s_o[1:] != s_o[:-1], True]
+            s_l, t_l, v_l = s_o[last], t_o[last], v_o[last]
+            newer = t_l >= m[s_l, _M["last_ts"]]
+            m[s_l[newer], _M["last_ts"]] = t_l[newer]
+            m[s_l[newer], _M["last"]] = v_l[newer]
+        return int(late.sum())
+
+    # -- closing ------------------------------------------------------------------
 
     def advance_to(self, watermark_ms: int) -> None:
         """Force the watermark forward (idle stream in live mode, or end of input)."""
@@ -266,45 +592,104 @@ class WindowState:
             self.forced_watermark = watermark_ms
 
     def close_ready(self) -> list[ClosedWindow]:
-        """Close, in order, every open window the watermark has passed."""
+        """Close, in order, every pane the watermark has passed; one window per pane."""
         wm = self.watermark
-        if wm is None:
+        if wm is None or (not self.open and self.closed_until is None):
             return []
-        ready = sorted(w for w in self.open if w + self.size_ms <= wm)
-        # Windows with no event at all between closed ones still close (traffic stop),
-        # so detectors see the zero-volume windows.
-        if ready or (self.closed_until is not None and self.closed_until + self.size_ms <= wm):
-            first = self.closed_until if self.closed_until is not None else ready[0]
-            last_end = wm - np.mod(wm, self.size_ms)
-            starts = range(first, last_end, self.size_ms)
-        else:
-            starts = range(0)
-        closed = [self._close(s) for s in starts]
-        return closed
+        first = self.closed_until if self.closed_until is not None else min(self.open)
+        last_end = wm - wm % self.hop_ms
+        # Panes with no event at all still close (a traffic stop must be seen as zeros).
+        return [self._close(s) for s in range(first, last_end, self.hop_ms)]
 
     def flush(self) -> list[ClosedWindow]:
-        """Close every open window (end of offline input)."""
+        """Close every open pane (end of offline input)."""
         if not self.open:
             return []
-        last = max(self.open) + self.size_ms
-        self.advance_to(last + self.lateness_ms)
+        self.advance_to(max(self.open) + self.hop_ms)
         return self.close_ready()
 
     def _close(self, start: int) -> ClosedWindow:
         n = len(self.registry)
-        win = self.open.pop(start, None)
-        if win is None:
-            counts = np.zeros((n, N_COLS), dtype=np.int64)
-            latency = np.full((n, len(LATENCY_QUANTILES)), np.nan)
-        else:
-            win.ensure_rows(n)
-            counts = win.counts[:n]
-            keys, cnt = win.consolidate()
-            latency = histogram.quantiles(keys, cnt, np.arange(n), LATENCY_QUANTILES)
-        self.closed_until = start + self.size_ms
-        late = (
-            self.late_counts[:n].copy()
-            if self.late_counts.shape[0] >= n
-            else np.r_[self.late_counts, np.zeros(n - self.late_counts.shape[0], np.int64)]
+        pane = self.open.pop(start, None) or _Pane.empty(n)
+        pane.ensure_rows(n)
+        end = start + self.hop_ms
+        self._expire_orders(end, pane)
+        counts, mstats = pane.counts[:n], pane.mstats[:n]
+        keys, cnt = pane.consolidate()
+        k = self.size_ms // self.hop_ms
+        if k > 1:
+            prior = list(self.recent)
+            self.recent.append((start, counts, mstats, keys, cnt))
+            while len(self.recent) >= k:
+                self.recent.popleft()
+            for _, c2, m2, k2, n2 in prior:
+                rows = c2.shape[0]
+                counts = counts.copy()
+                counts[:rows] += c2
+                mstats = _merge_mstats(mstats, m2)
+                keys, cnt = np.r_[keys, k2], np.r_[cnt, n2]
+            keys, cnt = histogram.consolidate(keys, cnt)
+        latency = histogram.quantiles(keys, cnt, np.arange(n), LATENCY_QUANTILES)
+        self.closed_until = end
+        late = self.late_counts[:n].copy()
+        self.late_counts[:n] = 0
+        return ClosedWindow(end - self.size_ms, end, counts, latency, mstats, late)
+
+    def _expire_orders(self, pane_end: int, pane: _Pane) -> None:
+        """Orders whose callback deadline passed inside this pane count as missing callbacks."""
+        if not self.pending:
+            return
+        expired: list[_PendingOrder] = []
+        for order in self.pending.values():
+            if order.deadline >= pane_end:
+                break
+            expired.append(order)
+        if not expired:
+            return
+        for key in list(self.pending)[: len(expired)]:
+            del self.pending[key]
+        sids = np.array([s for o in expired for s in o.sids], dtype=np.int64)
+        pane.ensure_rows(len(self.registry))
+        np.add.at(pane.counts[:, COL["missing_callbacks"]], sids, 1)
+
+    def evict_idle(self, protect: set[int] | None = None) -> np.ndarray:
+        """Forget series idle for longer than ``idle_evict``; returns their (now free) ids."""
+        wm = self.watermark
+        if wm is None:
+            return np.zeros(0, np.int64)
+        n = len(self.registry)
+        idle = np.flatnonzero(self.registry.last_seen[:n] < wm - self.idle_evict_ms)
+        idle = np.array(
+            [
+                s
+                for s in idle.tolist()
+                if self.registry.keys[s] is not None and (protect is None or s not in protect)
+            ],
+            dtype=np.int64,
         )
-        return ClosedWindow(start, start + self.size_ms, counts, latency, late)
+        if idle.size:
+            for pane in self.open.values():
+                if pane.counts.shape[0] >= n and pane.counts[idle].any():
+                    return np.zeros(0, np.int64)  # not idle after all; retry next time
+            self.registry.evict(idle)
+            self.late_counts[idle] = 0
+            self.series_evicted += int(idle.size)
+            for i, (s, c, m, k, cnt) in enumerate(self.recent):
+                c = c.copy()
+                c[idle[idle < c.shape[0]]] = 0
+                self.recent[i] = (s, c, m, k, cnt)
+        return idle
+
+
+def _merge_mstats(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    rows = max(a.shape[0], b.shape[0])
+    out = _empty_mstats(rows)
+    out[: a.shape[0]] = a
+    m = out[: b.shape[0]]
+    m[:, _M["count"]] += b[:, _M["count"]]
+    m[:, _M["sum"]] += b[:, _M["sum"]]
+    m[:, _M["max"]] = np.maximum(m[:, _M["max"]], b[:, _M["max"]])
+    newer = b[:, _M["last_ts"]] > m[:, _M["last_ts"]]
+    m[newer, _M["last_ts"]] = b[newer, _M["last_ts"]]
+    m[newer, _M["last"]] = b[newer, _M["last"]]
+    return out

@@ -53,7 +53,7 @@ def new_state(lateness_s: float = 5.0) -> WindowState:
 
 
 def row(state: WindowState, win: ClosedWindow, level: int, *values: str) -> np.ndarray:
-    return win.counts[state.registry.index[(level, values)]]
+    return win.counts[state.registry.index[(state.call_levels[level], values)]]
 
 
 def test_counts_land_in_their_window_at_every_level() -> None:
@@ -89,7 +89,7 @@ def test_events_behind_the_watermark_are_counted_late_not_dropped_silently() -> 
     feed(st, [call(T0 + 1_000), call(T0 + 30_000)])  # closes [T0, T0+10 s)
     feed(st, [call(T0 + 2_000, merchant="m9")])
     assert st.late_total == 1
-    sid = st.registry.index[(1, ("alipay", "m9"))]
+    sid = st.registry.index[(("provider", "merchant_id"), ("alipay", "m9"))]
     assert st.late_counts[sid] == 1
 
 
@@ -107,7 +107,7 @@ def test_latency_quantiles_are_within_two_percent() -> None:
     st = new_state()
     feed(st, [call(T0 + 1 + i % 9000, latency=float(x)) for i, x in enumerate(lat)])
     (win,) = st.flush()
-    q = win.latency[st.registry.index[(0, ("alipay",))]]
+    q = win.latency[st.registry.index[(("provider",), ("alipay",))]]
     exact = np.percentile(lat, [50, 95, 99])
     assert np.all(np.abs(q - exact) / exact < 0.02), (q, exact)
 
@@ -131,3 +131,157 @@ def test_same_stream_gives_same_windows_whatever_the_batching(batch_size: int) -
         return [(w.start_ms, w.column("volume").tolist()) for w in out] + [(-1, [st.late_total])]
 
     assert run(batch_size) == run(600)
+
+
+def note(
+    ts: int,
+    trade: str,
+    provider: str = "alipay",
+    merchant: str = "m1",
+    verified: bool = True,
+    ack: str = "acked",
+    key: str | None = "K1",
+    **extra: Any,
+) -> bytes:
+    ev: dict[str, Any] = {
+        "schema_version": 1,
+        "event_type": "payment_notification",
+        "event_id": f"n-{ts}-{trade}",
+        "event_ts": ts,
+        "service": "s",
+        "provider": provider,
+        "merchant_id": merchant,
+        "notify_id": f"nid-{trade}",
+        "signature_verified": verified,
+        "ack_status": ack,
+        "out_trade_no": trade,
+        **extra,
+    }
+    if key:
+        ev["signing_key_id"] = key
+    return orjson.dumps(ev)
+
+
+def created(ts: int, trade: str, merchant: str = "m1") -> bytes:
+    ev = orjson.loads(call(ts, merchant=merchant))
+    ev["out_trade_no"] = trade
+    return orjson.dumps(ev)
+
+
+def metric(ts: int, value: float, host: str = "h1") -> bytes:
+    return orjson.dumps(
+        {
+            "schema_version": 1,
+            "event_type": "metric",
+            "event_id": f"m-{ts}-{host}",
+            "event_ts": ts,
+            "service": "s",
+            "name": "cpu",
+            "value": value,
+            "labels": {"host": host},
+        }
+    )
+
+
+def feed_all(state: WindowState, values: list[bytes]) -> list[ClosedWindow]:
+    batch = decode_batch(values, [Source("t", 0, i) for i in range(len(values))], reference_ms=T0)
+    assert not batch.rejected, batch.rejected
+    state.add_batch(batch.strings, batch.calls, batch.notifications, batch.metrics)
+    return state.close_ready()
+
+
+def sid_of(st: WindowState, dims: tuple[str, ...], *values: str) -> int:
+    return st.registry.index[(dims, values)]
+
+
+def test_callbacks_are_counted_and_missing_ones_found_after_the_timeout() -> None:
+    st = WindowState.create(
+        10, 0, [["provider"], ["provider", "merchant_id"]], callback_timeout_s=30
+    )
+    feed_all(st, [created(T0 + 1_000, "o1"), created(T0 + 2_000, "o2"), created(T0 + 3_000, "o3")])
+    feed_all(
+        st, [note(T0 + 8_000, "o1"), note(T0 + 9_000, "o2", verified=False, key="K2", ack="nacked")]
+    )
+    closed = feed_all(st, [call(T0 + 60_000)])
+    first = closed[0]
+    prov = sid_of(st, ("provider",), "alipay")
+    merch = sid_of(st, ("provider", "merchant_id"), "alipay", "m1")
+    assert first.counts[prov, COL["created"]] == 3 and first.counts[prov, COL["callbacks"]] == 2
+    assert first.counts[prov, COL["verify_failures"]] == 1 and first.counts[prov, COL["nacks"]] == 1
+    # Verify failures per signing key: the new key K2 is the one failing.
+    k2 = sid_of(st, ("provider", "signing_key_id"), "alipay", "K2")
+    assert first.counts[k2, COL["verify_failures"]] == 1
+    # o3 (created at +3 s) never got its callback: missing in the window where +33 s falls.
+    missing = {w.start_ms - T0: int(w.counts[merch, COL["missing_callbacks"]]) for w in closed}
+    assert missing == {0: 0, 10_000: 0, 20_000: 0, 30_000: 1, 40_000: 0, 50_000: 0}
+    assert not st.pending
+
+
+def test_pending_orders_are_bounded_and_evictions_counted() -> None:
+    st = WindowState.create(10, 0, [["provider"]], max_pending_orders=5)
+    feed_all(st, [created(T0 + i, f"o{i}") for i in range(8)])
+    assert len(st.pending) == 5 and st.orders_evicted == 3
+
+
+def test_metrics_aggregate_last_mean_and_max_per_window() -> None:
+    st = WindowState.create(10, 0, [["provider"]])
+    closed = feed_all(
+        st,
+        [
+            metric(T0 + 3_000, 50),
+            metric(T0 + 1_000, 10),
+            metric(T0 + 2_000, 90),
+            metric(T0 + 2_500, 7, host="h2"),
+            metric(T0 + 20_000, 1),
+        ],
+    )
+    w = closed[0]
+    sid = sid_of(st, ("metric",), "cpu{host=h1}")
+    assert w.metrics[sid, 0] == 3 and w.metric_mean()[sid] == 50 and w.metrics[sid, 2] == 90
+    assert w.metrics[sid, 4] == 50  # last by event time, not arrival order
+
+
+def test_hopping_windows_sum_the_last_panes() -> None:
+    st = WindowState.create(30, 0, [["provider"]], hop_s=10)
+    closed = feed_all(
+        st,
+        [
+            call(T0 + 1_000),
+            call(T0 + 11_000),
+            call(T0 + 12_000),
+            call(T0 + 25_000),
+            call(T0 + 45_000),
+        ],
+    )
+    prov = sid_of(st, ("provider",), "alipay")
+    assert [(w.end_ms - T0, int(w.counts[prov, 0])) for w in closed] == [
+        (10_000, 1),
+        (20_000, 3),
+        (30_000, 4),
+        (40_000, 3),
+    ]
+    assert all(w.end_ms - w.start_ms == 30_000 for w in closed)
+
+
+def test_cardinality_guard_folds_new_merchants_into_other() -> None:
+    st = WindowState.create(
+        10, 0, [["provider"], ["provider", "merchant_id"]], max_series_per_level=3
+    )
+    (w,) = feed_all(st, [call(T0 + i, merchant=f"m{i}") for i in range(10)] + [call(T0 + 30_000)])[
+        :1
+    ]
+    other = sid_of(st, ("provider", "merchant_id"), "alipay", "__other__")
+    assert w.counts[other, COL["volume"]] == 7
+    assert st.registry.overflowed[("provider", "merchant_id")] == 7
+    assert st.registry.per_level[("provider", "merchant_id")] == 4  # 3 + the __other__ series
+
+
+def test_idle_series_are_evicted_and_their_ids_reused() -> None:
+    st = WindowState.create(10, 0, [["provider"], ["provider", "merchant_id"]], idle_evict_s=60)
+    feed_all(st, [call(T0 + 1_000, merchant="gone")])
+    feed_all(st, [call(T0 + 120_000, merchant="busy")])
+    evicted = st.evict_idle()
+    assert [st.registry.keys[s] for s in evicted] == [None]
+    assert (("provider", "merchant_id"), ("alipay", "gone")) not in st.registry.index
+    feed_all(st, [call(T0 + 121_000, merchant="new")])
+    assert st.registry.index[(("provider", "merchant_id"), ("alipay", "new"))] == int(evicted[0])
