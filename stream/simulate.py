@@ -32,6 +32,7 @@ True
 
 from __future__ import annotations
 
+import base64
 import gzip
 import heapq
 import itertools
@@ -58,19 +59,43 @@ DEFAULT_PROVIDER_SHARES: dict[str, float] = {
     "unionpay": 0.08,
 }
 
-# kind -> (default magnitude, what the magnitude means, signal an alert should come on, incident?)
-INCIDENT_KINDS: dict[str, tuple[float, str, str, bool]] = {
-    "provider_outage": (0.8, "share of the provider's calls that fail", "error_rate", True),
-    "latency_degradation": (5.0, "latency multiplier", "latency", True),
-    "merchant_misconfig": (1.0, "share of the merchant's calls that fail", "error_rate", True),
-    "traffic_drop": (0.9, "share of the traffic that disappears", "volume", True),
-    "callback_loss": (1.0, "share of callbacks that never arrive", "notification", True),
-    "cert_rotation": (1.0, "share of callbacks failing verification", "notification", True),
-    "promotion": (3.0, "traffic multiplier", "volume", False),
-}
+
+@dataclass(frozen=True)
+class IncidentKind:
+    """What an incident kind does and how an evaluation should score it."""
+
+    default: float  # magnitude when none is given
+    magnitude: str  # what the magnitude means
+    share: bool  # magnitude is a share in [0, 1] (else a multiplier >= 1)
+    target: tuple[str, ...]  # at least one of these must be given
+    signal: str  # the alert signal that should catch it
+    is_incident: bool = True  # False: normal business an alert on is a false positive
+    on_calls: bool = True  # acts on provider calls, so ``operation`` narrows it
+
+
+INCIDENT_KINDS: dict[str, IncidentKind] = {
+    "provider_outage": IncidentKind(
+        0.8, "share of the provider's calls that fail", True, ("provider",), "error_rate"
+    ),
+    "latency_degradation": IncidentKind(5.0, "latency multiplier", False, ("provider",), "latency"),
+    "merchant_misconfig": IncidentKind(
+        1.0, "share of the merchant's calls that fail", True, ("merchant_id",), "error_rate"
+    ),
+    "traffic_drop": IncidentKind(
+        0.9, "share of the traffic that disappears", True, ("provider", "merchant_id"), "volume"
+    ),
+    "callback_loss": IncidentKind(
+        1.0, "share of callbacks lost", True, ("provider",), "notification", on_calls=False
+    ),
+    "cert_rotation": IncidentKind(
+        1.0, "share of callbacks failing verification", True, ("provider",), "notification",
+        on_calls=False,
+    ),
+    "promotion": IncidentKind(3.0, "traffic multiplier", False, (), "volume", is_incident=False),
+}  # fmt: skip
 
 _MUTATING = frozenset({"create_payment", "close_payment", "refund", "capture", "transfer"})
-_BLOCK_MS = 5_000  # traffic intensity is constant within a block; blocks also split at incidents
+_BLOCK_MS = 5_000  # shortest block; traffic intensity is constant within one
 _METRIC_EVERY_MS = 10_000
 _CERT_METRIC_EVERY_MS = 60_000
 _RETRY_DELAYS_S = (15.0, 15.0, 30.0, 180.0, 600.0)  # WeChat Pay's callback retry schedule
@@ -97,32 +122,29 @@ class Incident:
     magnitude: float = math.nan  # nan = the kind's default
 
     def __post_init__(self) -> None:
-        if self.kind not in INCIDENT_KINDS:
+        kind = INCIDENT_KINDS.get(self.kind)
+        if kind is None:
             raise ValueError(
                 f"unknown incident kind {self.kind!r} (expected one of {', '.join(INCIDENT_KINDS)})"
             )
         if math.isnan(self.magnitude):
-            object.__setattr__(self, "magnitude", INCIDENT_KINDS[self.kind][0])
+            object.__setattr__(self, "magnitude", kind.default)
         for name in ("start_s", "duration_s", "magnitude"):
             value = getattr(self, name)
             if not math.isfinite(value) or value < 0:
                 raise ValueError(f"{self.kind}: {name}={value} must be a finite number >= 0")
         if self.duration_s <= 0:
             raise ValueError(f"{self.kind}: duration must be > 0 seconds")
-        if self.kind in ("provider_outage", "merchant_misconfig", "traffic_drop", "callback_loss",
-                         "cert_rotation") and self.magnitude > 1:  # fmt: skip
+        if kind.share and self.magnitude > 1:
             raise ValueError(f"{self.kind}: magnitude={self.magnitude} is a share, must be <= 1")
-        needs = {
-            "provider_outage": "provider",
-            "latency_degradation": "provider",
-            "merchant_misconfig": "merchant_id",
-            "callback_loss": "provider",
-            "cert_rotation": "provider",
-        }.get(self.kind)
-        if needs and getattr(self, needs) is None:
-            raise ValueError(f"{self.kind} needs a target {needs}=...")
-        if self.kind == "traffic_drop" and self.provider is None and self.merchant_id is None:
-            raise ValueError("traffic_drop needs a target provider=... or merchant_id=...")
+        if not kind.share and self.magnitude < 1:
+            raise ValueError(
+                f"{self.kind}: magnitude={self.magnitude} is a multiplier, must be >= 1"
+            )
+        if kind.target and all(getattr(self, t) is None for t in kind.target):
+            raise ValueError(f"{self.kind} needs a target {'=... or '.join(kind.target)}=...")
+        if self.operation is not None and not kind.on_calls:
+            raise ValueError(f"{self.kind} acts on callbacks: operation= does not apply")
         if self.operation is not None and self.operation not in OPERATIONS:
             raise ValueError(
                 f"{self.kind}: unknown operation {self.operation!r} "
@@ -131,7 +153,7 @@ class Incident:
 
     @property
     def is_incident(self) -> bool:
-        return INCIDENT_KINDS[self.kind][3]
+        return INCIDENT_KINDS[self.kind].is_incident
 
     def series(self) -> dict[str, str]:
         """The dimensions this incident targets (empty = everything)."""
@@ -277,22 +299,22 @@ def default_incident_suite(
     ['provider_outage', 'latency_degradation', 'merchant_misconfig']
     """
     warm = duration_s * 0.25 if warmup_s is None else warmup_s
-    kinds: list[tuple[str, dict[str, str]]] = [
-        ("provider_outage", {"provider": "alipay"}),
-        ("latency_degradation", {"provider": "wechatpay"}),
-        ("merchant_misconfig", {"merchant_id": "M1002"}),
-        ("traffic_drop", {"provider": "paypal"}),
-        ("callback_loss", {"provider": "wechatpay"}),
-        ("cert_rotation", {"provider": "alipay"}),
-        ("promotion", {"merchant_id": "M1001"}),
+    kinds = [  # (kind, provider, merchant_id)
+        ("provider_outage", "alipay", None),
+        ("latency_degradation", "wechatpay", None),
+        ("merchant_misconfig", None, "M1002"),
+        ("traffic_drop", "paypal", None),
+        ("callback_loss", "wechatpay", None),
+        ("cert_rotation", "alipay", None),
+        ("promotion", None, "M1001"),  # the biggest merchant's flash sale
     ]
     slot = (duration_s - warm) / len(kinds)
     if slot <= 0:
         raise ValueError(f"duration_s={duration_s} leaves no room after a {warm:g} s warm-up")
-    length = min(300.0, slot * 0.4)
+    length = round(min(300.0, slot * 0.4), 3)
     return [
-        Incident(kind, round(warm + k * slot + slot * 0.3, 3), round(length, 3), **target)  # type: ignore[arg-type]
-        for k, (kind, target) in enumerate(kinds)
+        Incident(kind, round(warm + k * slot + slot * 0.3, 3), length, provider, merchant)
+        for k, (kind, provider, merchant) in enumerate(kinds)
     ]
 
 
@@ -326,7 +348,7 @@ def labels(cfg: SimConfig) -> list[dict[str, Any]]:
                 "end_ms": start + int(inc.duration_s * 1000),
                 "series": inc.series(),
                 "is_incident": inc.is_incident,
-                "signal": INCIDENT_KINDS[inc.kind][2],
+                "signal": INCIDENT_KINDS[inc.kind].signal,
                 "magnitude": inc.magnitude,
                 "spec": inc.spec(),
             }
@@ -347,9 +369,7 @@ class _Fail:
     """A non-success result: the fields it adds to the event and how it behaves."""
 
     outcome: str  # failure | pending | unknown (unknown only when the operation changes money)
-    fields: dict[
-        str, Any
-    ]  # error_class, provider_code, provider_sub_code, http_status, transport_error
+    fields: dict[str, Any]  # error_class, provider_code/_sub_code, http_status, transport_error
     latency: str = "normal"  # normal | fast (rejected early) | timeout (hit the deadline)
     system: bool = False  # 5xx/timeouts: outcome unknown on mutating calls
 
@@ -721,8 +741,7 @@ class _Sim:
         rows: list[tuple[int, _Variant]] = []
         for p, name in enumerate(self.providers):
             rows += [(p, v) for v in _PROFILES[name].variants]
-        self.rows = rows
-        nr = len(rows)
+        nr = self.nrows = len(rows)
         self.row_provider = np.array([p for p, _ in rows])
         self.row_op = [v.operation for _, v in rows]
         self.row_median = np.array([v.median_ms for _, v in rows])
@@ -738,7 +757,6 @@ class _Sim:
         vshare = np.array([v.share for _, v in rows])
         self.cell_w = (w[:, self.row_provider] * vshare[None, :]).ravel()  # merchant-major
         self.cell_w /= self.cell_w.sum()
-        self.nrows = nr
 
         # Result tables: per row, a cumulative distribution over outcome templates (0 = success).
         self.fails: list[_Fail | None] = [None]
@@ -852,12 +870,11 @@ class _Sim:
             heapq.heappush(self.heap, (ev["event_ts"], self._seq, ev))
 
     def _intensity(self, t_ms: int) -> float:
-        if not self.cfg.daily and not self.cfg.weekly:
-            return 1.0
-        local_min = (t_ms / 60_000.0 + self.cfg.tz_offset_h * 60.0) % 1440.0
-        f = float(np.interp(local_min, np.arange(1441), np.append(_DAY, _DAY[0])))
-        if not self.cfg.daily:
-            f = 1.0
+        """Traffic relative to the mean at ``t_ms``: the daily curve times the weekly one."""
+        f = 1.0
+        if self.cfg.daily:
+            local_min = (t_ms / 60_000.0 + self.cfg.tz_offset_h * 60.0) % 1440.0
+            f = float(np.interp(local_min, np.arange(1441), np.append(_DAY, _DAY[0])))
         if self.cfg.weekly:
             day = int((t_ms / 86_400_000.0 + self.cfg.tz_offset_h / 24.0 + 3) % 7)  # epoch = Thu
             f *= float(_WEEK[day])
@@ -888,7 +905,10 @@ class _Sim:
 
     def events(self) -> Iterator[dict[str, Any]]:
         cfg = self.cfg
-        edges = set(range(cfg.start_ms, cfg.end_ms, _BLOCK_MS)) | {cfg.end_ms}
+        # Blocks of ~200 expected calls (5-60 s): numpy work per block is amortised, and the
+        # daily curve hardly moves within one.
+        block_ms = int(min(60_000, max(_BLOCK_MS, 200_000 / cfg.rate)))
+        edges = set(range(cfg.start_ms, cfg.end_ms, block_ms)) | {cfg.end_ms}
         for _, s, e, *_ in self.incs:
             edges |= {t for t in (s, e) if cfg.start_ms < t < cfg.end_ms}
         bounds = sorted(edges)
@@ -968,7 +988,7 @@ class _Sim:
         lat = np.where(mode == 1, lat * 0.3, lat)
         deadline = self.row_deadline[row]
         lat = np.where((mode == 2) | (lat > deadline), deadline + rng.random(n) * 40, lat)
-        tpl = np.where((lat >= deadline) & (tpl == 0), np.array(self.timeout_tpl)[prov], tpl)
+        tpl = np.where((lat >= deadline) & (mode != 2), np.array(self.timeout_tpl)[prov], tpl)
         lat = np.round(lat, 1)
         amount = np.maximum(1, rng.lognormal(math.log(6800), 1.1, size=n)).astype(np.int64)
         amount = np.where(self.row_is_refund[row], np.maximum(1, amount // 3), amount)
@@ -1038,9 +1058,9 @@ class _Sim:
             return f"420000{n % 10**6:06d}{n:016d}"
         if name == "alipay":
             return f"2026{n % 10**4:04d}2200{n:016d}"
-        if name == "paypal":
-            alphabet = "0123456789ABCDEFGHJKLMNPRSTUVWXY"
-            return "".join(alphabet[(n >> (5 * j)) & 31] for j in range(17))
+        if name == "paypal":  # 17 characters of [A-Z2-7], like "5O190127TN364715T"
+            mixed = (n * 0x9E3779B97F4A7C15) & ((1 << 88) - 1)
+            return base64.b32encode(mixed.to_bytes(11, "big")).decode()[:17]
         return f"{n:021d}"
 
     # -- callbacks -----------------------------------------------------------

@@ -250,6 +250,18 @@ def test_daily_curve_has_a_night_trough_and_day_peaks() -> None:
     assert abs(hours.sum() / 86_400 - 0.6) < 0.05  # rate is the daily mean
 
 
+def test_weekly_pattern_lifts_the_weekend() -> None:
+    monday = 1_772_380_800_000  # 2026-03-02 00:00 in Beijing
+    cfg = SimConfig(seed=6, start_ms=monday, duration_s=7 * 86_400, rate=0.1, daily=False,
+                    weekly=True, metrics=False)  # fmt: skip
+    days = Counter(
+        (e["event_ts"] - monday) // 86_400_000
+        for e in simulate(cfg)
+        if e["event_type"] == "provider_call"
+    )
+    assert days[5] > 1.08 * days[0] and days[6] > 1.05 * days[1]  # Sat, Sun vs Mon, Tue
+
+
 def test_background_noise_is_declines_and_rare_system_errors(
     suite: list[Event], suite_cfg: SimConfig
 ) -> None:
@@ -486,6 +498,8 @@ def test_parse_incident_reads_the_cli_syntax() -> None:
         ("callback_loss:provider,start=1,duration=2", "'provider' is not key=value"),
         ("promotion:start=1,duration=0", "duration must be > 0"),
         ("promotion:start=-5,duration=3", "start_s=-5.0 must be a finite number >= 0"),
+        ("promotion:start=5,duration=3,magnitude=0.5", "is a multiplier, must be >= 1"),
+        ("callback_loss:provider=alipay,operation=refund,start=1,duration=2", "acts on callbacks"),
     ],
 )
 def test_parse_incident_names_the_bad_part(spec: str, names: str) -> None:
