@@ -45,7 +45,7 @@ import gc
 import math
 from collections.abc import Callable, Sequence
 from itertools import chain
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import orjson
@@ -556,10 +556,11 @@ def decode_batch(
     mc = list(zip(*metrics, strict=True)) if metrics else []
     # Intern all string columns at C speed: unique strings first, then one map per column.
     string_cols = [*cc[1:4], *cc[8:10], *nc[1:3], *nc[7:9], *mc[1:3]]
-    uniq = dict.fromkeys(chain.from_iterable(string_cols))
-    uniq.pop(None, None)
-    strings = list(uniq)
-    codes: dict[str | None, int] = {s: k for k, s in enumerate(strings)}
+    codes: dict[str | None, int] = dict.fromkeys(chain.from_iterable(string_cols), -1)
+    codes.pop(None, None)
+    strings = cast(list[str], list(codes))  # None was popped
+    for k, text in enumerate(strings):
+        codes[text] = k
     codes[None] = -1
     lookup = codes.__getitem__
 
