@@ -225,7 +225,7 @@ class AlertHistory:
         """Store an alert v1 record; False when this exact state change is already stored."""
         rid, status = str(record["alert_id"]), str(record["status"])
         wend = int(record.get("window_end") or 0)
-        blob = json.dumps(record, ensure_ascii=False, sort_keys=True)
+        blob = json.dumps(record, ensure_ascii=False, sort_keys=True, default=str)
         with self._tx() as db:
             cur = db.execute(
                 "INSERT OR IGNORE INTO alert_records "

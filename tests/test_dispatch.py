@@ -482,3 +482,24 @@ def test_restart_from_snapshot_gives_the_same_messages() -> None:
     assert [r for r, _, _ in straight].count("boss") == 1
     for restart in (T0 + 20 * S, T0 + 4 * MIN, T0 + 20 * MIN, T0 + 41 * MIN):
         assert play(restart) == straight, restart
+
+
+def test_silenced_alert_and_ack_are_in_history(tmp_path: Path) -> None:
+    history = AlertHistory(tmp_path / "h.db")
+    s = Silence("s1", (Matcher.parse("provider=alipay"),), T0, T0 + 10 * MIN, "li", "upgrade")
+    d = Dispatcher([route(group_interval_s=60)], [], SilenceSet(), history=history)
+    d.apply_control(ControlEvent("silence", silence=s, author="li"), T0)
+    a = rec({"provider": "alipay"})
+    d.on_alert(a, T0)
+    assert run(d, T0 + 5 * MIN, step=S) == []
+    shown = history.show_alert(a["alert_id"])
+    assert shown is not None and shown["alert"]["muted"] == "silenced by s1"
+    assert shown["notifications"] == []
+    got = run(d, T0 + 12 * MIN, step=S, start=T0 + 5 * MIN + S)
+    assert len(got) == 1
+    d.ack(a["fingerprint"], "wang", T0 + 13 * MIN, "rolling back")
+    shown = history.show_alert(a["alert_id"])
+    assert shown is not None
+    assert [m["reason"] for m in shown["mutes"]] == ["silenced by s1", None]
+    assert shown["alert"]["acked_by"] == "wang" and len(shown["notifications"]) == 1
+    assert [x["id"] for x in history.list_silences()] == ["s1"]
