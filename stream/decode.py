@@ -25,7 +25,10 @@ Decisions beyond the letter of the contract:
   the taxonomy; when nothing there matches it stays ``-1`` (an ``unknown``
   outcome is not assumed to be a timeout).
 * Metric ``series`` is ``name`` alone, or ``name{k=v,...}`` with labels sorted
-  by key.
+  by key (envelope fields such as ``host`` are not part of it).
+* ``event_ts`` must lie in [2000-01-01, 2100-01-01) and near the stream's clock
+  (see :func:`decode_batch`); a value in the seconds range is called out as such.
+* :func:`reason_code` maps a rejection to a short code for metric labels.
 
 >>> from stream.events import Source
 >>> rec = (b'{"schema_version":1,"event_type":"metric","event_id":"e1",'

@@ -126,8 +126,8 @@ class ErrorTaxonomy:
        longest fragment first, matched case-sensitively at word boundaries (so
        ``EOF`` matches ``unexpected EOF`` but not ``geofence``);
     2. the provider's own rows: ``provider_code`` + ``provider_sub_code`` exactly,
-       then ``provider_sub_code`` alone, then ``provider_code`` alone (a code-only
-       row), then ``provider_code`` read as a sub-code (Alipay v3 sends
+       then ``provider_code`` alone (a code-only row), then ``provider_sub_code``
+       alone, then ``provider_code`` read as a sub-code (Alipay v3 sends
        ``code=ACQ.TRADE_NOT_EXIST``).  "Alone" matches need every CSV row with that
        code (or sub-code) to agree on one class: Alipay ``20000`` is always
        provider_error, ``40004`` spans many classes and decides nothing.  Codes
@@ -232,14 +232,14 @@ class ErrorTaxonomy:
             for t in tables:
                 if fsub and (fcode, fsub) in t.exact:
                     return t.exact[(fcode, fsub)]
+            for t in tables:
+                if fcode in t.by_code:
+                    return t.by_code[fcode]
         if fsub:
             for t in tables:
                 if fsub in t.by_sub:
                     return t.by_sub[fsub]
         if fcode:
-            for t in tables:
-                if fcode in t.by_code:
-                    return t.by_code[fcode]
             # Alipay v3 answers code=ACQ.TRADE_NOT_EXIST: the v2 sub-code in the code field.
             for t in tables:
                 if fcode in t.by_sub:

@@ -51,6 +51,14 @@ def test_classify_known_cases(tax: ErrorTaxonomy, args: tuple, expected: str) ->
     assert tax.classify(*args) == expected
 
 
+def test_a_known_code_outranks_a_sub_code_of_another_code(tax: ErrorTaxonomy) -> None:
+    # FAILURE belongs to paypal's webhook verification_status row (signature).
+    assert tax.classify("paypal", "INTERNAL_SERVER_ERROR", "FAILURE", 500, None) == "provider_error"
+    assert (
+        tax.classify("paypal", "NEW_CODE", "INSTRUMENT_DECLINED", 422, None) == "business_decline"
+    )
+
+
 def test_transport_error_wins_over_provider_code(tax: ErrorTaxonomy) -> None:
     got = tax.classify("wechatpay", "SYSTEM_ERROR", None, 500, "read tcp: connection reset by peer")
     assert got == "network"
