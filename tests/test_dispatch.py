@@ -8,6 +8,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from stream.delivery import Deliverer, DeliveryAttempt, Message
 from stream.dispatch import (
@@ -503,3 +505,65 @@ def test_silenced_alert_and_ack_are_in_history(tmp_path: Path) -> None:
     assert [m["reason"] for m in shown["mutes"]] == ["silenced by s1", None]
     assert shown["alert"]["acked_by"] == "wang" and len(shown["notifications"]) == 1
     assert [x["id"] for x in history.list_silences()] == ["s1"]
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.integers(0, 3),  # which series
+            st.integers(0, 60),  # minutes after T0
+            st.sampled_from(["firing", "resolved", "ack"]),
+            st.sampled_from(["critical", "warning"]),
+        ),
+        max_size=25,
+    )
+)
+def test_invariants_over_random_alert_streams(steps: list[tuple[int, int, str, str]]) -> None:
+    series = [
+        {"provider": "alipay"},
+        {"provider": "alipay", "merchant_id": "m1"},
+        {"provider": "alipay", "operation": "refund"},
+        {"provider": "paypal"},
+    ]
+    # Build a lifecycle-shaped stream: an episode starts on firing, ends on resolved.
+    events: list[tuple[int, dict[str, Any]]] = []
+    open_ep: dict[int, dict[str, Any]] = {}
+    for idx, minute, kind, sev in sorted(steps, key=lambda s: s[1]):
+        at = T0 + minute * MIN
+        if kind == "firing" and idx not in open_ep:
+            open_ep[idx] = rec(series[idx], severity=sev, started=at, window_end=at)
+            events.append((at, open_ep[idx]))
+        elif kind == "resolved" and idx in open_ep:
+            events.append((at, resolve(open_ep.pop(idx), at)))
+        elif kind == "ack" and idx in open_ep:
+            events.append((at, {"ack": open_ep[idx]["alert_id"]}))
+
+    def play(step: int | None) -> list[Message]:
+        team = route("team", group_interval_s=60, repeat_interval_s=600, max_repeats=3,
+                     escalate_after_s=300, escalate_to="boss")  # fmt: skip
+        d = Dispatcher([team, route("boss")], [], SilenceSet())
+        out: list[Message] = []
+        t = T0
+        for at, r in events:
+            while step and t < at:
+                out += d.tick(t)
+                t += step
+            if "ack" in r:
+                d.ack(r["ack"], "li", at)
+            else:
+                d.on_alert(r, at)
+        return out + d.tick(T0 + 6 * 3600 * S)
+
+    msgs = play(10 * S)
+    assert [(m.route, m.alert_ids, m.title) for m in msgs] == [
+        (m.route, m.alert_ids, m.title) for m in play(None)
+    ]
+    told: set[str] = set()
+    for m in msgs:
+        assert m.alert_ids
+        if m.title.startswith("[RESOLVED]"):
+            assert set(m.alert_ids) <= told  # never a recovery for something never announced
+        else:
+            told |= set(m.alert_ids)
+    assert sum(m.route == "boss" for m in msgs) <= len(events)
