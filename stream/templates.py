@@ -59,6 +59,7 @@ _T: dict[str, dict[str, str]] = {
         "muted": "{n} related alerts beneath muted (inhibited or silenced)",
         "repeat": "Still firing, reminder {n}",
         "escalation": "ESCALATED: not acknowledged for {d}",
+        "escalated_tag": "[ESCALATED]",
         "share": "{dim}={val} {pct}",
         "sep": ", ",
         "lp": " (",
@@ -86,6 +87,7 @@ _T: dict[str, dict[str, str]] = {
         "muted": "其下 {n} 条相关告警已抑制或静默",
         "repeat": "仍在告警，第 {n} 次提醒",
         "escalation": "已升级：{d}内无人确认",
+        "escalated_tag": "[已升级]",
         "share": "{dim}={val} 占 {pct}",
         "sep": "，",
         "lp": "（",
@@ -425,7 +427,10 @@ def render(
             lines.append(_label("hints", lang, fmt) + _hints(firing[0], lang))
     if muted:
         lines.append(t["muted"].format(n=muted))
-    return _title(firing, resolved, lang), _line_join(lines, fmt)
+    title = _title(firing, resolved, lang)
+    if kind == "escalation":  # the subject line alone must say it (SMS, e-mail)
+        title = _clip(t["escalated_tag"] + " " + title, 100)
+    return title, _line_join(lines, fmt)
 
 
 def _sort_key(rec: Mapping[str, Any]) -> tuple[int, float, float, str]:

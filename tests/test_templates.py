@@ -98,8 +98,9 @@ def test_zh_group_title() -> None:
 def test_repeat_and_escalation_are_labelled() -> None:
     _, rep = render([alert()], [], now_ms=T0, kind="repeat", repeat=3)
     assert rep.startswith("Still firing, reminder 3")
-    _, esc = render([alert()], [], now_ms=T0, kind="escalation", unacked_ms=900 * S)
+    title, esc = render([alert()], [], now_ms=T0, kind="escalation", unacked_ms=900 * S)
     assert "ESCALATED: not acknowledged for 15m" in esc
+    assert title.startswith("[ESCALATED] [CRITICAL] alipay")
 
 
 def test_long_series_keeps_title_short() -> None:
