@@ -1,0 +1,138 @@
+"""NAB scoring on hand-computed cases, incident scoring, and a quick run on real NAB files."""
+
+from __future__ import annotations
+
+import io
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from models.nab import (
+    PROFILES,
+    Interval,
+    NabFile,
+    probationary_length,
+    scaled_sigmoid,
+    score_corpus,
+    score_incidents,
+    windows_to_indices,
+)
+
+STD = PROFILES["standard"]
+NAB = Path(__file__).resolve().parents[2] / "shared" / "nab"
+
+
+def _file(
+    n: int, hits: dict[int, float], windows: list[tuple[int, int]], probation: int = 0
+) -> NabFile:
+    s = np.zeros(n)
+    for i, v in hits.items():
+        s[i] = v
+    return NabFile("f", s, windows, probation=probation)
+
+
+def test_detection_at_window_start_earns_a_tp_and_normalises_to_100() -> None:
+    r = score_corpus([_file(100, {40: 1.0}, [(40, 59)])], STD)
+    assert r.raw == pytest.approx(1.0)
+    assert (r.null, r.perfect, r.normalised) == (-1.0, 1.0, pytest.approx(100.0))
+    assert (r.tp, r.fn, r.fp) == (1, 0, 0)
+
+
+def test_null_detector_normalises_to_0_and_costs_a_fn_per_window() -> None:
+    f = _file(100, {}, [(10, 19), (60, 69)])
+    for prof in PROFILES.values():
+        r = score_corpus([f], prof)
+        assert r.raw == pytest.approx(-2 * prof.a_fn)
+        assert r.normalised == pytest.approx(0.0)
+
+
+def test_lone_false_positive_costs_a_fp() -> None:
+    r = score_corpus([_file(50, {30: 0.9}, [])], STD, threshold=0.5)
+    assert r.raw == pytest.approx(-0.11)
+    low_fp = score_corpus([_file(50, {30: 0.9}, [])], PROFILES["reward_low_FP_rate"], threshold=0.5)
+    assert low_fp.raw == pytest.approx(-0.22)
+
+
+def test_only_earliest_detection_in_a_window_counts_and_late_earns_less() -> None:
+    # Window rows 20..29 (width 10); detections at 25 and 27: only 25 counts.
+    both = score_corpus([_file(60, {25: 0.9, 27: 0.9}, [(20, 29)])], STD, threshold=0.5)
+    y = -(29 - 25 + 1) / 10
+    expected = scaled_sigmoid(y) / scaled_sigmoid(-1.0)
+    assert both.raw == pytest.approx(expected)
+    assert 0.0 < expected < 1.0
+
+
+def test_fp_just_after_a_window_costs_less_than_far_away() -> None:
+    near = score_corpus([_file(100, {20: 0.9, 31: 0.9}, [(20, 29)])], STD, threshold=0.5)
+    far = score_corpus([_file(100, {20: 0.9, 90: 0.9}, [(20, 29)])], STD, threshold=0.5)
+    # 31 is 2 rows past the right edge: y = 2/9 -> sigmoid penalty, far one costs full A_FP.
+    assert near.raw == pytest.approx(1.0 + 0.11 * scaled_sigmoid(2 / 9))
+    assert far.raw == pytest.approx(1.0 - 0.11)
+
+
+def test_probationary_rows_are_not_scored() -> None:
+    assert probationary_length(4032) == 604 and probationary_length(10000) == 750
+    r = score_corpus([_file(100, {5: 1.0}, [], probation=15)], STD, threshold=0.5)
+    assert r.raw == 0.0 and r.fp == 0
+
+
+def test_sweep_picks_the_threshold_with_best_corpus_score() -> None:
+    # A strong FP (0.95) would cost 0.11; the true detection at 0.8 gains 2 -> sweep keeps both.
+    r = score_corpus([_file(100, {10: 0.95, 50: 0.8}, [(50, 59)])], STD)
+    assert r.threshold == 0.8 and r.raw == pytest.approx(1.0 - 0.11)
+    # Many FPs at 0.7 are not worth a late-window catch: threshold stays above them.
+    hits = {i: 0.7 for i in range(0, 40, 2)} | {50: 0.8}
+    r = score_corpus([_file(100, hits, [(50, 59)])], STD)
+    assert r.threshold == 0.8
+
+
+def test_reward_low_fn_profile_doubles_the_miss_cost() -> None:
+    r = score_corpus([_file(100, {}, [(40, 49)])], PROFILES["reward_low_FN_rate"])
+    assert r.raw == pytest.approx(-2.0)
+
+
+def test_windows_to_indices_matches_nab_label_format() -> None:
+    ts = [f"2014-04-01 00:{m:02d}:00" for m in range(0, 60, 5)]
+    assert windows_to_indices(
+        ts, [["2014-04-01 00:10:00.000000", "2014-04-01 00:25:00.000000"]]
+    ) == [(2, 5)]
+
+
+def test_score_incidents_recall_precision_rate_and_delay() -> None:
+    labels = [
+        Interval({"provider": "alipay"}, 0, 600),
+        Interval({"provider": "paypal"}, 1000, 1600),
+    ]
+    alerts = [
+        Interval(
+            {"provider": "alipay", "operation": "refund"}, 120, 900
+        ),  # roll-up match, 120 s late
+        Interval({"provider": "wechatpay"}, 1100, 1200),  # wrong series: false alert
+        Interval({"provider": "alipay"}, 5000, 5100),  # outside any incident: false alert
+    ]
+    r = score_incidents(alerts, labels, duration_hours=4.0)
+    assert r.recall == 0.5
+    assert r.precision == pytest.approx(1 / 3)
+    assert r.false_alerts_per_hour == 0.5
+    assert r.delays == [120.0]
+
+
+@pytest.mark.skipif(not NAB.is_dir(), reason="NAB subset not present")
+def test_real_nab_files_score_well_above_null() -> None:
+    from stream.nab_run import run_corpus
+
+    files = [
+        "realAdExchange/exchange-3_cpm_results.csv",
+        "realAdExchange/exchange-4_cpc_results.csv",
+        "artificialNoAnomaly/art_daily_small_noise.csv",
+    ]
+    out = io.StringIO()
+    res = run_corpus(NAB, files, out=out)
+    std = res["standard"]
+    assert std.tp + std.fn == 4  # 1 + 3 labelled windows, art_daily_small_noise has none
+    assert std.per_file["artificialNoAnomaly/art_daily_small_noise.csv"] == 0.0  # no false alarm
+    assert std.normalised > 40.0
+    assert math.isfinite(res["reward_low_FP_rate"].normalised)
+    assert out.getvalue().count("rows,") == 3  # one progress line per file
