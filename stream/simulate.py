@@ -32,13 +32,12 @@ True
 
 from __future__ import annotations
 
-import base64
 import gzip
 import heapq
 import itertools
 import math
 import zlib
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
@@ -661,6 +660,20 @@ _SERVICES = {  # service -> operations it runs; each has three pods per region
 }
 
 
+def _paypal_id(n: int) -> str:
+    """17 upper-case characters, shaped like PayPal's order ids ("5O190127TN364715T")."""
+    return f"{(n * 0x9E3779B97F4A7C15) & ((1 << 68) - 1):017X}"
+
+
+# Provider trade numbers from a random 16-digit number: WeChat's and Alipay's are 28 digits.
+_TRADE_NO: dict[str, Callable[[int], str]] = {
+    "wechatpay": lambda n: f"420000{n % 10**6:06d}{n:016d}",
+    "alipay": lambda n: f"2026{n % 10**4:04d}2200{n:016d}",
+    "paypal": _paypal_id,
+    "unionpay": lambda n: f"{n:021d}",
+}
+
+
 @cache
 def _pods(service: str, region: str) -> tuple[str, ...]:
     """Three pod names per service and region, like a Kubernetes deployment's."""
@@ -729,6 +742,7 @@ class _Sim:
         rng = self.rng
         self.providers = list(cfg.providers)
         self.mids = merchant_ids(cfg.merchants)
+        self.mids_num = [m[1:] for m in self.mids]  # out_trade_no prefix
         self.pool = _Pool(rng)
         self._seq = 0
         # event_id: a UUID-shaped id, the run's random prefix + a counter (unique by construction).
@@ -821,13 +835,16 @@ class _Sim:
             [0] + [{"normal": 0, "fast": 1, "timeout": 2}[f.latency] for f in self.fails if f]
         )
         self.row_has_amount = [op in ("create_payment", "refund", "capture") for op in self.row_op]
-        self.row_has_trade_no = [
-            op in ("query_payment", "refund", "query_refund", "capture")
+        # Provider trade numbers come back from queries, refunds, captures and PayPal's orders.
+        self.row_trade_no = [
+            _TRADE_NO[self.providers[p]]
+            if op in ("query_payment", "refund", "query_refund", "capture")
             or (op == "create_payment" and self.providers[p] == "paypal")
+            else None
             for (p, _), op in zip(rows, self.row_op, strict=True)
         ]
         self.row_success = [
-            {"http_status": v.success_http}
+            {"outcome": "success", "http_status": v.success_http}
             | ({"provider_code": _PROFILES[self.providers[p]].success_code}
                if _PROFILES[self.providers[p]].success_code else {})
             for p, v in rows
@@ -1002,66 +1019,60 @@ class _Sim:
 
         out: list[dict[str, Any]] = []
         fails, fail_fields, prefix = self.fails, self.fail_fields, self._id_prefix
+        mids, row_op, row_p, row_static = self.mids, self.row_op, self.row_p, self.row_static
+        row_hosts, row_picks, call_keys = self.row_hosts, self.row_picks, self.call_keys
+        nums = self.mids_num
+        row_success, row_trade_no, row_amount = (
+            self.row_success,
+            self.row_trade_no,
+            self.row_has_amount,
+        )
         seq0 = self._seq
         self._seq += n
         columns = (ts, row, merchant, tpl, lat, amount, trade_no, host, pick, keep, callback)
         for i, (t, r, mch, k, lt, amt, tno, h, pk, kp, cb) in enumerate(
             zip(*(c.tolist() for c in columns), strict=True)
         ):
-            mid_s = self.mids[mch]
-            op = self.row_op[r]
-            p = self.row_p[r]
+            op = row_op[r]
             seq = seq0 + i + 1
             if op == "create_payment":
-                otn = f"{mid_s[1:]}{t}{seq % 100000:05d}"
+                otn = f"{nums[mch]}{t}{seq % 100000:05d}"
             else:  # refers to an order created earlier (minutes to a day ago)
-                otn = f"{mid_s[1:]}{t - 60_000 - tno % 86_400_000}{tno % 100000:05d}"
+                otn = f"{nums[mch]}{t - 60_000 - tno % 86_400_000}{tno % 100000:05d}"
             tr = trace[i]
             ev: dict[str, Any] = {
                 "schema_version": SCHEMA_VERSION,
                 "event_type": "provider_call",
                 "event_id": f"{prefix}{seq:012x}",
                 "event_ts": t,
-                **self.row_static[r],
-                "host": self.row_hosts[r][h],
+                **row_static[r],
+                "host": row_hosts[r][h],
                 "trace_id": f"{tr[0]:016x}{tr[1]:016x}",
-                "merchant_id": mid_s,
+                "merchant_id": mids[mch],
                 "attempt": 1,
-                "signing_key_id": self.call_keys[mch][p],
+                "signing_key_id": call_keys[mch][row_p[r]],
                 "out_trade_no": otn,
                 "latency_ms": lt,
             }
             f = fails[k]
             if f is None:
-                ev["outcome"] = "success"
-                ev |= self.row_success[r]
-                if self.row_has_trade_no[r]:
-                    ev["provider_trade_no"] = self._trade_no(p, tno)
+                ev |= row_success[r]
+                if row_trade_no[r] is not None:
+                    ev["provider_trade_no"] = row_trade_no[r](tno)
                 if op == "query_payment":
-                    ev["trade_state"] = self.row_picks[r][pk]
+                    ev["trade_state"] = row_picks[r][pk]
             else:
                 # 5xx and timeouts leave a money-moving call's result unknown (DESIGN: outcome).
                 ev["outcome"] = "unknown" if f.system and op in _MUTATING else f.outcome
                 # Some services send only the raw codes: paywatch's taxonomy must name the class.
                 ev |= fail_fields[k][0] if kp else fail_fields[k][1]
-            if self.row_has_amount[r]:
+            if row_amount[r]:
                 ev["amount_minor"] = amt
-                ev["currency"] = self.row_picks[r][pk]
+                ev["currency"] = row_picks[r][pk]
             out.append(ev)
             if f is None and op == "create_payment" and cb:
-                self._schedule_callback(ev, p, mch, delay_z[i])
+                self._schedule_callback(ev, row_p[r], mch, delay_z[i])
         return out
-
-    def _trade_no(self, p: int, n: int) -> str:
-        name = self.providers[p]
-        if name == "wechatpay":
-            return f"420000{n % 10**6:06d}{n:016d}"
-        if name == "alipay":
-            return f"2026{n % 10**4:04d}2200{n:016d}"
-        if name == "paypal":  # 17 characters of [A-Z2-7], like "5O190127TN364715T"
-            mixed = (n * 0x9E3779B97F4A7C15) & ((1 << 88) - 1)
-            return base64.b32encode(mixed.to_bytes(11, "big")).decode()[:17]
-        return f"{n:021d}"
 
     # -- callbacks -----------------------------------------------------------
 
@@ -1091,7 +1102,7 @@ class _Sim:
             "notify_kind": "payment",
             "provider_event_type": prof.notify_event,
             "out_trade_no": call["out_trade_no"],
-            "provider_trade_no": self._trade_no(p, n % 10**16),
+            "provider_trade_no": _TRADE_NO[self.providers[p]](n % 10**16),
             "currency": call["currency"],
             "trade_state": prof.paid_state,
             "business_ts": ts - 300 - n % 700,  # when the buyer paid, just before the callback
