@@ -1,0 +1,214 @@
+"""`make bench`: throughput, close→alert latency and memory, against the local broker.
+
+Machines are noisy, so throughput is compared with a ceiling measured in the
+same run on the same stream: aiokafka consume + orjson decode, no processing.
+Each phase runs twice, alternating, and the best run of each counts.  The last
+line is ``ratio=0.xx`` (pipeline / ceiling).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gc
+import os
+import platform
+import subprocess
+import sys
+import time
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+import numpy as np
+import orjson
+from aiokafka import AIOKafkaProducer
+
+from stream.broker import LocalBroker
+from stream.config import Config
+from stream.kafka_io import EventSource, Publisher, ensure_topics
+from stream.pipeline import Pipeline
+from stream.simulate import Incident, SimConfig, simulate
+
+
+def log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def bench_config(bootstrap: str, topic: str) -> Config:
+    cfg = Config()
+    k = cfg.kafka
+    k.bootstrap_servers = bootstrap
+    k.events_topic = topic
+    k.alerts_topic = f"{topic}.alerts"
+    k.dlq_topic = f"{topic}.dlq"
+    k.group_id = f"bench-{uuid.uuid4().hex[:6]}"
+    k.session_timeout_ms, k.heartbeat_interval_ms, k.fetch_max_wait_ms = 6000, 1000, 20
+    return cfg
+
+
+async def produce(bootstrap: str, topic: str, values: list[tuple[bytes, bytes]]) -> float:
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=20, acks=1,
+                                max_batch_size=512 * 1024)
+    await producer.start()
+    t0 = time.perf_counter()
+    try:
+        futs = []
+        for key, value in values:
+            futs.append(await producer.send(topic, value, key=key))
+            if len(futs) >= 20_000:
+                await asyncio.gather(*futs)
+                futs.clear()
+        await asyncio.gather(*futs)
+    finally:
+        await producer.stop()
+    return len(values) / (time.perf_counter() - t0)
+
+
+async def consume_rate(cfg: Config, n: int, process: bool) -> tuple[float, list[float]]:
+    """Events/s through consume (+ orjson only, or the full pipeline with alert publishing)."""
+    cfg.kafka.group_id = f"bench-{uuid.uuid4().hex[:6]}"
+    source = EventSource(cfg.kafka)
+    publisher = Publisher(cfg.kafka)
+    await publisher.start()
+    await source.start()
+    pipeline = Pipeline(cfg, live=True)
+    latencies: list[float] = []
+    closed_at: list[float] = []
+    windows = pipeline.state.windows
+    original = windows.close_ready
+
+    def timed_close() -> Any:
+        out = original()
+        if out:
+            closed_at.append(time.perf_counter())
+        return out
+
+    windows.close_ready = timed_close  # type: ignore[method-assign]
+    seen = 0
+    t0: float | None = None
+    gc.collect()
+    try:
+        while seen < n:
+            batch = await source.next_batch(timeout_ms=200)
+            if not batch.values:
+                continue
+            if t0 is None:
+                t0 = time.perf_counter()
+            if process:
+                closed_at.clear()
+                result = pipeline.process(batch.values, batch.sources, int(time.time() * 1000))
+                await publisher.publish(result.alerts, result.rejected)
+                if result.alerts:
+                    acked = time.perf_counter()
+                    latencies.extend([acked - closed_at[-1]] * len(result.alerts))
+                await source.commit(batch.offsets)
+            else:
+                for v in batch.values:
+                    orjson.loads(v)  # type: ignore[arg-type]
+                await source.commit(batch.offsets)
+            seen += len(batch.values)
+        assert t0 is not None
+        rate = seen / (time.perf_counter() - t0)
+    finally:
+        await source.stop()
+        await publisher.stop()
+    return rate, latencies
+
+
+def stream_values(duration_s: float, rate: float, seed: int, incidents: list[Incident]) -> list[tuple[bytes, bytes]]:
+    cfg = SimConfig(seed=seed, duration_s=duration_s, rate=rate, merchants=500, daily=False,
+                    incidents=incidents)
+    out = []
+    for ev in simulate(cfg):
+        key = f"{ev.get('provider', '')}|{ev.get('merchant_id', '')}".encode()
+        out.append((key, orjson.dumps(ev, option=orjson.OPT_SERIALIZE_NUMPY)))
+    return out
+
+
+MEMORY_PROBE = r"""
+import sys, numpy as np, orjson
+from stream.config import Config
+from stream.events import Source
+from stream.pipeline import Pipeline
+n = int(sys.argv[1])
+cfg = Config(); cfg.windows.max_series_per_level = n + 10
+p = Pipeline(cfg)
+t0 = 1_767_225_600_000
+ops = ["create_payment", "query_payment"]
+for window in range(3):  # three windows, every merchant active in each
+    for start in range(0, n, 5000):
+        vals = [orjson.dumps({"schema_version": 1, "event_type": "provider_call", "event_id": f"{window}-{i}",
+                 "event_ts": t0 + window * 10_000 + i % 9000, "service": "s", "provider": ("alipay", "wechatpay")[i % 2],
+                 "merchant_id": f"M{i}", "operation": ops[i % 2], "outcome": "success", "latency_ms": 80.0 + i % 50,
+                 "out_trade_no": f"o{window}-{i}"}) for i in range(start, min(n, start + 5000))]
+        p.process(vals, [Source("m", 0, j) for j in range(len(vals))])
+merchants = sum(1 for k in p.state.windows.registry.index if k[0] == ("provider", "operation", "merchant_id"))
+status = open("/proc/self/status").read()
+rss = int(status.split("VmRSS:")[1].split()[0]) * 1024
+peak = int(status.split("VmHWM:")[1].split()[0]) * 1024  # ru_maxrss would include the parent before exec
+print(merchants, len(p.state.windows.registry.index), rss, peak)
+"""
+
+
+def memory_probe(n: int) -> tuple[int, int, int, int]:
+    out = subprocess.run([sys.executable, "-c", MEMORY_PROBE, str(n)], capture_output=True, text=True,
+                         check=True, timeout=600)
+    merchants, series, rss, peak = (int(x) for x in out.stdout.split())
+    return merchants, series, rss, peak
+
+
+async def main_async(args: argparse.Namespace) -> None:
+    with LocalBroker() as broker:
+        topic = f"bench-{uuid.uuid4().hex[:6]}"
+        cfg = bench_config(broker.bootstrap, topic)
+        await ensure_topics(broker.bootstrap, [topic, cfg.kafka.alerts_topic, cfg.kafka.dlq_topic],
+                            partitions=2)
+        incidents = [
+            Incident("provider_outage", 120 + 300 * k, 60, provider=("alipay", "wechatpay", "paypal")[k % 3])
+            for k in range(int(args.duration // 300))
+        ] + [Incident("merchant_misconfig", 200 + 97 * k, 60, merchant_id=f"M{1001 + k}")
+             for k in range(int(args.duration // 120))]
+        log(f"generating {args.duration:.0f} s of simulated traffic at {args.rate:.0f} calls/s …")
+        values = stream_values(args.duration, args.rate, 11, incidents)
+        n = len(values)
+        log(f"producing {n:,} events to the local broker …")
+        produce_rate = await produce(broker.bootstrap, topic, values)
+        ceilings, pipes, lat = [], [], []
+        for round_ in range(2):
+            log(f"round {round_ + 1}: ceiling (consume + orjson) …")
+            c, _ = await consume_rate(cfg, n, process=False)
+            ceilings.append(c)
+            log(f"round {round_ + 1}: pipeline (consume → decode → windows → detectors → alerts) …")
+            p, latencies = await consume_rate(cfg, n, process=True)
+            pipes.append(p)
+            lat.extend(latencies)
+    log(f"memory with {args.series:,} merchant series …")
+    merchants, series, rss, peak = memory_probe(args.series)
+    ceiling, pipe = max(ceilings), max(pipes)
+    lat_ms = np.array(lat) * 1000 if lat else np.array([np.nan])
+    print(f"paywatch benchmark — {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {platform.machine()}, "
+          f"{os.cpu_count()} cores, Python {platform.python_version()}")
+    print(f"stream:                 {n:,} events ({args.duration:.0f} s simulated, 2 partitions), "
+          f"produced at {produce_rate:,.0f}/s")
+    print(f"ceiling (consume+json): {ceiling:,.0f} events/s   (runs: {', '.join(f'{c:,.0f}' for c in ceilings)})")
+    print(f"pipeline (full path):   {pipe:,.0f} events/s   (runs: {', '.join(f'{p:,.0f}' for p in pipes)})")
+    print(f"close → alert acked:    p50 {np.percentile(lat_ms, 50):.1f} ms, p99 {np.percentile(lat_ms, 99):.1f} ms "
+          f"over {len(lat)} alert records (target p99 ≤ 200 ms)")
+    print(f"memory:                 {rss / 2**20:,.0f} MiB resident (peak {peak / 2**20:,.0f} MiB) with "
+          f"{merchants:,} merchant series, {series:,} series in all (target ≤ 1024 MiB)")
+    print(f"ratio={pipe / ceiling:.2f}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m stream.bench", description=__doc__)
+    ap.add_argument("--duration", type=float, default=900.0, help="simulated seconds of traffic")
+    ap.add_argument("--rate", type=float, default=300.0, help="provider calls per simulated second")
+    ap.add_argument("--series", type=int, default=100_000, help="merchant series for the memory probe")
+    args = ap.parse_args(argv)
+    asyncio.run(main_async(args))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
