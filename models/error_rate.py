@@ -21,7 +21,7 @@ def wilson_lower_bound(errors: float, volume: float, confidence: float = 0.95) -
     >>> round(wilson_lower_bound(1, 1), 3)   # one failure out of one call
     0.207
     >>> round(wilson_lower_bound(100, 1000), 3)
-    0.085
+    0.083
     >>> wilson_lower_bound(0, 0)
     0.0
     """
