@@ -410,12 +410,13 @@ class _Variant:
 
 @dataclass(frozen=True)
 class _Profile:
+    """How one provider behaves: its API, error codes, latency, callbacks and keys."""
+
     api_version: str
-    region: str
-    host: str  # API host, for transport error texts
+    region: str  # where the services calling it run
     currencies: tuple[tuple[str, float], ...]
     variants: tuple[_Variant, ...]
-    # operation -> [(fail, probability)]; "*" applies to every operation
+    # operation -> [(fail, probability per call)], on top of the background system errors
     errors: dict[str, tuple[tuple[_Fail, float], ...]]
     system: tuple[tuple[_Fail, float], ...]  # background system errors, weights sum to 1
     outage: tuple[tuple[_Fail, float], ...]
@@ -454,7 +455,7 @@ def _wechat() -> _Profile:
         _Variant("cert_fetch", 0.01, 120, "V3GetPlatformCerts", "/v3/certificates"),
     ]  # fmt: skip
     return _Profile(
-        api_version="v3", region="cn-shanghai", host=_WX,
+        api_version="v3", region="cn-shanghai",
         currencies=(("CNY", 1.0),), variants=tuple(variants),
         errors={
             "create_payment": (
@@ -513,7 +514,7 @@ def _alipay() -> _Profile:
         return _f(cls, "40004", sub, 200, latency=latency)
 
     return _Profile(
-        api_version="v2", region="cn-hangzhou", host=_ALI,
+        api_version="v2", region="cn-hangzhou",
         currencies=(("CNY", 1.0),), variants=tuple(variants),
         errors={
             "create_payment": (
@@ -566,7 +567,7 @@ def _paypal() -> _Profile:
     )  # fmt: skip
     ue = "UNPROCESSABLE_ENTITY"
     return _Profile(
-        api_version="v2", region="ap-southeast-1", host=_PP,
+        api_version="v2", region="ap-southeast-1",
         currencies=(("USD", 0.6), ("EUR", 0.25), ("GBP", 0.1), ("HKD", 0.05)),
         variants=variants,
         errors={
@@ -602,7 +603,7 @@ def _paypal() -> _Profile:
         misconfig=_f("auth_config", "AUTHENTICATION_FAILURE", http=401, latency="fast"),
         deadline_ms=15_000, success_code=None,
         trade_states=(("COMPLETED", 0.7), ("APPROVED", 0.15), ("CREATED", 0.12), ("VOIDED", 0.03)),
-        paid_state="COMPLETED", notify_event="CHECKOUT.ORDER.APPROVED", callback_median_s=12.0,
+        paid_state="APPROVED", notify_event="CHECKOUT.ORDER.APPROVED", callback_median_s=12.0,
         key_prefix="CERT-360caa42-fca2a594-",
     )  # fmt: skip
 
@@ -616,7 +617,7 @@ def _unionpay() -> _Profile:
         _Variant("query_refund", 0.05, 120, None, "/gateway/api/queryTrans.do"),
     )
     return _Profile(
-        api_version="5.1.0", region="cn-shanghai", host=_UP,
+        api_version="5.1.0", region="cn-shanghai",
         currencies=(("CNY", 1.0),), variants=variants,
         errors={
             "create_payment": (
