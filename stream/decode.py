@@ -503,7 +503,8 @@ def decode_batch(
                             if type(lv) is not str:
                                 raise _Bad(
                                     "labels",
-                                    f"labels must be an object of strings; {k!r} is {_show(lv)}",
+                                    f"labels must be an object of strings;"
+                                    f" {_show(k)} is {_show(lv)}",
                                 )
                         series = (
                             name + "{" + ",".join(f"{k}={labels[k]}" for k in sorted(labels)) + "}"

@@ -411,6 +411,13 @@ def test_garbage_collector_state_is_restored() -> None:
         gc.enable()
 
 
+def test_reasons_stay_short_whatever_the_value() -> None:
+    r = one_reject(metric(labels={"k" * 10_000: 5}))
+    assert r.field == "labels" and len(r.reason) < 150
+    r = one_reject(call(operation="x" * 10_000))
+    assert r.field == "operation" and len(r.reason) < 300
+
+
 def test_unknown_event_type_is_reported_before_other_fields() -> None:
     r = one_reject({"schema_version": 1, "event_type": "refund_call", "event_id": "x"})
     assert r.field == "event_type"
@@ -534,7 +541,8 @@ def check_partition(values: list[Any]) -> DecodedBatch:
             if codes is not None and len(codes):
                 assert int(codes.min()) >= 0 and int(codes.max()) < len(batch.strings)
     for r in batch.rejected:
-        assert r.reason and isinstance(r.reason, str)
+        assert r.reason and isinstance(r.reason, str) and len(r.reason) <= 300  # one line
+        assert "\n" not in r.reason
         assert not r.reason.startswith("record could not be decoded"), r.reason  # no hidden bug
         assert orjson.loads(dlq_record(r))["reason"] == r.reason
     return batch
