@@ -116,9 +116,28 @@ class ConsoleConfig:
 
 
 @dataclass
+class DeliveryConfig:
+    max_attempts: int = 4
+    # First retry delay; doubled on each retry (with jitter), capped at max_backoff_s.
+    backoff_s: float = 1.0
+    max_backoff_s: float = 60.0
+    send_timeout_s: float = 15.0
+
+
+@dataclass
 class NotifyConfig:
     language: str = "en"  # en | zh
     console: ConsoleConfig = field(default_factory=ConsoleConfig)
+    # Alertmanager-style routes (see docs/config.md); without any, alerts go to the
+    # console and the alerts topic only.
+    routes: list[dict[str, Any]] = field(default_factory=list)
+    inhibit_rules: list[dict[str, Any]] = field(default_factory=list)
+    # A provider-wide alert mutes the same rule's alerts on series beneath it.
+    default_inhibit: bool = True
+    # SQLite file for alert, notification and delivery history ("" = the default
+    # under $XDG_DATA_HOME/paywatch, "off" = keep none).
+    history_path: str = ""
+    delivery: DeliveryConfig = field(default_factory=DeliveryConfig)
 
 
 @dataclass
@@ -164,11 +183,40 @@ class Config:
             raise ConfigError("alerts: for_windows and keep_firing_for_windows must be >= 1")
         if self.notify.language not in ("en", "zh"):
             raise ConfigError("notify.language: must be 'en' or 'zh'")
+        self.notify_routes()
+        d = self.notify.delivery
+        if d.max_attempts < 1:
+            raise ConfigError("notify.delivery.max_attempts: must be >= 1")
+        for key in ("backoff_s", "max_backoff_s", "send_timeout_s"):
+            _positive(f"notify.delivery.{key}", getattr(d, key))
         if self.notify.console.color not in ("auto", "always", "never"):
             raise ConfigError("notify.console.color: must be auto, always or never")
         if self.kafka.max_batch < 1:
             raise ConfigError("kafka.max_batch: must be >= 1")
         return self
+
+    def notify_routes(self) -> tuple[list[Any], list[Any]]:
+        """Routes and inhibit rules as dispatch objects; errors name the config key."""
+        from stream.dispatch import Dispatcher, DispatchConfigError, InhibitRule, RouteConfig
+
+        routes, rules = [], []
+        for i, raw in enumerate(self.notify.routes):
+            try:
+                data = dict(raw)
+                data.setdefault("language", self.notify.language)
+                routes.append(RouteConfig.from_dict(data))
+            except (DispatchConfigError, TypeError, ValueError) as exc:
+                raise ConfigError(f"notify.routes[{i}]: {exc}") from None
+        for i, raw in enumerate(self.notify.inhibit_rules):
+            try:
+                rules.append(InhibitRule.from_dict(raw))
+            except (DispatchConfigError, TypeError, ValueError) as exc:
+                raise ConfigError(f"notify.inhibit_rules[{i}]: {exc}") from None
+        try:
+            Dispatcher(routes, rules)
+        except DispatchConfigError as exc:
+            raise ConfigError(f"notify.routes: {exc}") from None
+        return routes, rules
 
 
 def _positive(key: str, value: float) -> None:
@@ -198,6 +246,17 @@ def substitute_env(text: str, key: str, env: typing.Mapping[str, str] | None = N
         raise ConfigError(f"{key}: environment variable {name} is not set")
 
     return _ENV.sub(repl, text)
+
+
+def _substitute_any(value: Any, key: str, env: typing.Mapping[str, str] | None) -> Any:
+    """``${VAR}`` substitution inside free-form values (route definitions)."""
+    if isinstance(value, str):
+        return substitute_env(value, key, env)
+    if isinstance(value, list):
+        return [_substitute_any(v, f"{key}[{i}]", env) for i, v in enumerate(value)]
+    if isinstance(value, dict):
+        return {k: _substitute_any(v, f"{key}.{k}", env) for k, v in value.items()}
+    return value
 
 
 def _type_name(tp: Any) -> str:
@@ -234,7 +293,7 @@ def _convert(tp: Any, value: Any, key: str, env: typing.Mapping[str, str] | None
         _, vt = typing.get_args(tp)
         return {str(k): _convert(vt, v, f"{key}.{k}", env) for k, v in value.items()}
     if tp is Any:
-        return value
+        return _substitute_any(value, key, env)
     if tp is bool:
         if not isinstance(value, bool):
             raise ConfigError(f"{key}: expected true or false, got {value!r}")
