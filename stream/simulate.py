@@ -277,7 +277,10 @@ class SimConfig:
         known = set(merchant_ids(self.merchants))
         for inc in self.incidents:
             if inc.provider is not None and inc.provider not in self.providers:
-                raise ValueError(f"{inc.spec()}: provider {inc.provider!r} is not simulated")
+                raise ValueError(
+                    f"{inc.spec()}: provider {inc.provider!r} is not simulated "
+                    f"(simulated: {', '.join(self.providers)})"
+                )
             if inc.merchant_id is not None and inc.merchant_id not in known:
                 raise ValueError(
                     f"{inc.spec()}: merchant {inc.merchant_id!r} is not simulated "
