@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import csv
 import gzip
+import hashlib
 import itertools
 import math
+import os
+import subprocess
+import sys
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -43,7 +47,8 @@ from stream.taxonomy import ErrorTaxonomy
 
 Event = dict[str, Any]
 SUITE_S = 3600.0
-CSV_PATH = Path(__file__).resolve().parents[1] / "stream" / "data" / "error_codes.csv"
+ROOT = Path(__file__).resolve().parents[1]
+CSV_PATH = ROOT / "stream" / "data" / "error_codes.csv"
 
 
 @pytest.fixture(scope="module")
@@ -110,6 +115,26 @@ def test_same_seed_gives_identical_bytes_and_another_seed_does_not() -> None:
     other = b"".join(map(encode, simulate(SimConfig(seed=4, duration_s=120))))
     assert other != first
     assert len(first) > 100_000  # there is real content to compare
+
+
+_DIGEST = """
+import hashlib, sys
+from stream.simulate import SimConfig, default_incident_suite, encode, simulate
+cfg = SimConfig(seed=8, duration_s=60, incidents=default_incident_suite(60))
+sys.stdout.write(hashlib.sha256(b"".join(map(encode, simulate(cfg)))).hexdigest())
+"""
+
+
+def test_output_is_the_same_in_another_process() -> None:
+    """Nothing depends on per-process state such as str hash randomisation."""
+    digests = set()
+    for hash_seed in ("1", "2"):
+        env = dict(os.environ, PYTHONHASHSEED=hash_seed)
+        done = subprocess.run([sys.executable, "-c", _DIGEST], env=env, cwd=ROOT,
+                              capture_output=True, text=True, check=True)  # fmt: skip
+        digests.add(done.stdout)
+    cfg = SimConfig(seed=8, duration_s=60, incidents=default_incident_suite(60))
+    assert digests == {hashlib.sha256(b"".join(map(encode, simulate(cfg)))).hexdigest()}
 
 
 def test_events_come_in_event_time_order_with_unique_ids(suite: list[Event]) -> None:
