@@ -881,6 +881,14 @@ class _Sim:
             p = self.providers.index(inc.provider) if inc.provider else -1
             mi = self.mids.index(inc.merchant_id) if inc.merchant_id else -1
             self.incs.append((inc, s, e, p, mi))
+        # Per provider, what acts on its callbacks: (start, end, merchant or -1, share).
+        self.losses: list[list[tuple[int, int, int, float]]] = [[] for _ in self.providers]
+        self.rotations: list[list[tuple[int, int, int, float]]] = [[] for _ in self.providers]
+        for inc, s, e, p, mi in self.incs:
+            if inc.kind in ("callback_loss", "cert_rotation"):
+                by_kind = self.losses if inc.kind == "callback_loss" else self.rotations
+                by_kind[p].append((s, e, mi, inc.magnitude))
+        self.notify_hosts = [_pods("pay-notify", _PROFILES[p].region) for p in self.providers]
         self.heap: list[tuple[int, int, dict[str, Any]]] = []
 
     # -- helpers -------------------------------------------------------------
@@ -913,14 +921,11 @@ class _Sim:
 
     def _platform_key(self, p: int, merchant: int, version: int) -> str:
         """The provider's callback-signing key id for a merchant; a rotation bumps ``version``."""
-        key = (p, merchant, version)
-        if key in self._keys:
-            return self._keys[key]
         mix = (self.platform_key_seed ^ (p << 48) ^ (merchant << 24) ^ version) * 0x9E3779B97F4A7C15
         body = f"{mix & 0xFFFFFFFFFFFFFFFF:016X}{version:04d}"
         prefix = _PROFILES[self.providers[p]].key_prefix
-        self._keys[key] = f"{prefix}{body}"
-        return self._keys[key]
+        key = self._keys[(p, merchant, version)] = f"{prefix}{body}"
+        return key
 
     # -- main loop -----------------------------------------------------------
 
@@ -1117,15 +1122,14 @@ class _Sim:
                  attempt: int, seen: bool) -> None:  # fmt: skip
         """One delivery of a callback; schedules the provider's retry when we did not ack it."""
         pool = self.pool
-        for inc, s, e, ip, mi in self.incs:
-            lost = inc.kind == "callback_loss" and s <= ts < e and ip == p and mi in (-1, mch)
-            if lost and pool.u() < inc.magnitude:
+        for s, e, mi, share in self.losses[p]:
+            if s <= ts < e and mi in (-1, mch) and pool.u() < share:
                 return  # lost on the way, and with it the provider's later retries
         version, verified = 0, True
-        for inc, s, e, ip, mi in self.incs:
-            if inc.kind == "cert_rotation" and ip == p and mi in (-1, mch) and ts >= s:
+        for s, e, mi, share in self.rotations[p]:
+            if ts >= s and mi in (-1, mch):
                 version += 1  # signed with the new key from the rotation on
-                if ts < e and pool.u() < inc.magnitude:
+                if ts < e and pool.u() < share:
                     verified = False  # ... which we do not hold yet
         handler = round(35.0 * math.exp(0.7 * pool.z()), 1)
         x = pool.u()
@@ -1144,11 +1148,12 @@ class _Sim:
             **base,
             "event_id": f"{self._id_prefix}{self._seq:012x}",
             "event_ts": ts,
-            "host": _pods("pay-notify", base["region"])[self._seq % 3],
+            "host": self.notify_hosts[p][self._seq % 3],
             "trace_id": f"{pool.bits():016x}{pool.bits():016x}",
             "signature_verified": verified,
             "ack_status": ack,
-            "signing_key_id": self._platform_key(p, mch, version),
+            "signing_key_id": self._keys.get((p, mch, version))
+            or self._platform_key(p, mch, version),
             "amount_minor": amount + 100 if mismatch else amount,
             "amount_matches": not mismatch,
             "is_duplicate": seen,
