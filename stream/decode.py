@@ -585,6 +585,7 @@ def decode_batch(
             out_trade_no=code(cc[8]),
             signing_key_id=code(cc[9]),
             partition=np.array(cc[10], dtype=np.int32),
+            seq=np.array(cc[11], dtype=np.int64),
         )
     if nc:
         out.notifications = NotificationColumns(
@@ -599,6 +600,7 @@ def decode_batch(
             signing_key_id=code(nc[8]),
             handler_latency_ms=np.array(nc[9], dtype=np.float64),
             partition=np.array(nc[10], dtype=np.int32),
+            seq=np.array(nc[11], dtype=np.int64),
         )
     if mc:
         out.metrics = MetricColumns(
@@ -607,6 +609,7 @@ def decode_batch(
             series=code(mc[2]),
             value=np.array(mc[3], dtype=np.float64),
             partition=np.array(mc[4], dtype=np.int32),
+            seq=np.array(mc[5], dtype=np.int64),
         )
     return out
 

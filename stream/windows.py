@@ -33,6 +33,7 @@ from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass, field
+from itertools import repeat
 
 import numpy as np
 
@@ -83,6 +84,7 @@ _UNKNOWN = OUTCOME_INDEX["unknown"]
 _SUCCESS = OUTCOME_INDEX["success"]
 LATENCY_QUANTILES = (0.5, 0.95, 0.99)
 OTHER = "__other__"
+SEP = "\x1f"  # joins dimension values into one lookup key (never inside ids)
 CALL_DIMS = ("provider", "operation", "merchant_id")
 METRIC_LEVEL = ("metric",)
 
@@ -109,6 +111,20 @@ class SeriesRegistry:
     free: list[int] = field(default_factory=list)
     overflowed: dict[Dims, int] = field(default_factory=dict)  # new series folded into __other__
     last_seen: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    # Per level: joined values -> id, so a batch's series resolve with one C-level map().
+    joined: dict[Dims, dict[str, int]] = field(default_factory=dict)
+
+    def ids_of(self, dims: Dims, joined_values: list[str]) -> np.ndarray:
+        """Ids for many series of one level, values joined with ``SEP``."""
+        table = self.joined.setdefault(dims, {})
+        sids = np.fromiter(map(table.get, joined_values, repeat(-1)), np.int64, len(joined_values))
+        for i in np.flatnonzero(sids < 0).tolist():
+            key = joined_values[i]
+            sid = self.id_of(dims, tuple(key.split(SEP)))
+            if self.keys[sid] == (dims, tuple(key.split(SEP))):
+                table[key] = sid  # folded overflow keys are not cached: the cap may free up
+            sids[i] = sid
+        return sids
 
     def id_of(self, dims: Dims, values: tuple[str, ...]) -> int:
         key = (dims, values)
@@ -142,6 +158,7 @@ class SeriesRegistry:
             if key is None:
                 continue
             del self.index[key]
+            self.joined.get(key[0], {}).pop(SEP.join(key[1]), None)
             self.per_level[key[0]] -= 1
             self.keys[sid] = None
             self.free.append(sid)
@@ -221,10 +238,8 @@ class ClosedWindow:
             return np.where(c > 0, self.metrics[:, _M["sum"]] / np.maximum(c, 1), np.nan)
 
 
-@dataclass
-class _PendingOrder:
-    deadline: int
-    sids: tuple[int, ...]
+# A pending order: (callback deadline in event ms, series ids it counts for).
+_PendingOrder = tuple[int, tuple[int, ...]]
 
 
 @dataclass
@@ -377,7 +392,7 @@ class WindowState:
     def _series(
         self, cols: dict[str, np.ndarray], levels: list[Dims], str_arr: np.ndarray
     ) -> list[np.ndarray]:
-        """Per level, the series id of every event; Python runs once per distinct series."""
+        """Per level, the series id of every event; Python runs once per new series only."""
         n = len(next(iter(cols.values())))
         base = np.int64(len(str_arr))
         out = []
@@ -385,13 +400,11 @@ class WindowState:
             key = np.zeros(n, dtype=np.int64)
             for d in dims:
                 key = key * base + (cols[d].astype(np.int64) + 1)
-            uniq, first, inv = np.unique(key, return_index=True, return_inverse=True)
-            values = [str_arr[cols[d][first]] for d in dims]
-            sids = np.fromiter(
-                (self.registry.id_of(dims, tuple(v)) for v in zip(*values, strict=True)),
-                dtype=np.int64,
-                count=len(uniq),
-            )
+            _, first, inv = np.unique(key, return_index=True, return_inverse=True)
+            joined = str_arr[cols[dims[0]][first]]
+            for d in dims[1:]:
+                joined = joined + SEP + str_arr[cols[d][first]]
+            sids = self.registry.ids_of(dims, joined.tolist())
             out.append(sids[inv.reshape(-1)])
         self._grow()
         return out
@@ -401,52 +414,64 @@ class WindowState:
         sid_levels: list[np.ndarray],
         ts: np.ndarray,
         keep: np.ndarray,
-        features: dict[int, np.ndarray],
+        cats: list[np.ndarray],
+        weighted: dict[int, np.ndarray] | None = None,
         bucket: np.ndarray | None = None,
     ) -> None:
-        """Add per-event feature columns (COL index -> per-event weight) into the panes."""
-        n_late = int((~keep).sum())
-        if n_late:
+        """Count events into their panes: each array in ``cats`` gives, per event, a column
+        to add one to (-1: none); ``weighted`` adds per-event values to a column."""
+        if not keep.all():
             for sids in sid_levels:
                 np.add.at(self.late_counts, sids[~keep], 1)
-        if not keep.any():
-            return
+            if not keep.any():
+                return
+            ts = ts[keep]
+            sid_levels = [s[keep] for s in sid_levels]
+            cats = [c[keep] for c in cats]
+            weighted = {k: w[keep] for k, w in (weighted or {}).items()}
+            bucket = bucket[keep] if bucket is not None else None
         for sids in sid_levels:
-            np.maximum.at(self.registry.last_seen, sids[keep], ts[keep])
+            np.maximum.at(self.registry.last_seen, sids, ts)
         n_levels = len(sid_levels)
-        sid = np.concatenate([s[keep] for s in sid_levels])
-        pane = np.tile((ts - np.mod(ts, self.hop_ms))[keep], n_levels)
-        p0 = int(pane.min())
-        pi = (pane - p0) // self.hop_ms
+        pane_of = ts - np.mod(ts, self.hop_ms)
+        p0 = int(pane_of.min())
+        pi = (pane_of - p0) // self.hop_ms
         n_p = int(pi.max()) + 1
-        group, ginv = np.unique(sid * n_p + pi, return_inverse=True)
+        sid = np.concatenate(sid_levels)
+        group, ginv = np.unique(sid * n_p + np.tile(pi, n_levels), return_inverse=True)
         ginv = ginv.reshape(-1)
         g = len(group)
-        rows = np.zeros((g, N_COLS), dtype=np.int64)
-        for col, weight in features.items():
-            w = np.tile(weight[keep], n_levels)
-            rows[:, col] = np.bincount(ginv, weights=w, minlength=g).astype(np.int64)
+        # One bincount for every categorical column at once: cell = group * N_COLS + column.
+        cells = []
+        for c in cats:
+            c_all = np.tile(c, n_levels)
+            ok = c_all >= 0
+            cells.append(ginv[ok] * N_COLS + c_all[ok])
+        flat = np.bincount(np.concatenate(cells), minlength=g * N_COLS) if cells else None
+        rows = flat.reshape(g, N_COLS) if flat is not None else np.zeros((g, N_COLS), np.int64)
+        for col, w in (weighted or {}).items():
+            rows[:, col] += np.bincount(ginv, weights=np.tile(w, n_levels), minlength=g).astype(
+                np.int64
+            )
         g_sid = group // n_p
         g_pane = p0 + (group % n_p) * self.hop_ms
-        lat_key = (
-            sid * histogram.N_BUCKETS + np.tile(bucket[keep], n_levels)
-            if bucket is not None
-            else None
-        )
-        ev_pane = p0 + pi * self.hop_ms
-        for p in np.unique(g_pane).tolist():
-            pane_acc = self._pane(p)
-            sel = g_pane == p
-            pane_acc.counts[g_sid[sel]] += rows[sel]
-            if lat_key is not None:
-                in_p = ev_pane == p
-                k, c = histogram.consolidate(lat_key[in_p], np.ones(int(in_p.sum()), np.int64))
-                pane_acc.add_latency(k, c)
+        panes = np.unique(g_pane).tolist()
+        if bucket is not None:
+            lat_key = sid * histogram.N_BUCKETS + np.tile(bucket, n_levels)
+            ev_pane = np.tile(pane_of, n_levels)
+        for p in panes:
+            acc = self._pane(p)
+            sel = g_pane == p if len(panes) > 1 else slice(None)
+            acc.counts[g_sid[sel]] += rows[sel]
+            if bucket is not None:
+                k = lat_key[ev_pane == p] if len(panes) > 1 else lat_key
+                keys, cnt = np.unique(k, return_counts=True)
+                acc.add_latency(keys, cnt)
 
     def _pane(self, start: int) -> _Pane:
         pane = self.open.get(start)
         if pane is None:
-            pane = _Pane.empty(len(self.registry))
+            pane = _Pane.empty(len(self.registry) + len(self.registry) // 4 + 64)
             self.open[start] = pane
         pane.ensure_rows(len(self.registry))
         return pane
@@ -462,17 +487,17 @@ class WindowState:
         keep = ~late
         outcome = calls.outcome.astype(np.int64)
         err = calls.error_class.astype(np.int64)
-        ones = np.ones(len(calls), np.int64)
-        feats: dict[int, np.ndarray] = {COL["volume"]: ones}
-        for i in range(len(OUTCOMES)):
-            feats[_OUTCOME0 + i] = (outcome == i).astype(np.int64)
-        for i in range(_N_ERR):
-            feats[_ERR0 + i] = (err == i).astype(np.int64)
-        feats[COL["err_unclassified"]] = (
-            (err < 0) & ((outcome == _FAILURE) | (outcome == _UNKNOWN))
-        ).astype(np.int64)
-        feats[COL["amount_minor"]] = calls.amount_minor
-        self._accumulate(sid_levels, calls.ts, keep, feats, histogram.bucket_of(calls.latency_ms))
+        n = len(calls)
+        unclassified = (err < 0) & ((outcome == _FAILURE) | (outcome == _UNKNOWN))
+        cats = [
+            np.full(n, COL["volume"], np.int64),
+            _OUTCOME0 + outcome,
+            np.where(err >= 0, _ERR0 + err, np.where(unclassified, COL["err_unclassified"], -1)),
+        ]
+        weighted = {COL["amount_minor"]: calls.amount_minor} if calls.amount_minor.any() else None
+        self._accumulate(
+            sid_levels, calls.ts, keep, cats, weighted, histogram.bucket_of(calls.latency_ms)
+        )
         self._expect_callbacks(calls, str_arr, keep)
         return int(late.sum())
 
@@ -482,12 +507,15 @@ class WindowState:
         return str_arr[provider] + "|" + str_arr[merchant] + "|" + str_arr[trade]
 
     def _expect_callbacks(self, calls: CallColumns, str_arr: np.ndarray, keep: np.ndarray) -> None:
+        try:
+            create_code = str_arr.tolist().index("create_payment")
+        except ValueError:
+            return
         created = (
             keep
-            & (calls.operation >= 0)
+            & (calls.operation == create_code)
             & (calls.outcome == _SUCCESS)
             & (calls.out_trade_no >= 0)
-            & (str_arr[calls.operation] == "create_payment")
         )
         if not created.any():
             return
@@ -497,7 +525,7 @@ class WindowState:
         sid_levels = self._series(cols, levels, str_arr)
         ts = calls.ts[idx]
         self._accumulate(
-            sid_levels, ts, np.ones(len(idx), bool), {COL["created"]: np.ones(len(idx), np.int64)}
+            sid_levels, ts, np.ones(len(idx), bool), [np.full(len(idx), COL["created"], np.int64)]
         )
         keys = self._order_keys(
             calls.provider[idx], calls.merchant_id[idx], calls.out_trade_no[idx], str_arr
@@ -506,7 +534,7 @@ class WindowState:
         sids = list(zip(*[s.tolist() for s in sid_levels], strict=True))
         # C-speed bulk insert; insertion order ~ event time, which expiry relies on.
         self.pending.update(
-            zip(keys.tolist(), map(_PendingOrder, deadlines.tolist(), sids), strict=True)
+            zip(keys.tolist(), zip(deadlines.tolist(), sids, strict=True), strict=True)
         )
         overflow = len(self.pending) - self.max_pending_orders
         if overflow > 0:
@@ -523,15 +551,18 @@ class WindowState:
             "signing_key_id": notes.signing_key_id,
         }
         ack = notes.ack_status.astype(np.int64)
-        feats = {
-            COL["callbacks"]: np.ones(len(notes), np.int64),
-            COL["verify_failures"]: (~notes.signature_verified).astype(np.int64),
-            COL["nacks"]: (ack == ACK_INDEX["nacked"]).astype(np.int64),
-            COL["ack_errors"]: (ack == ACK_INDEX["error"]).astype(np.int64),
-            COL["late_acks"]: (ack == ACK_INDEX["late"]).astype(np.int64),
-            COL["duplicates"]: notes.is_duplicate.astype(np.int64),
-            COL["amount_mismatches"]: (notes.amount_matches == 0).astype(np.int64),
-        }
+        n = len(notes)
+        ack_col = np.full(len(ACK_INDEX), -1, np.int64)
+        ack_col[ACK_INDEX["nacked"]] = COL["nacks"]
+        ack_col[ACK_INDEX["error"]] = COL["ack_errors"]
+        ack_col[ACK_INDEX["late"]] = COL["late_acks"]
+        cats = [
+            np.full(n, COL["callbacks"], np.int64),
+            np.where(notes.signature_verified, -1, COL["verify_failures"]),
+            ack_col[ack],
+            np.where(notes.is_duplicate, COL["duplicates"], -1),
+            np.where(notes.amount_matches == 0, COL["amount_mismatches"], -1),
+        ]
         keep = ~late
         for dims in self.notification_levels:
             # A level needs every one of its dimensions (callbacks without a key id skip per-key).
@@ -541,9 +572,7 @@ class WindowState:
             if not has.any():
                 continue
             (sids,) = self._series({d: cols[d][has] for d in dims}, [dims], str_arr)
-            self._accumulate(
-                [sids], notes.ts[has], keep[has], {c: w[has] for c, w in feats.items()}
-            )
+            self._accumulate([sids], notes.ts[has], keep[has], [c[has] for c in cats])
         matched = keep & (notes.out_trade_no >= 0)
         if matched.any() and self.pending:
             keys = self._order_keys(
@@ -641,14 +670,14 @@ class WindowState:
             return
         expired: list[_PendingOrder] = []
         for order in self.pending.values():
-            if order.deadline >= pane_end:
+            if order[0] >= pane_end:
                 break
             expired.append(order)
         if not expired:
             return
         for key in list(self.pending)[: len(expired)]:
             del self.pending[key]
-        sids = np.array([s for o in expired for s in o.sids], dtype=np.int64)
+        sids = np.array([s for o in expired for s in o[1]], dtype=np.int64)
         pane.ensure_rows(len(self.registry))
         np.add.at(pane.counts[:, COL["missing_callbacks"]], sids, 1)
 
