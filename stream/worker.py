@@ -3,18 +3,26 @@
 Offsets are committed only after a batch's alerts and DLQ records are
 acknowledged, so a crash replays, never loses (at-least-once).  Notifiers run
 after the commit decision and must not block: slow channels queue elsewhere.
+
+Notifications (routes, grouping, silences, delivery, history) are fed the
+batch's alert records and ticked on every loop iteration with the wall clock;
+they only queue work, and delivery runs in its own tasks.  The control topic is
+followed by a separate task (see :mod:`stream.control`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from stream.config import Config
+from stream.config import Config, KafkaConfig
+from stream.control import ControlReader
 from stream.kafka_io import EventSource, Publisher, ensure_topics
+from stream.notify import Notifications
 from stream.pipeline import Pipeline, PipelineStats
 
 log = logging.getLogger("paywatch.worker")
@@ -33,54 +41,92 @@ async def run_worker(
     *,
     progress_every_s: float = 10.0,
     consumer_overrides: dict[str, Any] | None = None,
+    notifications: Notifications | None = None,
+    notify: bool = True,
+    drain_s: float = 3.0,
 ) -> PipelineStats:
-    """Consume until ``stop`` is set; returns the pipeline's counters."""
+    """Consume until ``stop`` is set; returns the pipeline's counters.
+
+    Notifications come from ``config.notify`` unless ``notifications`` is given
+    (tests inspect it) or ``notify`` is False (no routes, history or control topic).
+    On stop, pending deliveries get up to ``drain_s`` seconds to finish.
+    """
     k = config.kafka
     await ensure_topics(
         k.bootstrap_servers, [k.events_topic, k.dlq_topic, k.alerts_topic, k.control_topic]
     )
     pipeline = Pipeline(config, live=True)
+    if notify and notifications is None:
+        notifications = Notifications(config)
     source = EventSource(k, **(consumer_overrides or {}))
     publisher = Publisher(k)
-    await publisher.start()
-    try:
+    control = None if notifications is None else ControlReader(k, notifications.apply_control)
+    async with contextlib.AsyncExitStack() as stack:
+        if notifications is not None:
+            # Registered first, so it runs last: delivery drains after Kafka is closed.
+            stack.push_async_callback(_stop_notifications, notifications, drain_s)
+            await notifications.start()
+        await publisher.start()
+        stack.push_async_callback(publisher.stop)
         await source.start()
-    except Exception:
-        await publisher.stop()
-        raise
-    sinks = sinks or []
+        stack.push_async_callback(source.stop)
+        if control is not None:
+            await control.start()
+            stack.push_async_callback(control.stop)
+        await _consume(
+            pipeline, source, publisher, notifications, stop, sinks or [], k, progress_every_s
+        )
+    return pipeline.state.stats
+
+
+async def _stop_notifications(notifications: Notifications, drain_s: float) -> None:
+    notifications.tick(wall_ms())
+    await notifications.stop(drain_s)
+
+
+async def _consume(
+    pipeline: Pipeline,
+    source: EventSource,
+    publisher: Publisher,
+    notifications: Notifications | None,
+    stop: asyncio.Event,
+    sinks: Sequence[AlertSink],
+    k: KafkaConfig,
+    progress_every_s: float,
+) -> None:
     stats = pipeline.state.stats
     last_report = time.monotonic()
     last_records = 0
     log.info("consuming %s from %s as group %s", k.events_topic, k.bootstrap_servers, k.group_id)
-    try:
-        while not stop.is_set():
-            batch = await source.next_batch(timeout_ms=100)
-            now = wall_ms()
-            if batch.values:
-                result = pipeline.process(batch.values, batch.sources, now)
-            else:
-                result = pipeline.tick(now)
-            await publisher.publish(result.alerts, result.rejected)
-            await source.commit(batch.offsets)
+    while not stop.is_set():
+        batch = await source.next_batch(timeout_ms=100)
+        now = wall_ms()
+        if batch.values:
+            result = pipeline.process(batch.values, batch.sources, now)
+        else:
+            result = pipeline.tick(now)
+        await publisher.publish(result.alerts, result.rejected)
+        await source.commit(batch.offsets)
+        if notifications is not None:
+            # After the commit decision, like the sinks: at-least-once may hand the
+            # dispatcher a replayed record, which it recognises and ignores.
             if result.alerts:
-                for sink in sinks:
-                    sink(result.alerts)
-            if time.monotonic() - last_report >= progress_every_s:
-                elapsed = time.monotonic() - last_report
-                stats = pipeline.state.stats
-                log.info(
-                    "%.0f events/s, %d records, %d rejected to DLQ, %d late, %d windows closed, "
-                    "%d alerts firing",
-                    (stats.records - last_records) / elapsed,
-                    stats.records,
-                    stats.rejected,
-                    stats.late,
-                    stats.windows_closed,
-                    len(pipeline.state.lifecycle.firing()),
-                )
-                last_report, last_records = time.monotonic(), stats.records
-    finally:
-        await source.stop()
-        await publisher.stop()
-    return pipeline.state.stats
+                notifications.on_alerts(result.alerts, now)
+            notifications.tick(wall_ms())
+        if result.alerts:
+            for sink in sinks:
+                sink(result.alerts)
+        if time.monotonic() - last_report >= progress_every_s:
+            elapsed = time.monotonic() - last_report
+            stats = pipeline.state.stats
+            log.info(
+                "%.0f events/s, %d records, %d rejected to DLQ, %d late, %d windows closed, "
+                "%d alerts firing",
+                (stats.records - last_records) / elapsed,
+                stats.records,
+                stats.rejected,
+                stats.late,
+                stats.windows_closed,
+                len(pipeline.state.lifecycle.firing()),
+            )
+            last_report, last_records = time.monotonic(), stats.records
