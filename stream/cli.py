@@ -162,14 +162,73 @@ def build_parser() -> argparse.ArgumentParser:
     )
     br.add_argument("--port", type=int, default=9092, help="port on 127.0.0.1 (default 9092)")
 
+    _alerts_parser(sub)
+    return p
+
+
+def _alerts_parser(sub: Any) -> None:
+    """``paywatch alerts list|show|silence|unsilence|ack``."""
     al = sub.add_parser(
         "alerts",
         help="list, show, silence and acknowledge alerts",
-        description="Work with the alert history and silences.",
+        description="Read the alert history a worker writes (notify.history_path), and "
+        "publish silences and acks to the control topic every worker follows.",
     )
-    al.add_argument("action", choices=["list", "show", "silence", "unsilence", "ack"])
-    al.add_argument("args", nargs="*")
-    return p
+    acts = al.add_subparsers(dest="action", metavar="ACTION", parser_class=_Parser)
+    acts.required = True
+
+    def source(p: argparse.ArgumentParser, kafka: bool, history: bool) -> None:
+        p.add_argument(
+            "--config", type=_existing_file, help="the workers' YAML config (topics, history)"
+        )
+        if kafka:
+            p.add_argument("--bootstrap", help="Kafka bootstrap servers (overrides the config)")
+        if history:
+            p.add_argument(
+                "--history", type=Path, help="history file (default: notify.history_path)"
+            )
+
+    ls = acts.add_parser("list", help="alert episodes, newest first")
+    ls.add_argument("--status", choices=["firing", "resolved"], help="only this status")
+    ls.add_argument("--since", help="episodes active since: 30m, 2h, 7d, an ISO time")
+    ls.add_argument("--limit", type=int, default=100, help="at most this many (default 100)")
+    source(ls, kafka=False, history=True)
+
+    show = acts.add_parser("show", help="one episode: records, notifications, deliveries")
+    show.add_argument("id", help="alert_id, a unique prefix of one, or a fingerprint")
+    source(show, kafka=False, history=True)
+
+    sil = acts.add_parser(
+        "silence",
+        help="mute matching alerts for a while (prints the silence id)",
+        description="Publish a silence: alerts whose labels (series dimensions, rule, "
+        "signal, severity) match every --match are not notified until it ends.",
+    )
+    sil.add_argument(
+        "--match",
+        action="append",
+        required=True,
+        metavar="LABEL=VALUE",
+        help="label=value, label!=value, label=~regex or label!~regex (repeatable)",
+    )
+    when = sil.add_mutually_exclusive_group(required=True)
+    when.add_argument("--duration", help="how long from now: 90s, 30m, 2h, 1h30m, 1d")
+    when.add_argument("--until", help="end time, ISO (UTC unless it says otherwise)")
+    sil.add_argument("--author", default=None, help="who (default: $USER)")
+    sil.add_argument("--comment", required=True, help="why (shown in history)")
+    source(sil, kafka=True, history=False)
+
+    uns = acts.add_parser("unsilence", help="end a silence now")
+    uns.add_argument("id", help="the silence id `alerts silence` printed")
+    uns.add_argument("--author", default=None, help="who (default: $USER)")
+    uns.add_argument("--comment", default="", help="why")
+    source(uns, kafka=True, history=True)
+
+    ack = acts.add_parser("ack", help="acknowledge an alert: stops repeats and escalation")
+    ack.add_argument("id", help="alert_id (or a unique prefix) or fingerprint")
+    ack.add_argument("--author", default=None, help="who (default: $USER)")
+    ack.add_argument("--comment", default="", help="note for the history")
+    source(ack, kafka=True, history=True)
 
 
 # -- verbs ------------------------------------------------------------------------
@@ -268,7 +327,191 @@ def cmd_broker(args: argparse.Namespace) -> int:
 
 
 def cmd_alerts(args: argparse.Namespace) -> int:
-    raise UserError("`paywatch alerts` needs the alert history store, which is not available yet")
+    import time
+
+    from stream.history import HistoryError
+
+    now = int(time.time() * 1000)
+    try:
+        return _ALERT_ACTIONS[args.action](args, now)
+    except HistoryError as exc:
+        raise UserError(str(exc)) from None
+
+
+def _alerts_config(args: argparse.Namespace) -> Any:
+    return _load_config(args.config, getattr(args, "bootstrap", None))
+
+
+def _alerts_history_path(args: argparse.Namespace) -> Path | None:
+    """--history, else the config's notify.history_path; None when history is off."""
+    from stream.notify import history_file
+
+    if args.history is not None:
+        return Path(args.history)
+    path = history_file(_alerts_config(args))
+    return Path(path) if path is not None else None
+
+
+def _alerts_open_history(args: argparse.Namespace, required: bool = True) -> Any:
+    from stream.history import AlertHistory
+
+    path = _alerts_history_path(args)
+    if path is None or not path.is_file():
+        if not required:
+            return None
+        where = "notify.history_path is off" if path is None else f"no alert history at {path}"
+        raise UserError(f"{where}; pass --history FILE (the file a worker writes)")
+    return AlertHistory(path)
+
+
+def _alerts_list(args: argparse.Namespace, now: int) -> int:
+    from stream.history import format_alert_rows, parse_since
+
+    since = parse_since(args.since, now) if args.since else None
+    with _alerts_open_history(args) as history:
+        rows = history.list_alerts(status=args.status, since_ms=since, limit=args.limit)
+    if not rows:
+        print("no alerts", file=sys.stderr)
+        return 0
+    print(f"{'ALERT':<12}  {'STATUS':<8}  {'SEVERITY':<8}  {'STARTED (UTC)':<19}  "
+          f"{'FOR':>8}  RULE  SERIES")  # fmt: skip
+    for line in format_alert_rows(rows, now):
+        print(line)
+    return 0
+
+
+def _alerts_show(args: argparse.Namespace, now: int) -> int:
+    from stream.history import format_alert_detail
+
+    with _alerts_open_history(args) as history:
+        detail = history.show_alert(args.id)
+        if detail is None:
+            raise UserError(f"unknown alert {args.id!r} (not in {history.path})")
+    for line in format_alert_detail(detail):
+        print(line)
+    return 0
+
+
+def _alerts_author(args: argparse.Namespace) -> str:
+    import getpass
+
+    if args.author:
+        return str(args.author)
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return "unknown"
+
+
+def _alerts_duration_ms(text: str) -> int:
+    """``90s``, ``30m``, ``2h``, ``1h30m``, ``1d`` as milliseconds."""
+    import re
+
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+    s = text.strip().lower()
+    parts = re.findall(r"(\d+(?:\.\d+)?)\s*([smhdw])", s)
+    if not parts or re.sub(r"(\d+(?:\.\d+)?)\s*([smhdw])|\s", "", s):
+        raise UserError(f"--duration {text!r}: expected e.g. 90s, 30m, 2h, 1h30m or 1d")
+    ms = int(sum(float(n) * units[u] for n, u in parts) * 1000)
+    if ms <= 0:
+        raise UserError(f"--duration {text!r}: must be longer than zero")
+    return ms
+
+
+def _alerts_until_ms(text: str, now: int) -> int:
+    from datetime import UTC, datetime
+
+    try:
+        dt = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+    except ValueError:
+        raise UserError(f"--until {text!r}: expected an ISO time like 2026-11-26T18:00") from None
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=UTC)
+    ms = int(dt.timestamp() * 1000)
+    if ms <= now:
+        raise UserError(f"--until {text!r}: that is in the past")
+    return ms
+
+
+def _alerts_publish(args: argparse.Namespace, event: Any) -> None:
+    from stream.control import publish_control
+
+    cfg = _alerts_config(args)
+    k = cfg.kafka
+    asyncio.run(publish_control(k.bootstrap_servers, k.control_topic, event))
+
+
+def _alerts_silence(args: argparse.Namespace, now: int) -> int:
+    import uuid
+    from datetime import UTC, datetime
+
+    from stream.silences import ControlEvent, ControlEventError, Matcher, Silence
+
+    try:
+        matchers = tuple(Matcher.parse(m) for m in args.match)
+    except ControlEventError as exc:
+        raise UserError(f"--match: {exc}") from None
+    ends = (
+        _alerts_until_ms(args.until, now)
+        if args.until
+        else now + _alerts_duration_ms(args.duration)
+    )
+    author = _alerts_author(args)
+    try:
+        silence = Silence(f"s-{uuid.uuid4().hex[:12]}", matchers, now, ends, author, args.comment)
+    except ControlEventError as exc:
+        raise UserError(str(exc)) from None
+    _alerts_publish(args, ControlEvent("silence", silence=silence, author=author, ts_ms=now))
+    until = datetime.fromtimestamp(ends / 1000, tz=UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+    print(silence.id)
+    print(f"silenced {', '.join(map(str, matchers))} until {until}", file=sys.stderr)
+    return 0
+
+
+def _alerts_unsilence(args: argparse.Namespace, now: int) -> int:
+    from stream.silences import ControlEvent
+
+    history = _alerts_open_history(args, required=False)
+    if history is not None:
+        with history:
+            known = {row["id"] for row in history.list_silences()}
+        if known and args.id not in known:
+            raise UserError(f"unknown silence {args.id!r} (not in {history.path})")
+    event = ControlEvent(
+        "unsilence", silence_id=args.id, author=_alerts_author(args), comment=args.comment,
+        ts_ms=now,
+    )  # fmt: skip
+    _alerts_publish(args, event)
+    print(f"silence {args.id} ends now", file=sys.stderr)
+    return 0
+
+
+def _alerts_ack(args: argparse.Namespace, now: int) -> int:
+    from stream.silences import ControlEvent
+
+    target = args.id
+    history = _alerts_open_history(args, required=False)
+    if history is not None:  # name the full alert_id, and refuse a typo
+        with history:
+            found = history.find_alert(args.id)
+            if found is None:
+                raise UserError(f"unknown alert {args.id!r} (not in {history.path})")
+        target = found
+    author = _alerts_author(args)
+    _alerts_publish(
+        args, ControlEvent("ack", target=target, author=author, comment=args.comment, ts_ms=now)
+    )
+    print(f"alert {target} acknowledged by {author}", file=sys.stderr)
+    return 0
+
+
+_ALERT_ACTIONS = {
+    "list": _alerts_list,
+    "show": _alerts_show,
+    "silence": _alerts_silence,
+    "unsilence": _alerts_unsilence,
+    "ack": _alerts_ack,
+}
 
 
 VERBS = {
