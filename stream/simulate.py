@@ -32,6 +32,7 @@ True
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import heapq
 import itertools
@@ -1241,22 +1242,18 @@ def write_jsonl(events: Iterable[Mapping[str, Any]], path: str | Path) -> int:
     """
     path = Path(path)
     count = 0
-    with open(path, "wb") as raw:
-        out: Any = (
-            gzip.GzipFile(fileobj=raw, mode="wb", mtime=0, compresslevel=6, filename="")
+    dumps, nl = orjson.dumps, orjson.OPT_APPEND_NEWLINE
+    with (
+        open(path, "wb") as raw,
+        (
+            # level 3: twice as fast as the default 6, for a ~20 % larger file
+            gzip.GzipFile(fileobj=raw, mode="wb", mtime=0, compresslevel=3, filename="")
             if path.suffix == ".gz"
-            else raw
-        )
-        chunk: list[bytes] = []
-        dumps, nl = orjson.dumps, orjson.OPT_APPEND_NEWLINE
-        for ev in events:
-            chunk.append(dumps(ev, option=nl))
-            if len(chunk) >= 4096:
-                out.write(b"".join(chunk))
-                count += len(chunk)
-                chunk.clear()
-        out.write(b"".join(chunk))
-        count += len(chunk)
-        if out is not raw:
-            out.close()
+            else contextlib.nullcontext(raw)
+        ) as out,
+    ):
+        it = iter(events)
+        while chunk := list(itertools.islice(it, 4096)):
+            out.write(b"".join([dumps(ev, option=nl) for ev in chunk]))
+            count += len(chunk)
     return count

@@ -446,6 +446,28 @@ def test_promotion_raises_volume_without_errors_and_is_not_an_incident(
     assert label["is_incident"] is False
 
 
+def test_operation_narrows_an_incident_to_one_operation() -> None:
+    cfg = SimConfig(seed=12, duration_s=600, daily=False, metrics=False, incidents=[
+        parse_incident("traffic_drop:provider=wechatpay,operation=query_payment,start=300,duration=300"),
+        parse_incident("latency_degradation:provider=alipay,operation=refund,start=300,duration=300"),
+    ])  # fmt: skip
+    events = list(simulate(cfg))
+    mid = cfg.start_ms + 300_000
+
+    def volume(op: str) -> float:
+        calls = _calls(events, provider="wechatpay", operation=op)
+        return len(_between(calls, mid, cfg.end_ms)) / len(_between(calls, cfg.start_ms, mid))
+
+    def latency(op: str) -> float:
+        calls = _calls(events, provider="alipay", operation=op)
+        lat = [np.median([e["latency_ms"] for e in _between(calls, t0, t1)])
+               for t0, t1 in ((cfg.start_ms, mid), (mid, cfg.end_ms))]  # fmt: skip
+        return float(lat[1] / lat[0])
+
+    assert volume("query_payment") < 0.2 and 0.8 < volume("create_payment") < 1.25
+    assert latency("refund") > 3.5 and 0.8 < latency("query_payment") < 1.25
+
+
 def test_labels_are_the_ground_truth(suite_cfg: SimConfig, tmp_path: Path) -> None:
     path = tmp_path / "labels.json"
     write_labels(suite_cfg, path)
