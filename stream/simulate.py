@@ -789,15 +789,17 @@ class _Sim:
 
         probs: list[dict[int, float]] = []
         self.outage_choices: list[tuple[np.ndarray, np.ndarray]] = []
-        self.misconfig_tpl: list[int] = []
-        self.timeout_tpl: list[int] = []
         for name in self.providers:
             prof = _PROFILES[name]
             ids = np.array([idx(f) for f, _ in prof.outage])
             cum = np.cumsum([w for _, w in prof.outage])
             self.outage_choices.append((ids, cum / cum[-1]))
-            self.misconfig_tpl.append(idx(prof.misconfig))
-            self.timeout_tpl.append(next(idx(f) for f, _ in prof.system if f.latency == "timeout"))
+        # Per provider: the template a misconfigured merchant gets, and its timeout.
+        self.misconfig_tpl = np.array([idx(_PROFILES[n].misconfig) for n in self.providers])
+        self.timeout_tpl = np.array(
+            [next(idx(f) for f, _ in _PROFILES[n].system if f.latency == "timeout")
+             for n in self.providers]
+        )  # fmt: skip
         for p, v in rows:
             prof = _PROFILES[self.providers[p]]
             row: dict[int, float] = {}
@@ -966,14 +968,9 @@ class _Sim:
         mid = (t0 + t1) // 2
         active = [(inc, s, e, p, mi) for inc, s, e, p, mi in self.incs if s <= mid < e]
         for inc, _, _, p, mi in active:
-            if inc.kind == "traffic_drop":
-                weights = np.where(
-                    self._cell_mask(p, mi, inc.operation), weights * (1 - inc.magnitude), weights
-                )
-            elif inc.kind == "promotion":
-                weights = np.where(
-                    self._cell_mask(p, mi, inc.operation), weights * inc.magnitude, weights
-                )
+            if inc.kind in ("traffic_drop", "promotion"):
+                factor = 1 - inc.magnitude if inc.kind == "traffic_drop" else inc.magnitude
+                weights = np.where(self._cell_mask(p, mi, inc.operation), weights * factor, weights)
         total = float(weights.sum())
         n = int(rng.poisson(cfg.rate * load * total * (t1 - t0) / 1000.0))
         if n == 0:
@@ -1001,12 +998,12 @@ class _Sim:
                 pick = ids[np.minimum(np.searchsorted(cumw, rng.random(n)), ids.size - 1)]
                 tpl = np.where(hit & (draw < inc.magnitude), pick, tpl)
             elif inc.kind == "merchant_misconfig":
-                pick = np.array(self.misconfig_tpl)[prov]
+                pick = self.misconfig_tpl[prov]
                 tpl = np.where(hit & (draw < inc.magnitude), pick, tpl)
             elif inc.kind == "latency_degradation":
                 lat_scale = np.where(hit, lat_scale * inc.magnitude, lat_scale)
                 p_timeout = min(0.3, 0.01 * (inc.magnitude - 1))
-                tpl = np.where(hit & (draw < p_timeout), np.array(self.timeout_tpl)[prov], tpl)
+                tpl = np.where(hit & (draw < p_timeout), self.timeout_tpl[prov], tpl)
 
         # Latency: lognormal around the row's median; early rejections fast, timeouts at deadline.
         lat = self.row_median[row] * lat_scale * np.exp(0.45 * rng.standard_normal(n))
@@ -1015,7 +1012,7 @@ class _Sim:
         lat = np.where(mode == 1, lat * 0.3, lat)
         deadline = self.row_deadline[row]
         lat = np.where((mode == 2) | (lat > deadline), deadline + rng.random(n) * 40, lat)
-        tpl = np.where((lat >= deadline) & (mode != 2), np.array(self.timeout_tpl)[prov], tpl)
+        tpl = np.where((lat >= deadline) & (mode != 2), self.timeout_tpl[prov], tpl)
         lat = np.round(lat, 1)
         amount = np.maximum(1, rng.lognormal(math.log(6800), 1.1, size=n)).astype(np.int64)
         amount = np.where(self.row_is_refund[row], np.maximum(1, amount // 3), amount)
