@@ -10,8 +10,11 @@ river anomaly model can stand where one of these does:
   ``score_one`` (zero-volume windows too: the volume detector needs them to see an
   outage).  Learning is guarded: a window the detector itself judges anomalous does
   not move the baseline (or moves it by ``guard_weight``), so an outage never becomes
-  the new normal.  Sequential tests (CUSUM) advance here too, so a detector that is
-  only scored and never taught cannot see a sustained shift.
+  the new normal.  Nor does a merely suspicious one (score >= ``suspect``, 0.25 by
+  default): otherwise a slow-building incident at low volume teaches the baseline as
+  fast as the test gathers evidence against it.  Sequential tests (CUSUM) advance
+  here too, so a detector that is only scored and never taught cannot see a
+  sustained shift.
 - ``expected(x) -> float``: the baseline to show a person (error rate, p95 ms, volume).
 - ``ready``: False until ``min_windows`` windows were learned; before that
   ``score_one`` returns 0.0 (cold start never pages).
@@ -147,12 +150,15 @@ class ErrorRateParams:
     cap: float = 0.2
     min_increase: float = 0.002  # absolute rise that can page at all
     min_errors: float = 3.0  # single-window test needs at least this many errors
-    page_log10: float = 6.0  # single window: -log10(p-value) that scores 0.5
+    page_log10: float = 8.0  # single window: -log10(p-value) that scores 0.5
     cusum_ratio: float = 3.0  # CUSUM alternative: rate x this (or + min_increase)
     cusum_h: float = 12.0  # CUSUM threshold (log-likelihood ratio, nats)
     cusum_cap: float = 15.0  # CUSUM ceiling: bounds the time to resolve
+    dispersion_prior: float = 20.0  # pseudo-variance (in expected errors) behind phi = 1
+    max_dispersion: float = 10.0
     min_windows: int = 30
-    guard_weight: float = 0.0  # weight of anomalous windows in the baseline (0 = skip)
+    guard_weight: float = 0.0  # weight of suspect windows in the baseline (0 = skip)
+    suspect: float = 0.25  # windows scoring this or more are guarded
 
 
 #: Defaults for auth/config/signature/certificate errors: normally zero, so any burst counts.
@@ -163,6 +169,7 @@ CONFIG_DEFAULTS = ErrorRateParams(
     cap=0.01,
     min_increase=0.02,
     min_errors=3.0,
+    page_log10=6.0,
     cusum_ratio=5.0,
     cusum_h=10.0,
     cusum_cap=12.0,
@@ -180,12 +187,17 @@ class ErrorRateDetector:
     score is the larger:
 
     - a single-window binomial test: ``-log10`` of the upper-tail p-value of the
-      window's errors under the baseline; 0.5 at ``page_log10`` (1e-6 by default),
+      window's errors under the baseline; 0.5 at ``page_log10`` (p = 1e-8 by default),
       1.0 at twice that.  Needs ``min_errors`` errors and a rate at least
       ``min_increase`` above the baseline, so one failure of a small merchant never
       pages;
     - a binomial CUSUM (baseline rate vs ``cusum_ratio`` times it) for small sustained
       shifts, e.g. timeouts going from 0.1 % to 2 %: 0.5 at ``cusum_h``.
+
+    Real error counts vary more than a binomial (bursts, retries): the detector learns
+    an overdispersion factor ``phi`` (squared residuals over binomial variance, both
+    exponentially weighted, at least 1, at most ``max_dispersion``) and judges the
+    counts divided by it, quasi-likelihood style.
 
     >>> det = ErrorRateDetector(min_windows=5)
     >>> for _ in range(50):
@@ -200,13 +212,15 @@ class ErrorRateDetector:
     True
     """
 
-    __slots__ = ("err", "n", "params", "s", "vol")
+    __slots__ = ("dev", "err", "n", "params", "s", "var", "vol")
 
     def __init__(self, params: ErrorRateParams | None = None, **overrides: Any) -> None:
         base = params if params is not None else self._default_params()
         self.params = replace(base, **overrides) if overrides else base
         self.err = 0.0  # exponentially weighted errors
         self.vol = 0.0  # exponentially weighted calls
+        self.dev = 0.0  # exponentially weighted squared residuals of error counts
+        self.var = 0.0  # ... and their binomial variances
         self.s = 0.0  # CUSUM statistic
         self.n = 0  # windows learned
 
@@ -215,10 +229,10 @@ class ErrorRateDetector:
         return _DEFAULT_RATE
 
     def __getstate__(self) -> tuple[Any, ...]:
-        return (self.params, self.err, self.vol, self.s, self.n)
+        return (self.params, self.err, self.vol, self.dev, self.var, self.s, self.n)
 
     def __setstate__(self, state: tuple[Any, ...]) -> None:
-        self.params, self.err, self.vol, self.s, self.n = state
+        self.params, self.err, self.vol, self.dev, self.var, self.s, self.n = state
 
     @property
     def ready(self) -> bool:
@@ -233,6 +247,12 @@ class ErrorRateDetector:
         """Expected error rate of a window (the learned baseline)."""
         return min(self.baseline(), self.params.cap)
 
+    def dispersion(self) -> float:
+        """Overdispersion factor phi: 1 for binomial counts, more for bursty ones."""
+        p = self.params
+        phi = (self.dev + p.dispersion_prior) / (self.var + p.dispersion_prior)
+        return min(max(phi, 1.0), p.max_dispersion)
+
     def _counts(self, x: Features) -> tuple[float, float]:
         e = max(0.0, _get(x, self.params.errors_key))
         # Missing callbacks can outnumber this window's orders: never let k exceed n.
@@ -243,15 +263,16 @@ class ErrorRateDetector:
         p = self.params
         e, n = self._counts(x)
         p0 = min(max(self.baseline(), p.floor), p.cap)
+        phi = self.dispersion()
         window = 0.0
         if n > 0 and e >= p.min_errors and e / n >= p0 + p.min_increase:
-            surprise = -binom_log10_sf(e, n, p0)
+            surprise = -binom_log10_sf(e / phi, n / phi, p0)
             window = min(1.0, 0.5 * surprise / p.page_log10)
         s = self.s
         if n > 0:
             p1 = min(0.999, max(p0 * p.cusum_ratio, p0 + p.min_increase))
             llr = e * math.log(p1 / p0) + (n - e) * math.log((1.0 - p1) / (1.0 - p0))
-            s = min(p.cusum_cap, max(0.0, s + llr))
+            s = min(p.cusum_cap, max(0.0, s + llr / phi))
         return window, _cusum_score(s, p.cusum_h, p.cusum_cap), s
 
     def components(self, x: Features) -> dict[str, float]:
@@ -268,15 +289,22 @@ class ErrorRateDetector:
     def learn_one(self, x: Features) -> ErrorRateDetector:
         p = self.params
         window, cusum, s = self._evaluate(x)
-        weight = 1.0
+        score = max(window, cusum)
+        e, n = self._counts(x)
+        d = _decay(x, p.halflife_s)
         if self.ready:
             self.s = s
-            if max(window, cusum) >= 0.5:
-                weight = p.guard_weight
+            # Dispersion learns from every window that is not an incident, with each
+            # residual clipped at 4 sigma: the tails it must learn, but not an outage.
+            if score < 0.5:
+                rate = min(self.baseline(), p.cap)
+                var = n * rate * (1.0 - rate)
+                self.dev = d * self.dev + min((e - n * rate) ** 2, 16.0 * var)
+                self.var = d * self.var + var
         # During cold start everything is learned and the CUSUM stays at rest.
+        weight = p.guard_weight if self.ready and score >= p.suspect else 1.0
         if weight > 0.0:
-            e, n = self._counts(x)
-            d = _decay(x, p.halflife_s) ** weight
+            d = d**weight
             self.err = d * self.err + weight * e
             self.vol = d * self.vol + weight * n
         self.n += 1
@@ -437,6 +465,7 @@ class LatencyParams:
     sigma_floor: float = 0.05  # log units: latency is never more stable than ~5 %
     min_windows: int = 30
     guard_weight: float = 0.0
+    suspect: float = 0.25
 
 
 _DEFAULT_LATENCY = LatencyParams()
@@ -540,7 +569,7 @@ class LatencyDetector:
         weight = 1.0
         if self.ready:
             self.s = array("d", s_new)
-            if max(_cusum_score(s, p.h, p.cap) for s in s_new) >= 0.5:
+            if max(_cusum_score(s, p.h, p.cap) for s in s_new) >= p.suspect:
                 weight = p.guard_weight
         n = _get(x, p.volume_key)
         if weight <= 0.0 or n < p.min_volume:
@@ -592,6 +621,7 @@ class VolumeParams:
     cusum_cap: float = 16.0
     min_windows: int = 60
     guard_weight: float = 0.0
+    suspect: float = 0.25
 
 
 _DEFAULT_VOLUME = VolumeParams()
@@ -602,9 +632,10 @@ class VolumeDetector:
 
     Expectation: per time-of-day slot (48 half-hours by default, optionally per
     weekday), a mean over days (``day_weight`` for the newest), interpolated between
-    slot centres and scaled by a recent level factor (capped at ``factor_max``); until
-    a slot has been seen for most of a day a short exponentially weighted level stands
-    in.  Two tests must agree (the score is the smaller):
+    slot centres (but never above the slot's own mean) and scaled by a recent level
+    factor (capped at ``factor_max``); until a slot has been seen for most of a day
+    (a week if ``weekly``) a short exponentially weighted level stands in.  Two tests
+    must agree (the score is the smaller):
 
     - relative: the smoothed ratio observed / expected at or below ``drop_ratio``;
     - significance: a Poisson CUSUM of "expected rate" vs ``cusum_ratio`` times it, so
@@ -687,7 +718,9 @@ class VolumeDetector:
             return None
         if self.prof[n_slots + j] < warm:
             return float(self.prof[i])
-        return (1.0 - w) * self.prof[i] + w * self.prof[j]
+        # Interpolating follows a ramp inside a slot, but across a step (weekday to
+        # weekend) it would expect half the old level: never expect more than the slot.
+        return min((1.0 - w) * self.prof[i] + w * self.prof[j], float(self.prof[i]))
 
     def expected(self, x: Features) -> float:
         """Expected volume of this window (needs ``window_start_ms``)."""
@@ -727,10 +760,9 @@ class VolumeDetector:
         weight = 1.0
         if self.ready:
             self.s, self.obs, self.want = s, obs, want
-            if score >= 0.5:
+            if score >= p.suspect:
                 weight = p.guard_weight
-        if weight > 0.0:
-            self._learn_baseline(x, weight)
+        self._learn_baseline(x, weight)
         self.n += 1
         return self
 
@@ -739,24 +771,31 @@ class VolumeDetector:
         v = max(0.0, _get(x, p.volume_key))
         window_s = _get(x, "window_s", 10.0)
         seasonal = self._seasonal(x)
-        ref = self.expected(x)
-        taught = min(v, p.surge_clip * ref) if self.ready and ref > 0 else v
-        # Short-term level (cold slots) and the level factor (warm slots).
-        a = (1.0 - 0.5 ** (window_s / p.level_halflife_s)) * weight
-        self.level += max(a, weight / (self.n + 1)) * (taught - self.level)
-        if seasonal is not None and seasonal > 0:
-            a = (1.0 - 0.5 ** (window_s / p.factor_halflife_s)) * weight
-            ratio = min(v / seasonal, p.surge_clip)
-            self.factor += a * (ratio - self.factor)
-        # The slot's mean: a plain average at first, then the newest day weighs day_weight.
+        if weight > 0.0:
+            ref = self.expected(x)
+            taught = min(v, p.surge_clip * ref) if self.ready and ref > 0 else v
+            # Short-term level (cold slots) and the level factor (warm slots).
+            a = (1.0 - 0.5 ** (window_s / p.level_halflife_s)) * weight
+            self.level += max(a, weight / (self.n + 1)) * (taught - self.level)
+            if seasonal is not None and seasonal > 0:
+                a = (1.0 - 0.5 ** (window_s / p.factor_halflife_s)) * weight
+                self.factor += a * (min(v / seasonal, p.surge_clip) - self.factor)
+        # The slot's mean: a plain average at first, then the newest day weighs
+        # day_weight.  A cold slot learns even guarded windows: it has nothing to
+        # protect, and otherwise a time never seen before (the first Saturday) that
+        # looks like a drop against the level would stay cold and page every week.
         i, _, _, per_slot = self._slot(x)
         n_slots = len(self.prof) // 2
         seen = self.prof[n_slots + i]
-        if seen >= p.slot_warm_share * per_slot:
+        taught = v
+        if seasonal is not None:
             taught = min(v, p.surge_clip * self.prof[i])
-        a = max(1.0 - (1.0 - p.day_weight) ** (1.0 / per_slot), 1.0 / (seen + 1.0)) * weight
-        self.prof[i] += a * (taught - self.prof[i])
-        self.prof[n_slots + i] = min(seen + 1.0, 1e6)
+        elif weight <= 0.0:
+            weight = 1.0
+        if weight > 0.0:
+            a = max(1.0 - (1.0 - p.day_weight) ** (1.0 / per_slot), 1.0 / (seen + 1.0)) * weight
+            self.prof[i] += a * (taught - self.prof[i])
+            self.prof[n_slots + i] = min(seen + 1.0, 1e6)
 
 
 # --------------------------------------------------------------------------- multivariate
@@ -795,9 +834,11 @@ class MultivariateDetector:
 
     Raw river scores have no common scale, so they are mapped with running quantiles
     of the raw scores of normal windows: the median maps to 0, the ``quantile``
-    (99.5th percentile by default) to 0.5, and one further median-to-quantile span
-    to 1.0.  With ``consecutive=2`` the score is the smaller of this window's and the
-    previous one's, so a single odd window does not page.  Meant as an extra signal
+    (99.9th percentile by default; at 99.5 % river's HalfSpaceTrees paged dozens of
+    times a day on normal synthetic traffic) to 0.5, and one further
+    median-to-quantile span to 1.0.  With ``confirm`` (default) the score is the
+    smaller of this window's and the previous one's, so a single odd window does not
+    page.  Meant as an extra signal
     at coarse levels (a provider, an operation), not a primary pager: one river model
     per series is far heavier than the other detectors.
 
@@ -816,15 +857,15 @@ class MultivariateDetector:
     True
     """
 
-    __slots__ = ("consecutive", "hi", "mid", "min_windows", "model", "n", "prev", "quantile")
+    __slots__ = ("confirm", "hi", "mid", "min_windows", "model", "n", "prev", "quantile")
 
     def __init__(
         self,
         model: Any = None,
         *,
-        quantile: float = 0.995,
+        quantile: float = 0.999,
         min_windows: int = 500,
-        consecutive: int = 2,
+        confirm: bool = True,
         seed: int = 42,
     ) -> None:
         from river import stats
@@ -834,7 +875,7 @@ class MultivariateDetector:
         self.mid = stats.Quantile(0.5)
         self.hi = stats.Quantile(quantile)
         self.min_windows = min_windows
-        self.consecutive = consecutive
+        self.confirm = confirm
         self.prev = 0.0  # calibrated score of the previous window
         self.n = 0
 
@@ -870,7 +911,7 @@ class MultivariateDetector:
         if not self.ready:
             return 0.0
         cal = self._calibrated(x)
-        return min(cal, self.prev) if self.consecutive > 1 else cal
+        return min(cal, self.prev) if self.confirm else cal
 
     def learn_one(self, x: Features) -> MultivariateDetector:
         vec = window_vector(x)

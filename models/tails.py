@@ -15,8 +15,10 @@ _LN10 = math.log(10.0)
 def binom_log10_sf(k: float, n: float, p: float, max_terms: int = 4000) -> float:
     """``log10 P(X >= k)`` for ``X ~ Binomial(n, p)``; 0.0 when ``k`` is at or below the mean.
 
-    Counts are rounded to integers.  Below the mean the tail is at least about one
-    half, so it is reported as no surprise at all (0.0) rather than computed.
+    Counts may be fractional (quasi-likelihood: counts divided by an overdispersion
+    factor); the sum then runs over ``k, k + 1, ...`` with the gamma-function
+    binomial coefficient.  Below the mean the tail is at least about one half, so it
+    is reported as no surprise at all (0.0) rather than computed.
 
     >>> round(binom_log10_sf(14, 2000, 0.002), 2)   # 14 errors where 4 are expected
     -4.13
@@ -26,9 +28,9 @@ def binom_log10_sf(k: float, n: float, p: float, max_terms: int = 4000) -> float
     0.0
     >>> binom_log10_sf(6, 5, 0.5)
     -inf
+    >>> round(binom_log10_sf(14 / 1.5, 2000 / 1.5, 0.002), 2)  # overdispersed by 1.5
+    -2.95
     """
-    k = round(k)
-    n = round(n)
     if k <= 0 or p >= 1.0:
         return 0.0
     if k > n or p <= 0.0:
@@ -46,7 +48,7 @@ def binom_log10_sf(k: float, n: float, p: float, max_terms: int = 4000) -> float
     total = term = 1.0
     j = k
     for _ in range(max_terms):
-        if j >= n:
+        if j + 1 > n:
             break
         term *= (n - j) / (j + 1) * odds
         j += 1
