@@ -483,7 +483,7 @@ class _ChannelWorker:
         self.task: asyncio.Task[None] | None = None
 
     async def run(self) -> None:
-        while True:
+        while not self.owner._stopped:
             first = await self.queue.get()
             batch = [first]
             remaining = self.limiter.remaining()
@@ -521,12 +521,12 @@ class _ChannelWorker:
                 await asyncio.sleep(self.limiter.wait_s())
             self.limiter.take()
             try:
-                ok, error = await asyncio.wait_for(
-                    loop.run_in_executor(
+                # asyncio.timeout, not wait_for: 3.11's wait_for can swallow a cancel that
+                # lands as the send finishes, leaving stop() waiting on a live worker.
+                async with asyncio.timeout(owner.send_timeout_s + 1.0):
+                    ok, error = await loop.run_in_executor(
                         owner._executor, self.sender.send, message, owner.send_timeout_s
-                    ),
-                    owner.send_timeout_s + 1.0,
-                )
+                    )
             except TimeoutError:
                 ok, error = False, f"no answer within {owner.send_timeout_s:g} s"
             except Exception as exc:
@@ -690,16 +690,19 @@ class Deliverer:
     async def drain(self, timeout: float) -> None:
         """Wait until every submitted message is delivered or given up, at most ``timeout`` s."""
         try:
-            await asyncio.wait_for(self._idle.wait(), timeout)
+            async with asyncio.timeout(timeout):
+                await self._idle.wait()
         except TimeoutError:
             log.warning("notifications still pending after %.1f s: %d", timeout, self._pending)
 
     async def stop(self) -> None:
         self._stopped = True
         tasks = [w.task for ws in self._workers.values() for w in ws if w.task is not None]
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        while tasks:  # cancel again if a library swallowed the first cancel
+            for task in tasks:
+                task.cancel()
+            _, still = await asyncio.wait(tasks, timeout=1.0)
+            tasks = list(still)
         for ws in self._workers.values():
             for w in ws:
                 w.task = None

@@ -314,3 +314,27 @@ async def test_submit_never_raises(webhook_server: WebhookServer) -> None:
 def test_unknown_fallback_is_a_config_error() -> None:
     with pytest.raises(ValueError, match="unknown route 'missing'"):
         Deliverer(routes(RouteTargets("ops", (), fallback="missing")))
+
+
+async def test_stop_is_prompt_with_sends_in_flight_and_workers_waiting(
+    blackhole_server: BlackholeServer, webhook_server: WebhookServer
+) -> None:
+    d = fast(
+        routes(
+            RouteTargets("slow", (Channel(blackhole_server.url),)),
+            RouteTargets("limited", (Channel(webhook_server.url),), rate_limit_per_min=1),
+        ),
+        send_timeout_s=10.0,
+    )
+    await d.start()
+    d.submit(msg(1, route="slow"))
+    for i in range(3):
+        d.submit(msg(i, route="limited"))
+    assert await wait_until(lambda: len(webhook_server.posts) == 1)  # all 3 on the one slot
+    d.submit(msg(3, route="limited"))  # this one now waits a minute for a slot
+    await asyncio.sleep(0.05)
+    t0 = time.monotonic()
+    async with asyncio.timeout(3):
+        await d.stop()
+    assert time.monotonic() - t0 < 1.5
+    assert d.pending == 2  # the hung send and the one waiting for a slot
