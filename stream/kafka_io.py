@@ -19,7 +19,7 @@ from aiokafka.errors import KafkaConnectionError, TopicAlreadyExistsError
 
 from stream.config import KafkaConfig
 from stream.decode import dlq_record
-from stream.events import Rejected, Source
+from stream.events import Rejected, Source, SourceColumns
 
 
 class KafkaUnavailable(RuntimeError):
@@ -57,7 +57,7 @@ async def ensure_topics(
 @dataclass
 class Batch:
     values: list[bytes | None]
-    sources: list[Source]
+    sources: Sequence[Source]
     offsets: dict[TopicPartition, int]  # next offset to commit per partition
 
 
@@ -95,15 +95,19 @@ class EventSource:
     async def next_batch(self, timeout_ms: int = 200) -> Batch:
         got = await self.consumer.getmany(timeout_ms=timeout_ms, max_records=self.cfg.max_batch)
         values: list[bytes | None] = []
-        sources: list[Source] = []
+        topics: list[str] = []
+        partitions: list[int] = []
+        record_offsets: list[int] = []
         offsets: dict[TopicPartition, int] = {}
         for tp, records in got.items():
-            for r in records:
-                values.append(r.value)
-                sources.append(Source(tp.topic, tp.partition, r.offset))
-            if records:
-                offsets[tp] = records[-1].offset + 1
-        return Batch(values, sources, offsets)
+            if not records:
+                continue
+            values.extend(r.value for r in records)
+            record_offsets.extend(r.offset for r in records)
+            topics.extend([tp.topic] * len(records))
+            partitions.extend([tp.partition] * len(records))
+            offsets[tp] = records[-1].offset + 1
+        return Batch(values, SourceColumns(topics, partitions, record_offsets), offsets)
 
     async def commit(self, offsets: dict[TopicPartition, int]) -> None:
         if offsets:

@@ -16,7 +16,7 @@ from typing import Any
 from stream.alerts import AlertLifecycle
 from stream.config import Config
 from stream.decode import decode_batch
-from stream.events import Rejected, Source
+from stream.events import DecodedBatch, Rejected, Source
 from stream.judge import ErrorRateRule, Rule
 from stream.taxonomy import ErrorTaxonomy
 from stream.windows import ClosedWindow, WindowState
@@ -84,21 +84,28 @@ class Pipeline:
 
     # -- feeding ----------------------------------------------------------------
 
+    def decode_args(self) -> dict[str, Any]:
+        """Decoder settings as they stand now (also what a decode process needs)."""
+        w = self.config.windows
+        return {
+            "reference_ms": self.state.windows.max_ts,
+            "max_future_ms": int(w.max_future_s * 1000),
+            "max_past_ms": int(w.max_past_s * 1000),
+        }
+
     def process(
         self, values: Sequence[bytes | None], sources: Sequence[Source], wall_ms: int | None = None
     ) -> StepResult:
         """Decode, window and judge one batch; returns alerts for windows it closed."""
+        batch = decode_batch(values, sources, taxonomy=self.taxonomy, **self.decode_args())
+        return self.process_decoded(batch, len(values), wall_ms)
+
+    def process_decoded(
+        self, batch: DecodedBatch, records: int, wall_ms: int | None = None
+    ) -> StepResult:
+        """Window and judge a batch decoded elsewhere (e.g. by a :class:`DecodePool`)."""
         st = self.state
-        w = self.config.windows
-        batch = decode_batch(
-            values,
-            sources,
-            reference_ms=st.windows.max_ts,
-            max_future_ms=int(w.max_future_s * 1000),
-            max_past_ms=int(w.max_past_s * 1000),
-            taxonomy=self.taxonomy,
-        )
-        st.stats.records += len(values)
+        st.stats.records += records
         st.stats.rejected += len(batch.rejected)
         st.stats.late += st.windows.add_batch(
             batch.strings, batch.calls, batch.notifications, batch.metrics
