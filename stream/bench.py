@@ -160,39 +160,49 @@ def stream_values(
     return out
 
 
-MEMORY_PROBE = r"""
-import sys, numpy as np, orjson
-from stream.config import Config
-from stream.events import Source
-from stream.pipeline import Pipeline
-n = int(sys.argv[1])
-cfg = Config(); cfg.windows.max_series_per_level = n + 10
-p = Pipeline(cfg)
-t0 = 1_767_225_600_000
-ops = ["create_payment", "query_payment"]
-for window in range(3):  # three windows, every merchant active in each
-    for start in range(0, n, 5000):
-        vals = [orjson.dumps({"schema_version": 1, "event_type": "provider_call", "event_id": f"{window}-{i}",
-                 "event_ts": t0 + window * 10_000 + i % 9000, "service": "s", "provider": ("alipay", "wechatpay")[i % 2],
-                 "merchant_id": f"M{i}", "operation": ops[i % 2], "outcome": "success", "latency_ms": 80.0 + i % 50,
-                 "out_trade_no": f"o{window}-{i}"}) for i in range(start, min(n, start + 5000))]
-        p.process(vals, [Source("m", 0, j) for j in range(len(vals))])
-merchants = sum(1 for k in p.state.windows.registry.index if k[0] == ("provider", "operation", "merchant_id"))
-status = open("/proc/self/status").read()
-rss = int(status.split("VmRSS:")[1].split()[0]) * 1024
-peak = int(status.split("VmHWM:")[1].split()[0]) * 1024  # ru_maxrss would include the parent before exec
-print(merchants, len(p.state.windows.registry.index), rss, peak)
-"""
+def probe_memory(n: int) -> None:
+    """Child-process body: a pipeline holding ``n`` active merchant series; prints its RSS."""
+    from stream.events import SourceColumns
+
+    cfg = Config()
+    cfg.windows.max_series_per_level = n + 10
+    p = Pipeline(cfg)
+    t0 = 1_767_225_600_000
+    ops = ("create_payment", "query_payment")
+    for window in range(3):  # three windows, every merchant active in each
+        for start in range(0, n, 5000):
+            vals = [
+                orjson.dumps(
+                    {
+                        "schema_version": 1,
+                        "event_type": "provider_call",
+                        "service": "s",
+                        "event_id": f"{window}-{i}",
+                        "event_ts": t0 + window * 10_000 + i % 9000,
+                        "provider": ("alipay", "wechatpay")[i % 2],
+                        "merchant_id": f"M{i}",
+                        "operation": ops[i % 2],
+                        "outcome": "success",
+                        "latency_ms": 80.0 + i % 50,
+                        "out_trade_no": f"o{window}-{i}",
+                    }
+                )  # fmt: skip
+                for i in range(start, min(n, start + 5000))
+            ]
+            p.process(vals, SourceColumns(["m"] * len(vals), [0] * len(vals), range(len(vals))))
+    fine = ("provider", "operation", "merchant_id")
+    merchants = sum(1 for k in p.state.windows.registry.index if k[0] == fine)
+    with open("/proc/self/status") as fh:
+        status = fh.read()
+    rss = int(status.split("VmRSS:")[1].split()[0]) * 1024
+    # VmHWM, not ru_maxrss: the latter would include the parent's peak from before exec.
+    peak = int(status.split("VmHWM:")[1].split()[0]) * 1024
+    print(merchants, len(p.state.windows.registry.index), rss, peak)
 
 
 def memory_probe(n: int) -> tuple[int, int, int, int]:
-    out = subprocess.run(
-        [sys.executable, "-c", MEMORY_PROBE, str(n)],
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=600,
-    )
+    cmd = [sys.executable, "-m", "stream.bench", "--probe-memory", str(n)]
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True, timeout=600)
     merchants, series, rss, peak = (int(x) for x in out.stdout.split())
     return merchants, series, rss, peak
 
@@ -245,19 +255,18 @@ async def main_async(args: argparse.Namespace) -> None:
         f"stream:                 {n:,} events ({args.duration:.0f} s simulated, 2 partitions), "
         f"produced at {produce_rate:,.0f}/s"
     )
+    runs_c = ", ".join(f"{c:,.0f}" for c in ceilings)
+    runs_p = ", ".join(f"{p:,.0f}" for p in pipes)
+    p50, p99 = np.percentile(lat_ms, 50), np.percentile(lat_ms, 99)
+    print(f"ceiling (consume+json): {ceiling:,.0f} events/s   (runs: {runs_c})")
+    print(f"pipeline (full path):   {pipe:,.0f} events/s   (runs: {runs_p})")
     print(
-        f"ceiling (consume+json): {ceiling:,.0f} events/s   (runs: {', '.join(f'{c:,.0f}' for c in ceilings)})"
-    )
-    print(
-        f"pipeline (full path):   {pipe:,.0f} events/s   (runs: {', '.join(f'{p:,.0f}' for p in pipes)})"
-    )
-    print(
-        f"close → alert acked:    p50 {np.percentile(lat_ms, 50):.1f} ms, p99 {np.percentile(lat_ms, 99):.1f} ms "
+        f"close → alert acked:    p50 {p50:.1f} ms, p99 {p99:.1f} ms "
         f"over {len(lat)} alert records (target p99 ≤ 200 ms)"
     )
     print(
-        f"memory:                 {rss / 2**20:,.0f} MiB resident (peak {peak / 2**20:,.0f} MiB) with "
-        f"{merchants:,} merchant series, {series:,} series in all (target ≤ 1024 MiB)"
+        f"memory:                 {rss / 2**20:,.0f} MiB resident (peak {peak / 2**20:,.0f} MiB) "
+        f"with {merchants:,} merchant series, {series:,} series in all (target ≤ 1024 MiB)"
     )
     print(f"ratio={pipe / ceiling:.2f}")
 
@@ -275,7 +284,11 @@ def main(argv: list[str] | None = None) -> int:
         default=default_workers(),
         help="decode processes beside the main one (0 = decode inline)",
     )
+    ap.add_argument("--probe-memory", type=int, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
+    if args.probe_memory:
+        probe_memory(args.probe_memory)
+        return 0
     asyncio.run(main_async(args))
     return 0
 
