@@ -186,7 +186,7 @@ def probe_memory(n: int) -> None:
                         "latency_ms": 80.0 + i % 50,
                         "out_trade_no": f"o{window}-{i}",
                     }
-                )  # fmt: skip
+                )
                 for i in range(start, min(n, start + 5000))
             ]
             p.process(vals, SourceColumns(["m"] * len(vals), [0] * len(vals), range(len(vals))))
