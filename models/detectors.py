@@ -15,6 +15,8 @@ river anomaly model can stand where one of these does:
   fast as the test gathers evidence against it.  Sequential tests (CUSUM) advance
   here too, so a detector that is only scored and never taught cannot see a
   sustained shift.
+- ``score_learn_one(x) -> float``: both of the above with one evaluation (use
+  :func:`score_learn` to call it on any detector, river's included).
 - ``expected(x) -> float``: the baseline to show a person (error rate, p95 ms, volume).
 - ``ready``: False until ``min_windows`` windows were learned; before that
   ``score_one`` returns 0.0 (cold start never pages).
@@ -59,6 +61,7 @@ __all__ = [
     "StaticSLO",
     "VolumeDetector",
     "VolumeParams",
+    "score_learn",
     "severity",
     "warm_start",
 ]
@@ -287,8 +290,19 @@ class ErrorRateDetector:
         return max(window, cusum)
 
     def learn_one(self, x: Features) -> ErrorRateDetector:
+        self._learn(x, self._evaluate(x))
+        return self
+
+    def score_learn_one(self, x: Features) -> float:
+        """``score_one(x)`` then ``learn_one(x)``, evaluating the window once."""
+        ev = self._evaluate(x)
+        score = max(ev[0], ev[1]) if self.ready else 0.0
+        self._learn(x, ev)
+        return score
+
+    def _learn(self, x: Features, ev: tuple[float, float, float]) -> None:
         p = self.params
-        window, cusum, s = self._evaluate(x)
+        window, cusum, s = ev
         score = max(window, cusum)
         e, n = self._counts(x)
         d = _decay(x, p.halflife_s)
@@ -308,7 +322,6 @@ class ErrorRateDetector:
             self.err = d * self.err + weight * e
             self.vol = d * self.vol + weight * n
         self.n += 1
-        return self
 
 
 class ConfigErrorDetector(ErrorRateDetector):
@@ -437,6 +450,10 @@ class CallbackDetector:
             d.learn_one(x)
         return self
 
+    def score_learn_one(self, x: Features) -> float:
+        """``score_one(x)`` then ``learn_one(x)``, evaluating the window once."""
+        return max(d.score_learn_one(x) for d in self.parts.values())
+
 
 # --------------------------------------------------------------------------- latency
 
@@ -564,8 +581,19 @@ class LatencyDetector:
         return max(self.components(x).values())
 
     def learn_one(self, x: Features) -> LatencyDetector:
-        p = self.params
+        self._learn(x, self._evaluate(x))
+        return self
+
+    def score_learn_one(self, x: Features) -> float:
+        """``score_one(x)`` then ``learn_one(x)``, evaluating the window once."""
         s_new = self._evaluate(x)
+        p = self.params
+        score = max(_cusum_score(s, p.h, p.cap) for s in s_new) if self.ready else 0.0
+        self._learn(x, s_new)
+        return score
+
+    def _learn(self, x: Features, s_new: list[float]) -> None:
+        p = self.params
         weight = 1.0
         if self.ready:
             self.s = array("d", s_new)
@@ -573,10 +601,10 @@ class LatencyDetector:
                 weight = p.guard_weight
         n = _get(x, p.volume_key)
         if weight <= 0.0 or n < p.min_volume:
-            return self
+            return
         ys = [_get(x, key, math.nan) for key in p.keys]
         if not all(y > 0 and math.isfinite(y) for y in ys):
-            return self
+            return
         a = (1.0 - _decay(x, p.halflife_s)) * min(1.0, n / p.full_weight_volume) * weight
         if not self.ready:
             a = max(a, 1.0 / (self.n + 1))  # cold start: plain average
@@ -585,7 +613,6 @@ class LatencyDetector:
             self.mu[i] += a * delta
             self.var[i] = (1.0 - a) * (self.var[i] + a * delta * delta)
         self.n += 1
-        return self
 
 
 # --------------------------------------------------------------------------- volume
@@ -755,16 +782,25 @@ class VolumeDetector:
         return self._evaluate(x)[0]
 
     def learn_one(self, x: Features) -> VolumeDetector:
-        p = self.params
-        score, _, _, s, obs, want = self._evaluate(x)
+        self._learn(x, self._evaluate(x))
+        return self
+
+    def score_learn_one(self, x: Features) -> float:
+        """``score_one(x)`` then ``learn_one(x)``, evaluating the window once."""
+        ev = self._evaluate(x)
+        score = ev[0] if self.ready else 0.0
+        self._learn(x, ev)
+        return score
+
+    def _learn(self, x: Features, ev: tuple[float, float, float, float, float, float]) -> None:
+        score, _, _, s, obs, want = ev
         weight = 1.0
         if self.ready:
             self.s, self.obs, self.want = s, obs, want
-            if score >= p.suspect:
-                weight = p.guard_weight
+            if score >= self.params.suspect:
+                weight = self.params.guard_weight
         self._learn_baseline(x, weight)
         self.n += 1
-        return self
 
     def _learn_baseline(self, x: Features, weight: float) -> None:
         p = self.params
@@ -913,6 +949,12 @@ class MultivariateDetector:
         cal = self._calibrated(x)
         return min(cal, self.prev) if self.confirm else cal
 
+    def score_learn_one(self, x: Features) -> float:
+        """``score_one(x)`` then ``learn_one(x)``."""
+        score = self.score_one(x)
+        self.learn_one(x)
+        return score
+
     def learn_one(self, x: Features) -> MultivariateDetector:
         vec = window_vector(x)
         raw = float(self.model.score_one(vec))
@@ -990,6 +1032,9 @@ class StaticSLO:
     def learn_one(self, x: Features) -> StaticSLO:
         return self
 
+    def score_learn_one(self, x: Features) -> float:
+        return self.score_one(x)
+
     def expected(self, x: Features | None = None) -> float:
         return self.warning
 
@@ -1045,6 +1090,11 @@ class Combined:
             d.learn_one(x)
         return self
 
+    def score_learn_one(self, x: Features) -> float:
+        """``score_one(x)`` then ``learn_one(x)`` on every member."""
+        scores = [score_learn(d, x) for d in self.detectors]
+        return min(scores) if self.require_all else max(scores)
+
     def expected(self, x: Features) -> float:
         return float(self.detectors[0].expected(x))
 
@@ -1079,6 +1129,24 @@ def severity(
     if score >= critical_score and impact >= critical_impact:
         return "critical"
     return "warning"
+
+
+def score_learn(detector: Any, x: Features) -> float:
+    """Score a window, then learn it: what the judge does once per window and series.
+
+    Uses the detector's ``score_learn_one`` (one evaluation instead of two) when it
+    has one, else river's ``score_one`` then ``learn_one``.
+
+    >>> det = ErrorRateDetector(min_windows=1)
+    >>> score_learn(det, {"volume": 100, "system_errors": 0}), det.ready
+    (0.0, True)
+    """
+    fast = getattr(detector, "score_learn_one", None)
+    if fast is not None:
+        return float(fast(x))
+    score = float(detector.score_one(x))
+    detector.learn_one(x)
+    return score
 
 
 D = TypeVar("D")
