@@ -475,8 +475,8 @@ def _alerts_unsilence(args: argparse.Namespace, now: int) -> int:
     if history is not None:
         with history:
             known = {row["id"] for row in history.list_silences()}
-        if known and args.id not in known:
-            raise UserError(f"unknown silence {args.id!r} (not in {history.path})")
+        if args.id not in known:  # maybe not recorded yet: say so, but send it
+            print(f"note: silence {args.id} is not in {history.path} (yet)", file=sys.stderr)
     event = ControlEvent(
         "unsilence", silence_id=args.id, author=_alerts_author(args), comment=args.comment,
         ts_ms=now,
