@@ -267,3 +267,20 @@ async def test_publish_control_to_unreachable_kafka_raises_kafka_unavailable(
 ) -> None:
     with pytest.raises(KafkaUnavailable, match="cannot reach Kafka"):
         await publish_control(f"127.0.0.1:{closed_port}", "c", ControlEvent("ack", target="a"))
+
+
+def test_the_docs_example_config_loads_and_builds_notifications() -> None:
+    text = (Path(__file__).resolve().parents[1] / "docs" / "alerts.md").read_text()
+    example = text.split("## Complete example", 1)[1].split("```yaml", 1)[1].split("```", 1)[0]
+    env = {
+        name: "x1y2z3"
+        for name in (
+            "DINGTALK_SECRET", "DINGTALK_TOKEN", "ONCALL_MOBILE", "SMTP_USER", "SMTP_PASSWORD",
+            "WECOM_BOT_KEY", "TWILIO_SID", "TWILIO_TOKEN", "SMS_FROM", "MANAGER_PHONE",
+        )
+    }  # fmt: skip
+    cfg = config_from_dict(yaml.safe_load(example), env)
+    cfg.notify.history_path = "off"
+    notes = Notifications(cfg)
+    assert notes.routes == ["oncall", "payments-team", "default", "backup", "managers"]
+    assert notes.dispatcher.routes["oncall"].escalate_to == "managers"
