@@ -635,7 +635,8 @@ class VolumeParams:
     weekly: bool = False  # 7 x slots_per_day slots (needs a week to warm)
     utc_offset_s: float = 0.0  # local time for the day boundary (weekly only matters)
     day_weight: float = 0.3  # weight of the newest day in a slot's mean
-    level_halflife_s: float = 900.0  # short-term level used before a slot is warm
+    level_halflife_s: float = 900.0  # short-term level used before a slot is warm...
+    level_up_halflife_s: float = 7200.0  # ...which rises slowly: a surge is not the norm
     factor_halflife_s: float = 3600.0  # recent level relative to the seasonal profile
     factor_min: float = 0.05
     factor_max: float = 1.2
@@ -644,8 +645,8 @@ class VolumeParams:
     drop_ratio: float = 0.5
     smooth: float = 0.4  # per-window memory of the smoothed ratio (0 = this window only)
     cusum_ratio: float = 0.2
-    cusum_h: float = 12.0
-    cusum_cap: float = 16.0
+    cusum_h: float = 14.0
+    cusum_cap: float = 18.0
     min_windows: int = 60
     guard_weight: float = 0.0
     suspect: float = 0.25
@@ -802,6 +803,12 @@ class VolumeDetector:
         self._learn_baseline(x, weight)
         self.n += 1
 
+    def _surge_cap(self, ref: float) -> float:
+        """Most a window may teach when ``ref`` is expected: ``surge_clip`` times it,
+        plus Poisson noise, so a quiet series's ordinary 2 calls instead of 0.5 are
+        learned in full (clipping them would drag its baseline towards zero)."""
+        return self.params.surge_clip * ref + 3.0 * math.sqrt(ref) + 2.0
+
     def _learn_baseline(self, x: Features, weight: float) -> None:
         p = self.params
         v = max(0.0, _get(x, p.volume_key))
@@ -809,13 +816,18 @@ class VolumeDetector:
         seasonal = self._seasonal(x)
         if weight > 0.0:
             ref = self.expected(x)
-            taught = min(v, p.surge_clip * ref) if self.ready and ref > 0 else v
-            # Short-term level (cold slots) and the level factor (warm slots).
-            a = (1.0 - 0.5 ** (window_s / p.level_halflife_s)) * weight
+            taught = min(v, self._surge_cap(ref)) if self.ready else v
+            # Short-term level (cold slots) and the level factor (warm slots).  The
+            # level rises slowly above its noise band: under-expecting only delays a
+            # page, while a level lifted by a promotion would page when it ends.
+            band = 1.1 * self.level + 3.0 * math.sqrt(self.level) + 2.0
+            halflife = p.level_up_halflife_s if self.ready and v > band else p.level_halflife_s
+            a = (1.0 - 0.5 ** (window_s / halflife)) * weight
             self.level += max(a, weight / (self.n + 1)) * (taught - self.level)
             if seasonal is not None and seasonal > 0:
                 a = (1.0 - 0.5 ** (window_s / p.factor_halflife_s)) * weight
-                self.factor += a * (min(v / seasonal, p.surge_clip) - self.factor)
+                ratio = min(v, self._surge_cap(seasonal)) / seasonal
+                self.factor += a * (ratio - self.factor)
         # The slot's mean: a plain average at first, then the newest day weighs
         # day_weight.  A cold slot learns even guarded windows: it has nothing to
         # protect, and otherwise a time never seen before (the first Saturday) that
@@ -823,11 +835,11 @@ class VolumeDetector:
         i, _, _, per_slot = self._slot(x)
         n_slots = len(self.prof) // 2
         seen = self.prof[n_slots + i]
-        taught = v
         if seasonal is not None:
-            taught = min(v, p.surge_clip * self.prof[i])
-        elif weight <= 0.0:
-            weight = 1.0
+            taught = min(v, self._surge_cap(self.prof[i]))
+        else:
+            taught = min(v, self._surge_cap(self.level)) if self.ready else v
+            weight = max(weight, 1.0)
         if weight > 0.0:
             a = max(1.0 - (1.0 - p.day_weight) ** (1.0 / per_slot), 1.0 / (seen + 1.0)) * weight
             self.prof[i] += a * (taught - self.prof[i])

@@ -373,6 +373,17 @@ def test_volume_surge_and_its_end_do_not_page(three_days: dict[str, Any]) -> Non
     assert replay(det, xs).max() < 0.5
 
 
+@pytest.mark.parametrize("surge", [3.0, 5.0])
+def test_volume_promotion_on_the_first_day_does_not_page_then_or_next_day(surge: float) -> None:
+    """Before the daily profile exists the short-term level stands in: it must not be
+    lifted by a promotion so far that the promotion's end (or the next day) pages."""
+    rng = np.random.default_rng(25)
+    rate = daily_volume(rng, 2 * DAY, 1000.0)
+    rate[10 * 360 : 12 * 360] *= surge
+    scores = replay(VolumeDetector(), volume_windows(rate, rng))
+    assert pages(scores) == 0
+
+
 def test_volume_guarded_learning_through_30_minute_outage(three_days: dict[str, Any]) -> None:
     rng = np.random.default_rng(23)
     n, start = DAY, 14 * 360
