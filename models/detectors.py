@@ -64,6 +64,7 @@ __all__ = [
     "score_learn",
     "severity",
     "warm_start",
+    "window_vector",
 ]
 
 #: One window of one series: feature name -> value (see ``FEATURES``).
@@ -99,7 +100,11 @@ FEATURES = (
 @runtime_checkable
 class Detector(Protocol):
     """What the judge may call on any detector here (and on river anomaly models,
-    which lack ``expected``/``ready``)."""
+    which lack ``expected``/``ready``).
+
+    >>> isinstance(VolumeDetector(), Detector), isinstance(StaticSLO("x", 1, 2), Detector)
+    (True, True)
+    """
 
     def learn_one(self, x: Features) -> Any: ...
 
@@ -142,6 +147,13 @@ class ErrorRateParams:
     so a series whose normal rate is 0.01 % does not page when it reaches 0.05 %.
     ``cap`` bounds the learned baseline from above: a rate that high is never normal,
     even for a series broken since its first window.
+
+    One frozen object is shared by every detector built from it:
+
+    >>> params = ErrorRateParams(errors_key="timeouts", halflife_s=3600)
+    >>> a, b = ErrorRateDetector(params), ErrorRateDetector(params)
+    >>> a.params is b.params, ErrorRateDetector(params, floor=0.01).params.floor
+    (True, 0.01)
     """
 
     errors_key: str = "system_errors"
@@ -466,6 +478,9 @@ class LatencyParams:
     of each quantile from ``n`` calls (``coef * sigma / sqrt(n)``; for a log-normal the
     p50, p95 and p99 coefficients are about 1.25, 2.1 and 3.8): the p99 of five calls
     is mostly noise, the p99 of 5 000 is not.
+
+    >>> LatencyDetector(LatencyParams(keys=("latency_p99",), se_coef=(3.77,))).expected({})
+    nan
     """
 
     keys: tuple[str, ...] = ("latency_p50", "latency_p95", "latency_p99")
@@ -545,9 +560,10 @@ class LatencyDetector:
 
     def _sigma_within(self) -> float:
         # Spread of log latency inside a window, from the gap between p50 and p95.
-        if len(self.mu) >= 2:
-            return max((self.mu[1] - self.mu[0]) / 1.645, self.params.sigma_floor)
-        return self.params.sigma_floor
+        p = self.params
+        if p.keys[:2] == ("latency_p50", "latency_p95") and self.n:
+            return max((self.mu[1] - self.mu[0]) / 1.645, p.sigma_floor)
+        return max(p.sigma_floor, 0.5)  # a typical spread of payment API latency
 
     def _evaluate(self, x: Features) -> list[float]:
         """New CUSUM statistic per quantile."""
@@ -628,6 +644,9 @@ class VolumeParams:
     windows (or a bigger drop) before they page.  ``factor_max`` bounds how far recent
     traffic may lift the seasonal expectation: a promotion (surge) never raises it by
     more, so its end is not mistaken for a drop.
+
+    >>> len(VolumeDetector(VolumeParams(weekly=True)).prof)   # 336 slots: mean, count
+    672
     """
 
     volume_key: str = "volume"
