@@ -38,7 +38,7 @@ from __future__ import annotations
 
 import math
 from array import array
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Hashable, Iterable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any, Protocol, TypeVar, runtime_checkable
 
@@ -52,6 +52,7 @@ __all__ = [
     "Combined",
     "ConfigErrorDetector",
     "Detector",
+    "DetectorBank",
     "ErrorRateDetector",
     "ErrorRateParams",
     "Features",
@@ -1160,6 +1161,58 @@ def severity(
     if score >= critical_score and impact >= critical_impact:
         return "critical"
     return "warning"
+
+
+class DetectorBank:
+    """One detector per series, made on first sight by ``factory``; picklable as a whole
+    when the factory is (a class, or ``functools.partial(Class, params)``, not a lambda).
+
+    Pickling the bank stores a shared parameter object once, however many series.
+
+    >>> from functools import partial
+    >>> bank = DetectorBank(partial(ErrorRateDetector, ErrorRateParams(min_windows=2)))
+    >>> for _ in range(3):
+    ...     _ = bank.score_learn(("alipay", "m_1"), {"volume": 100, "system_errors": 0})
+    >>> bank.score_learn(("alipay", "m_1"), {"volume": 100, "system_errors": 60}) >= 0.5
+    True
+    >>> len(bank), bank[("alipay", "m_1")].ready
+    (1, True)
+    >>> bank.evict([("alipay", "m_1")]); len(bank)
+    0
+    """
+
+    __slots__ = ("detectors", "factory")
+
+    def __init__(self, factory: Callable[[], Any]) -> None:
+        self.factory = factory
+        self.detectors: dict[Hashable, Any] = {}
+
+    def __getstate__(self) -> tuple[Any, ...]:
+        return (self.factory, self.detectors)
+
+    def __setstate__(self, state: tuple[Any, ...]) -> None:
+        self.factory, self.detectors = state
+
+    def __len__(self) -> int:
+        return len(self.detectors)
+
+    def __contains__(self, key: Hashable) -> bool:
+        return key in self.detectors
+
+    def __getitem__(self, key: Hashable) -> Any:
+        det = self.detectors.get(key)
+        if det is None:
+            det = self.detectors[key] = self.factory()
+        return det
+
+    def score_learn(self, key: Hashable, x: Features) -> float:
+        """Score then learn this series's window (see :func:`score_learn`)."""
+        return score_learn(self[key], x)
+
+    def evict(self, keys: Iterable[Hashable]) -> None:
+        """Forget series (e.g. evicted as idle by the windows)."""
+        for key in keys:
+            self.detectors.pop(key, None)
 
 
 def score_learn(detector: Any, x: Features) -> float:

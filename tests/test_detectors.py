@@ -12,6 +12,7 @@ import math
 import pickle
 import tracemalloc
 from collections.abc import Sequence
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -21,6 +22,7 @@ from models.detectors import (
     CallbackDetector,
     Combined,
     ConfigErrorDetector,
+    DetectorBank,
     ErrorRateDetector,
     ErrorRateParams,
     LatencyDetector,
@@ -109,6 +111,18 @@ def test_error_rate_quiet_for_two_days_at_provider_and_merchant_volume() -> None
     mid = replay(ErrorRateDetector(), error_windows(rng, 2 * DAY, 200, 0.001))
     assert pages(provider) == 0 and pages(merchant) == 0 and pages(mid) == 0
     assert provider.max() < 0.5 and merchant.max() < 0.5
+
+
+def test_error_rate_learns_overdispersion_of_bursty_traffic() -> None:
+    """Real error counts vary more than a binomial: here the rate itself wobbles
+    (log-normal, sd 0.4) from window to window around 0.2 %."""
+    rng = np.random.default_rng(72)
+    xs = error_windows(rng, 2 * DAY, 2000, 0.002 * rng.lognormal(0, 0.4, 2 * DAY))
+    det = ErrorRateDetector()
+    learned = pages(replay(det, xs))
+    naive = pages(replay(ErrorRateDetector(max_dispersion=1.0), xs))
+    assert det.dispersion() > 1.5
+    assert learned <= 1 < 10 <= naive
 
 
 def test_error_rate_pages_on_provider_rise_from_0_2_to_0_7_percent() -> None:
@@ -708,3 +722,19 @@ def test_hundred_thousand_series_fit_in_little_memory() -> None:
     tracemalloc.stop()
     per_series = used / len(dets)
     assert per_series * 100_000 < 400 * 2**20, per_series  # all five kinds, 100k series
+
+
+def test_bank_checkpoint_shares_parameters_and_stays_small() -> None:
+    params = ErrorRateParams(halflife_s=3600)
+    bank = DetectorBank(partial(ErrorRateDetector, params))
+    rng = np.random.default_rng(61)
+    for i, x in enumerate(error_windows(rng, 10_000, 50, 0.002)):
+        bank.score_learn(("wechatpay", f"m_{i}"), x)
+    blob = pickle.dumps(bank)
+    restored = pickle.loads(blob)
+    assert len(restored) == 10_000
+    first, second = restored[("wechatpay", "m_0")], restored[("wechatpay", "m_1")]
+    assert first.params is second.params and first.params == params
+    assert len(blob) / len(bank) < 200  # bytes per series in a checkpoint
+    restored.evict([("wechatpay", "m_0")])
+    assert ("wechatpay", "m_0") not in restored and len(restored) == 9_999
