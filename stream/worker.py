@@ -52,12 +52,17 @@ async def run_worker(
     On stop, pending deliveries get up to ``drain_s`` seconds to finish.
     """
     k = config.kafka
-    await ensure_topics(
-        k.bootstrap_servers, [k.events_topic, k.dlq_topic, k.alerts_topic, k.control_topic]
-    )
-    pipeline = Pipeline(config, live=True)
     if notify and notifications is None:
-        notifications = Notifications(config)
+        notifications = Notifications(config)  # first: a bad history path is a config error
+    try:
+        await ensure_topics(
+            k.bootstrap_servers, [k.events_topic, k.dlq_topic, k.alerts_topic, k.control_topic]
+        )
+    except BaseException:
+        if notifications is not None:
+            await notifications.stop(0)
+        raise
+    pipeline = Pipeline(config, live=True)
     source = EventSource(k, **(consumer_overrides or {}))
     publisher = Publisher(k)
     control = None if notifications is None else ControlReader(k, notifications.apply_control)

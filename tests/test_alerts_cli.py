@@ -205,6 +205,22 @@ def test_unusable_history_path_is_a_config_error(tmp_path: Path) -> None:
         Notifications(cfg)
 
 
+async def test_worker_reports_a_bad_history_path_before_touching_kafka(
+    tmp_path: Path, closed_port: int
+) -> None:
+    from stream.worker import run_worker
+
+    (tmp_path / "h.db").write_bytes(b"this is not sqlite" * 100)
+    cfg = config_from_dict(
+        {
+            "kafka": {"bootstrap_servers": f"127.0.0.1:{closed_port}"},
+            "notify": {"history_path": str(tmp_path / "h.db")},
+        }
+    )
+    with pytest.raises(ConfigError, match=r"^notify\.history_path: "):
+        await run_worker(cfg, asyncio.Event())
+
+
 async def test_cli_events_reach_a_control_reader_from_the_beginning_and_live(
     kafka_config: Config,
     history_file: Path,
