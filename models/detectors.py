@@ -40,7 +40,8 @@ import math
 from array import array
 from collections.abc import Callable, Hashable, Iterable, Mapping
 from dataclasses import dataclass, replace
-from typing import Any, Protocol, TypeVar, runtime_checkable
+from functools import lru_cache
+from typing import Any, Protocol, TypeVar, cast, runtime_checkable
 
 from models.tails import binom_log10_sf
 
@@ -128,6 +129,26 @@ def _get(x: Features, key: str, default: float = 0.0) -> float:
 def _decay(x: Features, halflife_s: float) -> float:
     """Per-window forgetting factor for an exponential weight with this half-life."""
     return 0.5 ** (_get(x, "window_s", 10.0) / halflife_s)
+
+
+P = TypeVar("P")
+
+
+@lru_cache(maxsize=256)
+def _with_cached(base: Any, items: tuple[tuple[str, Any], ...]) -> Any:
+    return replace(base, **dict(items))
+
+
+def _with(base: P, overrides: dict[str, Any]) -> P:
+    """``base`` with ``overrides``, the same object for the same overrides, so that
+    ``partial(ErrorRateDetector, min_windows=10)`` detectors share one parameter object
+    in memory and in checkpoints."""
+    if not overrides:
+        return base
+    try:
+        return cast(P, _with_cached(base, tuple(sorted(overrides.items()))))
+    except TypeError:  # an unhashable override value
+        return replace(base, **overrides)  # type: ignore[type-var]
 
 
 def _cusum_score(s: float, h: float, cap: float) -> float:
@@ -232,7 +253,7 @@ class ErrorRateDetector:
 
     def __init__(self, params: ErrorRateParams | None = None, **overrides: Any) -> None:
         base = params if params is not None else self._default_params()
-        self.params = replace(base, **overrides) if overrides else base
+        self.params = _with(base, overrides)
         self.err = 0.0  # exponentially weighted errors
         self.vol = 0.0  # exponentially weighted calls
         self.dev = 0.0  # exponentially weighted squared residuals of error counts
@@ -537,7 +558,7 @@ class LatencyDetector:
 
     def __init__(self, params: LatencyParams | None = None, **overrides: Any) -> None:
         base = params if params is not None else _DEFAULT_LATENCY
-        self.params = replace(base, **overrides) if overrides else base
+        self.params = _with(base, overrides)
         q = len(self.params.keys)
         self.mu = array("d", [0.0] * q)
         self.var = array("d", [0.0] * q)
@@ -712,7 +733,7 @@ class VolumeDetector:
 
     def __init__(self, params: VolumeParams | None = None, **overrides: Any) -> None:
         base = params if params is not None else _DEFAULT_VOLUME
-        self.params = replace(base, **overrides) if overrides else base
+        self.params = _with(base, overrides)
         n_slots = self.params.slots_per_day * (7 if self.params.weekly else 1)
         # Means in the first half, windows seen in the second (float32 keeps it small).
         self.prof = array("f", [0.0] * (2 * n_slots))

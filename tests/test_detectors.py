@@ -738,3 +738,15 @@ def test_bank_checkpoint_shares_parameters_and_stays_small() -> None:
     assert len(blob) / len(bank) < 200  # bytes per series in a checkpoint
     restored.evict([("wechatpay", "m_0")])
     assert ("wechatpay", "m_0") not in restored and len(restored) == 9_999
+
+
+@pytest.mark.parametrize(
+    "cls", [ErrorRateDetector, ConfigErrorDetector, LatencyDetector, VolumeDetector]
+)
+def test_detectors_with_the_same_overrides_share_one_parameter_object(cls: Any) -> None:
+    make = partial(cls, min_windows=12)
+    a, b = make(), make()
+    assert a.params is b.params and a.params.min_windows == 12
+    assert cls(min_windows=13).params is not a.params
+    with pytest.raises(TypeError, match="no_such_knob"):
+        cls(no_such_knob=1)
