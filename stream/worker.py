@@ -22,7 +22,7 @@ from typing import Any
 from stream.config import Config, KafkaConfig
 from stream.control import ControlReader
 from stream.kafka_io import EventSource, Publisher, ensure_topics
-from stream.notify import Notifications
+from stream.notify import InOrderThread, Notifications
 from stream.pipeline import Pipeline, PipelineStats
 
 log = logging.getLogger("paywatch.worker")
@@ -49,6 +49,7 @@ async def run_worker(
 
     Notifications come from ``config.notify`` unless ``notifications`` is given
     (tests inspect it) or ``notify`` is False (no routes, history or control topic).
+    Their work runs in a thread of its own (:class:`~stream.notify.InOrderThread`).
     On stop, pending deliveries get up to ``drain_s`` seconds to finish.
     """
     k = config.kafka
@@ -65,12 +66,14 @@ async def run_worker(
     pipeline = Pipeline(config, live=True)
     source = EventSource(k, **(consumer_overrides or {}))
     publisher = Publisher(k)
-    control = None if notifications is None else ControlReader(k, notifications.apply_control)
+    # Dispatching and history writes run in their own thread, off the consumer's loop.
+    background = None if notifications is None else InOrderThread(notifications)
+    control = None if background is None else ControlReader(k, background.apply_control)
     async with contextlib.AsyncExitStack() as stack:
-        if notifications is not None:
+        if background is not None:
             # Registered first, so it runs last: delivery drains after Kafka is closed.
-            stack.push_async_callback(_stop_notifications, notifications, drain_s)
-            await notifications.start()
+            stack.push_async_callback(background.stop, drain_s)
+            await background.notifications.start()
         await publisher.start()
         stack.push_async_callback(publisher.stop)
         await source.start()
@@ -79,21 +82,16 @@ async def run_worker(
             await control.start()
             stack.push_async_callback(control.stop)
         await _consume(
-            pipeline, source, publisher, notifications, stop, sinks or [], k, progress_every_s
+            pipeline, source, publisher, background, stop, sinks or [], k, progress_every_s
         )
     return pipeline.state.stats
-
-
-async def _stop_notifications(notifications: Notifications, drain_s: float) -> None:
-    notifications.tick(wall_ms())
-    await notifications.stop(drain_s)
 
 
 async def _consume(
     pipeline: Pipeline,
     source: EventSource,
     publisher: Publisher,
-    notifications: Notifications | None,
+    background: InOrderThread | None,
     stop: asyncio.Event,
     sinks: Sequence[AlertSink],
     k: KafkaConfig,
@@ -112,12 +110,12 @@ async def _consume(
             result = pipeline.tick(now)
         await publisher.publish(result.alerts, result.rejected)
         await source.commit(batch.offsets)
-        if notifications is not None:
+        if background is not None:
             # After the commit decision, like the sinks: at-least-once may hand the
             # dispatcher a replayed record, which it recognises and ignores.
             if result.alerts:
-                notifications.on_alerts(result.alerts, now)
-            notifications.tick(wall_ms())
+                background.on_alerts(result.alerts, now)
+            background.tick()
         if result.alerts:
             for sink in sinks:
                 sink(result.alerts)

@@ -26,7 +26,7 @@ from stream.cli import main as paywatch_main
 from stream.config import Config
 from stream.history import AlertHistory
 from stream.kafka_io import ensure_topics
-from stream.notify import Notifications
+from stream.notify import InOrderThread, Notifications
 from stream.produce import produce_events
 from stream.worker import run_worker
 from tests.servers import (  # noqa: F401  (fixtures are used by name)
@@ -305,7 +305,9 @@ async def test_cli_silence_mutes_a_running_worker_until_it_expires_then_ack(
         ends_at = silence.ends_at
 
         await produce(cfg, during)
-        assert await wait_until(lambda: bool(notes.dispatcher.firing()), timeout=15)
+        assert notes.history is not None
+        history = notes.history  # thread-safe; the dispatcher itself runs in another thread
+        assert await wait_until(lambda: bool(history.list_alerts(status="firing")), timeout=15)
         await asyncio.sleep(0.8)  # past group_wait: it would have been sent by now
         assert time.time() * 1000 < ends_at, "the test was too slow to see the silence work"
         assert webhook_server.posts == []
@@ -316,9 +318,8 @@ async def test_cli_silence_mutes_a_running_worker_until_it_expires_then_ack(
         (post,) = webhook_server.posts
         assert "alipay" in post["title"]
 
-        with AlertHistory(cfg.notify.history_path) as history:
-            alert = provider_alert(history)
-            mutes = history.show_alert(alert["alert_id"])["mutes"]  # type: ignore[index]
+        alert = provider_alert(history)
+        mutes = history.show_alert(alert["alert_id"])["mutes"]  # type: ignore[index]
         assert [m["reason"] for m in mutes] == [f"silenced by {silence_id}", None]
 
         # `paywatch alerts ack` with a prefix from the history reaches the running worker.
@@ -333,3 +334,27 @@ async def test_cli_silence_mutes_a_running_worker_until_it_expires_then_ack(
                 return provider_alert(h)["acked_by"] == "wang"
 
         assert await wait_until(acked, timeout=10)
+
+
+async def test_shutdown_hands_over_and_delivers_what_is_due(
+    tmp_path: Path, webhook_server: WebhookServer
+) -> None:
+    """The worker's background dispatcher: calls return at once; stop finishes the queue,
+    sends what is due by then and lets delivery drain."""
+    cfg = notify_config(Config(), tmp_path, [route("oncall", webhook_server.url, group_wait_s=0)])
+    background = InOrderThread(Notifications(cfg))
+    await background.notifications.start()
+    rec = {
+        "alert_id": "a1", "fingerprint": "f1", "status": "firing", "severity": "critical",
+        "rule": "system_error_rate", "signal": "error_rate", "series": PROVIDER,
+        "started_at": T0, "window_end": T0 + 10_000, "value": 0.5, "expected": 0.01,
+    }  # fmt: skip
+    background.on_alerts([rec], int(time.time() * 1000))
+    assert webhook_server.posts == []
+    await background.stop(drain_s=5)  # no tick in between: stop's own tick sends it
+    assert [p["title"] for p in webhook_server.posts] == [
+        "[CRITICAL] alipay: error rate 50.0% vs 1.0% expected"
+    ]
+    with AlertHistory(cfg.notify.history_path) as history:
+        detail = history.show_alert("a1")
+    assert detail is not None and [d["ok"] for d in detail["deliveries"]] == [True]
