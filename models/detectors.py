@@ -1270,3 +1270,50 @@ def warm_start(detector: D, xs: Iterable[Features]) -> D:
     for x in xs:
         learn(x)
     return detector
+
+
+class VolumeGate:
+    """Let ``detector`` page only on windows with at least ``min_volume`` calls.
+
+    It still learns from every window, so its baseline stays current; it just does
+    not speak where a handful of calls cannot tell a shift from noise.
+
+    >>> gate = VolumeGate(ErrorRateDetector(min_windows=1), min_volume=100)
+    >>> _ = gate.learn_one({"volume": 10, "system_errors": 0})
+    >>> gate.score_one({"volume": 10, "system_errors": 9})
+    0.0
+    """
+
+    __slots__ = ("detector", "min_volume", "volume_key")
+
+    def __init__(self, detector: Any, min_volume: float, volume_key: str = "volume") -> None:
+        self.detector = detector
+        self.min_volume = min_volume
+        self.volume_key = volume_key
+
+    def __getstate__(self) -> tuple[Any, ...]:
+        return (self.detector, self.min_volume, self.volume_key)
+
+    def __setstate__(self, state: tuple[Any, ...]) -> None:
+        self.detector, self.min_volume, self.volume_key = state
+
+    @property
+    def ready(self) -> bool:
+        return bool(getattr(self.detector, "ready", True))
+
+    def _open(self, x: Features) -> bool:
+        return _get(x, self.volume_key) >= self.min_volume
+
+    def score_one(self, x: Features) -> float:
+        return float(self.detector.score_one(x)) if self._open(x) else 0.0
+
+    def learn_one(self, x: Features) -> VolumeGate:
+        self.detector.learn_one(x)
+        return self
+
+    def score_learn_one(self, x: Features) -> float:
+        score = score_learn(self.detector, x)
+        return score if self._open(x) else 0.0
+
+    def expected(self, x: Features) -> float:
+        return float(self.detector.expected(x))

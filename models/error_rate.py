@@ -55,6 +55,8 @@ class ErrorRateThreshold:
     threshold: float = 0.05
     min_volume: int = 20
     confidence: float = 0.95
+    errors_key: str = "errors"
+    ready: bool = True  # a static threshold needs no history
 
     def learn_one(self, x: dict[str, float]) -> ErrorRateThreshold:
         # A static threshold learns nothing; kept for protocol compatibility.
@@ -62,13 +64,16 @@ class ErrorRateThreshold:
 
     def rate(self, x: dict[str, float]) -> float:
         volume = float(x.get("volume", 0.0))
-        return float(x.get("errors", 0.0)) / volume if volume > 0 else 0.0
+        return float(x.get(self.errors_key, 0.0)) / volume if volume > 0 else 0.0
+
+    def expected(self, x: dict[str, float] | None = None) -> float:
+        return self.threshold
 
     def score_one(self, x: dict[str, float]) -> float:
         volume = float(x.get("volume", 0.0))
         if volume < self.min_volume:
             return 0.0
-        lb = wilson_lower_bound(float(x.get("errors", 0.0)), volume, self.confidence)
+        lb = wilson_lower_bound(float(x.get(self.errors_key, 0.0)), volume, self.confidence)
         if lb <= self.threshold * 0.5:
             return 0.0
         # Linear from 0 at threshold/2 through 0.5 at the threshold to 1 at twice it.

@@ -1,22 +1,62 @@
 """Rules: turn a closed window into per-series features, ask the detectors, return judgements.
 
-Features are computed for every series at once with numpy; detectors
-(``models/``) are called once per window and candidate series.  A rule only
-asks its detector about series that could be anomalous (a cheap vectorised
-pre-filter) or that have an open episode (so the lifecycle learns they are quiet).
+Features are computed for every series at once with numpy; each rule keeps one
+detector (``models/``) per series and calls it once per window with a read-only
+view of that series' row.  A rule judges only the series of its levels that
+carry its signal (calls, callbacks, metric samples) — plus any series with an
+open episode, so the lifecycle learns when it is quiet again.
 """
 
 from __future__ import annotations
 
+import math
 from collections import defaultdict
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from functools import partial
 from typing import Any, Protocol
 
 import numpy as np
 
+from models.detectors import (
+    CallbackDetector,
+    Combined,
+    ConfigErrorDetector,
+    ErrorRateDetector,
+    LatencyDetector,
+    LatencyParams,
+    MultivariateDetector,
+    VolumeDetector,
+    VolumeGate,
+    score_learn,
+    severity,
+)
 from models.error_rate import ErrorRateThreshold
+from models.metric import MetricDetector
 from stream.alerts import Judgement, fingerprint
-from stream.config import ErrorRateRuleConfig
-from stream.windows import SYSTEM_ERROR_COLS, ClosedWindow, SeriesRegistry, WindowState
+from stream.config import Config
+from stream.windows import (
+    COL,
+    CONFIG_ERROR_COLS,
+    METRIC_LEVEL,
+    SYSTEM_ERROR_COLS,
+    ClosedWindow,
+    Dims,
+    SeriesRegistry,
+    WindowState,
+)
+
+CALL_FEATURES = ("volume", "success", "pending", "failure", "unknown")
+NOTIFICATION_FEATURES = (
+    "created",
+    "callbacks",
+    "verify_failures",
+    "nacks",
+    "late_acks",
+    "duplicates",
+    "amount_mismatches",
+    "missing_callbacks",
+)
 
 
 class Rule(Protocol):
@@ -40,33 +80,61 @@ def series_text(series: dict[str, str]) -> str:
     return "/".join(series.values())
 
 
-class _FingerprintCache:
-    """Fingerprints per series id for one rule, and the reverse map for open episodes."""
+def window_features(win: ClosedWindow) -> dict[str, np.ndarray]:
+    """Every detector feature of every series, as arrays (computed once per window)."""
+    cached = getattr(win, "_features", None)
+    if cached is not None:
+        return cached
+    c = win.counts
+    f: dict[str, np.ndarray] = {name: c[:, COL[name]] for name in CALL_FEATURES}
+    f["system_errors"] = c[:, SYSTEM_ERROR_COLS].sum(axis=1)
+    f["config_errors"] = c[:, CONFIG_ERROR_COLS].sum(axis=1)
+    f["business_declines"] = c[:, COL["err_business_decline"]]
+    f["timeouts"] = c[:, COL["err_timeout"]]
+    f["latency_p50"], f["latency_p95"], f["latency_p99"] = win.latency.T
+    for name in NOTIFICATION_FEATURES:
+        f[name] = c[:, COL[name]]
+    f["metric_count"] = win.metrics[:, 0]
+    f["value"] = win.metric_mean()
+    object.__setattr__(win, "_features", f)
+    return f
 
-    def __init__(self, rule: str) -> None:
-        self.rule = rule
-        self.fp: dict[int, str] = {}
-        self.sid: dict[str, int] = {}
 
-    def forget(self, sids: np.ndarray) -> None:
-        for sid in sids.tolist():
-            fp = self.fp.pop(sid, None)
-            if fp is not None:
-                self.sid.pop(fp, None)
+class Row(Mapping[str, float]):
+    """One series' features as a read-only mapping (no dict built per series)."""
 
-    def of(self, sid: int, registry: SeriesRegistry) -> str:
-        fp = self.fp.get(sid)
-        if fp is None:
-            fp = fingerprint(self.rule, registry.labels(sid))
-            self.fp[sid] = fp
-            self.sid[fp] = sid
-        return fp
+    __slots__ = ("consts", "feats", "sid")
+
+    def __init__(self, feats: dict[str, np.ndarray], consts: dict[str, float], sid: int) -> None:
+        self.feats, self.consts, self.sid = feats, consts, sid
+
+    def __getitem__(self, key: str) -> float:
+        arr = self.feats.get(key)
+        if arr is not None:
+            return float(arr[self.sid])
+        return self.consts[key]
+
+    def get(self, key: str, default: Any = None) -> Any:
+        arr = self.feats.get(key)
+        if arr is not None:
+            return float(arr[self.sid])
+        return self.consts.get(key, default)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self.feats or key in self.consts
+
+    def __iter__(self) -> Iterator[str]:
+        yield from self.feats
+        yield from self.consts
+
+    def __len__(self) -> int:
+        return len(self.feats) + len(self.consts)
 
 
 def root_cause_hints(
     win: ClosedWindow,
     registry: SeriesRegistry,
-    fine_dims: tuple[str, ...],
+    fine_dims: Dims,
     sid: int,
     weights: np.ndarray,
     top: int = 3,
@@ -116,51 +184,195 @@ def root_cause_hints(
     return hints[:top]
 
 
-class ErrorRateRule:
-    """System-error rate per series against a static threshold (volume-aware)."""
+def _ms(v: float) -> str:
+    return f"{v / 1000:.1f} s" if v >= 1000 else f"{v:.0f} ms"
 
-    signal = "error_rate"
 
-    def __init__(self, cfg: ErrorRateRuleConfig, window_s: float) -> None:
-        self.name = cfg.rule
-        self.cfg = cfg
+# describe(x, expected, detector) -> (value shown, impact for severity, text after the series)
+Describe = Callable[[Row, float, Any], tuple[float, float, str]]
+
+
+def _describe_errors(x: Row, expected: float, det: Any) -> tuple[float, float, str]:
+    vol, err = x["volume"], x["system_errors"]
+    rate = err / vol if vol else 0.0
+    return rate, err, f"{rate:.1%} system errors in {vol:.0f} calls (normal {expected:.2%})"
+
+
+def _describe_config(x: Row, expected: float, det: Any) -> tuple[float, float, str]:
+    vol, err = x["volume"], x["config_errors"]
+    rate = err / vol if vol else 0.0
+    return (
+        rate,
+        err,
+        (f"{err:.0f} of {vol:.0f} calls fail with auth/signature/certificate errors ({rate:.0%})"),
+    )
+
+
+def _describe_latency(x: Row, expected: float, det: Any) -> tuple[float, float, str]:
+    p95 = x["latency_p95"]
+    return (
+        p95,
+        x["volume"],
+        (
+            f"p95 latency {_ms(p95)} (normal {_ms(expected)}), p99 {_ms(x['latency_p99'])}, "
+            f"{x['volume']:.0f} calls"
+        ),
+    )
+
+
+def _describe_volume(x: Row, expected: float, det: Any) -> tuple[float, float, str]:
+    vol = x["volume"]
+    drop = 1 - vol / expected if expected > 0 else 0.0
+    return (
+        vol,
+        max(0.0, expected - vol),
+        (
+            f"{vol:.0f} calls in the window, ~{expected:.0f} expected ({-drop:+.0%}): "
+            "traffic dropped"
+        ),
+    )
+
+
+def _describe_callbacks(x: Row, expected: float, det: Any) -> tuple[float, float, str]:
+    worst = det.worst(x) if hasattr(det, "worst") else "missing"
+    created, cb = x["created"], x["callbacks"]
+    if worst == "missing":
+        v = x["missing_callbacks"] / created if created else 0.0
+        return (
+            v,
+            x["missing_callbacks"],
+            (
+                f"{x['missing_callbacks']:.0f} callbacks missing of {created:.0f} payments created "
+                f"({v:.0%}, normal {expected:.1%})"
+            ),
+        )
+    key = {"verify": "verify_failures", "nacks": "nacks", "late_acks": "late_acks"}[worst]
+    label = {
+        "verify": "signature verification failures",
+        "nacks": "callbacks nacked",
+        "late_acks": "callbacks acked late",
+    }[worst]
+    v = x[key] / cb if cb else 0.0
+    return v, x[key], f"{x[key]:.0f} {label} of {cb:.0f} callbacks ({v:.0%})"
+
+
+def _describe_metric(x: Row, expected: float, det: Any) -> tuple[float, float, str]:
+    v = x["value"]
+    return v, 1.0, f"value {v:.4g} is unusual for this series"
+
+
+def _describe_multivariate(x: Row, expected: float, det: Any) -> tuple[float, float, str]:
+    return x["volume"], x["volume"], "unusual combination of volume, errors and latency"
+
+
+class DetectorRule:
+    """One rule: a detector per series of some levels, judged once per window."""
+
+    def __init__(
+        self,
+        name: str,
+        signal: str,
+        make: Callable[[], Any],
+        levels: list[Dims],
+        gate: str | None,
+        describe: Describe,
+        window_s: float,
+        *,
+        threshold: float = 0.5,
+        max_severity: str = "critical",
+        hints_from: str | None = None,
+        critical_when: Callable[[Row], bool] | None = None,
+    ) -> None:
+        self.name = name
+        self.signal = signal
+        self.make = make
+        self.levels = set(levels)
+        self.gate = gate  # feature that must be > 0 for a series to be judged (None: all)
+        self.describe = describe
         self.window_s = window_s
-        self.model = ErrorRateThreshold(cfg.threshold, cfg.min_volume, cfg.confidence)
-        self.fps = _FingerprintCache(self.name)
+        self.threshold = threshold
+        self.max_severity = max_severity
+        self.hints_from = hints_from
+        self.critical_when = critical_when  # e.g. a static critical threshold
+        self.models: dict[int, Any] = {}
+        self.fp: dict[int, str] = {}
+        self.sid_of_fp: dict[str, int] = {}
+        self._in_level = np.zeros(0, bool)
 
     def forget(self, sids: np.ndarray) -> None:
-        self.fps.forget(sids)
+        for sid in sids.tolist():
+            self.models.pop(sid, None)
+            fp = self.fp.pop(sid, None)
+            if fp is not None:
+                self.sid_of_fp.pop(fp, None)
+        if self._in_level.size:
+            self._in_level[sids[sids < self._in_level.size]] = False
+
+    def _level_mask(self, registry: SeriesRegistry) -> np.ndarray:
+        """Which series ids belong to this rule's levels (extended as the registry grows)."""
+        n = len(registry)
+        have = self._in_level.size
+        if have < n or (registry.free and have):
+            # New ids, or ids recycled after an eviction: (re)classify them.
+            start = 0 if registry.free else have
+            mask = np.zeros(n, bool)
+            mask[:have] = self._in_level[: min(have, n)]
+            for sid in range(start, n):
+                key = registry.keys[sid]
+                mask[sid] = key is not None and key[0] in self.levels
+            self._in_level = mask
+        return self._in_level[:n]
+
+    def _fingerprint(self, sid: int, registry: SeriesRegistry) -> str:
+        fp = self.fp.get(sid)
+        if fp is None:
+            fp = fingerprint(self.name, registry.labels(sid))
+            self.fp[sid] = fp
+            self.sid_of_fp[fp] = sid
+        return fp
 
     def judge(self, win: ClosedWindow, windows: WindowState, active: set[str]) -> list[Judgement]:
         registry = windows.registry
+        feats = window_features(win)
+        mask = self._level_mask(registry).copy()
+        if self.gate is not None:
+            mask &= feats[self.gate][: mask.size] > 0
+        candidates = set(np.flatnonzero(mask).tolist())
+        candidates.update(self.sid_of_fp[fp] for fp in active if fp in self.sid_of_fp)
+        consts = {
+            "window_start_ms": float(win.start_ms),
+            "window_s": self.window_s,
+            "timestamp": win.start_ms / 1000,
+        }
         fine = max(windows.call_levels, key=len)
-        volume = win.column("volume")
-        errors = win.counts[:, SYSTEM_ERROR_COLS].sum(axis=1)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            rate = np.where(volume > 0, errors / np.maximum(volume, 1), 0.0)
-        # Wilson's bound never exceeds the raw rate, so this cannot miss an alert.
-        candidates = set(
-            np.flatnonzero(
-                (volume >= self.cfg.min_volume) & (rate >= self.cfg.threshold / 2)
-            ).tolist()
-        )
-        candidates.update(self.fps.sid[fp] for fp in active if fp in self.fps.sid)
         out: list[Judgement] = []
         for sid in sorted(candidates):
-            x = {"volume": float(volume[sid]), "errors": float(errors[sid])}
-            score = self.model.score_one(x)
-            self.model.learn_one(x)
+            det = self.models.get(sid)
+            if det is None:
+                det = self.models[sid] = self.make()
+            x = Row(feats, consts, sid)
+            score = score_learn(det, x)
+            if not getattr(det, "ready", True):
+                score = 0.0
+            fp = self.fp.get(sid)
+            anomalous = score >= self.threshold
+            if not anomalous and (fp is None or fp not in active):
+                continue
+            # river models have no baseline to show; paywatch's detectors do.
+            expected = float(det.expected(x)) if hasattr(det, "expected") else math.nan
+            value, impact, text = self.describe(x, expected, det)
+            sev = severity(score, impact) if anomalous else "info"
+            if anomalous and self.critical_when is not None and self.critical_when(x):
+                sev = "critical"
+            if sev == "critical" and self.max_severity != "critical":
+                sev = self.max_severity
+            if anomalous and sev == "info" and self.max_severity != "info":
+                anomalous = False  # anomalous but hurting (almost) nobody: no page
             series = registry.labels(sid)
-            anomalous = score >= 0.5
-            severity = (
-                "critical" if anomalous and rate[sid] >= self.cfg.critical_threshold else "warning"
-            )
-            hints = root_cause_hints(win, registry, fine, sid, errors) if anomalous else []
-            summary = (
-                f"{series_text(series)}: {rate[sid]:.1%} system errors in {int(volume[sid])} calls "
-                f"over {self.window_s:g}s (normal < {self.cfg.threshold:.0%})"
-            )
-            self.fps.of(sid, registry)
+            hints = []
+            if anomalous and self.hints_from is not None:
+                hints = root_cause_hints(win, registry, fine, sid, feats[self.hints_from])
+            self._fingerprint(sid, registry)
             out.append(
                 Judgement(
                     rule=self.name,
@@ -168,14 +380,134 @@ class ErrorRateRule:
                     series=series,
                     window_start=win.start_ms,
                     window_end=win.end_ms,
-                    score=round(score, 4),
+                    score=round(min(1.0, max(0.0, score)), 4),
                     anomalous=anomalous,
-                    severity=severity,
-                    value=round(float(rate[sid]), 6),
-                    expected=self.cfg.threshold,
-                    summary=summary,
-                    volume=int(volume[sid]),
+                    severity=sev,
+                    value=_finite(value),
+                    expected=_finite(expected),
+                    summary=f"{series_text(series)}: {text}",
+                    volume=int(x["volume"]) if x["volume"] == x["volume"] else 0,
                     hints=hints,
                 )
             )
         return out
+
+
+def _finite(v: float) -> float:
+    return round(float(v), 6) if math.isfinite(v) else 0.0
+
+
+def _levels(configured: list[list[str]], default: list[Dims]) -> list[Dims]:
+    return [tuple(lv) for lv in configured] if configured else default
+
+
+@dataclass(frozen=True)
+class _ErrorRateFactory:
+    """Static threshold, plus the learned baseline when enabled (picklable, unlike a closure)."""
+
+    static: ErrorRateThreshold
+    learned: bool
+    min_windows: int
+    min_volume: float = 0.0
+
+    def __call__(self) -> Any:
+        if not self.learned:
+            return self.static
+        learned = VolumeGate(ErrorRateDetector(min_windows=self.min_windows), self.min_volume)
+        return Combined(self.static, learned)
+
+
+@dataclass(frozen=True)
+class _CriticalRate:
+    """Critical whatever the score once the error rate reaches the configured level."""
+
+    rate: float
+    min_volume: int
+
+    def __call__(self, x: Row) -> bool:
+        return x["system_errors"] >= self.rate * max(x["volume"], self.min_volume)
+
+
+def build_rules(config: Config) -> list[Rule]:
+    """The rule set a config asks for (defaults: every signal, sensible levels)."""
+    d = config.detectors
+    w = config.windows
+    ws = w.size_s
+    call_levels = [tuple(lv) for lv in w.levels]
+    coarse = [lv for lv in call_levels if "merchant_id" not in lv] or call_levels[:1]
+    notif_levels = list(
+        dict.fromkeys(
+            [tuple(x for x in lv if x != "operation") for lv in call_levels]
+            + [("provider", "signing_key_id")]
+        )
+    )
+    rules: list[Rule] = []
+    er = d.error_rate
+    if er.enabled:
+        static = ErrorRateThreshold(er.threshold, er.min_volume, er.confidence, "system_errors")
+        critical = _CriticalRate(er.critical_threshold, er.min_volume)
+        # Learned baselines where there is traffic to learn from (roll-ups); a merchant's
+        # few calls a window are judged by the static, confidence-bounded threshold only.
+        for levels, make in (
+            (coarse, _ErrorRateFactory(static, er.learned, er.min_windows, er.learned_min_volume)),
+            ([lv for lv in call_levels if lv not in coarse], _ErrorRateFactory(static, False, 0)),
+        ):
+            if levels:
+                rules.append(
+                    DetectorRule(er.rule, "error_rate", make, levels, "volume", _describe_errors,
+                                 ws, hints_from="system_errors", critical_when=critical)
+                )  # fmt: skip
+    ce = d.config_errors
+    if ce.enabled:
+        make_config = partial(ConfigErrorDetector, min_windows=ce.min_windows)
+        rules.append(
+            DetectorRule(ce.rule, "config_error", make_config, call_levels, "volume",
+                         _describe_config, ws, hints_from="config_errors")
+        )  # fmt: skip
+    lt = d.latency
+    if lt.enabled:
+        # p99 of a 10 s window is mostly its slowest call (one timeout makes it 10 s):
+        # judge p50 and p95, unless configured otherwise.
+        keys = tuple(f"latency_{q}" for q in lt.quantiles)
+        coef = {"p50": 1.25, "p95": 2.11, "p99": 3.77}
+        lat_params = LatencyParams(
+            keys=keys,
+            se_coef=tuple(coef[q] for q in lt.quantiles),
+            min_windows=lt.min_windows,
+            min_volume=lt.min_volume,
+        )
+        make_latency = partial(LatencyDetector, lat_params)
+        rules.append(
+            DetectorRule(lt.rule, "latency", make_latency, call_levels, "volume",
+                         _describe_latency, ws)
+        )  # fmt: skip
+    vo = d.volume
+    if vo.enabled:
+        make_volume = partial(VolumeDetector, min_windows=vo.min_windows)
+        rules.append(
+            DetectorRule(vo.rule, "volume", make_volume, _levels(vo.levels, coarse), None,
+                         _describe_volume, ws)
+        )  # fmt: skip
+    cb = d.callbacks
+    if cb.enabled:
+        rules.append(
+            DetectorRule(cb.rule, "notification", CallbackDetector,
+                         _levels(cb.levels, [lv for lv in notif_levels if "merchant_id" not in lv]),
+                         None,
+                         _describe_callbacks, ws)
+        )  # fmt: skip
+    mv = d.multivariate
+    if mv.enabled:
+        rules.append(
+            DetectorRule(mv.rule, "multivariate", MultivariateDetector,
+                         _levels(mv.levels, call_levels[:1]), "volume", _describe_multivariate,
+                         ws, max_severity="info")
+        )  # fmt: skip
+    mt = d.metrics
+    if mt.enabled:
+        rules.append(
+            DetectorRule(mt.rule, "metric", MetricDetector, [METRIC_LEVEL], "metric_count",
+                         _describe_metric, ws, threshold=mt.threshold,
+                         max_severity="warning")
+        )  # fmt: skip
+    return rules

@@ -17,7 +17,7 @@ from stream.alerts import AlertLifecycle
 from stream.config import Config
 from stream.decode import decode_batch
 from stream.events import DecodedBatch, Rejected, Source
-from stream.judge import ErrorRateRule, Rule
+from stream.judge import Rule, build_rules
 from stream.taxonomy import ErrorTaxonomy
 from stream.windows import ClosedWindow, WindowState
 
@@ -62,9 +62,7 @@ class Pipeline:
         self.live = live
         self.taxonomy = taxonomy or ErrorTaxonomy.default()
         w = config.windows
-        rules: list[Rule] = []
-        if config.detectors.error_rate.enabled:
-            rules.append(ErrorRateRule(config.detectors.error_rate, w.size_s))
+        rules: list[Rule] = build_rules(config)
         self.state = PipelineState(
             windows=WindowState.create(
                 w.size_s,
@@ -163,7 +161,7 @@ class Pipeline:
         protect = {
             sid
             for rule in st.rules
-            for fp, sid in getattr(getattr(rule, "fps", None), "sid", {}).items()
+            for fp, sid in getattr(rule, "sid_of_fp", {}).items()
             if fp in firing
         }
         evicted = st.windows.evict_idle(protect)
