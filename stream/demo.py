@@ -11,8 +11,10 @@ import asyncio
 import contextlib
 import logging
 import sys
+import tempfile
 import time
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from stream.broker import LocalBroker
@@ -64,6 +66,9 @@ async def _demo(duration_s: float, seed: int, out: Any) -> int:
     say("starting a local Kafka-compatible broker …")
     with LocalBroker() as broker:
         cfg = Config()
+        # The demo's alerts go to a history of their own, never into the user's real one.
+        history = Path(tempfile.mkdtemp(prefix="paywatch-demo-")) / "history.db"
+        cfg.notify.history_path = str(history)
         k = cfg.kafka
         k.bootstrap_servers = broker.bootstrap
         k.session_timeout_ms, k.heartbeat_interval_ms, k.fetch_max_wait_ms = 6000, 1000, 20
@@ -130,5 +135,6 @@ async def _demo(duration_s: float, seed: int, out: Any) -> int:
         f"{stats.rejected} malformed sent to the DLQ with a reason, {stats.windows_closed} windows "
         f"closed, {console.fired} alerts fired, {console.resolved} resolved"
     )
+    say(f"alert history of this demo: paywatch alerts list --history {history}")
     say("next: `paywatch simulate --help`, `paywatch backtest --help`, `paywatch run --help`")
     return 0

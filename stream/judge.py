@@ -195,6 +195,12 @@ Describe = Callable[[Row, float, Any], tuple[float, float, str]]
 def _describe_errors(x: Row, expected: float, det: Any) -> tuple[float, float, str]:
     vol, err = x["volume"], x["system_errors"]
     rate = err / vol if vol else 0.0
+    if isinstance(det, ErrorRateThreshold):
+        return (
+            rate,
+            err,
+            f"{rate:.1%} system errors in {vol:.0f} calls (pages above {expected:.0%})",
+        )
     return rate, err, f"{rate:.1%} system errors in {vol:.0f} calls (normal {expected:.2%})"
 
 
@@ -414,7 +420,7 @@ class _ErrorRateFactory:
         if not self.learned:
             return self.static
         learned = VolumeGate(ErrorRateDetector(min_windows=self.min_windows), self.min_volume)
-        return Combined(self.static, learned)
+        return Combined(learned, self.static)  # the first one's baseline is what people see
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,12 @@ def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalBroker]:
         yield b
 
 
+@pytest.fixture(autouse=True)
+def _private_data_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Keep the alert history of every test out of the user's real data directory."""
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg-data"))
+
+
 @pytest.fixture
 def kafka_config(broker: LocalBroker) -> Config:
     """A config with fresh topic names and test-friendly group timings (see DESIGN.md)."""
