@@ -47,6 +47,9 @@ class KafkaConfig:
     heartbeat_interval_ms: int = 3000
     request_timeout_ms: int = 30000
     auto_offset_reset: str = "earliest"
+    # Processes that decode batches beside the consumer (-1: one when the machine has
+    # a second core, 0: decode inline). Decoding is the costliest step per event.
+    decode_workers: int = -1
 
 
 @dataclass

@@ -21,9 +21,11 @@ from typing import Any
 
 from stream.config import Config, KafkaConfig
 from stream.control import ControlReader
-from stream.kafka_io import EventSource, Publisher, ensure_topics
+from stream.decode_pool import DecodePool, default_workers
+from stream.events import DecodedBatch
+from stream.kafka_io import Batch, EventSource, Publisher, ensure_topics
 from stream.notify import InOrderThread, Notifications
-from stream.pipeline import Pipeline, PipelineStats
+from stream.pipeline import Pipeline, PipelineStats, StepResult
 
 log = logging.getLogger("paywatch.worker")
 
@@ -81,8 +83,12 @@ async def run_worker(
         if control is not None:
             await control.start()
             stack.push_async_callback(control.stop)
+        workers = default_workers() if k.decode_workers < 0 else k.decode_workers
+        pool = DecodePool(workers) if workers else None
+        if pool is not None:
+            stack.callback(pool.close)
         await _consume(
-            pipeline, source, publisher, background, stop, sinks or [], k, progress_every_s
+            pipeline, source, publisher, background, stop, sinks or [], k, progress_every_s, pool
         )
     return pipeline.state.stats
 
@@ -96,18 +102,16 @@ async def _consume(
     sinks: Sequence[AlertSink],
     k: KafkaConfig,
     progress_every_s: float,
+    pool: DecodePool | None = None,
 ) -> None:
-    stats = pipeline.state.stats
+    """The consumer loop. With a decode pool, batch N+1 is decoded in a child process
+    while batch N is windowed and judged here (depth-one pipelining); offsets are still
+    committed in order, each after its own batch's output is acknowledged."""
     last_report = time.monotonic()
     last_records = 0
     log.info("consuming %s from %s as group %s", k.events_topic, k.bootstrap_servers, k.group_id)
-    while not stop.is_set():
-        batch = await source.next_batch(timeout_ms=100)
-        now = wall_ms()
-        if batch.values:
-            result = pipeline.process(batch.values, batch.sources, now)
-        else:
-            result = pipeline.tick(now)
+
+    async def finish(result: StepResult, batch: Batch, now: int) -> None:
         await publisher.publish(result.alerts, result.rejected)
         await source.commit(batch.offsets)
         if background is not None:
@@ -119,6 +123,29 @@ async def _consume(
         if result.alerts:
             for sink in sinks:
                 sink(result.alerts)
+
+    pending: tuple[asyncio.Future[DecodedBatch], Batch] | None = None
+    while not stop.is_set() or pending is not None:
+        if stop.is_set():
+            batch = Batch([], [], {})
+        else:
+            batch = await source.next_batch(timeout_ms=0 if pending is not None else 100)
+        now = wall_ms()
+        decoding = None
+        if batch.values:
+            if pool is None:
+                await finish(pipeline.process(batch.values, batch.sources, now), batch, now)
+            else:
+                decoding = asyncio.ensure_future(
+                    pool.decode(batch.values, batch.sources, **pipeline.decode_args())
+                )
+        if pending is not None:
+            prev_future, prev = pending
+            result = pipeline.process_decoded(await prev_future, len(prev.values), now)
+            await finish(result, prev, now)
+        elif not batch.values:
+            await finish(pipeline.tick(now), batch, now)
+        pending = (decoding, batch) if decoding is not None else None
         if time.monotonic() - last_report >= progress_every_s:
             elapsed = time.monotonic() - last_report
             stats = pipeline.state.stats
