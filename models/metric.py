@@ -51,22 +51,29 @@ class RollingSorted:
 class MetricDetector:
     """Streaming anomaly detector for one metric series; scores in [0, 1].
 
-    Two novelty views of the newest value, each a ratio where 1 means "as unusual
-    as the most unusual thing seen lately":
+    Each new value is judged by novelty ratios where 1 means "as unusual as the
+    most unusual thing seen in the last ``history`` points":
 
-    * shape: distance of the latest ``shape_len`` values to their nearest
-      neighbour among the past ``history`` subsequences (a streaming discord),
-      divided by the largest such distance seen in the last ``history`` points;
-    * level: how far the value falls outside the range of the last ``history``
-      values, in units of ``ext`` × that range.
+    * shape, at several time scales: distance of the latest subsequence to its
+      nearest neighbour among past subsequences (a streaming discord), over the
+      largest such distance seen lately.  ``shapes`` lists (length, step): step 1
+      compares raw values (spikes, short bursts); step s > 1 compares moving
+      averages of s points sampled every s points, so (24, 12) matches whole
+      days of 5-minute data (a missing daily peak, a changed daily shape);
+    * range: how far the value falls outside the min/max of the last ``history``
+      values, in units of ``ext`` × that range (a new extreme);
+    * level: how far the median of the last ``level_len`` values falls outside
+      the 1st–99th percentile band, in units of ``level_ext`` × the band (a level
+      shift that outliers in the history would otherwise hide).
 
-    The score is ``m / (1 + m)`` of the larger ratio, so 0.5 means a new record.
-    After a score reaches ``fire_level`` the next ``suppress`` scores are damped,
-    because one incident should page once (NAB also rewards only the first
-    detection of a window while every extra one costs).  Values scoring above
-    ``fire_level`` are kept out of the level baseline for at most ``guard_limit``
-    points, so a spike does not widen its own range while a lasting level shift
-    becomes the new normal.  The first ``warmup`` points score 0.
+    The raw score is ``m / (1 + m)`` of the largest ratio, so 0.5 is a new record.
+    A raw score that does not exceed every raw score of the previous ``suppress``
+    points is damped by ``damp``: one incident should alert once, at its first
+    and strongest point (NAB, like an on-call person, rewards only the first
+    detection and charges for every extra one).  The first ``warmup`` points
+    score 0.  Learning is unguarded on purpose: keeping anomalous values out of
+    the baselines made recurring spikes (daily cron jobs) alert every day and
+    lowered the NAB score.
 
     >>> det = MetricDetector()
     >>> scores = []
@@ -81,64 +88,86 @@ class MetricDetector:
     def __init__(
         self,
         history: int = 2000,
-        shape_len: int = 32,
+        shapes: tuple[tuple[int, int], ...] = ((32, 1), (16, 4), (24, 12)),
         ext: float = 0.05,
+        level_len: int = 6,
+        level_ext: float = 0.2,
         warmup: int = 150,
-        fire_level: float = DEFAULT_THRESHOLD,
         suppress: int = 100,
         damp: float = 0.1,
-        guard_limit: int = 20,
         eps: float = 1e-6,
     ) -> None:
         self.history = history
-        self.shape_len = shape_len
+        self.shapes = tuple((int(k), int(st)) for k, st in shapes)
         self.ext = ext
+        self.level_len = level_len
+        self.level_ext = level_ext
         self.warmup = warmup
-        self.fire_level = fire_level
         self.suppress = suppress
         self.damp = damp
-        self.guard_limit = guard_limit
         self.eps = eps
         self.n = 0
-        self.values = RollingSorted(history)  # level baseline
-        self.nn_dists = RollingSorted(history)  # recent nearest-neighbour distances
+        self.values = RollingSorted(history)  # range and level baseline
+        self.nn_dists = [RollingSorted(history) for _ in self.shapes]  # recent NN distances
+        self.recent_raw: deque[float] = deque(maxlen=suppress)
         # Ring buffer written twice so the last ``cap`` values are always one contiguous slice.
-        self.cap = history + shape_len
+        self.cap = history + max(k * st for k, st in self.shapes)
         self.buf = np.zeros(2 * self.cap)
         self.pos = 0
-        self.last_fire = -(10**9)
-        self.guarded = 0
-        # score_one's work, reused by the learn_one that follows on the same value.
-        self._last: tuple[float, float, float | None] | None = None  # value, score, nn distance
+        # score_one's work, reused by the learn_one that follows on the same value:
+        # (value, score, raw score, NN distance per shape).
+        self._last: tuple[float, float, float, list[float | None]] | None = None
 
-    def _nn_distance(self, x: float) -> float | None:
-        """RMS distance of the latest ``shape_len`` values (``x`` last) to their nearest match."""
-        k = self.shape_len
-        have = min(self.n, self.cap)
-        if have < 4 * k:
-            return None
-        hist = self.buf[self.pos + self.cap - have : self.pos + self.cap]
-        cur = np.append(hist[-(k - 1) :], x)
-        # Candidates end before the current subsequence starts overlapping them.
-        past = np.lib.stride_tricks.sliding_window_view(hist[: -(k - 1)], k)
-        return float(np.sqrt(np.min(np.sum((past - cur) ** 2, axis=1)) / k))
+    def _recent(self, count: int) -> np.ndarray:
+        """The last ``count`` learnt values, oldest first."""
+        end = self.pos + self.cap
+        return self.buf[end - min(count, self.n, self.cap) : end]
 
-    def _evaluate(self, x: float) -> tuple[float, float | None]:
+    def _nn_distances(self, x: float) -> list[float | None]:
+        """Per shape: RMS distance of the latest subsequence (``x`` last) to its nearest past."""
+        full = np.append(self._recent(self.cap), x)
+        out: list[float | None] = []
+        for k, step in self.shapes:
+            if step > 1:
+                cs = np.cumsum(np.insert(full, 0, 0.0))
+                series = (cs[step:] - cs[:-step]) / step  # moving average of ``step`` points
+            else:
+                series = full
+            span = (k - 1) * step + 1
+            if len(series) < 4 * span:
+                out.append(None)
+                continue
+            cur = series[-span::step]
+            # Candidates end before the current subsequence begins: no trivial self-match.
+            past = np.lib.stride_tricks.sliding_window_view(series[: len(series) - span], span)
+            d2 = np.sum((past[:, ::step] - cur) ** 2, axis=1)
+            out.append(float(np.sqrt(np.min(d2) / k)))
+        return out
+
+    def _evaluate(self, x: float) -> tuple[float, float, list[float | None]]:
         if self._last is not None and self._last[0] == x:
-            return self._last[1], self._last[2]
+            return self._last[1], self._last[2], self._last[3]
         floor = self.eps * (abs(x) + 1.0)
-        nd = self._nn_distance(x)
+        nds = self._nn_distances(x)
         m = 0.0
         if len(self.values) >= 20:
             lo, hi = self.values.sorted[0], self.values.sorted[-1]
             m = max(x - hi, lo - x, 0.0) / (self.ext * max(hi - lo, floor))
-        if nd is not None and len(self.nn_dists) >= 20:
-            m = max(m, nd / max(self.nn_dists.sorted[-1], floor))
-        score = m / (1.0 + m) if self.n >= self.warmup else 0.0
-        if self.n - self.last_fire < self.suppress:
+            if self.level_len:
+                med = float(np.median(np.append(self._recent(self.level_len - 1), x)))
+                qlo, qhi = self.values.quantile(0.01), self.values.quantile(0.99)
+                m = max(
+                    m, max(med - qhi, qlo - med, 0.0) / (self.level_ext * max(qhi - qlo, floor))
+                )
+        for nd, dists in zip(nds, self.nn_dists, strict=True):
+            if nd is not None and len(dists) >= 20:
+                m = max(m, nd / max(dists.sorted[-1], floor))
+        raw = m / (1.0 + m) if self.n >= self.warmup else 0.0
+        score = raw
+        if self.recent_raw and raw <= max(self.recent_raw):
             score *= self.damp
-        self._last = (x, score, nd)
-        return score, nd
+        self._last = (x, score, raw, nds)
+        return score, raw, nds
 
     def score_one(self, x: dict) -> float:
         """Anomaly score of ``x["value"]`` in [0, 1] given what was learnt so far."""
@@ -147,17 +176,13 @@ class MetricDetector:
     def learn_one(self, x: dict) -> None:
         """Take ``x["value"]`` into the model (``x["timestamp"]`` is accepted and not needed)."""
         v = float(x["value"])
-        score, nd = self._evaluate(v)
+        _, raw, nds = self._evaluate(v)
         self._last = None
-        if score >= self.fire_level:
-            self.last_fire = self.n
-            self.guarded += 1
-        else:
-            self.guarded = 0
-        if self.guarded == 0 or self.guarded > self.guard_limit:
-            self.values.add(v)
-        if nd is not None:
-            self.nn_dists.add(nd)
+        self.recent_raw.append(raw)
+        self.values.add(v)
+        for nd, dists in zip(nds, self.nn_dists, strict=True):
+            if nd is not None:
+                dists.add(nd)
         self.buf[self.pos] = v
         self.buf[self.pos + self.cap] = v
         self.pos = (self.pos + 1) % self.cap
