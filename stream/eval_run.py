@@ -22,10 +22,9 @@ import orjson
 
 from stream.config import Config, load_config
 from stream.events import SourceColumns
+from stream.labels import GRACE_MS, score_alerts
 from stream.pipeline import Pipeline
 from stream.simulate import SimConfig, default_incident_suite, labels, simulate
-
-GRACE_MS = 180_000
 
 
 @dataclass
@@ -35,12 +34,6 @@ class SeedResult:
     detections: dict[str, float | None] = field(default_factory=dict)  # kind -> delay s
     false_alerts: list[dict[str, Any]] = field(default_factory=list)
     promotion_alerts: int = 0
-
-
-def _matches(series: dict[str, str], label: dict[str, str]) -> bool:
-    """Could this alert's series show this incident? No dimension may disagree: a
-    provider/operation roll-up can show one merchant's incident, another provider cannot."""
-    return all(series[k] == v for k, v in label.items() if k in series)
 
 
 def replay(cfg: Config, sim: SimConfig) -> list[dict[str, Any]]:
@@ -67,25 +60,13 @@ def evaluate_seed(cfg: Config, seed: int, hours: float) -> SeedResult:
     duration = hours * 3600
     sim = SimConfig(seed=seed, duration_s=duration, incidents=default_incident_suite(duration))
     truth = labels(sim)
-    firing = [a for a in replay(cfg, sim) if a["status"] == "firing"]
-    episodes: dict[str, dict[str, Any]] = {}
-    for a in firing:  # one episode per alert_id (severity escalations re-announce)
-        episodes.setdefault(a["alert_id"], a)
+    scored = score_alerts(replay(cfg, sim), truth, hours, GRACE_MS)
     res = SeedResult(seed, hours)
-    matched: set[str] = set()
-    for lab in truth:
-        hits = [
-            e for e in episodes.values()
-            if _matches(e["series"], lab["series"])
-            and lab["start_ms"] <= e["window_end"] <= lab["end_ms"] + GRACE_MS
-        ]  # fmt: skip
-        matched.update(e["alert_id"] for e in hits)
-        if not lab["is_incident"]:
-            res.promotion_alerts += len(hits)
-            continue
-        first = min((e["window_end"] for e in hits), default=None)
-        res.detections[lab["kind"]] = None if first is None else (first - lab["start_ms"]) / 1000
-    res.false_alerts = [e for aid, e in episodes.items() if aid not in matched]
+    for det in scored.detections:
+        if det.label["is_incident"]:
+            res.detections[det.label["kind"]] = det.delay_s
+    res.promotion_alerts = scored.promotion_alerts
+    res.false_alerts = [dict(e) for e in scored.false_alerts]
     return res
 
 
