@@ -139,7 +139,12 @@ def build_parser() -> argparse.ArgumentParser:
         description="Replay JSONL v1 events (.gz too) or a CSV `timestamp,value` metric series "
         "through the pipeline the worker runs; writes alert v1 records.",
     )
-    bt.add_argument("--input", type=_existing_file, required=True, help="JSONL(.gz) or CSV file")
+    bt.add_argument(
+        "--input",
+        required=True,
+        help="JSONL(.gz) or CSV file, or a Kafka topic: "
+        "kafka://HOST:PORT/TOPIC?from=ISO&to=ISO (event times, either optional)",
+    )
     bt.add_argument(
         "--config", type=_existing_file, help="YAML config (defaults apply without one)"
     )
@@ -152,8 +157,47 @@ def build_parser() -> argparse.ArgumentParser:
         help="CSV input: per-row scores (timestamp,value,anomaly_score,alert)",
     )
     bt.add_argument("--dlq-out", type=Path, help="JSONL input: write rejected records here")
-    bt.add_argument("--report", type=Path, help="HTML report (not available yet)")
-    bt.add_argument("--labels", type=_existing_file, help="labelled incidents (not available yet)")
+    bt.add_argument(
+        "--report", type=Path, help="write a self-contained HTML report (charts and tables)"
+    )
+    bt.add_argument(
+        "--labels",
+        type=_existing_file,
+        help="labelled incidents, JSON (simulate --labels-out) or CSV start,end,series: "
+        "prints recall, precision, false alerts per hour and detection delays",
+    )
+
+    tu = sub.add_parser(
+        "tune",
+        help="sweep detector parameters over labelled history, write the best config",
+        description="Replay a labelled JSONL file once per combination of --grid values, "
+        "score each against the labels and write the best as a config `run --config` takes.",
+    )
+    tu.add_argument("--input", type=_existing_file, required=True, help="JSONL(.gz) events")
+    tu.add_argument("--labels", type=_existing_file, required=True, help="labelled incidents")
+    tu.add_argument("--config", type=_existing_file, help="base YAML config (default: built-in)")
+    tu.add_argument(
+        "--grid",
+        action="append",
+        default=[],
+        metavar="KEY=V1,V2",
+        help="config key and values to try, e.g. detectors.error_rate.threshold=0.03,0.05 "
+        "(repeatable; default: a small grid over the error-rate threshold and for_windows)",
+    )
+    tu.add_argument(
+        "--objective",
+        choices=["recall", "f1"],
+        default="recall",
+        help="recall: most incidents found with at most --max-false-per-hour false alerts, "
+        "ties to the shorter median delay (default); f1: best F1 of recall and precision",
+    )
+    tu.add_argument(
+        "--max-false-per-hour",
+        type=float,
+        default=0.5,
+        help="false alerts per hour allowed by the recall objective (default 0.5)",
+    )
+    tu.add_argument("--out", type=Path, required=True, help="where to write the chosen YAML")
 
     br = sub.add_parser(
         "broker",
@@ -224,6 +268,14 @@ def _alerts_parser(sub: Any) -> None:
     uns.add_argument("--comment", default="", help="why")
     source(uns, kafka=True, history=True)
 
+    rep = acts.add_parser(
+        "report",
+        help="the weekly review: alerts per rule, severity and series, MTTA/MTTR, flapping",
+    )
+    rep.add_argument("--since", default="7d", help="start of the span: 7d, 24h, an ISO time")
+    rep.add_argument("--html", type=Path, help="also write the review as an HTML file")
+    source(rep, kafka=False, history=True)
+
     ack = acts.add_parser("ack", help="acknowledge an alert: stops repeats and escalation")
     ack.add_argument("id", help="alert_id (or a unique prefix) or fingerprint")
     ack.add_argument("--author", default=None, help="who (default: $USER)")
@@ -278,20 +330,26 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 
 
 def cmd_backtest(args: argparse.Namespace) -> int:
-    if args.report or args.labels:
-        raise UserError("--report and --labels are not available yet in this version")
-    if args.input.suffix.lower() == ".csv":
-        from stream.csv_series import backtest_csv
+    from stream.labels import read_labels
 
-        summary = backtest_csv(args.input, args.scores_out, args.alerts_out)
-        print(f"backtest: {summary}", file=sys.stderr)
-        return 0
+    source: str = args.input
+    kafka = source.startswith("kafka://")
+    if not kafka:
+        path = Path(source)
+        if not path.is_file():
+            what = "is a directory, not a file" if path.is_dir() else "no such file"
+            raise UserError(f"--input {source}: {what}")
+    labels = read_labels(args.labels) if args.labels else None
+    if not kafka and Path(source).suffix.lower() == ".csv":
+        return _backtest_csv(args, Path(source), labels)
     if args.scores_out:
         raise UserError("--scores-out applies to CSV metric input only")
-    from stream.backtest import backtest_events
+    from stream.backtest import alerting_series, backtest_events, record_traces
 
     cfg = _load_config(args.config)
-    s = backtest_events(args.input, cfg, args.alerts_out, dlq_out=args.dlq_out)
+    alerts: list[dict[str, Any]] = []
+    keep = alerts.extend if (args.report or labels is not None) else None
+    s = backtest_events(source, cfg, args.alerts_out, dlq_out=args.dlq_out, on_alerts=keep)
     st = s.stats
     print(
         f"backtest: {st.records} records ({st.rejected} rejected, {st.late} late), "
@@ -299,7 +357,92 @@ def cmd_backtest(args: argparse.Namespace) -> int:
         f"in {s.seconds:.1f}s",
         file=sys.stderr,
     )
+    score = _backtest_score(alerts, labels, s.hours)
+    if args.report:
+        from stream.report import clock, render_backtest_report
+
+        traces = record_traces(source, cfg, alerting_series(alerts))
+        facts = [
+            ("events", f"{st.records} ({st.rejected} rejected, {st.late} late)"),
+            ("event time", f"{clock(s.first_ms)} → {clock(s.last_ms)} UTC ({s.hours:.2f} h)"),
+            ("windows closed", str(st.windows_closed)),
+            ("alert records", f"{s.alerts} → {args.alerts_out}"),
+            ("config", str(args.config or "built-in defaults")),
+        ]
+        n = render_backtest_report(
+            args.report, source=source, alerts=alerts, traces=traces, facts=facts,
+            labels=labels, score=score,
+        )  # fmt: skip
+        print(f"report: {n} series charted → {args.report}", file=sys.stderr)
     return 0
+
+
+def _backtest_score(alerts: list[dict[str, Any]], labels: Any, hours: float) -> Any:
+    """Score against the labels and print the result (None without labels)."""
+    if labels is None:
+        return None
+    from stream.labels import score_alerts
+
+    score = score_alerts(alerts, labels, hours)
+    print(f"labels: {score.summary_line()}")
+    for d in score.detections:
+        lab = d.label
+        series = ",".join(f"{k}={v}" for k, v in lab["series"].items()) or "(all)"
+        if not lab["is_incident"]:
+            got = f"not an incident, {len(d.alert_ids)} alert(s)"
+        else:
+            got = "MISSED" if d.delay_s is None else f"detected after {d.delay_s:.0f} s"
+        print(f"  {lab['kind']:<22} {series:<40} {got}")
+    for e in score.false_alerts:
+        print(f"  false alert: {e['rule']} {e['series']} at window_end {e['window_end']}")
+    return score
+
+
+def _backtest_csv(args: argparse.Namespace, path: Path, labels: Any) -> int:
+    import tempfile
+
+    from stream.csv_series import RULE, backtest_csv, read_metric_csv
+
+    with tempfile.TemporaryDirectory() as tmp:
+        scores = args.scores_out or (Path(tmp) / "scores.csv" if args.report else None)
+        alerts_out = args.alerts_out
+        summary = backtest_csv(path, scores, alerts_out)
+        print(f"backtest: {summary}", file=sys.stderr)
+        if not (args.report or labels is not None):
+            return 0
+        import orjson
+
+        alerts = [orjson.loads(line) for line in alerts_out.read_bytes().splitlines() if line]
+        hours = 0.0
+        if labels is not None:
+            from stream.csv_series import parse_timestamp
+
+            stamps, _ = read_metric_csv(path)
+            if stamps:
+                hours = (parse_timestamp(stamps[-1]) - parse_timestamp(stamps[0])) / 3600
+        score = _backtest_score(alerts, labels, hours)
+        if args.report and scores is not None:
+            from stream.report import csv_trace, render_backtest_report
+
+            trace = csv_trace(scores, {"metric": path.stem}, RULE, float(summary["threshold"]))
+            facts = [
+                ("rows", str(summary["rows"])),
+                ("threshold", f"{summary['threshold']:g}"),
+                ("alerts fired", str(summary["alerts_fired"])),
+                ("max score", f"{summary['max_score']:.3f}"),
+            ]
+            render_backtest_report(
+                args.report, source=str(path), alerts=alerts, traces=[trace], facts=facts,
+                labels=labels, score=score,
+            )  # fmt: skip
+            print(f"report → {args.report}", file=sys.stderr)
+    return 0
+
+
+def cmd_tune(args: argparse.Namespace) -> int:
+    from stream.tune import run_tune
+
+    return run_tune(args)
 
 
 def cmd_broker(args: argparse.Namespace) -> int:
@@ -505,12 +648,28 @@ def _alerts_ack(args: argparse.Namespace, now: int) -> int:
     return 0
 
 
+def _alerts_report(args: argparse.Namespace, now: int) -> int:
+    from stream.history import parse_since
+    from stream.report import render_review_report, review_text, weekly_review
+
+    since = parse_since(args.since, now)
+    with _alerts_open_history(args) as history:
+        review = weekly_review(history, since, now)
+    for line in review_text(review):
+        print(line)
+    if args.html:
+        render_review_report(args.html, review)
+        print(f"review → {args.html}", file=sys.stderr)
+    return 0
+
+
 _ALERT_ACTIONS = {
     "list": _alerts_list,
     "show": _alerts_show,
     "silence": _alerts_silence,
     "unsilence": _alerts_unsilence,
     "ack": _alerts_ack,
+    "report": _alerts_report,
 }
 
 
@@ -519,6 +678,7 @@ VERBS = {
     "demo": cmd_demo,
     "simulate": cmd_simulate,
     "backtest": cmd_backtest,
+    "tune": cmd_tune,
     "broker": cmd_broker,
     "alerts": cmd_alerts,
 }
