@@ -14,6 +14,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import TextIO
 
 import numpy as np
 
@@ -28,7 +29,7 @@ def _read_scores(path: Path) -> np.ndarray:
 
 
 def run_corpus(
-    root: Path, files: list[str] | None = None, out=sys.stdout
+    root: Path, files: list[str] | None = None, out: TextIO = sys.stdout
 ) -> dict[str, CorpusScore]:
     """Backtest and score the NAB corpus at ``root`` (or only the ``files`` given, relative
     to ``root/data``); returns the result per profile."""

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from models.metric import DEFAULT_THRESHOLD
 from stream.csv_series import backtest_csv, read_metric_csv
 
 ALERT_FIELDS = {
@@ -76,7 +77,11 @@ def test_alerts_out_is_alert_v1_firing_then_resolved_and_deterministic(tmp_path:
     # Row 600 is 2014-04-03 02:00:00 UTC.
     assert fire["started_at"] == res["started_at"] == 1396490400000
     assert fire["resolved_at"] is None and res["resolved_at"] > fire["started_at"]
-    assert fire["value"] == 60.0 and 15.0 < fire["expected"] < 25.0 and fire["score"] >= 0.52
+    assert (
+        fire["value"] == 60.0
+        and 15.0 < fire["expected"] < 25.0
+        and fire["score"] >= DEFAULT_THRESHOLD
+    )
 
 
 @pytest.mark.parametrize(
