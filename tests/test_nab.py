@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import math
 from pathlib import Path
 
@@ -136,3 +137,34 @@ def test_real_nab_files_score_well_above_null() -> None:
     assert std.normalised > 40.0
     assert math.isfinite(res["reward_low_FP_rate"].normalised)
     assert out.getvalue().count("rows,") == 3  # one progress line per file
+
+
+def test_nab_run_prints_profiles_with_standard_last(tmp_path: Path, capsys) -> None:
+    from stream.nab_run import main
+
+    # A tiny NAB-shaped corpus: one flat-ish series with a spike in its labelled window.
+    (tmp_path / "data" / "synthetic").mkdir(parents=True)
+    (tmp_path / "labels").mkdir()
+    rows = ["timestamp,value"]
+    for i in range(1000):
+        v = 10.0 + (i % 5) * 0.2 + (40.0 if i == 800 else 0.0)
+        rows.append(f"2020-01-{1 + i // 288:02d} {(i % 288) // 12:02d}:{(i % 12) * 5:02d}:00,{v}")
+    (tmp_path / "data" / "synthetic" / "spike.csv").write_text("\n".join(rows) + "\n")
+    start, end = rows[1 + 780].split(",")[0], rows[1 + 829].split(",")[0]
+    windows = {"synthetic/spike.csv": [[start + ".000000", end + ".000000"]]}
+    (tmp_path / "labels" / "combined_windows.json").write_text(json.dumps(windows))
+    assert main([str(tmp_path)]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[-3].startswith("nab_reward_low_FN_rate=")
+    assert lines[-2].startswith("nab_reward_low_FP_rate=")
+    assert lines[-1].startswith("nab_standard=")
+    # Caught 20 rows into a 50-row window, no false alarm: 2/(1+e^(5*-0.6))-1 / 0.98661 ≈ 0.92.
+    assert 85.0 < float(lines[-1].split("=")[1]) < 100.0
+
+
+def test_nab_run_bad_directory_is_one_line(tmp_path: Path, capsys) -> None:
+    from stream.nab_run import main
+
+    assert main([str(tmp_path / "missing")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error:") and "not a NAB directory" in err and "\n" not in err
