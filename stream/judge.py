@@ -496,12 +496,17 @@ def build_rules(config: Config) -> list[Rule]:
         )  # fmt: skip
     cb = d.callbacks
     if cb.enabled:
-        rules.append(
-            DetectorRule(cb.rule, "notification", CallbackDetector,
-                         _levels(cb.levels, [lv for lv in notif_levels if "merchant_id" not in lv]),
-                         None,
-                         _describe_callbacks, ws)
-        )  # fmt: skip
+        levels = _levels(cb.levels, [lv for lv in notif_levels if "merchant_id" not in lv])
+        # Per signing key there are as many series as merchants' keys, almost all clean:
+        # judge a key only in windows where its signatures fail (or while it alerts).
+        per_key = [lv for lv in levels if "signing_key_id" in lv]
+        for group, gate in (([lv for lv in levels if lv not in per_key], None),
+                            (per_key, "verify_failures")):  # fmt: skip
+            if group:
+                rules.append(
+                    DetectorRule(cb.rule, "notification", CallbackDetector, group, gate,
+                                 _describe_callbacks, ws)
+                )  # fmt: skip
     mv = d.multivariate
     if mv.enabled:
         rules.append(
