@@ -336,9 +336,10 @@ def cmd_backtest(args: argparse.Namespace) -> int:
     kafka = source.startswith("kafka://")
     if not kafka:
         path = Path(source)
+        if path.is_dir():
+            raise UserError(f"--input: {source} is a directory, not a file")
         if not path.is_file():
-            what = "is a directory, not a file" if path.is_dir() else "no such file"
-            raise UserError(f"--input {source}: {what}")
+            raise UserError(f"--input: no such file: {source}")
     labels = read_labels(args.labels) if args.labels else None
     if not kafka and Path(source).suffix.lower() == ".csv":
         return _backtest_csv(args, Path(source), labels)
