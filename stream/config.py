@@ -221,12 +221,20 @@ class NotifyConfig:
 
 
 @dataclass
+class MetricsConfig:
+    # Prometheus metrics on http://host:port/metrics (0 turns them off).
+    port: int = 9108
+    host: str = "0.0.0.0"
+
+
+@dataclass
 class Config:
     kafka: KafkaConfig = field(default_factory=KafkaConfig)
     windows: WindowConfig = field(default_factory=WindowConfig)
     detectors: DetectorsConfig = field(default_factory=DetectorsConfig)
     alerts: LifecycleConfig = field(default_factory=LifecycleConfig)
     notify: NotifyConfig = field(default_factory=NotifyConfig)
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
 
     def validate(self) -> Config:
         """Cross-field checks that types alone cannot express."""
@@ -302,6 +310,8 @@ class Config:
             _positive(f"notify.delivery.{key}", getattr(d, key))
         if self.notify.console.color not in ("auto", "always", "never"):
             raise ConfigError("notify.console.color: must be auto, always or never")
+        if not 0 <= self.metrics.port <= 65535:
+            raise ConfigError("metrics.port: must be a TCP port (0 turns metrics off)")
         if self.kafka.max_batch < 1:
             raise ConfigError("kafka.max_batch: must be >= 1")
         return self

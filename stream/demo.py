@@ -69,6 +69,7 @@ async def _demo(duration_s: float, seed: int, out: Any) -> int:
         # The demo's alerts go to a history of their own, never into the user's real one.
         history = Path(tempfile.mkdtemp(prefix="paywatch-demo-")) / "history.db"
         cfg.notify.history_path = str(history)
+        cfg.metrics.port = 0  # a demo must not collide with a real worker's metrics port
         k = cfg.kafka
         k.bootstrap_servers = broker.bootstrap
         k.session_timeout_ms, k.heartbeat_interval_ms, k.fetch_max_wait_ms = 6000, 1000, 20

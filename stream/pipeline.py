@@ -29,6 +29,9 @@ EVICT_EVERY_WINDOWS = 60  # idle-series sweeps are cheap but need not run every 
 class PipelineStats:
     records: int = 0
     rejected: int = 0
+    calls: int = 0
+    notifications: int = 0
+    metrics: int = 0
     late: int = 0
     windows_closed: int = 0
     alerts: int = 0
@@ -105,6 +108,9 @@ class Pipeline:
         st = self.state
         st.stats.records += records
         st.stats.rejected += len(batch.rejected)
+        st.stats.calls += len(batch.calls)
+        st.stats.notifications += len(batch.notifications)
+        st.stats.metrics += len(batch.metrics)
         st.stats.late += st.windows.add_batch(
             batch.strings, batch.calls, batch.notifications, batch.metrics
         )

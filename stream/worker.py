@@ -19,11 +19,14 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from aiokafka import TopicPartition
+
 from stream.config import Config, KafkaConfig
 from stream.control import ControlReader
 from stream.decode_pool import DecodePool, default_workers
 from stream.events import DecodedBatch
 from stream.kafka_io import Batch, EventSource, Publisher, ensure_topics
+from stream.metrics import WorkerMetrics
 from stream.notify import InOrderThread, Notifications
 from stream.pipeline import Pipeline, PipelineStats, StepResult
 
@@ -83,12 +86,23 @@ async def run_worker(
         if control is not None:
             await control.start()
             stack.push_async_callback(control.stop)
+        metrics = WorkerMetrics(config.metrics.port, config.metrics.host)
+        stack.callback(metrics.close)
         workers = default_workers() if k.decode_workers < 0 else k.decode_workers
         pool = DecodePool(workers) if workers else None
         if pool is not None:
             stack.callback(pool.close)
         await _consume(
-            pipeline, source, publisher, background, stop, sinks or [], k, progress_every_s, pool
+            pipeline,
+            source,
+            publisher,
+            background,
+            stop,
+            sinks or [],
+            k,
+            progress_every_s,
+            pool,
+            metrics,
         )
     return pipeline.state.stats
 
@@ -103,6 +117,7 @@ async def _consume(
     k: KafkaConfig,
     progress_every_s: float,
     pool: DecodePool | None = None,
+    metrics: WorkerMetrics | None = None,
 ) -> None:
     """The consumer loop. With a decode pool, batch N+1 is decoded in a child process
     while batch N is windowed and judged here (depth-one pipelining); offsets are still
@@ -111,9 +126,16 @@ async def _consume(
     last_records = 0
     log.info("consuming %s from %s as group %s", k.events_topic, k.bootstrap_servers, k.group_id)
 
-    async def finish(result: StepResult, batch: Batch, now: int) -> None:
+    done: dict[TopicPartition, int] = {}
+    last_gauges = 0.0
+
+    async def finish(result: StepResult, batch: Batch, now: int, started: float) -> None:
         await publisher.publish(result.alerts, result.rejected)
+        if metrics is not None:
+            latency = time.perf_counter() - started if result.closed else None
+            metrics.observe(pipeline.state.stats, result.rejected, result.alerts, latency)
         await source.commit(batch.offsets)
+        done.update(batch.offsets)
         if background is not None:
             # After the commit decision, like the sinks: at-least-once may hand the
             # dispatcher a replayed record, which it recognises and ignores.
@@ -131,20 +153,29 @@ async def _consume(
         else:
             batch = await source.next_batch(timeout_ms=0 if pending is not None else 100)
         now = wall_ms()
+        started = time.perf_counter()
         decoding = None
         if batch.values:
             if pool is None:
-                await finish(pipeline.process(batch.values, batch.sources, now), batch, now)
+                result = pipeline.process(batch.values, batch.sources, now)
+                await finish(result, batch, now, started)
             else:
                 decoding = asyncio.ensure_future(
                     pool.decode(batch.values, batch.sources, **pipeline.decode_args())
                 )
         if pending is not None:
             prev_future, prev = pending
-            result = pipeline.process_decoded(await prev_future, len(prev.values), now)
-            await finish(result, prev, now)
+            decoded = await prev_future
+            started = time.perf_counter()
+            result = pipeline.process_decoded(decoded, len(prev.values), now)
+            await finish(result, prev, now, started)
         elif not batch.values:
-            await finish(pipeline.tick(now), batch, now)
+            await finish(pipeline.tick(now), batch, now, started)
+        if metrics is not None and time.monotonic() - last_gauges >= 1.0:
+            last_gauges = time.monotonic()
+            metrics.state(pipeline.state.lifecycle.firing(), pipeline.state.windows.registry.active)
+            consumer = source.consumer
+            metrics.consumer_lag({tp: consumer.highwater(tp) for tp in consumer.assignment()}, done)
         pending = (decoding, batch) if decoding is not None else None
         if time.monotonic() - last_report >= progress_every_s:
             elapsed = time.monotonic() - last_report

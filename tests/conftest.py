@@ -44,7 +44,8 @@ def kafka_config(broker: LocalBroker) -> Config:
                 "heartbeat_interval_ms": 500,
                 "request_timeout_ms": 5000,
                 "fetch_max_wait_ms": 20,
-            }
+            },
+            "metrics": {"port": 0},
         }
     )
 

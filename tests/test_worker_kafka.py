@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import urllib.request
 from typing import Any
 
 import orjson
 from aiokafka import AIOKafkaConsumer
 
+from stream.broker import free_port
 from stream.config import Config
 from stream.kafka_io import ensure_topics
 from stream.produce import produce_events
@@ -64,13 +66,27 @@ async def test_outage_produces_alerts_and_bad_records_go_to_dlq(kafka_config: Co
 
     stop = asyncio.Event()
     seen: list[dict[str, Any]] = []
+    kafka_config.metrics.port = free_port()
     worker = asyncio.create_task(run_worker(kafka_config, stop, [seen.extend]))
     try:
         alerts = await read_all(k.bootstrap_servers, k.alerts_topic, expect=2)
         dlq = await read_all(k.bootstrap_servers, k.dlq_topic, expect=2)
+        await asyncio.sleep(1.2)  # gauges refresh once a second
+        url = f"http://127.0.0.1:{kafka_config.metrics.port}/metrics"
+        scraped = await asyncio.to_thread(lambda: urllib.request.urlopen(url, timeout=5).read())
     finally:
         stop.set()
         stats = await asyncio.wait_for(worker, 30)
+
+    metrics = {
+        line.split(" ")[0]: float(line.split(" ")[1])
+        for line in scraped.decode().splitlines()
+        if line and not line.startswith("#")
+    }
+    assert metrics['paywatch_events_total{event_type="provider_call"}'] == len(traffic())
+    assert sum(v for m, v in metrics.items() if m.startswith("paywatch_dlq_total")) == 2
+    assert metrics["paywatch_alert_latency_seconds_count"] >= 1
+    assert sum(v for m, v in metrics.items() if m.startswith("paywatch_consumer_lag")) == 0
 
     provider_level = [a for a in alerts if a["series"] == {"provider": "alipay"}]
     assert [a["status"] for a in provider_level] == ["firing", "resolved"]
