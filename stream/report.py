@@ -186,8 +186,8 @@ def svg_panel(
             out.append(
                 f'<polyline points="{pts}" fill="none" stroke="{colour}" stroke-width="1.5"{dash}/>'
             )
-    for frac in (0.0, 0.5, 1.0):  # y axis
-        v = lo + (hi - lo) * frac
+    ticks = (0.0, 0.5, 1.0) if panel.y_fixed is not None else (lo, (lo + hi) / 2, hi)
+    for v in ticks:  # y axis
         out.append(
             f'<text x="{left - 6}" y="{y(v) + 4:.1f}" font-size="10" text-anchor="end" '
             f'fill="#556">{esc(_fmt(v))}</text>'

@@ -88,3 +88,22 @@ def test_bad_grid_is_one_line_before_any_replay(
     assert needle in r.stderr and r.stderr.count("\n") <= 2
     assert "[" not in r.stderr  # refused before the sweep started
     assert not (tmp_path / "t.yaml").exists()
+
+
+def test_progress_redraws_in_place_on_a_terminal() -> None:
+    import io
+
+    from stream.tune import Progress
+
+    class Tty(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    out = Tty()
+    bar = Progress(2, out)
+    bar.step(0, "a=1")
+    bar.step(1, "a=2")
+    bar.step(2, "done")
+    text = out.getvalue()
+    assert text.count("\r\x1b[2K") == 3 and text.count("\n") == 1 and text.endswith("\n")
+    assert "] 2/2" in text.rsplit("\r", 1)[1]
