@@ -20,10 +20,10 @@ from collections.abc import Callable
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
-from aiokafka.errors import KafkaConnectionError, KafkaError
+from aiokafka.errors import KafkaError
 
 from stream.config import KafkaConfig
-from stream.kafka_io import KafkaUnavailable, ensure_topics
+from stream.kafka_io import KafkaUnavailable, ensure_topics, start_client
 from stream.silences import ControlEvent
 
 log = logging.getLogger("paywatch.control")
@@ -77,14 +77,7 @@ class ControlReader:
         self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
-        try:
-            await self.consumer.start()
-        except (KafkaConnectionError, OSError):
-            with contextlib.suppress(Exception):
-                await self.consumer.stop()
-            raise KafkaUnavailable(
-                f"cannot reach Kafka at {self.cfg.bootstrap_servers} for the control topic"
-            ) from None
+        await start_client(self.consumer, self.cfg.bootstrap_servers, what=" for the control topic")
         self._task = asyncio.create_task(self._run(), name="paywatch-control")
 
     async def _run(self) -> None:
@@ -125,12 +118,7 @@ async def publish_control(
         acks="all",
         request_timeout_ms=int(timeout_s * 1000),
     )
-    try:
-        await asyncio.wait_for(producer.start(), timeout_s)
-    except (TimeoutError, KafkaConnectionError, OSError):
-        with contextlib.suppress(Exception):
-            await producer.stop()
-        raise KafkaUnavailable(f"cannot reach Kafka at {bootstrap}") from None
+    await start_client(producer, bootstrap, timeout_s=timeout_s)
     try:
         await asyncio.wait_for(
             producer.send_and_wait(topic, event.encode(), key=control_key(event)), timeout_s

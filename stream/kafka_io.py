@@ -26,11 +26,23 @@ class KafkaUnavailable(RuntimeError):
     """Kafka could not be reached; the message says where paywatch looked."""
 
 
-def _unreachable(bootstrap: str) -> KafkaUnavailable:
+def _unreachable(bootstrap: str, what: str = "") -> KafkaUnavailable:
     return KafkaUnavailable(
-        f"cannot reach Kafka at {bootstrap}; check kafka.bootstrap_servers "
+        f"cannot reach Kafka at {bootstrap}{what}; check kafka.bootstrap_servers "
         "(or start a local one with `paywatch broker`)"
     )
+
+
+async def start_client(
+    client: Any, bootstrap: str, *, what: str = "", timeout_s: float = 30.0
+) -> None:
+    """Start an aiokafka client; an unreachable broker becomes one clear :class:`KafkaUnavailable`."""
+    try:
+        await asyncio.wait_for(client.start(), timeout_s)
+    except (TimeoutError, KafkaConnectionError, OSError):
+        with contextlib.suppress(Exception):
+            await (client.close() if isinstance(client, AIOKafkaAdminClient) else client.stop())
+        raise _unreachable(bootstrap, what) from None
 
 
 async def ensure_topics(
@@ -38,12 +50,7 @@ async def ensure_topics(
 ) -> None:
     """Create the topics that do not exist yet (existing ones are left alone)."""
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=10000)
-    try:
-        await asyncio.wait_for(admin.start(), timeout_s)
-    except (TimeoutError, KafkaConnectionError, OSError):
-        with contextlib.suppress(Exception):
-            await admin.close()
-        raise _unreachable(bootstrap) from None
+    await start_client(admin, bootstrap, timeout_s=timeout_s)
     try:
         existing = set(await admin.list_topics())
         new = [NewTopic(t, partitions, 1) for t in dict.fromkeys(topics) if t not in existing]
@@ -82,12 +89,7 @@ class EventSource:
         )
 
     async def start(self) -> None:
-        try:
-            await self.consumer.start()
-        except (KafkaConnectionError, OSError):
-            with contextlib.suppress(Exception):
-                await self.consumer.stop()
-            raise _unreachable(self.cfg.bootstrap_servers) from None
+        await start_client(self.consumer, self.cfg.bootstrap_servers)
 
     async def stop(self) -> None:
         await self.consumer.stop()
@@ -128,12 +130,7 @@ class Publisher:
         )
 
     async def start(self) -> None:
-        try:
-            await self.producer.start()
-        except (KafkaConnectionError, OSError):
-            with contextlib.suppress(Exception):
-                await self.producer.stop()
-            raise _unreachable(self.cfg.bootstrap_servers) from None
+        await start_client(self.producer, self.cfg.bootstrap_servers)
 
     async def stop(self) -> None:
         await self.producer.stop()

@@ -8,16 +8,14 @@ than the wall clock, which is how the demo shows an hour of traffic in a minute.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
 import orjson
 from aiokafka import AIOKafkaProducer
-from aiokafka.errors import KafkaConnectionError
 
-from stream.kafka_io import KafkaUnavailable
+from stream.kafka_io import start_client
 
 
 def event_key(event: dict[str, Any]) -> bytes:
@@ -39,12 +37,7 @@ async def produce_events(
 ) -> int:
     """Send events (dicts, or raw bytes for deliberately malformed records); returns the count."""
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=10, acks=1)
-    try:
-        await producer.start()
-    except (KafkaConnectionError, OSError):
-        with contextlib.suppress(Exception):
-            await producer.stop()
-        raise KafkaUnavailable(f"cannot reach Kafka at {bootstrap}") from None
+    await start_client(producer, bootstrap)
     sent = 0
     first_ts: int | None = None
     wall0 = time.monotonic()
