@@ -36,7 +36,7 @@ def _unreachable(bootstrap: str, what: str = "") -> KafkaUnavailable:
 async def start_client(
     client: Any, bootstrap: str, *, what: str = "", timeout_s: float = 30.0
 ) -> None:
-    """Start an aiokafka client; an unreachable broker becomes one clear :class:`KafkaUnavailable`."""
+    """Start an aiokafka client; an unreachable broker becomes one `KafkaUnavailable`."""
     try:
         await asyncio.wait_for(client.start(), timeout_s)
     except (TimeoutError, KafkaConnectionError, OSError):
