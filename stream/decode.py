@@ -70,6 +70,7 @@ from stream.events import (
     NotificationColumns,
     Rejected,
     Source,
+    SourceColumns,
 )
 from stream.taxonomy import ErrorTaxonomy
 
@@ -228,6 +229,12 @@ def decode_batch(
     notes: list[tuple[Any, ...]] = []
     metrics: list[tuple[Any, ...]] = []
     rejects: list[tuple[int, Rejected]] = []
+    # Columnar sources (the worker's) give partitions without building a Source per record.
+    partitions: list[int] = (
+        sources.partitions.tolist()
+        if isinstance(sources, SourceColumns)
+        else [src.partition for src in sources]
+    )
 
     loads = orjson.loads
     decode_error = orjson.JSONDecodeError
@@ -284,7 +291,7 @@ def decode_batch(
                 v = get("service")
                 if type(v) is not str or not v:
                     raise _need_str(d, "service")
-                part = sources[i].partition
+                part = partitions[i]
 
                 if et == "provider_call":
                     prov = get("provider")
