@@ -17,17 +17,15 @@ of the record before them in their partition, so the DLQ sees them too.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from urllib.parse import parse_qs, unquote, urlsplit
 
 import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
-from aiokafka.errors import KafkaConnectionError
 
 from stream.events import Source
-from stream.kafka_io import KafkaUnavailable
+from stream.kafka_io import KafkaUnavailable, start_client
 from stream.labels import parse_time_ms
 
 
@@ -80,12 +78,7 @@ async def read_topic(spec: KafkaSpec, idle_s: float = 5.0) -> list[Record]:
         fetch_max_wait_ms=50,
         request_timeout_ms=10000,
     )
-    try:
-        await asyncio.wait_for(consumer.start(), 15)
-    except (TimeoutError, KafkaConnectionError, OSError):
-        with contextlib.suppress(Exception):
-            await consumer.stop()
-        raise KafkaUnavailable(f"cannot reach Kafka at {spec.bootstrap}") from None
+    await start_client(consumer, spec.bootstrap, what=" to replay the topic", timeout_s=15)
     try:
         topics = await consumer.topics()  # refreshes the metadata partitions_for_topic reads
         ids = consumer.partitions_for_topic(spec.topic) if spec.topic in topics else None
