@@ -48,6 +48,7 @@ vertical-align:middle;margin-right:4px;border:1px solid #889}
 C_VALUE, C_EXPECTED, C_BAND = "#2457c5", "#555d6e", "#c9d8f5"
 C_SCORE, C_THRESHOLD = "#e07b00", "#c0262d"
 C_ALERT, C_LABEL = "rgba(220,40,40,0.16)", "rgba(20,150,60,0.22)"
+C_NOT_INCIDENT = "rgba(230,160,0,0.22)"  # labelled, must not page (a promotion)
 
 
 def esc(x: object) -> str:
@@ -120,8 +121,9 @@ def svg_panel(
     t_range: tuple[int, int],
     width: int = 1000,
     height: int = 170,
+    step_ms: int | None = None,
 ) -> str:
-    """One panel as inline SVG (gaps in the data break the line)."""
+    """One panel as inline SVG (a gap of more than 1.5 ``step_ms`` breaks the line)."""
     left, right, top, bottom = 64, 12, 20, 24
     pw, ph = width - left - right, height - top - bottom
     t0, t1 = t_range
@@ -161,7 +163,7 @@ def svg_panel(
                 f'<rect x="{xs:.1f}" y="{top}" width="{max(1.0, xe - xs):.1f}" height="{ph}" '
                 f'fill="{colour}"/>'
             )
-    step = _window_step(t_ms)
+    step = step_ms or _window_step(t_ms)
     if panel.band is not None:
         for seg in _segments(t_ms, panel.band[0], panel.band[1], step):
             upper = " ".join(f"{x(t):.1f},{y(min(h, hi)):.1f}" for t, _, h in seg)
@@ -269,7 +271,7 @@ class ChartSpec:
     trace: Trace
     series: dict[str, str]  # as the alerts name it (their key order)
     alert_spans: list[tuple[int, int]]
-    label_spans: list[tuple[int, int]]
+    label_spans: list[tuple[int, int, bool]]  # (start, end, is_incident)
     worst: tuple[int, float, int]
 
 
@@ -304,7 +306,7 @@ def chart_specs(
             len({a["alert_id"] for a in firing}),
         )
         lab_spans = [
-            (int(lab["start_ms"]), int(lab["end_ms"]))
+            (int(lab["start_ms"]), int(lab["end_ms"]), bool(lab["is_incident"]))
             for lab in labels or []
             if series_matches(tr.series, lab["series"])
         ]
@@ -313,11 +315,47 @@ def chart_specs(
     return specs[:limit]
 
 
+MAX_POINTS = 1600  # per line; a day of 10 s windows is 8640
+
+
+def thin(tr: Trace, max_points: int = MAX_POINTS) -> tuple[Trace, int]:
+    """At most ``max_points`` points per line: each run of k windows keeps its lowest and
+    highest value (so a spike or a drop stays visible) and its highest score.
+
+    Returns the thinned trace and the time step that counts as contiguous.
+
+    >>> tr = Trace("r", "volume", {}, 0.5, list(range(0, 100_000, 10)), [1.0] * 10_000,
+    ...            [1.0] * 10_000, [0.0] * 10_000, [1.0] * 10_000, window_ms=10)
+    >>> tr.value[5000] = 9.0
+    >>> small, step = thin(tr, 100)
+    >>> len(small.t_ms) <= 100, max(small.value), step
+    (True, 9.0, 4000)
+    """
+    n = len(tr.t_ms)
+    if n <= max_points:
+        return tr, tr.window_ms
+    k = math.ceil(n / (max_points // 2))
+    out = Trace(tr.rule, tr.signal, tr.series, tr.threshold, window_ms=tr.window_ms)
+    for lo in range(0, n, k):
+        idx = range(lo, min(n, lo + k))
+        finite = [i for i in idx if math.isfinite(tr.value[i])] or list(idx)
+        i_min = min(finite, key=lambda i: tr.value[i])
+        i_max = max(finite, key=lambda i: tr.value[i])
+        top = max(tr.score[i] for i in idx)
+        for i in sorted({i_min, i_max}):
+            out.t_ms.append(tr.t_ms[i])
+            out.value.append(tr.value[i])
+            out.expected.append(tr.expected[i])
+            out.score.append(top)
+            out.volume.append(tr.volume[i])
+    return out, tr.window_ms * k * 2
+
+
 def chart_html(spec: ChartSpec) -> str:
-    tr = spec.trace
-    if not tr.t_ms:
+    if not spec.trace.t_ms:
         return ""
-    spans = [(s, e, C_LABEL) for s, e in spec.label_spans]
+    tr, step = thin(spec.trace)
+    spans = [(s, e, C_LABEL if real else C_NOT_INCIDENT) for s, e, real in spec.label_spans]
     spans += [(s, e, C_ALERT) for s, e in spec.alert_spans]
     t_range = (tr.t_ms[0], tr.t_ms[-1] + tr.window_ms)
     lines: list[tuple[Sequence[float], str, str, bool]] = [
@@ -340,8 +378,8 @@ def chart_html(spec: ChartSpec) -> str:
     )
     return (
         head
-        + svg_panel(tr.t_ms, signal, spans, t_range)
-        + svg_panel(tr.t_ms, score, spans, t_range, height=110)
+        + svg_panel(tr.t_ms, signal, spans, t_range, step_ms=step)
+        + svg_panel(tr.t_ms, score, spans, t_range, height=110, step_ms=step)
     )
 
 
@@ -353,6 +391,8 @@ LEGEND = (
     f'<span><i class="sw" style="background:{C_SCORE}"></i>anomaly score</span>'
     f'<span><i class="sw" style="background:{C_ALERT}"></i>alert firing</span>'
     f'<span><i class="sw" style="background:{C_LABEL}"></i>labelled incident</span>'
+    f'<span><i class="sw" style="background:{C_NOT_INCIDENT}"></i>labelled, not an incident'
+    "</span>"
     "</div>"
 )
 
@@ -419,7 +459,7 @@ def labels_html(score: LabelScore) -> str:
                 clock(lab["start_ms"]),
                 duration(lab["end_ms"] - lab["start_ms"]),
                 verdict,
-                "-" if d.delay_s is None else f"{d.delay_s:.0f} s",
+                "-" if d.delay_s is None or not lab["is_incident"] else f"{d.delay_s:.0f} s",
                 len(d.alert_ids),
             )
         )
