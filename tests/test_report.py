@@ -156,12 +156,20 @@ def test_csv_report_shows_value_score_threshold_and_spans(tmp_path: Path) -> Non
         v = 40 + (i % 7) + (400 if 450 <= i < 460 else 0)
         rows.append(f"2026-01-01 00:{i // 60:02d}:{i % 60:02d},{v}")
     csv.write_text("\n".join(rows) + "\n")
+    labels = tmp_path / "labels.csv"
+    labels.write_text("start,end,series\n2026-01-01T00:07:30Z,2026-01-01T00:07:40Z,metric=cpu\n")
     html = tmp_path / "cpu.html"
-    r = paywatch("backtest", "--input", csv, "--alerts-out", tmp_path / "a.jsonl", "--report", html)
+    r = paywatch(
+        "backtest", "--input", csv, "--alerts-out", tmp_path / "a.jsonl", "--report", html,
+        "--labels", labels,
+    )  # fmt: skip
     assert r.returncode == 0, r.stderr
+    assert "labels: recall 1.00 (1/1), precision 1.00" in r.stdout
+    assert "detected after 0 s" in r.stdout
     text = html.read_text()
     assert "metric=cpu" in text and "anomaly score" in text and "threshold 0.518" in text
     assert "rgba(220,40,40,0.16)" in text  # the spike's alert span
+    assert "rgba(20,150,60,0.22)" in text  # and its label
 
 
 def _record(aid: str, fp: str, status: str, start: int, end: int | None, **kw: Any) -> Any:
