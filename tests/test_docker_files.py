@@ -560,6 +560,10 @@ def test_prometheus_scrapes_the_port_every_worker_exposes(
     assert sd["type"] == "A" and sd["names"] == ["paywatch"] and "paywatch" in services
     port = _metrics_port(dockerfile)
     assert sd["port"] == port
+    # ... and it is the port (and an address reachable from outside) the worker serves on.
+    from stream.config import MetricsConfig
+
+    assert MetricsConfig().port == port and MetricsConfig().host == "0.0.0.0"
     assert [str(port)] == [str(e) for e in services["paywatch"]["expose"]]
     # The image's own health check asks the same port.
     check = next(i["value"] for i in dockerfile if i["instruction"] == "HEALTHCHECK")
@@ -627,6 +631,16 @@ def test_dashboard_and_rule_metrics_are_the_documented_ones(dashboard: dict[str,
     ops = (ROOT / "docs" / "operations.md").read_text(encoding="utf-8")
     for metric in used:
         assert f"`{metric}`" in ops, f"{metric} is not documented in docs/operations.md"
+    # ... and every one is a series the worker really exports.
+    from stream.metrics import WorkerMetrics
+
+    exported = set()
+    for family in WorkerMetrics(port=0).registry.collect():
+        # A labelled counter has no samples until used: name its series by type.
+        suffix = {"counter": "_total", "histogram": "_bucket"}.get(family.type, "")
+        exported |= {family.name, family.name + suffix}
+    missing = {m for m in used if m not in exported and f"{m}_bucket" not in exported}
+    assert not missing, f"dashboard/rules query metrics the worker does not export: {missing}"
 
 
 # --------------------------------------------------------------------------- user docs
