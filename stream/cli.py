@@ -170,10 +170,14 @@ def build_parser() -> argparse.ArgumentParser:
     tu = sub.add_parser(
         "tune",
         help="sweep detector parameters over labelled history, write the best config",
-        description="Replay a labelled JSONL file once per combination of --grid values, "
+        description="Replay labelled events once per combination of --grid values, "
         "score each against the labels and write the best as a config `run --config` takes.",
     )
-    tu.add_argument("--input", type=_existing_file, required=True, help="JSONL(.gz) events")
+    tu.add_argument(
+        "--input",
+        required=True,
+        help="JSONL(.gz) events, or kafka://HOST:PORT/TOPIC?from=ISO&to=ISO (read once)",
+    )
     tu.add_argument("--labels", type=_existing_file, required=True, help="labelled incidents")
     tu.add_argument("--config", type=_existing_file, help="base YAML config (default: built-in)")
     tu.add_argument(

@@ -21,6 +21,7 @@ import copy
 import itertools
 import math
 import sys
+import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -212,6 +213,16 @@ def write_yaml(path: Path, config: dict[str, Any], best: Trial, objective: str) 
     path.write_text(head + yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
 
 
+def materialise(url: str, path: Path) -> Path:
+    """Read a ``kafka://`` range once into a JSONL file, in the order a replay uses."""
+    from stream.kafka_replay import kafka_batches, parse_kafka_url
+
+    with path.open("wb") as fh:
+        for values, _ in kafka_batches(parse_kafka_url(url)):
+            fh.write(b"".join((v or b"") + b"\n" for v in values))
+    return path
+
+
 def run_tune(args: argparse.Namespace) -> int:
     """``paywatch tune`` (errors raise TuneError/ValueError, printed as one line)."""
     from stream.labels import read_labels
@@ -219,13 +230,20 @@ def run_tune(args: argparse.Namespace) -> int:
     labels = read_labels(args.labels)
     if not any(lab["is_incident"] for lab in labels):
         raise TuneError(f"{args.labels}: no incident to tune for (all labels are non-incidents)")
-    if args.input.suffix.lower() == ".csv":
-        raise TuneError("--input: tune replays JSONL events (CSV metric input is not tunable)")
+    source = str(args.input)
+    if not source.startswith("kafka://"):
+        if not Path(source).is_file():
+            raise TuneError(f"--input: no such file: {source}")
+        if Path(source).suffix.lower() == ".csv":
+            raise TuneError("--input: tune replays JSONL events (CSV metric input is not tunable)")
     base = load_base(args.config)
     grid = parse_grid(args.grid) if args.grid else DEFAULT_GRID
     n = math.prod(len(v) for v in grid.values())
-    print(f"tune: {n} combination(s) of {', '.join(grid)} over {args.input}", file=sys.stderr)
-    trials = sweep(args.input, labels, base, grid, Progress(n))
+    print(f"tune: {n} combination(s) of {', '.join(grid)} over {source}", file=sys.stderr)
+    with tempfile.TemporaryDirectory() as tmp:
+        if source.startswith("kafka://"):
+            source = str(materialise(source, Path(tmp) / "events.jsonl"))
+        trials = sweep(source, labels, base, grid, Progress(n))
     ranked = rank(trials, args.objective, args.max_false_per_hour)
     for line in format_table(ranked):
         print(line)

@@ -107,3 +107,41 @@ def test_progress_redraws_in_place_on_a_terminal() -> None:
     text = out.getvalue()
     assert text.count("\r\x1b[2K") == 3 and text.count("\n") == 1 and text.endswith("\n")
     assert "] 2/2" in text.rsplit("\r", 1)[1]
+
+
+async def test_tune_reads_a_kafka_range_once(kafka_config: Any, tmp_path: Path) -> None:
+    import asyncio
+
+    import orjson
+
+    from stream.kafka_io import ensure_topics
+    from stream.produce import produce_events
+    from tests.traffic import OUTAGE, T0, traffic
+
+    k = kafka_config.kafka
+    await ensure_topics(k.bootstrap_servers, [k.events_topic], partitions=2)
+    await produce_events(traffic(), k.bootstrap_servers, k.events_topic)
+    labels = tmp_path / "labels.json"
+    labels.write_bytes(
+        orjson.dumps(
+            [
+                {
+                    "kind": "outage",
+                    "start_ms": T0 + OUTAGE[0],
+                    "end_ms": T0 + OUTAGE[1],
+                    "series": {"provider": "alipay"},
+                    "is_incident": True,
+                }
+            ]
+        )
+    )
+    out = tmp_path / "tuned.yaml"
+    r = await asyncio.to_thread(
+        paywatch, "tune", "--input", f"kafka://{k.bootstrap_servers}/{k.events_topic}",
+        "--labels", labels, "--grid", "alerts.for_windows=1,3", "--out", out,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    rows = [line.split() for line in r.stdout.splitlines()[1:]]
+    assert [row[2] for row in rows] == ["1.00", "1.00"]  # both find the outage
+    assert [row[1] for row in rows] == ["1", "3"]  # the quicker one first
+    assert yaml.safe_load(out.read_text()) == {"alerts": {"for_windows": 1}}
