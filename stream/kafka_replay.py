@@ -130,11 +130,24 @@ def _event_ts(value: bytes | None) -> int | None:
     return ts if isinstance(ts, int) and not isinstance(ts, bool) else None
 
 
+_last: tuple[KafkaSpec, list[Record]] | None = None
+
+
 def kafka_batches(
     spec: KafkaSpec, batch_size: int = 5000
 ) -> Iterator[tuple[list[bytes | None], list[Source]]]:
-    """The selected records in event-time order, as pipeline batches."""
-    records = asyncio.run(read_topic(spec))
+    """The selected records in event-time order, as pipeline batches.
+
+    The last range read is kept, so a second replay in the same process (the
+    report's recording pass) sees exactly the records the first one did, even
+    while producers keep appending to the topic.
+    """
+    global _last
+    if _last is not None and _last[0] == spec:
+        records = _last[1]
+    else:
+        records = asyncio.run(read_topic(spec))
+        _last = (spec, records)
     for i in range(0, len(records), batch_size):
         chunk = records[i : i + batch_size]
         yield [r[3] for r in chunk], [Source(spec.topic, r[1], r[2]) for r in chunk]

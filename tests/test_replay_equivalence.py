@@ -84,8 +84,12 @@ async def test_kafka_input_replays_all_partitions_between_two_times(
     )  # fmt: skip
     assert r.returncode == 0, r.stderr
     from_kafka = tmp_path / "kafka.jsonl"
-    r = await asyncio.to_thread(paywatch, "backtest", "--input", url, "--alerts-out", from_kafka)
+    html = tmp_path / "kafka.html"
+    r = await asyncio.to_thread(
+        paywatch, "backtest", "--input", url, "--alerts-out", from_kafka, "--report", html
+    )
     assert r.returncode == 0, r.stderr
+    assert "provider=alipay</h3>" in html.read_text()  # the recording pass saw the same data
     assert f"{len(events)} records" in r.stderr
     # Three partitions merged back into event-time order: byte-identical to the file.
     assert from_kafka.read_bytes() == whole.read_bytes() and whole.stat().st_size > 0
