@@ -8,7 +8,6 @@ Everything is derived from event time, so the same file always gives the same ou
 from __future__ import annotations
 
 import csv
-import hashlib
 import math
 import time
 from collections import deque
@@ -20,6 +19,7 @@ import numpy as np
 import orjson
 
 from models.metric import DEFAULT_THRESHOLD, MetricDetector
+from stream.alerts import alert_id, fingerprint
 
 RULE = "metric_anomaly"
 SIGNAL = "metric"
@@ -100,10 +100,6 @@ def read_metric_csv(path: str | Path) -> tuple[list[str], np.ndarray]:
     return timestamps, np.asarray(values, dtype=np.float64)
 
 
-def _digest(*parts: str) -> str:
-    return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()[:32]
-
-
 def _alert(
     status: str,
     series: dict[str, str],
@@ -115,11 +111,11 @@ def _alert(
     summary: str,
     severity: str,
 ) -> dict[str, Any]:
-    series_key = orjson.dumps(series, option=orjson.OPT_SORT_KEYS).decode()
+    fp = fingerprint(RULE, series)  # the same ids as the event pipeline's lifecycle
     return {
         "schema_version": 1,
-        "alert_id": _digest(RULE, series_key, str(started_ms)),
-        "fingerprint": _digest(RULE, series_key),
+        "alert_id": alert_id(fp, started_ms),
+        "fingerprint": fp,
         "status": status,
         "severity": severity,
         "rule": RULE,
