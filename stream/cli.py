@@ -366,7 +366,8 @@ def cmd_backtest(args: argparse.Namespace) -> int:
     if args.report:
         from stream.report import clock, render_backtest_report
 
-        traces = record_traces(source, cfg, alerting_series(alerts))
+        wanted = alerting_series(alerts)
+        traces = record_traces(source, cfg, wanted) if wanted else []
         facts = [
             ("events", f"{st.records} ({st.rejected} rejected, {st.late} late)"),
             ("event time", f"{clock(s.first_ms)} → {clock(s.last_ms)} UTC ({s.hours:.2f} h)"),
