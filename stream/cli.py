@@ -362,6 +362,11 @@ def cmd_backtest(args: argparse.Namespace) -> int:
         f"in {s.seconds:.1f}s",
         file=sys.stderr,
     )
+    if st.records and st.rejected == st.records:
+        raise UserError(
+            f"every one of the {st.records} records was rejected: is {source} JSONL of v1 "
+            "events? (--dlq-out FILE writes each record with the reason)"
+        )
     score = _backtest_score(alerts, labels, s.hours)
     if args.report:
         from stream.report import clock, render_backtest_report
