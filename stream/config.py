@@ -161,9 +161,14 @@ class MultivariateRuleConfig:
 
 @dataclass
 class MetricsRuleConfig:
-    """Univariate streaming detector on `metric` events (CPU, queue depth, ...)."""
+    """Univariate streaming detector on `metric` events (CPU, queue depth, ...).
 
-    enabled: bool = True
+    Off by default: it flags values unlike the series' recent past (NAB-style), which
+    on dozens of noisy host metrics pages more than a payment on-call wants. Turn it
+    on for the metrics that matter, or use it offline through `backtest` on a CSV.
+    """
+
+    enabled: bool = False
     rule: str = "metric_anomaly"
     # Score that pages. Higher than the NAB-tuned 0.52 of `backtest` on CSV: live
     # metrics are many and noisy, and a pager needs fewer, surer alerts.

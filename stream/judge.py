@@ -419,7 +419,15 @@ class _ErrorRateFactory:
     def __call__(self) -> Any:
         if not self.learned:
             return self.static
-        learned = VolumeGate(ErrorRateDetector(min_windows=self.min_windows), self.min_volume)
+        # After an outage the CUSUM sits at its cap and drifts down by n * (p1 - p0) per
+        # window: with p1 only 3x a 0.15 % baseline that takes minutes, during which the
+        # recovered series flaps. A cap just above the threshold and an alternative at
+        # least half a point above the baseline bring it down in two or three windows,
+        # and a 0.2 % -> 0.7 % rise at 2 000 calls still pages within about two.
+        learned = VolumeGate(
+            ErrorRateDetector(min_windows=self.min_windows, cusum_cap=13.0, min_increase=0.005),
+            self.min_volume,
+        )
         return Combined(learned, self.static)  # the first one's baseline is what people see
 
 
