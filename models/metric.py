@@ -11,7 +11,7 @@ from collections import deque
 
 import numpy as np
 
-# Alert threshold on ``MetricDetector`` scores: just below the 0.5189 that NAB's corpus-wide
+# Alert threshold on ``MetricDetector`` scores: just below the 0.5181 that NAB's corpus-wide
 # standard-profile sweep picked (any value in between scores the same on the corpus).
 DEFAULT_THRESHOLD = 0.518
 
@@ -49,6 +49,18 @@ class RollingSorted:
         return s[lo] + (s[hi] - s[lo]) * (pos - lo)
 
 
+def _pnorm(xs: list[float], p: float) -> float:
+    """``(Σ x**p) ** (1/p)`` of non-negative ``xs``, scaled by the largest so it cannot overflow.
+
+    >>> _pnorm([1.0], 4.0), _pnorm([], 4.0), round(_pnorm([1.0, 1.0], 4.0), 3)
+    (1.0, 0.0, 1.189)
+    """
+    top = max(xs, default=0.0)
+    if top <= 0.0:
+        return 0.0
+    return top * sum((x / top) ** p for x in xs) ** (1.0 / p)
+
+
 class MetricDetector:
     """Streaming anomaly detector for one metric series; scores in [0, 1].
 
@@ -65,9 +77,18 @@ class MetricDetector:
       values, in units of ``ext`` × that range (a new extreme);
     * level: how far the median of the last ``level_len`` values falls outside
       the 1st–99th percentile band, in units of ``level_ext`` × the band (a level
-      shift that outliers in the history would otherwise hide).
+      shift that outliers in the history would otherwise hide);
+    * deviation: the z-score of the value against the mean and standard deviation
+      of the last ``z_len`` values, over the largest such z-score seen lately (a
+      value unusual for the recent regime even when the long history, e.g. an old
+      outage, holds larger extremes); it starts after ``z_len`` values and needs
+      ``z_min`` z-scores to compare with.
 
-    The raw score is ``m / (1 + m)`` of the largest ratio, so 0.5 is a new record.
+    The ratios are fused by their ``p``-norm: a lone record (ratio 1) still gives
+    ``m = 1``, while several views agreeing that a point is unusual add up, which
+    separates real incidents from the one-view records noise produces.  The raw
+    score is ``m / (scale + m)``: 0.5 is a fused ratio of ``scale``, a record that
+    beats the old one by about a fifth or one that a second view backs.
     A raw score that does not exceed every raw score of the previous ``suppress``
     points is damped by ``damp``: one incident should alert once, at its first
     and strongest point (NAB, like an on-call person, rewards only the first
@@ -82,7 +103,7 @@ class MetricDetector:
     ...     x = {"value": 10.0 + (i % 7) * 0.1 + (50.0 if i == 500 else 0.0)}
     ...     scores.append(det.score_one(x))
     ...     det.learn_one(x)
-    >>> scores[500] > 0.9, max(scores[200:500]) < 0.5
+    >>> scores[500] > 0.9, max(scores[200:500]) < DEFAULT_THRESHOLD
     (True, True)
     """
 
@@ -93,6 +114,10 @@ class MetricDetector:
         ext: float = 0.05,
         level_len: int = 6,
         level_ext: float = 0.2,
+        z_len: int = 300,
+        p: float = 4.0,
+        z_min: int = 20,
+        scale: float = 1.215,
         warmup: int = 150,
         suppress: int = 100,
         damp: float = 0.1,
@@ -103,6 +128,10 @@ class MetricDetector:
         self.ext = ext
         self.level_len = level_len
         self.level_ext = level_ext
+        self.z_len = z_len
+        self.p = p
+        self.z_min = z_min
+        self.scale = scale
         self.warmup = warmup
         self.suppress = suppress
         self.damp = damp
@@ -110,14 +139,15 @@ class MetricDetector:
         self.n = 0
         self.values = RollingSorted(history)  # range and level baseline
         self.nn_dists = [RollingSorted(history) for _ in self.shapes]  # recent NN distances
+        self.zs = RollingSorted(history)  # recent z-scores
         self.recent_raw: deque[float] = deque(maxlen=suppress)
         # Ring buffer written twice so the last ``cap`` values are always one contiguous slice.
-        self.cap = history + max(k * st for k, st in self.shapes)
+        self.cap = max(history + max(k * st for k, st in self.shapes), z_len)
         self.buf = np.zeros(2 * self.cap)
         self.pos = 0
         # score_one's work, reused by the learn_one that follows on the same value:
-        # (value, score, raw score, NN distance per shape).
-        self._last: tuple[float, float, float, list[float | None]] | None = None
+        # (value, score, raw score, NN distance per shape, z-score).
+        self._last: tuple[float, float, float, list[float | None], float | None] | None = None
 
     def _recent(self, count: int) -> np.ndarray:
         """The last ``count`` learnt values, oldest first."""
@@ -145,30 +175,37 @@ class MetricDetector:
             out.append(float(np.sqrt(np.min(d2) / k)))
         return out
 
-    def _evaluate(self, x: float) -> tuple[float, float, list[float | None]]:
+    def _evaluate(self, x: float) -> tuple[float, float, list[float | None], float | None]:
         if self._last is not None and self._last[0] == x:
-            return self._last[1], self._last[2], self._last[3]
+            return self._last[1], self._last[2], self._last[3], self._last[4]
         floor = self.eps * (abs(x) + 1.0)
         nds = self._nn_distances(x)
-        m = 0.0
+        ratios = []
         if len(self.values) >= 20:
             lo, hi = self.values.sorted[0], self.values.sorted[-1]
-            m = max(x - hi, lo - x, 0.0) / (self.ext * max(hi - lo, floor))
+            ratios.append(max(x - hi, lo - x, 0.0) / (self.ext * max(hi - lo, floor)))
             if self.level_len:
                 med = float(np.median(np.append(self._recent(self.level_len - 1), x)))
                 qlo, qhi = self.values.quantile(0.01), self.values.quantile(0.99)
-                m = max(
-                    m, max(med - qhi, qlo - med, 0.0) / (self.level_ext * max(qhi - qlo, floor))
+                ratios.append(
+                    max(med - qhi, qlo - med, 0.0) / (self.level_ext * max(qhi - qlo, floor))
                 )
         for nd, dists in zip(nds, self.nn_dists, strict=True):
             if nd is not None and len(dists) >= 20:
-                m = max(m, nd / max(dists.sorted[-1], floor))
-        raw = m / (1.0 + m) if self.n >= self.warmup else 0.0
+                ratios.append(nd / max(dists.sorted[-1], floor))
+        z: float | None = None
+        if self.z_len and self.n >= self.z_len:
+            recent = self._recent(self.z_len)
+            z = abs(x - float(recent.mean())) / max(float(recent.std()), floor)
+            if len(self.zs) >= self.z_min and self.zs.sorted[-1] > 0:
+                ratios.append(z / self.zs.sorted[-1])
+        m = _pnorm(ratios, self.p)
+        raw = m / (self.scale + m) if self.n >= self.warmup else 0.0
         score = raw
         if self.recent_raw and raw <= max(self.recent_raw):
             score *= self.damp
-        self._last = (x, score, raw, nds)
-        return score, raw, nds
+        self._last = (x, score, raw, nds, z)
+        return score, raw, nds, z
 
     def score_one(self, x: dict) -> float:
         """Anomaly score of ``x["value"]`` in [0, 1] given what was learnt so far."""
@@ -177,10 +214,12 @@ class MetricDetector:
     def learn_one(self, x: dict) -> None:
         """Take ``x["value"]`` into the model (``x["timestamp"]`` is accepted and not needed)."""
         v = float(x["value"])
-        _, raw, nds = self._evaluate(v)
+        _, raw, nds, z = self._evaluate(v)
         self._last = None
         self.recent_raw.append(raw)
         self.values.add(v)
+        if z is not None:
+            self.zs.add(z)
         for nd, dists in zip(nds, self.nn_dists, strict=True):
             if nd is not None:
                 dists.add(nd)
