@@ -11,7 +11,7 @@ from collections import deque
 
 import numpy as np
 
-# Alert threshold on ``MetricDetector`` scores: just below the 0.5181 that NAB's corpus-wide
+# Alert threshold on ``MetricDetector`` scores: just below the 0.5183 that NAB's corpus-wide
 # standard-profile sweep picked (any value in between scores the same on the corpus).
 DEFAULT_THRESHOLD = 0.518
 
@@ -82,7 +82,9 @@ class MetricDetector:
       of the last ``z_len`` values, over the largest such z-score seen lately (a
       value unusual for the recent regime even when the long history, e.g. an old
       outage, holds larger extremes); it starts after ``z_len`` values and needs
-      ``z_min`` z-scores to compare with.
+      ``z_min`` z-scores to compare with.  The ratio is raised to ``z_power`` < 1:
+      z-score records are the most common one-view false alarm, so a record must
+      be clearly larger (or backed by another view) to page.
 
     The ratios are fused by their ``p``-norm: a lone record (ratio 1) still gives
     ``m = 1``, while several views agreeing that a point is unusual add up, which
@@ -117,7 +119,8 @@ class MetricDetector:
         z_len: int = 300,
         p: float = 4.0,
         z_min: int = 20,
-        scale: float = 1.215,
+        z_power: float = 0.7,
+        scale: float = 1.227,
         warmup: int = 150,
         suppress: int = 100,
         damp: float = 0.1,
@@ -131,6 +134,7 @@ class MetricDetector:
         self.z_len = z_len
         self.p = p
         self.z_min = z_min
+        self.z_power = z_power
         self.scale = scale
         self.warmup = warmup
         self.suppress = suppress
@@ -198,7 +202,7 @@ class MetricDetector:
             recent = self._recent(self.z_len)
             z = abs(x - float(recent.mean())) / max(float(recent.std()), floor)
             if len(self.zs) >= self.z_min and self.zs.sorted[-1] > 0:
-                ratios.append(z / self.zs.sorted[-1])
+                ratios.append((z / self.zs.sorted[-1]) ** self.z_power)
         m = _pnorm(ratios, self.p)
         raw = m / (self.scale + m) if self.n >= self.warmup else 0.0
         score = raw
