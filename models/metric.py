@@ -80,8 +80,8 @@ class MetricDetector:
       shift that outliers in the history would otherwise hide);
     * deviation: the z-score of the value against the mean and standard deviation
       of the last ``z_len`` values, over the largest such z-score seen lately (a
-      value unusual for the recent regime even when the long history, e.g. an old
-      outage, holds larger extremes); it starts after ``z_len`` values and needs
+      value unusual for a quiet recent regime although well inside the long-run
+      range that a noisier past set).  It starts after ``z_len`` values and needs
       ``z_min`` z-scores to compare with.  The ratio is raised to ``z_power`` < 1:
       z-score records are the most common one-view false alarm, so a record must
       be clearly larger (or backed by another view) to page.

@@ -72,3 +72,15 @@ def test_score_one_does_not_learn() -> None:
     det.score_one({"value": 50.0})
     assert det.score_one({"value": 90.0}) == first
     assert det.n == 400
+
+
+def test_spike_in_a_quiet_regime_alerts_though_inside_the_long_run_range() -> None:
+    # A noisy month, then a quiet one: a +4 blip is within the old ±5 band (no new
+    # extreme, no unusual shape next to the noisy past) yet plainly wrong for the
+    # current regime, and only it may alert.
+    rng = np.random.default_rng(2)
+    values = np.concatenate([50 + rng.uniform(-5, 5, 1200), 50 + rng.uniform(-0.5, 0.5, 600)])
+    values[1700] += 4.0
+    scores = _run(MetricDetector(), values.tolist())
+    fired = [i for i, s in enumerate(scores) if s >= DEFAULT_THRESHOLD]
+    assert fired == [1700]
