@@ -23,6 +23,11 @@ import yaml
 T = TypeVar("T")
 
 DIMENSIONS = ("provider", "operation", "merchant_id")
+# Window features a static SLO may name (see models.detectors.FEATURES).
+_FEATURES = (
+    "volume", "success", "pending", "failure", "unknown", "system_errors", "config_errors",
+    "business_declines", "timeouts", "latency_p50", "latency_p95", "latency_p99",
+)  # fmt: skip
 
 
 class ConfigError(ValueError):
@@ -176,6 +181,20 @@ class MetricsRuleConfig:
 
 
 @dataclass
+class SLORuleConfig:
+    """A static threshold with warning and critical levels on a window feature or ratio,
+    e.g. success rate ``success / volume`` below 99 % warns and below 95 % is critical."""
+
+    rule: str = ""
+    feature: str = ""
+    warning: float = 0.0
+    critical: float = 0.0
+    per: str = ""  # denominator feature ("" = the feature itself)
+    min_volume: float = 20.0
+    levels: list[list[str]] = field(default_factory=list)  # [] = every call level
+
+
+@dataclass
 class DetectorsConfig:
     error_rate: ErrorRateRuleConfig = field(default_factory=ErrorRateRuleConfig)
     config_errors: ConfigErrorsRuleConfig = field(default_factory=ConfigErrorsRuleConfig)
@@ -184,6 +203,7 @@ class DetectorsConfig:
     callbacks: CallbacksRuleConfig = field(default_factory=CallbacksRuleConfig)
     multivariate: MultivariateRuleConfig = field(default_factory=MultivariateRuleConfig)
     metrics: MetricsRuleConfig = field(default_factory=MetricsRuleConfig)
+    slos: list[SLORuleConfig] = field(default_factory=list)
 
 
 @dataclass
@@ -286,6 +306,22 @@ class Config:
             )
             if r.enabled
         ]
+        rule_names += [slo.rule for slo in det.slos]
+        for i, slo in enumerate(det.slos):
+            where = f"detectors.slos[{i}]"
+            if not slo.rule or not slo.feature:
+                raise ConfigError(f"{where}: 'rule' and 'feature' are required")
+            known = _FEATURES
+            for key in ("feature", "per"):
+                name = getattr(slo, key)
+                if name and name not in known:
+                    raise ConfigError(f"{where}.{key}: unknown feature {name!r}; use one of "
+                                      f"{', '.join(known)}")  # fmt: skip
+            if slo.warning == slo.critical:
+                raise ConfigError(f"{where}: warning and critical must differ")
+            for j, level in enumerate(slo.levels):
+                if not level or any(dim not in DIMENSIONS for dim in level):
+                    raise ConfigError(f"{where}.levels[{j}]: use dimensions of windows.levels")
         if len(set(rule_names)) != len(rule_names):
             raise ConfigError("detectors: two enabled rules share a rule name")
         for q in det.latency.quantiles:

@@ -26,6 +26,7 @@ from models.detectors import (
     LatencyDetector,
     LatencyParams,
     MultivariateDetector,
+    StaticSLO,
     VolumeDetector,
     VolumeGate,
     score_learn,
@@ -442,6 +443,39 @@ class _CriticalRate:
         return x["system_errors"] >= self.rate * max(x["volume"], self.min_volume)
 
 
+def _same(detector: Any) -> Any:
+    """A stateless detector can be shared by every series."""
+    return detector
+
+
+@dataclass(frozen=True)
+class _SLOCritical:
+    slo: StaticSLO
+
+    def __call__(self, x: Row) -> bool:
+        return self.slo.level(x) == "critical"
+
+
+@dataclass(frozen=True)
+class _DescribeSLO:
+    slo: StaticSLO
+
+    def __call__(self, x: Row, expected: float, det: Any) -> tuple[float, float, str]:
+        s = self.slo
+        v = s.value(x)
+        value = math.nan if v is None else v
+        name = s.feature if s.per is None else f"{s.feature}/{s.per}"
+        shown = f"{value:.2%}" if s.per is not None else f"{value:.4g}"
+        return (
+            value,
+            x["volume"],
+            (
+                f"{name} {shown} (warning at {s.warning:g}, critical at {s.critical:g}) "
+                f"over {x['volume']:.0f} calls"
+            ),
+        )
+
+
 def build_rules(config: Config) -> list[Rule]:
     """The rule set a config asks for (defaults: every signal, sensible levels)."""
     d = config.detectors
@@ -521,6 +555,14 @@ def build_rules(config: Config) -> list[Rule]:
             DetectorRule(mv.rule, "multivariate", MultivariateDetector,
                          _levels(mv.levels, call_levels[:1]), "volume", _describe_multivariate,
                          ws, max_severity="info")
+        )  # fmt: skip
+    for slo_cfg in d.slos:
+        slo = StaticSLO(slo_cfg.feature, slo_cfg.warning, slo_cfg.critical,
+                        per=slo_cfg.per or None, min_volume=slo_cfg.min_volume)  # fmt: skip
+        rules.append(
+            DetectorRule(slo_cfg.rule, "slo", partial(_same, slo),
+                         _levels(slo_cfg.levels, call_levels), "volume", _DescribeSLO(slo), ws,
+                         critical_when=_SLOCritical(slo))
         )  # fmt: skip
     mt = d.metrics
     if mt.enabled:
