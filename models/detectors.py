@@ -1317,3 +1317,51 @@ class VolumeGate:
 
     def expected(self, x: Features) -> float:
         return float(self.detector.expected(x))
+
+
+class GuardedBy:
+    """Learn ``detector`` only from windows ``guard`` finds normal (score < 0.5).
+
+    Guarded learning for cold start: a learned detector learns every window until it
+    is ready, so an outage in its first minutes would become its baseline — unless a
+    detector that needs no history (a static threshold) vetoes those windows.
+
+    >>> from models.error_rate import ErrorRateThreshold
+    >>> det = GuardedBy(ErrorRateDetector(min_windows=1),
+    ...                 ErrorRateThreshold(0.05, 20, errors_key="system_errors"))
+    >>> _ = det.learn_one({"volume": 1000, "system_errors": 600})   # an outage: not learned
+    >>> det.detector.n
+    0
+    """
+
+    __slots__ = ("detector", "guard")
+
+    def __init__(self, detector: Any, guard: Any) -> None:
+        self.detector = detector
+        self.guard = guard
+
+    def __getstate__(self) -> tuple[Any, ...]:
+        return (self.detector, self.guard)
+
+    def __setstate__(self, state: tuple[Any, ...]) -> None:
+        self.detector, self.guard = state
+
+    @property
+    def ready(self) -> bool:
+        return bool(getattr(self.detector, "ready", True))
+
+    def score_one(self, x: Features) -> float:
+        return float(self.detector.score_one(x))
+
+    def learn_one(self, x: Features) -> GuardedBy:
+        if self.guard.score_one(x) < 0.5:
+            self.detector.learn_one(x)
+        return self
+
+    def score_learn_one(self, x: Features) -> float:
+        if self.guard.score_one(x) < 0.5:
+            return score_learn(self.detector, x)
+        return float(self.detector.score_one(x))
+
+    def expected(self, x: Features) -> float:
+        return float(self.detector.expected(x))

@@ -23,6 +23,7 @@ from models.detectors import (
     Combined,
     ConfigErrorDetector,
     ErrorRateDetector,
+    GuardedBy,
     LatencyDetector,
     LatencyParams,
     MultivariateDetector,
@@ -196,12 +197,11 @@ Describe = Callable[[Row, float, Any], tuple[float, float, str]]
 def _describe_errors(x: Row, expected: float, det: Any) -> tuple[float, float, str]:
     vol, err = x["volume"], x["system_errors"]
     rate = err / vol if vol else 0.0
-    if isinstance(det, ErrorRateThreshold):
-        return (
-            rate,
-            err,
-            f"{rate:.1%} system errors in {vol:.0f} calls (pages above {expected:.0%})",
-        )
+    learned_ready = isinstance(det, Combined) and getattr(det.detectors[0], "ready", False)
+    if not learned_ready:  # only the static threshold speaks (yet): say what it is
+        threshold = det.detectors[-1].expected(x) if isinstance(det, Combined) else expected
+        text = f"{rate:.1%} system errors in {vol:.0f} calls (pages above {threshold:.0%})"
+        return rate, err, text
     return rate, err, f"{rate:.1%} system errors in {vol:.0f} calls (normal {expected:.2%})"
 
 
@@ -429,7 +429,9 @@ class _ErrorRateFactory:
             ErrorRateDetector(min_windows=self.min_windows, cusum_cap=13.0, min_increase=0.005),
             self.min_volume,
         )
-        return Combined(learned, self.static)  # the first one's baseline is what people see
+        # The static threshold vetoes learning from windows it pages on, cold start included.
+        guarded = GuardedBy(learned, self.static)
+        return Combined(guarded, self.static)  # the first one's baseline is what people see
 
 
 @dataclass(frozen=True)
