@@ -19,6 +19,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from models.detectors import (
+    FEATURES,
     CallbackDetector,
     Combined,
     ConfigErrorDetector,
@@ -49,16 +50,8 @@ from stream.windows import (
 )
 
 CALL_FEATURES = ("volume", "success", "pending", "failure", "unknown")
-NOTIFICATION_FEATURES = (
-    "created",
-    "callbacks",
-    "verify_failures",
-    "nacks",
-    "late_acks",
-    "duplicates",
-    "amount_mismatches",
-    "missing_callbacks",
-)
+# The callback features, as the detectors name them (FEATURES ends with them).
+NOTIFICATION_FEATURES = FEATURES[FEATURES.index("created") :]
 
 
 class Rule(Protocol):
