@@ -187,15 +187,20 @@ def _ms(v: float) -> str:
 Describe = Callable[[Row, float, Any], tuple[float, float, str]]
 
 
-def _describe_errors(x: Row, expected: float, det: Any) -> tuple[float, float, str]:
-    vol, err = x["volume"], x["system_errors"]
-    rate = err / vol if vol else 0.0
-    learned_ready = isinstance(det, Combined) and getattr(det.detectors[0], "ready", False)
-    if not learned_ready:  # only the static threshold speaks (yet): say what it is
-        threshold = det.detectors[-1].expected(x) if isinstance(det, Combined) else expected
-        text = f"{rate:.1%} system errors in {vol:.0f} calls (pages above {threshold:.0%})"
-        return rate, err, text
-    return rate, err, f"{rate:.1%} system errors in {vol:.0f} calls (normal {expected:.2%})"
+@dataclass(frozen=True)
+class _DescribeErrors:
+    """System-error summary; names the learned baseline only where one is learned."""
+
+    threshold: float
+    learned: bool
+
+    def __call__(self, x: Row, expected: float, det: Any) -> tuple[float, float, str]:
+        vol, err = x["volume"], x["system_errors"]
+        rate = err / vol if vol else 0.0
+        text = f"{rate:.1%} system errors in {vol:.0f} calls ("
+        if self.learned:
+            text += f"normal {expected:.2%}, "
+        return rate, err, text + f"pages above {self.threshold:.0%})"
 
 
 def _describe_config(x: Row, expected: float, det: Any) -> tuple[float, float, str]:
@@ -491,13 +496,15 @@ def build_rules(config: Config) -> list[Rule]:
         critical = _CriticalRate(er.critical_threshold, er.min_volume)
         # Learned baselines where there is traffic to learn from (roll-ups); a merchant's
         # few calls a window are judged by the static, confidence-bounded threshold only.
-        for levels, make in (
-            (coarse, _ErrorRateFactory(static, er.learned, er.min_windows, er.learned_min_volume)),
-            ([lv for lv in call_levels if lv not in coarse], _ErrorRateFactory(static, False, 0)),
+        for levels, learned in (
+            (coarse, er.learned),
+            ([lv for lv in call_levels if lv not in coarse], False),
         ):
+            make = _ErrorRateFactory(static, learned, er.min_windows, er.learned_min_volume)
+            describe = _DescribeErrors(er.threshold, learned)
             if levels:
                 rules.append(
-                    DetectorRule(er.rule, "error_rate", make, levels, "volume", _describe_errors,
+                    DetectorRule(er.rule, "error_rate", make, levels, "volume", describe,
                                  ws, hints_from="system_errors", critical_when=critical)
                 )  # fmt: skip
     ce = d.config_errors
