@@ -17,6 +17,7 @@ import subprocess
 import sys
 import time
 import uuid
+from collections import deque
 from datetime import UTC, datetime
 from typing import Any
 
@@ -107,13 +108,14 @@ async def consume_rate(
 
     seen = 0
     t0: float | None = None
-    prev: tuple[asyncio.Future[Any], Batch] | None = None
+    pending: deque[tuple[asyncio.Future[Any], Batch]] = deque()
+    depth = max(1, decode_workers)  # batches being decoded at once
     gc.collect()
     try:
         if pool is not None:  # start the child before the clock does
             await pool.decode([], [])
-        while seen < n or prev is not None:
-            batch = await source.next_batch(timeout_ms=0 if prev is not None else 200)
+        while seen < n or pending:
+            batch = await source.next_batch(timeout_ms=0 if pending else 200)
             if batch.values and t0 is None:
                 t0 = time.perf_counter()
             seen += len(batch.values)
@@ -127,16 +129,15 @@ async def consume_rate(
                     decoded = decode_batch(batch.values, batch.sources, **pipeline.decode_args())
                     await finish(decoded, batch)
                 continue
-            task = (
-                asyncio.ensure_future(
-                    pool.decode(batch.values, batch.sources, **pipeline.decode_args())
-                )
-                if batch.values
-                else None
-            )
-            if prev is not None:
-                await finish(await prev[0], prev[1])
-            prev = (task, batch) if task is not None else None
+            if batch.values:
+                task = pool.decode(batch.values, batch.sources, **pipeline.decode_args())
+                pending.append((asyncio.ensure_future(task), batch))
+            # Window the oldest batch once enough are in flight (or nothing new came).
+            while pending and (len(pending) > depth or not batch.values):
+                fut, done_batch = pending.popleft()
+                await finish(await fut, done_batch)
+                if not batch.values:
+                    break
         assert t0 is not None
         rate = seen / (time.perf_counter() - t0)
     finally:
