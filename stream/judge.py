@@ -302,7 +302,6 @@ class DetectorRule:
         self.models: dict[int, Any] = {}
         self.fp: dict[int, str] = {}
         self.sid_of_fp: dict[str, int] = {}
-        self._in_level = np.zeros(0, bool)
 
     def forget(self, sids: np.ndarray) -> None:
         for sid in sids.tolist():
@@ -310,23 +309,6 @@ class DetectorRule:
             fp = self.fp.pop(sid, None)
             if fp is not None:
                 self.sid_of_fp.pop(fp, None)
-        if self._in_level.size:
-            self._in_level[sids[sids < self._in_level.size]] = False
-
-    def _level_mask(self, registry: SeriesRegistry) -> np.ndarray:
-        """Which series ids belong to this rule's levels (extended as the registry grows)."""
-        n = len(registry)
-        have = self._in_level.size
-        if have < n or (registry.free and have):
-            # New ids, or ids recycled after an eviction: (re)classify them.
-            start = 0 if registry.free else have
-            mask = np.zeros(n, bool)
-            mask[:have] = self._in_level[: min(have, n)]
-            for sid in range(start, n):
-                key = registry.keys[sid]
-                mask[sid] = key is not None and key[0] in self.levels
-            self._in_level = mask
-        return self._in_level[:n]
 
     def _fingerprint(self, sid: int, registry: SeriesRegistry) -> str:
         fp = self.fp.get(sid)
@@ -339,7 +321,7 @@ class DetectorRule:
     def judge(self, win: ClosedWindow, windows: WindowState, active: set[str]) -> list[Judgement]:
         registry = windows.registry
         feats = window_features(win)
-        mask = self._level_mask(registry).copy()
+        mask = registry.level_mask(self.levels)
         if self.gate is not None:
             mask &= feats[self.gate][: mask.size] > 0
         candidates = set(np.flatnonzero(mask).tolist())

@@ -113,6 +113,22 @@ class SeriesRegistry:
     last_seen: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
     # Per level: joined values -> id, so a batch's series resolve with one C-level map().
     joined: dict[Dims, dict[str, int]] = field(default_factory=dict)
+    # Level of every id as a small integer (-1: free), so rules select levels with numpy.
+    level_codes: dict[Dims, int] = field(default_factory=dict)
+    level_of: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int16))
+
+    def _set_level(self, sid: int, dims: Dims | None) -> None:
+        if sid >= self.level_of.size:
+            grown = np.full(max(1024, 2 * self.level_of.size), -1, np.int16)
+            grown[: self.level_of.size] = self.level_of
+            self.level_of = grown
+        code = -1 if dims is None else self.level_codes.setdefault(dims, len(self.level_codes))
+        self.level_of[sid] = code
+
+    def level_mask(self, levels: set[Dims]) -> np.ndarray:
+        """Boolean mask over ids: which series belong to one of ``levels``."""
+        codes = [c for dims, c in self.level_codes.items() if dims in levels]
+        return np.isin(self.level_of[: len(self.keys)], codes)
 
     def ids_of(self, dims: Dims, joined_values: list[str]) -> np.ndarray:
         """Ids for many series of one level, values joined with ``SEP``."""
@@ -144,6 +160,7 @@ class SeriesRegistry:
             self.keys.append(key)
         self.index[key] = sid
         self.per_level[dims] = self.per_level.get(dims, 0) + 1
+        self._set_level(sid, dims)
         return sid
 
     def labels(self, sid: int) -> dict[str, str]:
@@ -161,6 +178,7 @@ class SeriesRegistry:
             self.joined.get(key[0], {}).pop(SEP.join(key[1]), None)
             self.per_level[key[0]] -= 1
             self.keys[sid] = None
+            self._set_level(sid, None)
             self.free.append(sid)
 
     def __len__(self) -> int:
