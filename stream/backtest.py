@@ -12,7 +12,7 @@ import math
 import sys
 import time
 import typing
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -22,7 +22,7 @@ import orjson
 from models.detectors import score_learn
 from stream.config import Config
 from stream.decode import dlq_record
-from stream.events import Source
+from stream.events import Source, SourceColumns
 from stream.judge import DetectorRule
 from stream.pipeline import Pipeline, PipelineStats, StepResult
 from stream.windows import ClosedWindow, WindowState
@@ -50,30 +50,43 @@ def open_text(path: Path) -> IO[bytes]:
     return open(path, "rb")
 
 
-def read_batches(
-    path: Path, batch_size: int = 5000
-) -> Iterator[tuple[list[bytes | None], list[Source]]]:
-    """Lines of a JSONL file (``.gz`` too) as (values, sources); blank lines are skipped."""
-    topic = str(path)
-    values: list[bytes | None] = []
-    sources: list[Source] = []
+Batches = Iterator[tuple[list[bytes | None], Sequence[Source]]]
+
+
+def chunked(
+    records: Iterable[tuple[int, bytes | None]], topic: str, batch_size: int = 5000
+) -> Batches:
+    """(offset, value) pairs in batches with columnar sources."""
+    batch: list[bytes | None] = []
+    offsets: list[int] = []
+    for offset, value in records:
+        batch.append(value)
+        offsets.append(offset)
+        if len(batch) >= batch_size:
+            yield batch, SourceColumns([topic] * len(batch), [0] * len(batch), offsets)
+            batch, offsets = [], []
+    if batch:
+        yield batch, SourceColumns([topic] * len(batch), [0] * len(batch), offsets)
+
+
+def read_batches(path: Path, batch_size: int = 5000) -> Batches:
+    """Lines of a JSONL file (``.gz`` too) as (values, sources) with line numbers as
+    offsets; blank lines are skipped."""
     with open_text(path) as fh:
-        for lineno, line in enumerate(fh, start=1):
-            line = line.rstrip(b"\r\n")
-            if not line.strip():
-                continue
-            values.append(line)
-            sources.append(Source(topic, 0, lineno))
-            if len(values) >= batch_size:
-                yield values, sources
-                values, sources = [], []
-    if values:
-        yield values, sources
+        lines = ((n, line.rstrip(b"\r\n")) for n, line in enumerate(fh, 1) if line.strip())
+        yield from chunked(lines, str(path), batch_size)
 
 
-def input_batches(
-    source: str | Path, batch_size: int = 5000
-) -> Iterator[tuple[list[bytes | None], list[Source]]]:
+def replay_batches(
+    pipeline: Pipeline, batches: Iterable[tuple[list[bytes | None], Sequence[Source]]]
+) -> Iterator[StepResult]:
+    """Every step of an offline replay, the final flush included."""
+    for values, sources in batches:
+        yield pipeline.process(values, sources)
+    yield pipeline.flush()
+
+
+def input_batches(source: str | Path, batch_size: int = 5000) -> Batches:
     """Batches of a JSONL file, or of a Kafka topic given as ``kafka://HOST:PORT/TOPIC?...``."""
     if isinstance(source, str) and source.startswith("kafka://"):
         from stream.kafka_replay import kafka_batches, parse_kafka_url
@@ -122,8 +135,7 @@ def backtest_events(
                 on_alerts(result.alerts)
             n_alerts += len(result.alerts)
 
-        for values, sources in input_batches(input_path, config.kafka.max_batch):
-            result = pipeline.process(values, sources)
+        for result in replay_batches(pipeline, input_batches(input_path, config.kafka.max_batch)):
             take(result)
             if dlq_fh is not None:
                 for rej in result.rejected:
@@ -132,7 +144,6 @@ def backtest_events(
                 last_progress = time.monotonic()
                 s = pipeline.state.stats
                 print(f"  … {s.records} records, {n_alerts} alert records", file=progress)
-        take(pipeline.flush())
     finally:
         if dlq_fh is not None:
             dlq_fh.close()

@@ -20,8 +20,8 @@ from typing import Any
 
 import orjson
 
+from stream.backtest import chunked, replay_batches
 from stream.config import Config, load_config
-from stream.events import SourceColumns
 from stream.labels import GRACE_MS, score_alerts
 from stream.pipeline import Pipeline
 from stream.simulate import SimConfig, default_incident_suite, labels, simulate
@@ -38,22 +38,9 @@ class SeedResult:
 
 def replay(cfg: Config, sim: SimConfig) -> list[dict[str, Any]]:
     """Alert records of the pipeline over the simulated stream (offline, event time)."""
-    pipeline = Pipeline(cfg)
-    alerts: list[dict[str, Any]] = []
-    batch: list[bytes | None] = []
-    for ev in simulate(sim):
-        batch.append(orjson.dumps(ev, option=orjson.OPT_SERIALIZE_NUMPY))
-        if len(batch) >= 5000:
-            alerts += pipeline.process(
-                batch, SourceColumns(["sim"] * len(batch), [0] * len(batch), range(len(batch)))
-            ).alerts
-            batch = []
-    if batch:
-        alerts += pipeline.process(
-            batch, SourceColumns(["sim"] * len(batch), [0] * len(batch), range(len(batch)))
-        ).alerts
-    alerts += pipeline.flush().alerts
-    return alerts
+    values = (orjson.dumps(ev, option=orjson.OPT_SERIALIZE_NUMPY) for ev in simulate(sim))
+    steps = replay_batches(Pipeline(cfg), chunked(enumerate(values), "sim", cfg.kafka.max_batch))
+    return [rec for step in steps for rec in step.alerts]
 
 
 def evaluate_seed(cfg: Config, seed: int, hours: float) -> SeedResult:
