@@ -57,6 +57,7 @@ NOTIFICATION_FEATURES = FEATURES[FEATURES.index("created") :]
 class Rule(Protocol):
     name: str
     signal: str
+    sid_of_fp: dict[str, int]  # fingerprint -> series id, for series this rule has judged
 
     def judge(
         self, win: ClosedWindow, windows: WindowState, active: set[str]

@@ -167,7 +167,7 @@ class Pipeline:
         protect = {
             sid
             for rule in st.rules
-            for fp, sid in getattr(rule, "sid_of_fp", {}).items()
+            for fp, sid in rule.sid_of_fp.items()
             if fp in firing
         }
         evicted = st.windows.evict_idle(protect)
