@@ -164,12 +164,7 @@ class Pipeline:
     def _evict_idle(self) -> None:
         st = self.state
         firing = st.lifecycle.active()
-        protect = {
-            sid
-            for rule in st.rules
-            for fp, sid in rule.sid_of_fp.items()
-            if fp in firing
-        }
+        protect = {sid for rule in st.rules for fp, sid in rule.sid_of_fp.items() if fp in firing}
         evicted = st.windows.evict_idle(protect)
         if evicted.size:
             for rule in st.rules:
