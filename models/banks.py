@@ -89,7 +89,10 @@ def _as_slots(slots: np.ndarray) -> np.ndarray:
 
 
 class _StateBank:
-    """Growth, forgetting and pickling of per-slot state arrays named in ``_state``."""
+    """Growth, forgetting and pickling of per-slot state arrays named in ``_state``.
+
+    The slot is the LAST axis, so a quantity of many slots is one contiguous row.
+    """
 
     _state: ClassVar[tuple[str, ...]]
     prototype: Any
@@ -101,7 +104,7 @@ class _StateBank:
     def _init_state(self) -> None:
         for name in self._state:
             dtype = np.int64 if name == "n" else np.float64
-            setattr(self, name, np.zeros((0, *self._row_shape(name)), dtype))
+            setattr(self, name, np.zeros((*self._row_shape(name), 0), dtype))
 
     @property
     def capacity(self) -> int:
@@ -117,8 +120,8 @@ class _StateBank:
         cap = max(need, 2 * self.capacity, _MIN_CAPACITY)
         for name in self._state:
             old = getattr(self, name)
-            new = np.zeros((cap, *old.shape[1:]), old.dtype)
-            new[: old.shape[0]] = old
+            new = np.zeros((*old.shape[:-1], cap), old.dtype)
+            new[..., : old.shape[-1]] = old
             setattr(self, name, new)
 
     def forget(self, slots: np.ndarray) -> None:
@@ -126,7 +129,7 @@ class _StateBank:
         s = _as_slots(slots)
         s = s[s < self.capacity]
         for name in self._state:
-            getattr(self, name)[s] = 0
+            getattr(self, name)[..., s] = 0
 
     def __len__(self) -> int:
         """Slots holding state (learned at least one window)."""
@@ -145,7 +148,7 @@ class _StateBank:
         live = np.flatnonzero(self.n)
         end = int(live[-1]) + 1 if live.size else 0
         state: dict[str, Any] = {"prototype": self.prototype}
-        state.update({name: getattr(self, name)[:end].copy() for name in self._state})
+        state.update({name: getattr(self, name)[..., :end].copy() for name in self._state})
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
@@ -221,7 +224,7 @@ class ErrorRateBank(_StateBank):
         phi = np.minimum(np.maximum(phi, 1.0), p.max_dispersion)
         window = np.zeros(m)
         calls = k > 0
-        with np.errstate(divide="ignore", invalid="ignore"):
+        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
             rate = e / k
         test = calls & (e >= p.min_errors) & (rate >= p0 + p.min_increase)
         for i in np.flatnonzero(test).tolist():
@@ -229,7 +232,9 @@ class ErrorRateBank(_StateBank):
             surprise = -binom_log10_sf(float(e[i]) / f, float(k[i]) / f, float(p0[i]))
             window[i] = min(1.0, 0.5 * surprise / p.page_log10)
         p1 = np.minimum(0.999, np.maximum(p0 * p.cusum_ratio, p0 + p.min_increase))
-        with np.errstate(divide="ignore", invalid="ignore"):  # p0 = 0 only with floor 0
+        with np.errstate(
+            divide="ignore", invalid="ignore", over="ignore"
+        ):  # p0 = 0 only with floor 0
             llr = e * np.log(p1 / p0) + (k - e) * np.log((1.0 - p1) / (1.0 - p0))
         s_new = np.where(calls, np.minimum(p.cusum_cap, np.maximum(0.0, s + llr / phi)), s)
         raw = np.maximum(window, _cusum_many(s_new, p.cusum_h, p.cusum_cap))
@@ -303,9 +308,9 @@ class LatencyBank(_StateBank):
         """A standalone detector holding a copy of ``slot``'s state."""
         det = LatencyDetector(self.params)
         if 0 <= slot < self.capacity:
-            det.mu = array("d", self.mu[slot].tolist())
-            det.var = array("d", self.var[slot].tolist())
-            det.s = array("d", self.s[slot].tolist())
+            det.mu = array("d", self.mu[:, slot].tolist())
+            det.var = array("d", self.var[:, slot].tolist())
+            det.s = array("d", self.s[:, slot].tolist())
             det.n = int(self.n[slot])
         return det
 
@@ -315,45 +320,44 @@ class LatencyBank(_StateBank):
         self._reserve(slots)
         m = slots.size
         p = self.params
-        mu, var, s, n = self.mu[slots], self.var[slots], self.s[slots], self.n[slots]
+        # (quantile, slot) arrays
+        mu, var, s, n = self.mu[:, slots], self.var[:, slots], self.s[:, slots], self.n[slots]
         ready = n >= p.min_windows
         seen = n > 0
 
         # _evaluate
         vol = _column(x, p.volume_key, 0.0, m)
         if self._from_spread:
-            spread = np.maximum((mu[:, 1] - mu[:, 0]) / 1.645, p.sigma_floor)
+            spread = np.maximum((mu[1] - mu[0]) / 1.645, p.sigma_floor)
             sigma_w = np.where(seen, spread, max(p.sigma_floor, 0.5))
         else:
             sigma_w = np.full(m, max(p.sigma_floor, 0.5))
-        y = np.stack([_column(x, key, math.nan, m) for key in p.keys], axis=1)
+        y = np.stack([_column(x, key, math.nan, m) for key in p.keys])
         usable = y > 0  # NaN (missing, NaN or inf) compares False
         log_y = np.log(np.where(usable, y, 1.0))
         delta = log_y - mu
-        rise = usable & ((vol >= p.min_volume) & seen)[:, None] & (delta >= self._log_min_ratio)
-        inc = np.full((m, self.q), -p.k)
+        rise = usable & ((vol >= p.min_volume) & seen) & (delta >= self._log_min_ratio)
+        inc = np.full((self.q, m), -p.k)
         if rise.any():
-            se = self._se_coef[None, :] * sigma_w[:, None]
-            with np.errstate(divide="ignore", invalid="ignore"):
-                sd = np.sqrt(np.maximum(var, p.sigma_floor**2) + se * se / vol[:, None])
+            se = self._se_coef[:, None] * sigma_w
+            with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+                sd = np.sqrt(np.maximum(var, p.sigma_floor**2) + se * se / vol)
                 z = np.minimum(delta / sd, p.z_cap) - p.k
             inc = np.where(rise, z, inc)
         s_new = np.minimum(p.cap, np.maximum(0.0, s + inc))
-        raw = _cusum_many(s_new, p.h, p.cap).max(axis=1)
+        raw = _cusum_many(s_new, p.h, p.cap).max(axis=0)
         scores = np.where(ready, raw, 0.0)
 
         # _learn
-        self.s[slots] = np.where(ready[:, None], s_new, s)
+        self.s[:, slots] = np.where(ready, s_new, s)
         weight = np.where(ready & (raw >= p.suspect), p.guard_weight, 1.0)
-        learn = (weight > 0.0) & (vol >= p.min_volume) & usable.all(axis=1)
+        learn = (weight > 0.0) & (vol >= p.min_volume) & usable.all(axis=0)
         if learn.any():
             d = _decay_many(x, p.halflife_s, m)
             a = (1.0 - d) * np.minimum(1.0, vol / p.full_weight_volume) * weight
-            a = np.where(ready, a, np.maximum(a, 1.0 / (n + 1)))[:, None]  # cold start: mean
-            mu_new = mu + a * delta
-            var_new = (1.0 - a) * (var + a * delta * delta)
-            self.mu[slots] = np.where(learn[:, None], mu_new, mu)
-            self.var[slots] = np.where(learn[:, None], var_new, var)
+            a = np.where(ready, a, np.maximum(a, 1.0 / (n + 1)))  # cold start: plain mean
+            self.mu[:, slots] = np.where(learn, mu + a * delta, mu)
+            self.var[:, slots] = np.where(learn, (1.0 - a) * (var + a * delta * delta), var)
             self.n[slots] = n + learn
         return scores
 
@@ -399,7 +403,7 @@ class ThresholdBank:
             np.asarray(_raw(x, "volume"), np.float64), np.asarray(_raw(x, t.errors_key), np.float64)
         )
         z = _wilson_z(t.confidence)
-        with np.errstate(divide="ignore", invalid="ignore"):
+        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
             p = errors / volume
             denom = 1 + z * z / volume
             centre = p + z * z / (2 * volume)
@@ -408,7 +412,7 @@ class ThresholdBank:
         lb = np.where(lb > 0.0, lb, 0.0)  # max(0.0, lb): NaN gives 0.0 as in Python
         lb = np.where(volume <= 0, 0.0, lb)
         half = t.threshold * 0.5
-        with np.errstate(divide="ignore", invalid="ignore"):
+        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
             low = (lb - half) / t.threshold
             high = np.minimum(1.0, 0.5 + 0.5 * (lb - t.threshold) / t.threshold)
         out = np.where(lb < t.threshold, low, high)
