@@ -79,6 +79,15 @@ def _cusum_many(s: np.ndarray, h: float, cap: float) -> np.ndarray:
     return np.where(s <= h, 0.5 * s / h, np.minimum(1.0, 0.5 + 0.5 * (s - h) / (cap - h)))
 
 
+def _put(arr: np.ndarray, slots: np.ndarray, values: np.ndarray) -> None:
+    """``arr[..., slots] = values``: row by row, which numpy does several times faster."""
+    if arr.ndim == 1:
+        arr[slots] = values
+    else:
+        for row, vals in zip(arr, values, strict=True):
+            row[slots] = vals
+
+
 def _as_slots(slots: np.ndarray) -> np.ndarray:
     out = np.asarray(slots, dtype=np.intp)
     if out.ndim != 1:
@@ -131,9 +140,14 @@ class _StateBank:
         for name in self._state:
             getattr(self, name)[..., s] = 0
 
+    def _live(self) -> np.ndarray:
+        """Per slot: holds state.  Every learned window counts in ``n``, and nothing
+        else moves before one is (a latency CUSUM needs a baseline to rise from)."""
+        return self.n != 0
+
     def __len__(self) -> int:
-        """Slots holding state (learned at least one window)."""
-        return int(np.count_nonzero(self.n))
+        """Slots holding state (not fresh)."""
+        return int(np.count_nonzero(self._live()))
 
     def ready(self, slots: np.ndarray) -> np.ndarray:
         """``detector.ready`` per slot."""
@@ -145,7 +159,7 @@ class _StateBank:
 
     def __getstate__(self) -> dict[str, Any]:
         # Snapshots stop at the last slot holding state: free ids cost nothing.
-        live = np.flatnonzero(self.n)
+        live = np.flatnonzero(self._live())
         end = int(live[-1]) + 1 if live.size else 0
         state: dict[str, Any] = {"prototype": self.prototype}
         state.update({name: getattr(self, name)[..., :end].copy() for name in self._state})
@@ -321,7 +335,8 @@ class LatencyBank(_StateBank):
         m = slots.size
         p = self.params
         # (quantile, slot) arrays
-        mu, var, s, n = self.mu[:, slots], self.var[:, slots], self.s[:, slots], self.n[slots]
+        mu, var, s = (a.take(slots, axis=1) for a in (self.mu, self.var, self.s))
+        n = self.n[slots]
         ready = n >= p.min_windows
         seen = n > 0
 
@@ -349,15 +364,15 @@ class LatencyBank(_StateBank):
         scores = np.where(ready, raw, 0.0)
 
         # _learn
-        self.s[:, slots] = np.where(ready, s_new, s)
+        _put(self.s, slots, np.where(ready, s_new, s))
         weight = np.where(ready & (raw >= p.suspect), p.guard_weight, 1.0)
         learn = (weight > 0.0) & (vol >= p.min_volume) & usable.all(axis=0)
         if learn.any():
             d = _decay_many(x, p.halflife_s, m)
             a = (1.0 - d) * np.minimum(1.0, vol / p.full_weight_volume) * weight
             a = np.where(ready, a, np.maximum(a, 1.0 / (n + 1)))  # cold start: plain mean
-            self.mu[:, slots] = np.where(learn, mu + a * delta, mu)
-            self.var[:, slots] = np.where(learn, (1.0 - a) * (var + a * delta * delta), var)
+            _put(self.mu, slots, np.where(learn, mu + a * delta, mu))
+            _put(self.var, slots, np.where(learn, (1.0 - a) * (var + a * delta * delta), var))
             self.n[slots] = n + learn
         return scores
 

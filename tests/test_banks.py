@@ -145,7 +145,8 @@ def drive(make: Callable[[], Any], bank: Any, traffic: Traffic) -> dict[str, int
                 stats["forgotten"] += scalar.pop(sid, None) is not None
                 firing.discard(sid)
                 assert bank.detector(sid).n == 0
-    assert len(bank) == sum(1 for d in scalar.values() if d.n > 0)
+    fresh = make()
+    assert len(bank) == sum(1 for d in scalar.values() if pickle.dumps(d) != pickle.dumps(fresh))
     return stats
 
 
@@ -201,8 +202,9 @@ def test_latency_bank_matches_scalar_detectors(seed: int) -> None:
     [
         partial(LatencyDetector, keys=("latency_p99",), se_coef=(3.77,), min_windows=6),
         partial(LatencyDetector, min_windows=6, guard_weight=0.5, min_volume=1.0),
+        partial(LatencyDetector, min_windows=0),
     ],
-    ids=["p99_only", "guard_weight"],
+    ids=["p99_only", "guard_weight", "no_cold_start"],
 )
 def test_latency_bank_other_params(make: Callable[[], Any]) -> None:
     stats = drive(make, LatencyBank(make()), Traffic(4, per_slot_window_s=True))
