@@ -206,7 +206,9 @@ class ErrorRateBank(_StateBank):
         self._init_state()
 
     def _setup(self) -> None:
-        self.params = self.prototype.params
+        p = self.params = self.prototype.params
+        #: The features this bank reads (gather only these for the slots).
+        self.keys = (p.errors_key, p.volume_key, "window_s")
 
     def detector(self, slot: int) -> ErrorRateDetector:
         """A standalone detector of the prototype's class holding a copy of ``slot``'s state."""
@@ -314,6 +316,8 @@ class LatencyBank(_StateBank):
         self._se_coef = np.asarray(p.se_coef[: self.q], np.float64)
         self._from_spread = p.keys[:2] == ("latency_p50", "latency_p95")
         self._log_min_ratio = math.log(p.min_ratio)
+        #: The features this bank reads (gather only these for the slots).
+        self.keys = (p.volume_key, *p.keys, "window_s")
 
     def _row_shape(self, name: str) -> tuple[int, ...]:
         return () if name == "n" else (len(self.params.keys),)
@@ -391,6 +395,8 @@ class ThresholdBank:
     def __init__(self, prototype: ErrorRateThreshold) -> None:
         self.threshold = prototype
         self.prototype = prototype
+        #: The features this bank reads.
+        self.keys = ("volume", prototype.errors_key)
 
     def __len__(self) -> int:
         return 0

@@ -293,6 +293,7 @@ def test_bank_for_picks_exact_classes_only() -> None:
     assert isinstance(config, ErrorRateBank)
     assert type(config.detector(0)) is ConfigErrorDetector
     assert config.detector(0).params.min_windows == 30
+    assert config.keys == ("config_errors", "volume", "window_s")
     assert isinstance(bank_for(LatencyDetector), LatencyBank)
     assert isinstance(bank_for(lambda: ErrorRateThreshold(0.05, 20)), ThresholdBank)
     threshold = ErrorRateThreshold(0.05, 20)
