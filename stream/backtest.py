@@ -19,7 +19,6 @@ from typing import IO, Any
 
 import orjson
 
-from models.detectors import score_learn
 from stream.config import Config
 from stream.decode import dlq_record
 from stream.events import Source, SourceColumns
@@ -173,38 +172,6 @@ def replay_alerts(
 # -- observing a replay for charts --------------------------------------------
 
 
-class _Probe:
-    """Wraps one detector and logs each score it gives; decisions are untouched.
-
-    Forwards every attribute (``ready``, ``expected``, ``worst``...) to the detector,
-    so the judge sees the same object it would without the probe.
-    """
-
-    __slots__ = ("inner", "log")
-
-    def __init__(self, inner: Any, log: list[tuple[Any, Any, float]]) -> None:
-        self.inner = inner
-        self.log = log
-
-    def __getattr__(self, name: str) -> Any:
-        if name in ("inner", "log"):  # unpickling/copy before __init__
-            raise AttributeError(name)
-        return getattr(self.inner, name)
-
-    def score_learn_one(self, x: Any) -> float:
-        score = score_learn(self.inner, x)
-        self.log.append((self.inner, x, score))
-        return score
-
-
-class _ProbeFactory:
-    def __init__(self, make: Callable[[], Any], log: list[tuple[Any, Any, float]]) -> None:
-        self.make, self.log = make, log
-
-    def __call__(self) -> _Probe:
-        return _Probe(self.make(), self.log)
-
-
 @dataclass
 class Trace:
     """One (rule, series) over time: what its chart shows."""
@@ -231,8 +198,8 @@ def series_key(series: dict[str, str]) -> SeriesKey:
 class SeriesRecorder:
     """Records value, expected and score of chosen (rule, series) every window.
 
-    Install on a fresh pipeline before replaying: it wraps each rule's detector
-    factory and ``judge`` (the judge keeps no per-series score otherwise).
+    Install on a fresh pipeline before replaying: it sets each rule's ``observe``
+    hook and wraps its ``judge`` (the judge keeps no per-series score otherwise).
     ``wanted`` None records every series — only for small inputs.
     """
 
@@ -246,7 +213,7 @@ class SeriesRecorder:
 
     def _wrap(self, rule: DetectorRule, window_ms: int) -> None:
         log: list[tuple[Any, Any, float]] = []
-        rule.make = _ProbeFactory(rule.make, log)
+        rule.observe = lambda sid, x, det, score: log.append((det, x, score))
         judge = rule.judge
         traces, wanted = self.traces, self.wanted
         labels_cache: dict[int, tuple[Any, SeriesKey]] = {}

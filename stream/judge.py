@@ -1,23 +1,26 @@
 """Rules: turn a closed window into per-series features, ask the detectors, return judgements.
 
-Features are computed for every series at once with numpy; each rule keeps one
-detector (``models/``) per series and calls it once per window with a read-only
-view of that series' row.  A rule judges only the series of its levels that
-carry its signal (calls, callbacks, metric samples) — plus any series with an
-open episode, so the lifecycle learns when it is quiet again.
+Features are computed for every series at once with numpy.  A rule whose
+detector has a vectorised twin in :mod:`models.banks` (the built-in error-rate,
+config-error, latency and static-threshold detectors) judges all its series in
+one call per window; any other detector — a river model, a wrapper — is kept
+one per series and called once per window with a read-only view of that
+series' row.  A rule judges only the series of its levels that carry its signal
+(calls, callbacks, metric samples) — plus any series with an open episode, so
+the lifecycle learns when it is quiet again.
 """
 
 from __future__ import annotations
 
 import math
-from collections import defaultdict
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from functools import partial
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 import numpy as np
 
+from models.banks import bank_for
 from models.detectors import (
     FEATURES,
     CallbackDetector,
@@ -45,6 +48,7 @@ from stream.windows import (
     SYSTEM_ERROR_COLS,
     ClosedWindow,
     Dims,
+    SeriesKey,
     SeriesRegistry,
     WindowState,
 )
@@ -149,27 +153,25 @@ def root_cause_hints(
     dims, values = key
     if dims == fine_dims or not set(dims) <= set(fine_dims):
         return []
-    pos = [fine_dims.index(d) for d in dims]
-    volume = win.column("volume")
-    total_w = total_v = 0.0
-    by_dim: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(lambda: [0.0, 0.0]))
-    for child in np.flatnonzero(volume[: len(registry)] > 0):
-        child_key = registry.keys[int(child)]
-        if child_key is None or child_key[0] != fine_dims:
-            continue
-        vals = child_key[1]
-        if any(vals[p] != v for p, v in zip(pos, values, strict=True)):
-            continue
-        w, v = float(weights[child]), float(volume[child])
-        total_w += w
-        total_v += v
-        for d, val in zip(fine_dims, vals, strict=True):
-            if d not in dims:
-                acc = by_dim[d][val]
-                acc[0] += w
-                acc[1] += v
+    children, columns = _fine_children(win, registry, fine_dims)
+    match = np.ones(children.size, bool)
+    for d, value in zip(dims, values, strict=True):
+        match &= columns[fine_dims.index(d)] == value
+    rows = children[match]
+    w_all, v_all = weights[rows].astype(np.float64), win.column("volume")[rows].astype(np.float64)
+    total_w, total_v = float(w_all.sum()), float(v_all.sum())
     if total_w <= 0:
         return []
+    by_dim: dict[str, dict[str, list[float]]] = {}
+    for pos, d in enumerate(fine_dims):
+        if d not in dims:
+            names, inv = np.unique(columns[pos][match], return_inverse=True)
+            w_sum = np.bincount(inv.reshape(-1), weights=w_all, minlength=names.size)
+            v_sum = np.bincount(inv.reshape(-1), weights=v_all, minlength=names.size)
+            by_dim[d] = {
+                str(n): [float(a), float(b)]
+                for n, a, b in zip(names.tolist(), w_sum, v_sum, strict=True)
+            }
     hints: list[dict[str, Any]] = []
     for d, shares in by_dim.items():
         for val, (w, v) in shares.items():
@@ -178,6 +180,25 @@ def root_cause_hints(
                 hints.append({"dimension": d, "value": val, "share": round(share, 3)})
     hints.sort(key=lambda h: -float(h["share"]))
     return hints[:top]
+
+
+def _fine_children(
+    win: ClosedWindow, registry: SeriesRegistry, fine_dims: Dims
+) -> tuple[np.ndarray, list[np.ndarray]]:
+    """The window's active series of the finest level and, per dimension, their values
+    (built once per window, shared by every hint)."""
+    cache: dict[Dims, Any] = win.__dict__.setdefault("_fine", {})
+    got = cache.get(fine_dims)
+    if got is None:
+        volume = win.column("volume")[: len(registry)]
+        active = np.flatnonzero(volume > 0)
+        fine = active[registry.level_of[active] == registry.level_codes.get(fine_dims, -2)]
+        values = [cast(SeriesKey, registry.keys[c])[1] for c in fine.tolist()]
+        columns = [
+            np.array([v[pos] for v in values], dtype=object) for pos in range(len(fine_dims))
+        ]
+        got = cache[fine_dims] = (fine, columns)
+    return got
 
 
 def _ms(v: float) -> str:
@@ -272,7 +293,8 @@ def _describe_multivariate(x: Row, expected: float, det: Any) -> tuple[float, fl
 
 
 class DetectorRule:
-    """One rule: a detector per series of some levels, judged once per window."""
+    """One rule: a detector per series of some levels (or one bank for all of them),
+    judged once per window."""
 
     def __init__(
         self,
@@ -301,10 +323,16 @@ class DetectorRule:
         self.hints_from = hints_from
         self.critical_when = critical_when  # e.g. a static critical threshold
         self.models: dict[int, Any] = {}
+        # Built-in detectors have a vectorised twin that judges every series in one call.
+        self.bank = bank_for(make)
+        # Called with (series id, features, detector, score) for every judged series.
+        self.observe: Callable[[int, Row, Any, float], None] | None = None
         self.fp: dict[int, str] = {}
         self.sid_of_fp: dict[str, int] = {}
 
     def forget(self, sids: np.ndarray) -> None:
+        if self.bank is not None:
+            self.bank.forget(sids)
         for sid in sids.tolist():
             self.models.pop(sid, None)
             fp = self.fp.pop(sid, None)
@@ -325,16 +353,34 @@ class DetectorRule:
         mask = registry.level_mask(self.levels)
         if self.gate is not None:
             mask &= feats[self.gate][: mask.size] > 0
-        candidates = set(np.flatnonzero(mask).tolist())
-        candidates.update(self.sid_of_fp[fp] for fp in active if fp in self.sid_of_fp)
+        candidates = np.flatnonzero(mask)
+        open_sids = [self.sid_of_fp[fp] for fp in active if fp in self.sid_of_fp]
+        if open_sids:
+            candidates = np.union1d(candidates, open_sids)
         consts = {
             "window_start_ms": float(win.start_ms),
             "window_s": self.window_s,
             "timestamp": win.start_ms / 1000,
         }
-        fine = max(windows.call_levels, key=len)
         out: list[Judgement] = []
-        for sid in sorted(candidates):
+        observe = self.observe
+        if self.bank is not None:
+            # All series in one vectorised call; Python runs only for the few reported.
+            scores = self.bank.score_learn_many(candidates, _Columns(feats, candidates, consts))
+            report = scores >= self.threshold
+            if open_sids:
+                report |= np.isin(candidates, open_sids)
+            if observe is not None:
+                report[:] = True
+            for k in np.flatnonzero(report).tolist():
+                sid = int(candidates[k])
+                det: Any = self.bank.detector(sid)
+                x = Row(feats, consts, sid)
+                if observe is not None:
+                    observe(sid, x, det, float(scores[k]))
+                self._report(win, windows, feats, x, det, float(scores[k]), active, out)
+            return out
+        for sid in candidates.tolist():
             det = self.models.get(sid)
             if det is None:
                 det = self.models[sid] = self.make()
@@ -342,43 +388,92 @@ class DetectorRule:
             score = score_learn(det, x)
             if not getattr(det, "ready", True):
                 score = 0.0
-            fp = self.fp.get(sid)
-            anomalous = score >= self.threshold
-            if not anomalous and (fp is None or fp not in active):
-                continue
-            # river models have no baseline to show; paywatch's detectors do.
-            expected = float(det.expected(x)) if hasattr(det, "expected") else math.nan
-            value, impact, text = self.describe(x, expected, det)
-            sev = severity(score, impact) if anomalous else "info"
-            if anomalous and self.critical_when is not None and self.critical_when(x):
-                sev = "critical"
-            if sev == "critical" and self.max_severity != "critical":
-                sev = self.max_severity
-            if anomalous and sev == "info" and self.max_severity != "info":
-                anomalous = False  # anomalous but hurting (almost) nobody: no page
-            series = registry.labels(sid)
-            hints = []
-            if anomalous and self.hints_from is not None:
-                hints = root_cause_hints(win, registry, fine, sid, feats[self.hints_from])
-            self._fingerprint(sid, registry)
-            out.append(
-                Judgement(
-                    rule=self.name,
-                    signal=self.signal,
-                    series=series,
-                    window_start=win.start_ms,
-                    window_end=win.end_ms,
-                    score=round(min(1.0, max(0.0, score)), 4),
-                    anomalous=anomalous,
-                    severity=sev,
-                    value=_finite(value),
-                    expected=_finite(expected),
-                    summary=f"{series_text(series)}: {text}",
-                    volume=int(x["volume"]) if x["volume"] == x["volume"] else 0,
-                    hints=hints,
-                )
-            )
+            if observe is not None:
+                observe(sid, x, det, score)
+            self._report(win, windows, feats, x, det, score, active, out)
         return out
+
+    def _report(
+        self,
+        win: ClosedWindow,
+        windows: WindowState,
+        feats: dict[str, np.ndarray],
+        x: Row,
+        det: Any,
+        score: float,
+        active: set[str],
+        out: list[Judgement],
+    ) -> None:
+        """Append the judgement of one scored series when it is anomalous or has an open
+        episode (the lifecycle must see it go quiet)."""
+        sid, registry = x.sid, windows.registry
+        fp = self.fp.get(sid)
+        anomalous = score >= self.threshold
+        if not anomalous and (fp is None or fp not in active):
+            return
+        # river models have no baseline to show; paywatch's detectors do.
+        expected = float(det.expected(x)) if hasattr(det, "expected") else math.nan
+        value, impact, text = self.describe(x, expected, det)
+        sev = severity(score, impact) if anomalous else "info"
+        if anomalous and self.critical_when is not None and self.critical_when(x):
+            sev = "critical"
+        if sev == "critical" and self.max_severity != "critical":
+            sev = self.max_severity
+        if anomalous and sev == "info" and self.max_severity != "info":
+            anomalous = False  # anomalous but hurting (almost) nobody: no page
+        series = registry.labels(sid)
+        hints = []
+        if anomalous and self.hints_from is not None:
+            fine = max(windows.call_levels, key=len)
+            hints = root_cause_hints(win, registry, fine, sid, feats[self.hints_from])
+        self._fingerprint(sid, registry)
+        out.append(
+            Judgement(
+                rule=self.name,
+                signal=self.signal,
+                series=series,
+                window_start=win.start_ms,
+                window_end=win.end_ms,
+                score=round(min(1.0, max(0.0, score)), 4),
+                anomalous=anomalous,
+                severity=sev,
+                value=_finite(value),
+                expected=_finite(expected),
+                summary=f"{series_text(series)}: {text}",
+                volume=int(x["volume"]) if x["volume"] == x["volume"] else 0,
+                hints=hints,
+            )
+        )
+
+
+class _Columns(Mapping[str, Any]):
+    """Features of the judged series only, sliced on first use (a bank reads a few)."""
+
+    __slots__ = ("cache", "consts", "feats", "rows")
+
+    def __init__(
+        self, feats: dict[str, np.ndarray], rows: np.ndarray, consts: dict[str, float]
+    ) -> None:
+        self.feats, self.rows, self.consts = feats, rows, consts
+        self.cache: dict[str, Any] = {}
+
+    def __getitem__(self, key: str) -> Any:
+        got = self.cache.get(key)
+        if got is None:
+            arr = self.feats.get(key)
+            got = self.consts[key] if arr is None else arr[self.rows].astype(np.float64)
+            self.cache[key] = got
+        return got
+
+    def __contains__(self, key: object) -> bool:
+        return key in self.feats or key in self.consts
+
+    def __iter__(self) -> Iterator[str]:
+        yield from self.feats
+        yield from self.consts
+
+    def __len__(self) -> int:
+        return len(self.feats) + len(self.consts)
 
 
 def _finite(v: float) -> float:
