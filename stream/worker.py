@@ -17,14 +17,14 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from aiokafka import TopicPartition
 
 from stream.config import Config, KafkaConfig
 from stream.control import ControlReader
-from stream.decode_pool import DecodePool, default_workers
-from stream.events import DecodedBatch
+from stream.decode_pool import DecodePool, OrderedDecoder, default_workers
 from stream.kafka_io import Batch, EventSource, Publisher, ensure_topics
 from stream.metrics import WorkerMetrics
 from stream.notify import InOrderThread, Notifications
@@ -33,6 +33,19 @@ from stream.pipeline import Pipeline, PipelineStats, StepResult
 log = logging.getLogger("paywatch.worker")
 
 AlertSink = Callable[[list[dict[str, Any]]], None]
+
+
+@dataclass(frozen=True)
+class BatchTiming:
+    """When one batch passed each point (``time.perf_counter`` seconds)."""
+
+    records: int
+    received: float  # came back from Kafka
+    started: float  # windowing began
+    acked: float  # its alerts and DLQ records were acknowledged by the broker
+
+
+BatchObserver = Callable[[StepResult, BatchTiming], None]
 
 
 def wall_ms() -> int:
@@ -49,6 +62,7 @@ async def run_worker(
     notifications: Notifications | None = None,
     notify: bool = True,
     drain_s: float = 3.0,
+    observe: BatchObserver | None = None,
 ) -> PipelineStats:
     """Consume until ``stop`` is set; returns the pipeline's counters.
 
@@ -56,6 +70,7 @@ async def run_worker(
     (tests inspect it) or ``notify`` is False (no routes, history or control topic).
     Their work runs in a thread of its own (:class:`~stream.notify.InOrderThread`).
     On stop, pending deliveries get up to ``drain_s`` seconds to finish.
+    ``observe`` sees every batch's result and timings (the benchmark uses it).
     """
     k = config.kafka
     if notify and notifications is None:
@@ -92,6 +107,7 @@ async def run_worker(
         pool = DecodePool(workers) if workers else None
         if pool is not None:
             stack.callback(pool.close)
+            await pool.warm_up()
         await _consume(
             pipeline,
             source,
@@ -103,6 +119,7 @@ async def run_worker(
             progress_every_s,
             pool,
             metrics,
+            observe,
         )
     return pipeline.state.stats
 
@@ -118,10 +135,12 @@ async def _consume(
     progress_every_s: float,
     pool: DecodePool | None = None,
     metrics: WorkerMetrics | None = None,
+    observe: BatchObserver | None = None,
 ) -> None:
-    """The consumer loop. With a decode pool, batch N+1 is decoded in a child process
-    while batch N is windowed and judged here (depth-one pipelining); offsets are still
-    committed in order, each after its own batch's output is acknowledged."""
+    """The consumer loop.  Batches are decoded by an :class:`OrderedDecoder` (in the
+    child process when it is free, else here) while earlier ones are windowed and
+    judged; offsets are committed in order, each after its own batch's output is
+    acknowledged."""
     last_report = time.monotonic()
     last_records = 0
     log.info("consuming %s from %s as group %s", k.events_topic, k.bootstrap_servers, k.group_id)
@@ -129,11 +148,16 @@ async def _consume(
     done: dict[TopicPartition, int] = {}
     last_gauges = 0.0
 
-    async def finish(result: StepResult, batch: Batch, now: int, started: float) -> None:
+    async def finish(
+        result: StepResult, batch: Batch, now: int, received: float, started: float
+    ) -> None:
         await publisher.publish(result.alerts, result.rejected)
+        acked = time.perf_counter()
         if metrics is not None:
-            latency = time.perf_counter() - started if result.closed else None
+            latency = acked - started if result.closed else None
             metrics.observe(pipeline.state.stats, result.rejected, result.alerts, latency)
+        if observe is not None:
+            observe(result, BatchTiming(len(batch.values), received, started, acked))
         await source.commit(batch.offsets)
         done.update(batch.offsets)
         if background is not None:
@@ -146,37 +170,30 @@ async def _consume(
             for sink in sinks:
                 sink(result.alerts)
 
-    pending: tuple[asyncio.Future[DecodedBatch], Batch] | None = None
-    while not stop.is_set() or pending is not None:
+    decoder: OrderedDecoder[tuple[Batch, float]] = OrderedDecoder(pool)
+    while not stop.is_set() or len(decoder):
         if stop.is_set():
             batch = Batch([], [], {})
         else:
-            batch = await source.next_batch(timeout_ms=0 if pending is not None else 100)
-        now = wall_ms()
-        started = time.perf_counter()
-        decoding = None
+            batch = await source.next_batch(timeout_ms=0 if len(decoder) else 100)
         if batch.values:
-            if pool is None:
-                result = pipeline.process(batch.values, batch.sources, now)
-                await finish(result, batch, now, started)
-            else:
-                decoding = asyncio.ensure_future(
-                    pool.decode(batch.values, batch.sources, **pipeline.decode_args())
-                )
-        if pending is not None:
-            prev_future, prev = pending
-            decoded = await prev_future
-            started = time.perf_counter()
-            result = pipeline.process_decoded(decoded, len(prev.values), now)
-            await finish(result, prev, now, started)
-        elif not batch.values:
-            await finish(pipeline.tick(now), batch, now, started)
+            tag = (batch, time.perf_counter())
+            decoder.submit(batch.values, batch.sources, pipeline.decode_args(), tag)
+        # Window every batch whose decoding is done; wait for the oldest one when nothing
+        # new came in or enough are waiting.
+        while len(decoder) and (decoder.head_ready() or not batch.values or decoder.full):
+            decoded, (ready, received) = await decoder.next()
+            now, started = wall_ms(), time.perf_counter()
+            result = pipeline.process_decoded(decoded, len(ready.values), now)
+            await finish(result, ready, now, received, started)
+        if not batch.values and not len(decoder):
+            now, started = wall_ms(), time.perf_counter()
+            await finish(pipeline.tick(now), batch, now, started, started)
         if metrics is not None and time.monotonic() - last_gauges >= 1.0:
             last_gauges = time.monotonic()
             metrics.state(pipeline.state.lifecycle.firing(), pipeline.state.windows.registry.active)
             consumer = source.consumer
             metrics.consumer_lag({tp: consumer.highwater(tp) for tp in consumer.assignment()}, done)
-        pending = (decoding, batch) if decoding is not None else None
         if time.monotonic() - last_report >= progress_every_s:
             elapsed = time.monotonic() - last_report
             stats = pipeline.state.stats
