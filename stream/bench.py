@@ -17,7 +17,6 @@ import subprocess
 import sys
 import time
 import uuid
-from collections import deque
 from datetime import UTC, datetime
 from typing import Any
 
@@ -27,11 +26,11 @@ from aiokafka import AIOKafkaProducer
 
 from stream.broker import LocalBroker
 from stream.config import Config
-from stream.decode import decode_batch
-from stream.decode_pool import DecodePool, default_workers
-from stream.kafka_io import Batch, EventSource, Publisher, ensure_topics
-from stream.pipeline import Pipeline
+from stream.decode_pool import default_workers
+from stream.kafka_io import EventSource, ensure_topics
+from stream.pipeline import Pipeline, StepResult
 from stream.simulate import Incident, SimConfig, simulate
+from stream.worker import BatchTiming, run_worker
 
 
 def log(msg: str) -> None:
@@ -69,83 +68,54 @@ async def produce(bootstrap: str, topic: str, values: list[tuple[bytes, bytes]])
     return len(values) / (time.perf_counter() - t0)
 
 
-async def consume_rate(
-    cfg: Config, n: int, process: bool, decode_workers: int
-) -> tuple[float, list[float]]:
-    """Events/s through consume (+ orjson only, or the full pipeline with alert publishing).
-
-    The pipeline run decodes batch N+1 in a child process while it windows batch N,
-    as the worker does on a machine with a spare core.
-    """
+async def ceiling_rate(cfg: Config, n: int) -> float:
+    """Events/s of aiokafka consume + ``orjson.loads`` alone, committing each batch."""
     cfg.kafka.group_id = f"bench-{uuid.uuid4().hex[:6]}"
     source = EventSource(cfg.kafka)
-    publisher = Publisher(cfg.kafka)
-    pool = DecodePool(decode_workers) if process and decode_workers else None
-    await publisher.start()
     await source.start()
-    pipeline = Pipeline(cfg, live=True)
-    latencies: list[float] = []
-    closed_at: list[float] = []
-    windows = pipeline.state.windows
-    original = windows.close_ready
-
-    def timed_close() -> Any:
-        out = original()
-        if out:
-            closed_at.append(time.perf_counter())
-        return out
-
-    windows.close_ready = timed_close  # type: ignore[method-assign]
-
-    async def finish(decoded: Any, batch: Batch) -> None:
-        closed_at.clear()
-        result = pipeline.process_decoded(decoded, len(batch.values), int(time.time() * 1000))
-        await publisher.publish(result.alerts, result.rejected)
-        if result.alerts:
-            acked = time.perf_counter()
-            latencies.extend([acked - closed_at[-1]] * len(result.alerts))
-        await source.commit(batch.offsets)
-
-    seen = 0
-    t0: float | None = None
-    pending: deque[tuple[asyncio.Future[Any], Batch]] = deque()
-    depth = max(1, decode_workers)  # batches being decoded at once
+    seen, t0 = 0, None
     gc.collect()
     try:
-        if pool is not None:  # start the child before the clock does
-            await pool.decode([], [])
-        while seen < n or pending:
-            batch = await source.next_batch(timeout_ms=0 if pending else 200)
+        while seen < n:
+            batch = await source.next_batch(timeout_ms=200)
             if batch.values and t0 is None:
                 t0 = time.perf_counter()
             seen += len(batch.values)
-            if not process:
-                for v in batch.values:
-                    orjson.loads(v)  # type: ignore[arg-type]
-                await source.commit(batch.offsets)
-                continue
-            if pool is None:
-                if batch.values:
-                    decoded = decode_batch(batch.values, batch.sources, **pipeline.decode_args())
-                    await finish(decoded, batch)
-                continue
-            if batch.values:
-                task = pool.decode(batch.values, batch.sources, **pipeline.decode_args())
-                pending.append((asyncio.ensure_future(task), batch))
-            # Window the oldest batch once enough are in flight (or nothing new came).
-            while pending and (len(pending) > depth or not batch.values):
-                fut, done_batch = pending.popleft()
-                await finish(await fut, done_batch)
-                if not batch.values:
-                    break
+            for v in batch.values:
+                orjson.loads(v)  # type: ignore[arg-type]
+            await source.commit(batch.offsets)
         assert t0 is not None
-        rate = seen / (time.perf_counter() - t0)
+        return seen / (time.perf_counter() - t0)
     finally:
         await source.stop()
-        await publisher.stop()
-        if pool is not None:
-            pool.close()
-    return rate, latencies
+
+
+async def pipeline_rate(cfg: Config, n: int, decode_workers: int) -> tuple[float, list[float]]:
+    """Events/s of the live worker (``run_worker``, the loop ``paywatch run`` uses) until
+    it has finished ``n`` events, and per alert record the seconds from processing the
+    batch that closed its window to the broker's ack."""
+    cfg.kafka.group_id = f"bench-{uuid.uuid4().hex[:6]}"
+    cfg.kafka.decode_workers = decode_workers
+    cfg.metrics.port = 0
+    stop = asyncio.Event()
+    latencies: list[float] = []
+    first: list[float] = []
+    last = [0.0]
+    seen = [0]
+
+    def observe(result: StepResult, t: BatchTiming) -> None:
+        if t.records:
+            first[:1] = first[:1] or [t.received]
+            seen[0] += t.records
+            last[0] = t.acked
+        if result.alerts:
+            latencies.extend([t.acked - t.started] * len(result.alerts))
+        if seen[0] >= n:
+            stop.set()
+
+    gc.collect()
+    await run_worker(cfg, stop, notify=False, progress_every_s=3600, observe=observe)
+    return seen[0] / (last[0] - first[0]), latencies
 
 
 LIVE_SPEED = 20.0  # simulated seconds per wall second in the latency phase
@@ -262,10 +232,9 @@ async def main_async(args: argparse.Namespace) -> None:
         ceilings, pipes = [], []
         for round_ in range(2):
             log(f"round {round_ + 1}: ceiling (consume + orjson) …")
-            c, _ = await consume_rate(cfg, n, process=False, decode_workers=0)
-            ceilings.append(c)
+            ceilings.append(await ceiling_rate(cfg, n))
             log(f"round {round_ + 1}: pipeline (consume → decode → windows → detectors → alerts) …")
-            p, _ = await consume_rate(cfg, n, process=True, decode_workers=args.decode_workers)
+            p, _ = await pipeline_rate(cfg, n, args.decode_workers)
             pipes.append(p)
         # Latency is a live figure: replay a stream paced like live traffic (sped up
         # SPEED times) so windows close one at a time, as they do in production.
@@ -275,9 +244,8 @@ async def main_async(args: argparse.Namespace) -> None:
         live_values = stream_values(args.live_s * LIVE_SPEED, args.rate, 12, incidents)
         log(f"live phase: {args.live_s:.0f} s of traffic paced at x{LIVE_SPEED:g} …")
         consumer = asyncio.create_task(
-            consume_rate(live_cfg, len(live_values), process=True,
-                         decode_workers=args.decode_workers)
-        )  # fmt: skip
+            pipeline_rate(live_cfg, len(live_values), args.decode_workers)
+        )
         await produce_paced(broker.bootstrap, live_topic, live_values, LIVE_SPEED)
         _, lat = await consumer
     log(f"memory with {args.series:,} merchant series …")
