@@ -324,6 +324,26 @@ def decode_batch(
     codes into ``batch.strings`` (-1 = absent).  Never raises for any record
     content; raises ``ValueError`` only when the two sequences differ in length.
     """
+    # Nothing in here makes reference cycles, and collections triggered by the many
+    # short-lived objects and the row tuples cost ~10%: the collector waits until the batch
+    # is decoded and its rows are freed.
+    gc_was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        return _decode(values, sources, reference_ms, max_future_ms, max_past_ms, taxonomy)
+    finally:
+        if gc_was_enabled:
+            gc.enable()
+
+
+def _decode(
+    values: Sequence[bytes | None],
+    sources: Sequence[Source],
+    reference_ms: int | None,
+    max_future_ms: int,
+    max_past_ms: int,
+    taxonomy: ErrorTaxonomy | None,
+) -> DecodedBatch:
     n = len(values)
     if len(sources) != n:
         raise ValueError(f"decode_batch: {n} values but {len(sources)} sources")
@@ -359,396 +379,381 @@ def decode_batch(
     fast = _FAST_DECODE
     fast_call, fast_note, fast_metric = _FastCall, _FastNote, _FastMetric
 
-    # Nothing here makes reference cycles; collections triggered by the many short-lived
-    # dicts and row tuples cost ~10% of the loop, so the collector waits for the batch.
-    gc_was_enabled = gc.isenabled()
-    gc.disable()
-    try:
-        for i in range(n):
-            raw = values[i]
-            if fast is not None and type(raw) is bytes:
-                # Any failure here, even an unexpected one, falls through to the orjson path,
-                # which then decides, or rejects with the reason text.
-                try:
-                    e = fast(raw)
-                    t = type(e)
-                    if t is fast_call:
-                        hs = e.http_status
-                        if hs is None or hs == 0 or hs >= 100:
-                            prov = e.provider.lower()
-                            fast_oc = outcome_index[e.outcome]
-                            ecn = e.error_class
-                            if ecn is not None:
-                                ec = ec_index[ecn]
-                            elif fast_oc in failed:
-                                pc = e.provider_code
-                                psc = e.provider_sub_code
-                                klass = classify(
-                                    prov,
-                                    str(pc) if type(pc) is int else pc,
-                                    str(psc) if type(psc) is int else psc,
-                                    hs or None,
-                                    e.transport_error or None,
-                                )
-                                ec = -1 if klass is None else ec_index[klass]
-                            else:
-                                ec = -1
-                            amt = e.amount_minor
-                            calls.append(
-                                (
-                                    e.event_ts,
-                                    prov,
-                                    e.operation,
-                                    e.merchant_id,
-                                    fast_oc,
-                                    ec,
-                                    e.latency_ms,
-                                    0 if amt is None else amt,
-                                    e.out_trade_no,
-                                    e.signing_key_id,
-                                    partitions[i],
-                                    i,
-                                )
+    for i in range(n):
+        raw = values[i]
+        if fast is not None and type(raw) is bytes:
+            # Any failure here, even an unexpected one, falls through to the orjson path,
+            # which then decides, or rejects with the reason text.
+            try:
+                e = fast(raw)
+                t = type(e)
+                if t is fast_call:
+                    hs = e.http_status
+                    if hs is None or hs == 0 or hs >= 100:
+                        prov = e.provider.lower()
+                        fast_oc = outcome_index[e.outcome]
+                        ecn = e.error_class
+                        if ecn is not None:
+                            ec = ec_index[ecn]
+                        elif fast_oc in failed:
+                            pc = e.provider_code
+                            psc = e.provider_sub_code
+                            klass = classify(
+                                prov,
+                                str(pc) if type(pc) is int else pc,
+                                str(psc) if type(psc) is int else psc,
+                                hs or None,
+                                e.transport_error or None,
                             )
-                            continue
-                    elif t is fast_note:
-                        hl = e.handler_latency_ms
-                        am = e.amount_matches
-                        notes.append(
+                            ec = -1 if klass is None else ec_index[klass]
+                        else:
+                            ec = -1
+                        amt = e.amount_minor
+                        calls.append(
                             (
                                 e.event_ts,
-                                e.provider.lower(),
+                                prov,
+                                e.operation,
                                 e.merchant_id,
-                                e.signature_verified,
-                                ack_index[e.ack_status],
-                                e.is_duplicate is True,
-                                -1 if am is None else int(am),
+                                fast_oc,
+                                ec,
+                                e.latency_ms,
+                                0 if amt is None else amt,
                                 e.out_trade_no,
                                 e.signing_key_id,
-                                nan if hl is None else hl,
                                 partitions[i],
                                 i,
                             )
                         )
                         continue
-                    elif t is fast_metric:
-                        name = e.name
-                        labels = e.labels
-                        series = (
-                            name + "{" + ",".join(f"{k}={labels[k]}" for k in sorted(labels)) + "}"
-                            if labels
-                            else name
-                        )
-                        metrics.append((e.event_ts, name, series, e.value, partitions[i], i))
-                        continue
-                except Exception:
-                    pass
-            try:
-                if raw is None:
-                    raise _Bad(None, "empty record value (null or tombstone)")
-                try:
-                    d = loads(raw)
-                except decode_error as exc:
-                    raise _bad_json(raw, exc) from None
-                if type(d) is not dict:
-                    raise _Bad(None, f"record is a JSON {_json_kind(d)}, not an object")
-                get: Callable[[str], Any] = d.get
-
-                # --- envelope ---
-                sv = get("schema_version")
-                if sv != SCHEMA_VERSION or type(sv) is not int:
-                    if sv is None:
-                        raise _Bad("schema_version", "missing required field 'schema_version'")
-                    raise _Bad(
-                        "schema_version",
-                        f"unsupported schema_version {_show(sv)} (this worker reads 1)",
-                    )
-                et = get("event_type")
-                if type(et) is not str or et not in event_types:
-                    raise _event_type_bad(et)
-                ts = get("event_ts")
-                if type(ts) is not int or not ts_min <= ts < ts_max:
-                    raise _ts_bad(d)
-                v = get("event_id")
-                if type(v) is not str or not v:
-                    raise _need_str(d, "event_id")
-                v = get("service")
-                if type(v) is not str or not v:
-                    raise _need_str(d, "service")
-                part = partitions[i]
-
-                if et == "provider_call":
-                    prov = get("provider")
-                    if type(prov) is not str or not prov:
-                        raise _need_str(d, "provider")
-                    prov = prov.lower()
-                    mid = get("merchant_id")
-                    if type(mid) is not str or not mid:
-                        raise _need_str(d, "merchant_id")
-                    op = get("operation")
-                    if type(op) is not str or op not in operations:
-                        raise _need_enum(d, "operation", OPERATIONS)
-                    oc = get("outcome")
-                    outcome = outcome_index.get(oc) if type(oc) is str else None
-                    if outcome is None:
-                        raise _need_enum(d, "outcome", OUTCOMES)
-                    lat = get("latency_ms")
-                    t = type(lat)
-                    if t is float:
-                        if not 0.0 <= lat < inf:
-                            raise _nonneg_bad(d, "latency_ms", True)
-                    elif t is int:
-                        if lat < 0:
-                            raise _nonneg_bad(d, "latency_ms", True)
-                        lat = float(lat)
-                    else:
-                        raise _nonneg_bad(d, "latency_ms", True)
-                    for f in call_opt:
-                        v = get(f)
-                        if v is not None and type(v) is not str:
-                            raise _opt_str_bad(f, v)
-                    amt = get("amount_minor")
-                    if amt is None:
-                        amt = 0
-                    elif type(amt) is not int or not 0 <= amt <= int64_max:
-                        raise _Bad(
-                            "amount_minor",
-                            f"amount_minor must be an integer >= 0 (minor units), got {_show(amt)}",
-                        )
-                    hs = get("http_status")
-                    if hs is not None and (
-                        type(hs) is not int or not (100 <= hs <= 599 or hs == 0)
-                    ):
-                        raise _Bad(
-                            "http_status",
-                            f"http_status must be an integer HTTP status 100..599, got {_show(hs)}",
-                        )
-                    v = get("attempt")
-                    if v is not None and (type(v) is not int or v < 0):
-                        raise _Bad("attempt", f"attempt must be an integer >= 0, got {_show(v)}")
-                    v = get("signature_verified")
-                    if v is not None and type(v) is not bool:
-                        raise _Bad(
-                            "signature_verified",
-                            f"signature_verified must be true or false, got {_show(v)}",
-                        )
-                    pc = get("provider_code")
-                    psc = get("provider_sub_code")
-                    if (pc is not None and type(pc) is not str) or (
-                        psc is not None and type(psc) is not str
-                    ):
-                        pc = _sub_code(pc, "provider_code")
-                        psc = _sub_code(psc, "provider_sub_code")
-                    ecn = get("error_class")
-                    if ecn is None:
-                        ec = -1
-                        if outcome in failed:
-                            klass = classify(
-                                prov, pc, psc, hs or None, get("transport_error") or None
-                            )
-                            if klass is not None:
-                                ec = ec_index[klass]
-                    else:
-                        ec = ec_index.get(ecn, -2) if type(ecn) is str else -2
-                        if ec == -2:
-                            raise _Bad(
-                                "error_class",
-                                f"error_class must be one of {', '.join(ERROR_CLASSES)};"
-                                f" got {_show(ecn)}",
-                            )
-                    calls.append(
-                        (
-                            ts,
-                            prov,
-                            op,
-                            mid,
-                            outcome,
-                            ec,
-                            lat,
-                            amt,
-                            get("out_trade_no"),
-                            get("signing_key_id"),
-                            part,
-                            i,
-                        )
-                    )
-
-                elif et == "payment_notification":
-                    prov = get("provider")
-                    if type(prov) is not str or not prov:
-                        raise _need_str(d, "provider")
-                    prov = prov.lower()
-                    mid = get("merchant_id")
-                    if type(mid) is not str or not mid:
-                        raise _need_str(d, "merchant_id")
-                    v = get("notify_id")
-                    if type(v) is not str or not v:
-                        raise _need_str(d, "notify_id")
-                    sig = get("signature_verified")
-                    if type(sig) is not bool:
-                        if sig is None:
-                            raise _Bad(
-                                "signature_verified", "missing required field 'signature_verified'"
-                            )
-                        raise _Bad(
-                            "signature_verified",
-                            f"signature_verified must be true or false, got {_show(sig)}",
-                        )
-                    ack = get("ack_status")
-                    ak = ack_index.get(ack) if type(ack) is str else None
-                    if ak is None:
-                        raise _need_enum(d, "ack_status", ACK_STATUSES)
-                    for f in note_opt:
-                        v = get(f)
-                        if v is not None and type(v) is not str:
-                            raise _opt_str_bad(f, v)
-                    for f in note_int:
-                        v = get(f)
-                        if v is not None and type(v) is not int:
-                            raise _Bad(
-                                f, f"{f} must be an integer (ms) when present, got {_show(v)}"
-                            )
-                    amt = get("amount_minor")
-                    if amt is not None and (type(amt) is not int or not 0 <= amt <= int64_max):
-                        raise _Bad(
-                            "amount_minor",
-                            f"amount_minor must be an integer >= 0 (minor units), got {_show(amt)}",
-                        )
-                    hl = get("handler_latency_ms")
-                    t = type(hl)
-                    if hl is None:
-                        hl = nan
-                    elif t is float:
-                        if not 0.0 <= hl < inf:
-                            raise _nonneg_bad(d, "handler_latency_ms", False)
-                    elif t is int:
-                        if hl < 0:
-                            raise _nonneg_bad(d, "handler_latency_ms", False)
-                        hl = float(hl)
-                    else:
-                        raise _nonneg_bad(d, "handler_latency_ms", False)
-                    dup = get("is_duplicate")
-                    if dup is None:
-                        dup = False
-                    elif type(dup) is not bool:
-                        raise _Bad(
-                            "is_duplicate", f"is_duplicate must be true or false, got {_show(dup)}"
-                        )
-                    am = get("amount_matches")
-                    if am is None:
-                        am = -1
-                    elif type(am) is bool:
-                        am = int(am)
-                    else:
-                        raise _Bad(
-                            "amount_matches",
-                            f"amount_matches must be true or false, got {_show(am)}",
-                        )
+                elif t is fast_note:
+                    hl = e.handler_latency_ms
+                    am = e.amount_matches
                     notes.append(
                         (
-                            ts,
-                            prov,
-                            mid,
-                            sig,
-                            ak,
-                            dup,
-                            am,
-                            get("out_trade_no"),
-                            get("signing_key_id"),
-                            hl,
-                            part,
+                            e.event_ts,
+                            e.provider.lower(),
+                            e.merchant_id,
+                            e.signature_verified,
+                            ack_index[e.ack_status],
+                            e.is_duplicate is True,
+                            -1 if am is None else int(am),
+                            e.out_trade_no,
+                            e.signing_key_id,
+                            nan if hl is None else hl,
+                            partitions[i],
                             i,
                         )
                     )
+                    continue
+                elif t is fast_metric:
+                    name = e.name
+                    labels = e.labels
+                    series = (
+                        name + "{" + ",".join(f"{k}={labels[k]}" for k in sorted(labels)) + "}"
+                        if labels
+                        else name
+                    )
+                    metrics.append((e.event_ts, name, series, e.value, partitions[i], i))
+                    continue
+            except Exception:
+                pass
+        try:
+            if raw is None:
+                raise _Bad(None, "empty record value (null or tombstone)")
+            try:
+                d = loads(raw)
+            except decode_error as exc:
+                raise _bad_json(raw, exc) from None
+            if type(d) is not dict:
+                raise _Bad(None, f"record is a JSON {_json_kind(d)}, not an object")
+            get: Callable[[str], Any] = d.get
 
-                elif et == "metric":
-                    name = get("name")
-                    if type(name) is not str or not name:
-                        raise _need_str(d, "name")
-                    val = get("value")
-                    t = type(val)
-                    if t is float:
-                        if not -inf < val < inf:
-                            raise _Bad("value", f"value must be a finite number, got {_show(val)}")
-                    elif t is int:
-                        val = float(val)
-                    elif val is None:
-                        raise _Bad("value", "missing required field 'value'")
-                    else:
-                        raise _Bad("value", f"value must be a finite number, got {_show(val)}")
-                    for f in metric_opt:
-                        v = get(f)
-                        if v is not None and type(v) is not str:
-                            raise _opt_str_bad(f, v)
-                    v = get("kind")
-                    if v is not None and (type(v) is not str or v not in metric_kinds):
-                        raise _Bad("kind", f"kind must be gauge or counter, got {_show(v)}")
-                    labels = get("labels")
-                    if labels:
-                        if type(labels) is not dict:
-                            raise _Bad(
-                                "labels",
-                                f"labels must be an object of strings, got {_show(labels)}",
-                            )
-                        for k, lv in labels.items():
-                            if type(lv) is not str:
-                                raise _Bad(
-                                    "labels",
-                                    f"labels must be an object of strings;"
-                                    f" {_show(k)} is {_show(lv)}",
-                                )
-                        series = (
-                            name + "{" + ",".join(f"{k}={labels[k]}" for k in sorted(labels)) + "}"
-                        )
-                    elif labels is None or type(labels) is dict:
-                        series = name
-                    else:
+            # --- envelope ---
+            sv = get("schema_version")
+            if sv != SCHEMA_VERSION or type(sv) is not int:
+                if sv is None:
+                    raise _Bad("schema_version", "missing required field 'schema_version'")
+                raise _Bad(
+                    "schema_version",
+                    f"unsupported schema_version {_show(sv)} (this worker reads 1)",
+                )
+            et = get("event_type")
+            if type(et) is not str or et not in event_types:
+                raise _event_type_bad(et)
+            ts = get("event_ts")
+            if type(ts) is not int or not ts_min <= ts < ts_max:
+                raise _ts_bad(d)
+            v = get("event_id")
+            if type(v) is not str or not v:
+                raise _need_str(d, "event_id")
+            v = get("service")
+            if type(v) is not str or not v:
+                raise _need_str(d, "service")
+            part = partitions[i]
+
+            if et == "provider_call":
+                prov = get("provider")
+                if type(prov) is not str or not prov:
+                    raise _need_str(d, "provider")
+                prov = prov.lower()
+                mid = get("merchant_id")
+                if type(mid) is not str or not mid:
+                    raise _need_str(d, "merchant_id")
+                op = get("operation")
+                if type(op) is not str or op not in operations:
+                    raise _need_enum(d, "operation", OPERATIONS)
+                oc = get("outcome")
+                outcome = outcome_index.get(oc) if type(oc) is str else None
+                if outcome is None:
+                    raise _need_enum(d, "outcome", OUTCOMES)
+                lat = get("latency_ms")
+                t = type(lat)
+                if t is float:
+                    if not 0.0 <= lat < inf:
+                        raise _nonneg_bad(d, "latency_ms", True)
+                elif t is int:
+                    if lat < 0:
+                        raise _nonneg_bad(d, "latency_ms", True)
+                    lat = float(lat)
+                else:
+                    raise _nonneg_bad(d, "latency_ms", True)
+                for f in call_opt:
+                    v = get(f)
+                    if v is not None and type(v) is not str:
+                        raise _opt_str_bad(f, v)
+                amt = get("amount_minor")
+                if amt is None:
+                    amt = 0
+                elif type(amt) is not int or not 0 <= amt <= int64_max:
+                    raise _Bad(
+                        "amount_minor",
+                        f"amount_minor must be an integer >= 0 (minor units), got {_show(amt)}",
+                    )
+                hs = get("http_status")
+                if hs is not None and (type(hs) is not int or not (100 <= hs <= 599 or hs == 0)):
+                    raise _Bad(
+                        "http_status",
+                        f"http_status must be an integer HTTP status 100..599, got {_show(hs)}",
+                    )
+                v = get("attempt")
+                if v is not None and (type(v) is not int or v < 0):
+                    raise _Bad("attempt", f"attempt must be an integer >= 0, got {_show(v)}")
+                v = get("signature_verified")
+                if v is not None and type(v) is not bool:
+                    raise _Bad(
+                        "signature_verified",
+                        f"signature_verified must be true or false, got {_show(v)}",
+                    )
+                pc = get("provider_code")
+                psc = get("provider_sub_code")
+                if (pc is not None and type(pc) is not str) or (
+                    psc is not None and type(psc) is not str
+                ):
+                    pc = _sub_code(pc, "provider_code")
+                    psc = _sub_code(psc, "provider_sub_code")
+                ecn = get("error_class")
+                if ecn is None:
+                    ec = -1
+                    if outcome in failed:
+                        klass = classify(prov, pc, psc, hs or None, get("transport_error") or None)
+                        if klass is not None:
+                            ec = ec_index[klass]
+                else:
+                    ec = ec_index.get(ecn, -2) if type(ecn) is str else -2
+                    if ec == -2:
                         raise _Bad(
-                            "labels", f"labels must be an object of strings, got {_show(labels)}"
+                            "error_class",
+                            f"error_class must be one of {', '.join(ERROR_CLASSES)};"
+                            f" got {_show(ecn)}",
                         )
-                    metrics.append((ts, name, series, val, part, i))
-
-                else:  # pragma: no cover - event_types was checked above
-                    raise _event_type_bad(et)
-            except _Bad as bad:
-                rejects.append((i, Rejected(bad.reason, bad.field, _raw_bytes(raw), sources[i])))
-            except Exception as exc:  # last resort: a bad record must never stop a worker
-                rejects.append(
+                calls.append(
                     (
+                        ts,
+                        prov,
+                        op,
+                        mid,
+                        outcome,
+                        ec,
+                        lat,
+                        amt,
+                        get("out_trade_no"),
+                        get("signing_key_id"),
+                        part,
                         i,
-                        Rejected(
-                            f"record could not be decoded ({type(exc).__name__}: {exc})"[:200],
-                            None,
-                            _raw_bytes(raw),
-                            sources[i],
-                        ),
                     )
                 )
-    finally:
-        if gc_was_enabled:
-            gc.enable()
 
+            elif et == "payment_notification":
+                prov = get("provider")
+                if type(prov) is not str or not prov:
+                    raise _need_str(d, "provider")
+                prov = prov.lower()
+                mid = get("merchant_id")
+                if type(mid) is not str or not mid:
+                    raise _need_str(d, "merchant_id")
+                v = get("notify_id")
+                if type(v) is not str or not v:
+                    raise _need_str(d, "notify_id")
+                sig = get("signature_verified")
+                if type(sig) is not bool:
+                    if sig is None:
+                        raise _Bad(
+                            "signature_verified", "missing required field 'signature_verified'"
+                        )
+                    raise _Bad(
+                        "signature_verified",
+                        f"signature_verified must be true or false, got {_show(sig)}",
+                    )
+                ack = get("ack_status")
+                ak = ack_index.get(ack) if type(ack) is str else None
+                if ak is None:
+                    raise _need_enum(d, "ack_status", ACK_STATUSES)
+                for f in note_opt:
+                    v = get(f)
+                    if v is not None and type(v) is not str:
+                        raise _opt_str_bad(f, v)
+                for f in note_int:
+                    v = get(f)
+                    if v is not None and type(v) is not int:
+                        raise _Bad(f, f"{f} must be an integer (ms) when present, got {_show(v)}")
+                amt = get("amount_minor")
+                if amt is not None and (type(amt) is not int or not 0 <= amt <= int64_max):
+                    raise _Bad(
+                        "amount_minor",
+                        f"amount_minor must be an integer >= 0 (minor units), got {_show(amt)}",
+                    )
+                hl = get("handler_latency_ms")
+                t = type(hl)
+                if hl is None:
+                    hl = nan
+                elif t is float:
+                    if not 0.0 <= hl < inf:
+                        raise _nonneg_bad(d, "handler_latency_ms", False)
+                elif t is int:
+                    if hl < 0:
+                        raise _nonneg_bad(d, "handler_latency_ms", False)
+                    hl = float(hl)
+                else:
+                    raise _nonneg_bad(d, "handler_latency_ms", False)
+                dup = get("is_duplicate")
+                if dup is None:
+                    dup = False
+                elif type(dup) is not bool:
+                    raise _Bad(
+                        "is_duplicate", f"is_duplicate must be true or false, got {_show(dup)}"
+                    )
+                am = get("amount_matches")
+                if am is None:
+                    am = -1
+                elif type(am) is bool:
+                    am = int(am)
+                else:
+                    raise _Bad(
+                        "amount_matches",
+                        f"amount_matches must be true or false, got {_show(am)}",
+                    )
+                notes.append(
+                    (
+                        ts,
+                        prov,
+                        mid,
+                        sig,
+                        ak,
+                        dup,
+                        am,
+                        get("out_trade_no"),
+                        get("signing_key_id"),
+                        hl,
+                        part,
+                        i,
+                    )
+                )
+
+            elif et == "metric":
+                name = get("name")
+                if type(name) is not str or not name:
+                    raise _need_str(d, "name")
+                val = get("value")
+                t = type(val)
+                if t is float:
+                    if not -inf < val < inf:
+                        raise _Bad("value", f"value must be a finite number, got {_show(val)}")
+                elif t is int:
+                    val = float(val)
+                elif val is None:
+                    raise _Bad("value", "missing required field 'value'")
+                else:
+                    raise _Bad("value", f"value must be a finite number, got {_show(val)}")
+                for f in metric_opt:
+                    v = get(f)
+                    if v is not None and type(v) is not str:
+                        raise _opt_str_bad(f, v)
+                v = get("kind")
+                if v is not None and (type(v) is not str or v not in metric_kinds):
+                    raise _Bad("kind", f"kind must be gauge or counter, got {_show(v)}")
+                labels = get("labels")
+                if labels:
+                    if type(labels) is not dict:
+                        raise _Bad(
+                            "labels",
+                            f"labels must be an object of strings, got {_show(labels)}",
+                        )
+                    for k, lv in labels.items():
+                        if type(lv) is not str:
+                            raise _Bad(
+                                "labels",
+                                f"labels must be an object of strings; {_show(k)} is {_show(lv)}",
+                            )
+                    series = name + "{" + ",".join(f"{k}={labels[k]}" for k in sorted(labels)) + "}"
+                elif labels is None or type(labels) is dict:
+                    series = name
+                else:
+                    raise _Bad(
+                        "labels", f"labels must be an object of strings, got {_show(labels)}"
+                    )
+                metrics.append((ts, name, series, val, part, i))
+
+            else:  # pragma: no cover - event_types was checked above
+                raise _event_type_bad(et)
+        except _Bad as bad:
+            rejects.append((i, Rejected(bad.reason, bad.field, _raw_bytes(raw), sources[i])))
+        except Exception as exc:  # last resort: a bad record must never stop a worker
+            rejects.append(
+                (
+                    i,
+                    Rejected(
+                        f"record could not be decoded ({type(exc).__name__}: {exc})"[:200],
+                        None,
+                        _raw_bytes(raw),
+                        sources[i],
+                    ),
+                )
+            )
+
+    # Columns first: one pass over the rows, and the clock rules below run on numpy arrays.
+    cc, nc, mc = _columns(calls), _columns(notes), _columns(metrics)
+    ts_cols = _ts_columns(cc, nc, mc)
     ref = reference_ms
     n_ok = len(calls) + len(notes) + len(metrics)
     if n_ok and (ref is None or n_ok >= JUMP_MIN_EVENTS):
-        all_ts = [r[0] for r in calls] + [r[0] for r in notes] + [r[0] for r in metrics]
-        median = int(np.median(np.asarray(all_ts, dtype=np.int64)))
+        median = int(np.median(np.concatenate(ts_cols)))
         if ref is None or median > ref + max_future_ms:
             ref = median
     late: list[tuple[int, Rejected]] = []
     if ref is not None:
         lo, hi = ref - max_past_ms, ref + max_future_ms
-        far = (lo, hi, ref, max_future_ms, max_past_ms, values, sources, late)
-        calls = _drop_far(calls, *far)
-        notes = _drop_far(notes, *far)
-        metrics = _drop_far(metrics, *far)
+        if any(len(t) and (int(t.min()) < lo or int(t.max()) > hi) for t in ts_cols):
+            far = (lo, hi, ref, max_future_ms, max_past_ms, values, sources, late)
+            calls = _drop_far(calls, *far)
+            notes = _drop_far(notes, *far)
+            metrics = _drop_far(metrics, *far)
+            cc, nc, mc = _columns(calls), _columns(notes), _columns(metrics)
+            ts_cols = _ts_columns(cc, nc, mc)
     if late:
         rejects.extend(late)
         rejects.sort(key=lambda p: p[0])
 
-    cc = list(zip(*calls, strict=True)) if calls else []
-    nc = list(zip(*notes, strict=True)) if notes else []
-    mc = list(zip(*metrics, strict=True)) if metrics else []
     # Intern all string columns at C speed: unique strings first, then one map per column.
     string_cols = [*cc[1:4], *cc[8:10], *nc[1:3], *nc[7:9], *mc[1:3]]
     codes: dict[str | None, int] = dict.fromkeys(chain.from_iterable(string_cols), -1)
@@ -765,7 +770,7 @@ def decode_batch(
     out = DecodedBatch(strings=strings, rejected=[r for _, r in rejects])
     if cc:
         out.calls = CallColumns(
-            ts=np.array(cc[0], dtype=np.int64),
+            ts=ts_cols[0],
             provider=code(cc[1]),
             operation=code(cc[2]),
             merchant_id=code(cc[3]),
@@ -780,7 +785,7 @@ def decode_batch(
         )
     if nc:
         out.notifications = NotificationColumns(
-            ts=np.array(nc[0], dtype=np.int64),
+            ts=ts_cols[1],
             provider=code(nc[1]),
             merchant_id=code(nc[2]),
             signature_verified=np.array(nc[3], dtype=np.bool_),
@@ -795,7 +800,7 @@ def decode_batch(
         )
     if mc:
         out.metrics = MetricColumns(
-            ts=np.array(mc[0], dtype=np.int64),
+            ts=ts_cols[2],
             name=code(mc[1]),
             series=code(mc[2]),
             value=np.array(mc[3], dtype=np.float64),
@@ -803,6 +808,14 @@ def decode_batch(
             seq=np.array(mc[5], dtype=np.int64),
         )
     return out
+
+
+def _columns(rows: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+    return list(zip(*rows, strict=True)) if rows else []
+
+
+def _ts_columns(*cols: list[tuple[Any, ...]]) -> list[np.ndarray]:
+    return [np.array(c[0] if c else (), dtype=np.int64) for c in cols]
 
 
 def _drop_far(
