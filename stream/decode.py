@@ -759,8 +759,7 @@ def _decode(
     codes: dict[str | None, int] = dict.fromkeys(chain.from_iterable(string_cols), -1)
     codes.pop(None, None)
     strings = cast(list[str], list(codes))  # None was popped
-    for k, text in enumerate(strings):
-        codes[text] = k
+    codes = dict(zip(strings, range(len(strings)), strict=True))
     codes[None] = -1
     lookup = codes.__getitem__
 
