@@ -1,8 +1,10 @@
 """Decode and validate raw event v1 records into a columnar :class:`DecodedBatch`.
 
-:func:`decode_batch` parses each record once with orjson, checks it against the
-event v1 contract of DESIGN.md and appends the fields later stages need to
-per-type rows, which become numpy columns once at the end.  Anything wrong
+:func:`decode_batch` checks each record against the event v1 contract of
+DESIGN.md and appends the fields later stages need to per-type rows, which
+become numpy columns once at the end.  A record that follows the contract to the
+letter is parsed and type-checked in one msgspec call; any other goes through
+orjson and the per-field checks that name what is wrong (same result, slower).  Anything wrong
 with a record turns it into a :class:`Rejected` with one line a person can act
 on; the decoder never raises for any record bytes.  :func:`dlq_record` turns a
 rejection into the DLQ JSON.
