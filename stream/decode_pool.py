@@ -1,34 +1,42 @@
 """Decoding in a child process, so it overlaps consuming and windowing on another core.
 
 JSON parsing and validation cost about as much as everything after them.  On a
-machine with a spare core the worker hands a batch's raw values to a child
-process and windows earlier batches meanwhile; when the child is still busy
-with one batch, the next is decoded here instead (work sharing), so neither
-core waits on the other.  Decoding is a pure function of (values, sources,
-settings), so results are the same wherever a batch is decoded, and
-:class:`OrderedDecoder` hands batches back strictly in the order they came.
+machine with a spare core the worker hands each batch to a child process and
+windows earlier batches meanwhile; when the child has a queue already, the
+next batch is decoded here instead (work sharing).  Decoding is a pure function
+of (values, sources, settings), so results are the same wherever a batch is
+decoded, and :class:`OrderedDecoder` hands batches back strictly in order.
+
+Transport: a batch (≈3 MB) and its result go through files in a memory-backed
+directory, and only their names through a pipe that this process's event loop
+reads.  concurrent.futures' process pool moves data through helper threads
+that need the GIL for every 64 KiB piece, while this process holds the GIL as
+it windows: that cost 10-30 ms per batch, the child idle meanwhile.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import itertools
+import logging
 import multiprocessing
 import os
+import pickle
+import shutil
+import tempfile
 from collections import deque
 from collections.abc import Sequence
-from concurrent.futures import ProcessPoolExecutor
+from multiprocessing.connection import Connection
 from typing import Any, Generic, TypeVar
+
+import numpy as np
 
 from stream.decode import decode_batch
 from stream.events import DecodedBatch, Source
 
 T = TypeVar("T")
-
-
-def _decode(
-    values: Sequence[bytes | None], sources: Sequence[Source], kwargs: dict[str, Any]
-) -> DecodedBatch:
-    return decode_batch(values, sources, **kwargs)
+log = logging.getLogger("paywatch.decode")
 
 
 def default_workers() -> int:
@@ -36,27 +44,166 @@ def default_workers() -> int:
     return 1 if (os.cpu_count() or 1) > 1 else 0
 
 
+def _spool_dir() -> str:
+    """Memory-backed when the system has it (Linux /dev/shm), else the temp directory."""
+    shm = "/dev/shm"
+    return shm if os.path.isdir(shm) and os.access(shm, os.W_OK) else tempfile.gettempdir()
+
+
+def _write_batch(path: str, values: Sequence[bytes | None], sources: Sequence[Source]) -> None:
+    """One file per batch: record lengths (-1: None), the records back to back, sources."""
+    if None in values:
+        lengths = np.array([-1 if v is None else len(v) for v in values], np.int64)
+        data = b"".join(v for v in values if v is not None)
+    else:
+        lengths = np.fromiter(map(len, values), np.int64, len(values))  # type: ignore[arg-type]
+        data = b"".join(values)  # type: ignore[arg-type]
+    with open(path, "wb") as fh:
+        pickle.dump((lengths, data, sources), fh, protocol=pickle.HIGHEST_PROTOCOL)
+
+
+def _read_batch(path: str) -> tuple[list[bytes | None], Sequence[Source]]:
+    with open(path, "rb") as fh:
+        lengths, data, sources = pickle.load(fh)
+    os.unlink(path)
+    ends = np.cumsum(np.maximum(lengths, 0)).tolist()
+    values: list[bytes | None] = list(map(data.__getitem__, map(slice, [0, *ends[:-1]], ends)))
+    for i in np.flatnonzero(lengths < 0).tolist():
+        values[i] = None
+    return values, sources
+
+
+def _read_result(path: str) -> DecodedBatch:
+    with open(path, "rb") as fh:
+        decoded: DecodedBatch = pickle.load(fh)
+    os.unlink(path)
+    return decoded
+
+
+def _serve(conn: Connection) -> None:
+    """Child process: decode the batch each message names until told to stop (None)."""
+    while True:
+        try:
+            msg = conn.recv()
+        except (EOFError, KeyboardInterrupt):
+            return
+        if msg is None:
+            return
+        path, kwargs = msg
+        try:
+            values, sources = _read_batch(path)
+            decoded = decode_batch(values, sources, **kwargs)
+            out = path[: -len(".batch")] + ".out"
+            with open(out, "wb") as fh:
+                pickle.dump(decoded, fh, protocol=pickle.HIGHEST_PROTOCOL)
+            conn.send(("ok", out))
+        except Exception as exc:  # reported to the awaiting caller, never lost
+            conn.send(("error", f"{type(exc).__name__}: {exc}"))
+
+
+class DecodePoolError(RuntimeError):
+    """A decode process failed or died."""
+
+
 class DecodePool:
-    """A small process pool for :func:`decode_batch`; use ``await pool.decode(...)``."""
+    """Child processes running :func:`decode_batch`; use ``await pool.decode(...)``.
+
+    Each child takes its batches in order (one pipe each, a FIFO of waiting
+    futures); a new batch goes to the child with the fewest in flight.
+    """
 
     def __init__(self, workers: int = 1) -> None:
         # forkserver: never fork a process that holds Kafka sockets and an event loop.
         ctx = multiprocessing.get_context("forkserver")
         self.workers = workers
-        self.executor = ProcessPoolExecutor(max_workers=workers, mp_context=ctx)
+        self.spool = tempfile.mkdtemp(prefix="paywatch-decode-", dir=_spool_dir())
+        self._names = itertools.count()
+        self._conns: list[Connection] = []
+        self._procs: list[Any] = []
+        self._waiting: dict[int, deque[asyncio.Future[str]]] = {}
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._closed = False
+        for _ in range(workers):
+            parent, child = ctx.Pipe(duplex=True)
+            proc = ctx.Process(target=_serve, args=(child,), daemon=True, name="paywatch-decode")
+            proc.start()
+            child.close()
+            self._conns.append(parent)
+            self._procs.append(proc)
+            self._waiting[parent.fileno()] = deque()
+
+    def _attach(self) -> None:
+        loop = asyncio.get_running_loop()
+        if self._loop is loop:
+            return
+        self._loop = loop
+        for conn in self._conns:
+            loop.add_reader(conn.fileno(), self._on_reply, conn)
+
+    def _on_reply(self, conn: Connection) -> None:
+        waiting = self._waiting[conn.fileno()]
+        try:
+            while conn.poll():
+                status, text = conn.recv()
+                fut = waiting.popleft()
+                if status == "ok":
+                    fut.set_result(text)
+                else:
+                    fut.set_exception(DecodePoolError(f"decode process failed: {text}"))
+        except (EOFError, OSError):
+            assert self._loop is not None
+            self._loop.remove_reader(conn.fileno())
+            while waiting:
+                waiting.popleft().set_exception(DecodePoolError("decode process died"))
 
     async def decode(
         self, values: Sequence[bytes | None], sources: Sequence[Source], **kwargs: Any
     ) -> DecodedBatch:
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self.executor, _decode, values, sources, kwargs)
+        if self._closed:
+            raise DecodePoolError("decode pool is closed")
+        self._attach()
+        conn = min(self._conns, key=lambda c: len(self._waiting[c.fileno()]))
+        path = os.path.join(self.spool, f"{next(self._names)}.batch")
+        _write_batch(path, values, sources)
+        fut: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        waiting = self._waiting[conn.fileno()]
+        waiting.append(fut)
+        try:
+            conn.send((path, kwargs))
+        except OSError:
+            waiting.remove(fut)
+            with contextlib.suppress(OSError):
+                os.unlink(path)
+            raise DecodePoolError("decode process died") from None
+        return _read_result(await fut)
 
     async def warm_up(self) -> None:
-        """Start the child processes now rather than on the first batch."""
-        await self.decode([], [])
+        """Wait until every child answers (they start in the background)."""
+        await asyncio.gather(*(self.decode([], []) for _ in range(self.workers)))
 
     def close(self) -> None:
-        self.executor.shutdown(wait=True, cancel_futures=True)
+        if self._closed:
+            return
+        self._closed = True
+        for waiting in self._waiting.values():
+            while waiting:
+                fut = waiting.popleft()
+                if not fut.done():
+                    fut.set_exception(DecodePoolError("decode pool is closed"))
+        if self._loop is not None and not self._loop.is_closed():
+            for conn in self._conns:
+                with contextlib.suppress(ValueError, OSError):
+                    self._loop.remove_reader(conn.fileno())
+        for conn in self._conns:
+            with contextlib.suppress(OSError):
+                conn.send(None)
+        for proc in self._procs:
+            proc.join(timeout=5)
+            if proc.is_alive():
+                proc.terminate()
+        for conn in self._conns:
+            conn.close()
+        shutil.rmtree(self.spool, ignore_errors=True)
 
 
 class OrderedDecoder(Generic[T]):
@@ -81,7 +228,12 @@ class OrderedDecoder(Generic[T]):
     def __init__(self, pool: DecodePool | None, max_pending: int = 4) -> None:
         self.pool = pool
         self.max_pending = max_pending
-        self._queue: deque[tuple[asyncio.Future[DecodedBatch], T]] = deque()
+        # Batches queued per decode process before one is decoded here instead: a queue
+        # keeps the child busy while results travel back; a full one means the child is
+        # the slower side and this process should take a share.
+        self.child_queue = max(1, max_pending - 1)
+        # (decoding, tag, what to decode again here should the child fail)
+        self._queue: deque[tuple[asyncio.Future[DecodedBatch], T, tuple[Any, ...]]] = deque()
         self.inline = 0  # batches decoded here although a pool exists (work sharing)
 
     def __len__(self) -> int:
@@ -94,8 +246,12 @@ class OrderedDecoder(Generic[T]):
     def head_ready(self) -> bool:
         return bool(self._queue) and self._queue[0][0].done()
 
+    def head(self) -> asyncio.Future[DecodedBatch]:
+        """The oldest batch's decoding (to wait on alongside other things)."""
+        return self._queue[0][0]
+
     def _busy(self) -> int:
-        return sum(1 for fut, _ in self._queue if not fut.done())
+        return sum(1 for fut, _, _ in self._queue if not fut.done())
 
     def submit(
         self,
@@ -106,18 +262,27 @@ class OrderedDecoder(Generic[T]):
     ) -> None:
         pool = self.pool
         fut: asyncio.Future[DecodedBatch]
-        if pool is not None and self._busy() < pool.workers:
+        if pool is not None and self._busy() < self.child_queue * pool.workers:
             fut = asyncio.ensure_future(pool.decode(values, sources, **kwargs))
         else:
             if pool is not None:
                 self.inline += 1
             fut = asyncio.get_running_loop().create_future()
             fut.set_result(decode_batch(values, sources, **kwargs))
-        self._queue.append((fut, tag))
+        self._queue.append((fut, tag, (values, sources, kwargs)))
 
     async def next(self) -> tuple[DecodedBatch, T]:
-        """The oldest batch, decoded (waits for the child if it is still at it)."""
-        fut, tag = self._queue[0]
-        decoded = await fut
+        """The oldest batch, decoded (waits for the child if it is still at it).
+
+        Should the child fail or die, the batch is decoded here and so is everything
+        after it: a worker keeps going on one core rather than stop."""
+        fut, tag, (values, sources, kwargs) = self._queue[0]
+        try:
+            decoded = await fut
+        except DecodePoolError as exc:
+            if self.pool is not None:
+                log.warning("%s; decoding in the main process from now on", exc)
+                self.pool = None
+            decoded = decode_batch(values, sources, **kwargs)
         self._queue.popleft()
         return decoded, tag

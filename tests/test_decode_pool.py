@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import numpy as np
 import orjson
 
@@ -39,12 +41,12 @@ async def test_batches_come_back_in_order_and_decoded_as_inline() -> None:
     pool = DecodePool(1)
     try:
         await pool.warm_up()
-        dec: OrderedDecoder[int] = OrderedDecoder(pool, max_pending=8)
+        dec: OrderedDecoder[int] = OrderedDecoder(pool, max_pending=4)
         batches = [_batch(k) for k in range(6)]
         for k, (values, sources) in enumerate(batches):
             dec.submit(values, sources, {"reference_ms": T0}, k)
-        # The child was busy with the first batch when the second came: shared with us.
-        assert 1 <= dec.inline < len(batches)
+        # The child's queue holds max_pending - 1 = 3; the rest were decoded here.
+        assert dec.inline == 3
         for k, (values, sources) in enumerate(batches):
             got, tag = await dec.next()
             want = decode_batch(values, sources, reference_ms=T0)
@@ -68,3 +70,27 @@ async def test_without_a_pool_everything_is_decoded_inline_and_pending_is_bounde
     assert dec.full  # the worker windows the oldest before reading more
     assert dec.inline == 0  # "inline" counts only batches taken from a busy child
     assert [(await dec.next())[1] for _ in range(2)] == [0, 1]
+
+
+async def test_tombstones_and_a_dead_child_lose_nothing() -> None:
+    pool = DecodePool(1)
+    try:
+        await pool.warm_up()
+        values, sources = _batch(1, 50)
+        values[7] = None  # a tombstone travels through the child as None
+        got = await pool.decode(values, sources, reference_ms=T0)
+        reasons = {r.source.offset - 50: r.reason for r in got.rejected}
+        assert reasons[7] == "empty record value (null or tombstone)"
+        assert len(got.calls) == 48
+
+        dec: OrderedDecoder[int] = OrderedDecoder(pool)
+        dec.submit(values, sources, {"reference_ms": T0}, 0)
+        await asyncio.sleep(0)  # the batch is on its way to the child ...
+        pool._procs[0].kill()  # ... which dies (OOM killer, a segfault)
+        decoded, tag = await dec.next()  # decoded here instead, nothing lost
+        assert tag == 0 and len(decoded.calls) == 48 and len(decoded.rejected) == 2
+        assert dec.pool is None  # and from now on everything is decoded here
+        dec.submit(values, sources, {"reference_ms": T0}, 1)
+        assert (await dec.next())[1] == 1
+    finally:
+        pool.close()
