@@ -87,11 +87,16 @@ class EventSource:
             max_partition_fetch_bytes=4 * 1024 * 1024,
             **overrides,
         )
+        self._to_commit: dict[TopicPartition, int] = {}
+        self._committer: asyncio.Task[None] | None = None
+        self._commit_error: BaseException | None = None
 
     async def start(self) -> None:
         await start_client(self.consumer, self.cfg.bootstrap_servers)
 
     async def stop(self) -> None:
+        with contextlib.suppress(Exception):  # already raised to the loop, if it could be
+            await self.flush_commits()
         await self.consumer.stop()
 
     async def next_batch(self, timeout_ms: int = 200) -> Batch:
@@ -114,6 +119,38 @@ class EventSource:
     async def commit(self, offsets: dict[TopicPartition, int]) -> None:
         if offsets:
             await self.consumer.commit(offsets)
+
+    def commit_soon(self, offsets: dict[TopicPartition, int]) -> None:
+        """Commit without waiting for the broker (a round trip per batch the consumer
+        would otherwise sit idle through).  Commits stay in order, one in flight at a
+        time, later offsets of a partition replacing earlier ones; a failure is raised
+        by the next call (or by :meth:`flush_commits`)."""
+        self._raise_commit_error()
+        if not offsets:
+            return
+        self._to_commit.update(offsets)
+        if self._committer is None or self._committer.done():
+            self._committer = asyncio.ensure_future(self._commit_pending())
+
+    async def flush_commits(self) -> None:
+        """Wait until every offset handed to :meth:`commit_soon` is committed."""
+        if self._committer is not None:
+            await asyncio.shield(self._committer)
+        self._raise_commit_error()
+
+    async def _commit_pending(self) -> None:
+        while self._to_commit:
+            offsets, self._to_commit = self._to_commit, {}
+            try:
+                await self.consumer.commit(offsets)
+            except Exception as exc:
+                self._commit_error = exc
+                return
+
+    def _raise_commit_error(self) -> None:
+        if self._commit_error is not None:
+            exc, self._commit_error = self._commit_error, None
+            raise exc
 
 
 class Publisher:

@@ -1,7 +1,8 @@
 """The live worker: Kafka events → pipeline → alerts topic, DLQ and notifiers.
 
 Offsets are committed only after a batch's alerts and DLQ records are
-acknowledged, so a crash replays, never loses (at-least-once).  Notifiers run
+acknowledged, so a crash replays, never loses (at-least-once); the commit
+itself runs in the background, in order, while the next batch is processed.  Notifiers run
 after the commit decision and must not block: slow channels queue elsewhere.
 
 Notifications (routes, grouping, silences, delivery, history) are fed the
@@ -148,6 +149,12 @@ async def _consume(
     done: dict[TopicPartition, int] = {}
     last_gauges = 0.0
 
+    async def window_next() -> None:
+        decoded, (batch, received) = await decoder.next()
+        now, started = wall_ms(), time.perf_counter()
+        result = pipeline.process_decoded(decoded, len(batch.values), now)
+        await finish(result, batch, now, received, started)
+
     async def finish(
         result: StepResult, batch: Batch, now: int, received: float, started: float
     ) -> None:
@@ -158,7 +165,7 @@ async def _consume(
             metrics.observe(pipeline.state.stats, result.rejected, result.alerts, latency)
         if observe is not None:
             observe(result, BatchTiming(len(batch.values), received, started, acked))
-        await source.commit(batch.offsets)
+        source.commit_soon(batch.offsets)
         done.update(batch.offsets)
         if background is not None:
             # After the commit decision, like the sinks: at-least-once may hand the
@@ -170,25 +177,8 @@ async def _consume(
             for sink in sinks:
                 sink(result.alerts)
 
-    decoder: OrderedDecoder[tuple[Batch, float]] = OrderedDecoder(pool)
-    while not stop.is_set() or len(decoder):
-        if stop.is_set():
-            batch = Batch([], [], {})
-        else:
-            batch = await source.next_batch(timeout_ms=0 if len(decoder) else 100)
-        if batch.values:
-            tag = (batch, time.perf_counter())
-            decoder.submit(batch.values, batch.sources, pipeline.decode_args(), tag)
-        # Window every batch whose decoding is done; wait for the oldest one when nothing
-        # new came in or enough are waiting.
-        while len(decoder) and (decoder.head_ready() or not batch.values or decoder.full):
-            decoded, (ready, received) = await decoder.next()
-            now, started = wall_ms(), time.perf_counter()
-            result = pipeline.process_decoded(decoded, len(ready.values), now)
-            await finish(result, ready, now, received, started)
-        if not batch.values and not len(decoder):
-            now, started = wall_ms(), time.perf_counter()
-            await finish(pipeline.tick(now), batch, now, started, started)
+    def housekeeping() -> None:
+        nonlocal last_gauges, last_report, last_records
         if metrics is not None and time.monotonic() - last_gauges >= 1.0:
             last_gauges = time.monotonic()
             metrics.state(pipeline.state.lifecycle.firing(), pipeline.state.windows.registry.active)
@@ -208,3 +198,38 @@ async def _consume(
                 len(pipeline.state.lifecycle.firing()),
             )
             last_report, last_records = time.monotonic(), stats.records
+
+    decoder: OrderedDecoder[tuple[Batch, float]] = OrderedDecoder(pool)
+    # The next read from Kafka runs as a task, so records that arrive while we wait for
+    # the child go to it at once: the child never idles while we window.
+    fetch: asyncio.Future[Batch] | None = None
+    try:
+        while not stop.is_set() or len(decoder):
+            housekeeping()
+            reading = not stop.is_set() and not decoder.full
+            if reading and fetch is None:
+                fetch = asyncio.ensure_future(source.next_batch(timeout_ms=100))
+            if len(decoder) and (decoder.head_ready() or not reading):
+                await window_next()
+                continue
+            assert fetch is not None
+            if len(decoder):
+                either: set[asyncio.Future[Any]] = {fetch, decoder.head()}
+                await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
+                if not fetch.done():
+                    continue  # the child finished first: window its batch
+            batch = await fetch
+            fetch = None
+            if batch.values:
+                tag = (batch, time.perf_counter())
+                decoder.submit(batch.values, batch.sources, pipeline.decode_args(), tag)
+            elif not len(decoder):
+                now = wall_ms()
+                started = time.perf_counter()
+                await finish(pipeline.tick(now), batch, now, started, started)
+    finally:
+        if fetch is not None:
+            fetch.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await fetch
+    await source.flush_commits()
