@@ -164,7 +164,12 @@ class DecodePool:
         self._attach()
         conn = min(self._conns, key=lambda c: len(self._waiting[c.fileno()]))
         path = os.path.join(self.spool, f"{next(self._names)}.batch")
-        _write_batch(path, values, sources)
+        try:
+            _write_batch(path, values, sources)
+        except OSError as exc:  # e.g. /dev/shm full
+            with contextlib.suppress(OSError):
+                os.unlink(path)
+            raise DecodePoolError(f"cannot hand a batch to the decode process: {exc}") from None
         fut: asyncio.Future[str] = asyncio.get_running_loop().create_future()
         waiting = self._waiting[conn.fileno()]
         waiting.append(fut)
