@@ -256,6 +256,33 @@ class ClosedWindow:
             return np.where(c > 0, self.metrics[:, _M["sum"]] / np.maximum(c, 1), np.nan)
 
 
+def _unique_rows(cols: list[np.ndarray], base: int) -> tuple[np.ndarray, np.ndarray]:
+    """Distinct rows of code columns (codes in ``[-1, base - 1)``) in lexicographic order:
+    index of each one's first occurrence, and each input's row number among them.
+
+    >>> first, inv = _unique_rows([np.array([2, 0, 2]), np.array([1, -1, 1])], 4)
+    >>> first.tolist(), inv.tolist()
+    ([1, 0], [1, 0, 1])
+    """
+    if float(base) ** len(cols) < 2**62:  # one int64 key per row
+        key = cols[0].astype(np.int64) + 1
+        for c in cols[1:]:
+            key = key * base + (c.astype(np.int64) + 1)
+        _, first, inv = np.unique(key, return_index=True, return_inverse=True)
+    else:  # too many strings to pack safely
+        _, first, inv = np.unique(np.stack(cols), axis=1, return_index=True, return_inverse=True)
+    return first, inv.reshape(-1)
+
+
+@dataclass
+class _Atoms:
+    """Events grouped by every dimension a set of levels uses."""
+
+    of_event: np.ndarray  # (events,) atom index of each event
+    codes: dict[str, np.ndarray]  # per dimension, the string code of each atom
+    n: int  # number of atoms
+
+
 # A pending order: (callback deadline in event ms, series ids it counts for).
 _PendingOrder = tuple[int, tuple[int, ...]]
 
@@ -407,84 +434,132 @@ class WindowState:
             self.late_counts = np.r_[self.late_counts, np.zeros(extra, np.int64)]
             self.registry.last_seen = np.r_[self.registry.last_seen, np.zeros(extra, np.int64)]
 
-    def _series(
-        self, cols: dict[str, np.ndarray], levels: list[Dims], str_arr: np.ndarray
-    ) -> list[np.ndarray]:
-        """Per level, the series id of every event; Python runs once per new series only."""
+    def _atoms(self, cols: dict[str, np.ndarray], levels: list[Dims], base: int) -> _Atoms:
+        """Group events by every dimension ``levels`` use (an *atom*): series ids, strings
+        and counting then run per atom, never per event."""
+        dims = list(dict.fromkeys(d for lv in levels for d in lv))
         n = len(next(iter(cols.values())))
-        base = np.int64(len(str_arr))
+        if not dims:
+            return _Atoms(np.zeros(n, np.int64), {}, 1)
+        first, of_event = _unique_rows([cols[d] for d in dims], base)
+        return _Atoms(of_event, {d: cols[d][first] for d in dims}, len(first))
+
+    def _level_sids(
+        self,
+        atoms: _Atoms,
+        levels: list[Dims],
+        str_arr: np.ndarray,
+        *,
+        whole: bool,
+        subset: np.ndarray | None = None,
+    ) -> list[np.ndarray]:
+        """Per level, the series id of every atom (-1: none), for the atoms in ``subset``.
+
+        ``whole``: a level needs all its dimensions (an atom missing one has no series
+        there, e.g. callbacks without a ``signing_key_id``); otherwise absent is ``""``.
+        Distinct values are resolved in sorted code order, as a per-event ``np.unique``
+        would, so new series get the same ids as they would without roll-ups.
+        """
+        u = atoms.n
+        rows = np.arange(u) if subset is None else subset
         out = []
         for dims in levels:
-            key = np.zeros(n, dtype=np.int64)
-            for d in dims:
-                key = key * base + (cols[d].astype(np.int64) + 1)
-            _, first, inv = np.unique(key, return_index=True, return_inverse=True)
-            joined = str_arr[cols[dims[0]][first]]
-            for d in dims[1:]:
-                joined = joined + SEP + str_arr[cols[d][first]]
-            sids = self.registry.ids_of(dims, joined.tolist())
-            out.append(sids[inv.reshape(-1)])
+            sids = np.full(u, -1, np.int64)
+            r = rows
+            if whole:
+                has = np.ones(r.size, bool)
+                for d in dims:
+                    has &= atoms.codes[d][r] >= 0
+                r = r[has]
+            if r.size:
+                cols = [atoms.codes[d][r] for d in dims]
+                first, inv = _unique_rows(cols, len(str_arr))
+                joined = str_arr[cols[0][first]]
+                for c in cols[1:]:
+                    joined = joined + SEP + str_arr[c[first]]
+                sids[r] = self.registry.ids_of(dims, joined.tolist())[inv]
+            out.append(sids)
         self._grow()
         return out
 
-    def _accumulate(
+    def _rollup(
         self,
-        sid_levels: list[np.ndarray],
+        atom: np.ndarray,
+        atom_sids: list[np.ndarray],
         ts: np.ndarray,
         keep: np.ndarray,
         cats: list[np.ndarray],
         weighted: dict[int, np.ndarray] | None = None,
         bucket: np.ndarray | None = None,
     ) -> None:
-        """Count events into their panes: each array in ``cats`` gives, per event, a column
-        to add one to (-1: none); ``weighted`` adds per-event values to a column."""
+        """Count events into their panes at every level: each array in ``cats`` gives, per
+        event, a column to add one to (-1: none); ``weighted`` adds per-event values.
+
+        Counting runs once per (atom, pane) group; each group's row then goes to the
+        atom's series at every level (several atoms share a coarse series, hence add.at).
+        """
+        u = atom_sids[0].size
         if not keep.all():
-            for sids in sid_levels:
-                np.add.at(self.late_counts, sids[~keep], 1)
+            per_atom = np.bincount(atom[~keep], minlength=u)
+            hit = np.flatnonzero(per_atom)
+            for sids in atom_sids:
+                s = sids[hit]
+                ok = s >= 0
+                np.add.at(self.late_counts, s[ok], per_atom[hit][ok])
             if not keep.any():
                 return
-            ts = ts[keep]
-            sid_levels = [s[keep] for s in sid_levels]
+            ts, atom = ts[keep], atom[keep]
             cats = [c[keep] for c in cats]
             weighted = {k: w[keep] for k, w in (weighted or {}).items()}
             bucket = bucket[keep] if bucket is not None else None
-        for sids in sid_levels:
-            np.maximum.at(self.registry.last_seen, sids, ts)
-        n_levels = len(sid_levels)
+        newest = np.full(u, np.iinfo(np.int64).min, np.int64)
+        np.maximum.at(newest, atom, ts)
+        for sids in atom_sids:
+            ok = sids >= 0
+            np.maximum.at(self.registry.last_seen, sids[ok], newest[ok])
         pane_of = ts - np.mod(ts, self.hop_ms)
         p0 = int(pane_of.min())
         pi = (pane_of - p0) // self.hop_ms
         n_p = int(pi.max()) + 1
-        sid = np.concatenate(sid_levels)
-        group, ginv = np.unique(sid * n_p + np.tile(pi, n_levels), return_inverse=True)
+        group, ginv = np.unique(atom * n_p + pi, return_inverse=True)
         ginv = ginv.reshape(-1)
         g = len(group)
         # One bincount for every categorical column at once: cell = group * N_COLS + column.
-        cells = []
-        for c in cats:
-            c_all = np.tile(c, n_levels)
-            ok = c_all >= 0
-            cells.append(ginv[ok] * N_COLS + c_all[ok])
+        cells = [ginv[c >= 0] * N_COLS + c[c >= 0] for c in cats]
         flat = np.bincount(np.concatenate(cells), minlength=g * N_COLS) if cells else None
         rows = flat.reshape(g, N_COLS) if flat is not None else np.zeros((g, N_COLS), np.int64)
         for col, w in (weighted or {}).items():
-            rows[:, col] += np.bincount(ginv, weights=np.tile(w, n_levels), minlength=g).astype(
-                np.int64
-            )
-        g_sid = group // n_p
+            rows[:, col] += np.bincount(ginv, weights=w, minlength=g).astype(np.int64)
+        # Only non-zero cells travel up the levels.
+        nz = np.flatnonzero(rows)
+        cell_g, cell_col, cell_val = nz // N_COLS, nz % N_COLS, rows.reshape(-1)[nz]
+        g_atom = group // n_p
         g_pane = p0 + (group % n_p) * self.hop_ms
-        panes = np.unique(g_pane).tolist()
+        lat_g = lat_b = lat_n = None
         if bucket is not None:
-            lat_key = sid * histogram.N_BUCKETS + np.tile(bucket, n_levels)
-            ev_pane = np.tile(pane_of, n_levels)
+            lk, lat_n = np.unique(ginv * histogram.N_BUCKETS + bucket, return_counts=True)
+            lat_g, lat_b = lk // histogram.N_BUCKETS, lk % histogram.N_BUCKETS
+        panes = np.unique(g_pane).tolist()
         for p in panes:
             acc = self._pane(p)
-            sel = g_pane == p if len(panes) > 1 else slice(None)
-            acc.counts[g_sid[sel]] += rows[sel]
-            if bucket is not None:
-                k = lat_key[ev_pane == p] if len(panes) > 1 else lat_key
-                keys, cnt = np.unique(k, return_counts=True)
-                acc.add_latency(keys, cnt)
+            counts = acc.counts.reshape(-1)  # a view: panes hold C-contiguous arrays
+            in_p = g_pane[cell_g] == p if len(panes) > 1 else slice(None)
+            c_atom, c_col, c_val = g_atom[cell_g[in_p]], cell_col[in_p], cell_val[in_p]
+            for sids in atom_sids:
+                s = sids[c_atom]
+                ok = s >= 0
+                np.add.at(counts, s[ok] * N_COLS + c_col[ok], c_val[ok])
+            if lat_g is not None and lat_b is not None and lat_n is not None:
+                l_in = g_pane[lat_g] == p if len(panes) > 1 else slice(None)
+                l_atom, l_b, l_n = g_atom[lat_g[l_in]], lat_b[l_in], lat_n[l_in]
+                keys, cnts = [], []
+                for sids in atom_sids:
+                    s = sids[l_atom]
+                    ok = s >= 0
+                    keys.append(s[ok] * histogram.N_BUCKETS + l_b[ok])
+                    cnts.append(l_n[ok])
+                # Keys repeat across atoms of one series: consolidate() merges them.
+                acc.add_latency(np.concatenate(keys), np.concatenate(cnts))
 
     def _pane(self, start: int) -> _Pane:
         pane = self.open.get(start)
@@ -501,7 +576,12 @@ class WindowState:
             "merchant_id": calls.merchant_id,
         }
         levels = [lv for lv in self.call_levels if set(lv) <= set(CALL_DIMS)]
-        sid_levels = self._series(cols, levels, str_arr)
+        # Callback series (levels within provider, merchant_id) come from the same atoms.
+        cb_levels = [
+            lv for lv in self.notification_levels if set(lv) <= {"provider", "merchant_id"}
+        ]
+        atoms = self._atoms(cols, levels + cb_levels, len(str_arr))
+        sid_levels = self._level_sids(atoms, levels, str_arr, whole=False)
         keep = ~late
         outcome = calls.outcome.astype(np.int64)
         err = calls.error_class.astype(np.int64)
@@ -513,10 +593,17 @@ class WindowState:
             np.where(err >= 0, _ERR0 + err, np.where(unclassified, COL["err_unclassified"], -1)),
         ]
         weighted = {COL["amount_minor"]: calls.amount_minor} if calls.amount_minor.any() else None
-        self._accumulate(
-            sid_levels, calls.ts, keep, cats, weighted, histogram.bucket_of(calls.latency_ms)
-        )
-        self._expect_callbacks(calls, str_arr, keep)
+        if sid_levels:
+            self._rollup(
+                atoms.of_event,
+                sid_levels,
+                calls.ts,
+                keep,
+                cats,
+                weighted,
+                histogram.bucket_of(calls.latency_ms),
+            )
+        self._expect_callbacks(calls, str_arr, keep, atoms, cb_levels)
         return int(late.sum())
 
     def _order_keys(
@@ -524,32 +611,40 @@ class WindowState:
     ) -> np.ndarray:
         return str_arr[provider] + "|" + str_arr[merchant] + "|" + str_arr[trade]
 
-    def _expect_callbacks(self, calls: CallColumns, str_arr: np.ndarray, keep: np.ndarray) -> None:
-        try:
-            create_code = str_arr.tolist().index("create_payment")
-        except ValueError:
+    def _expect_callbacks(
+        self,
+        calls: CallColumns,
+        str_arr: np.ndarray,
+        keep: np.ndarray,
+        atoms: _Atoms,
+        levels: list[Dims],
+    ) -> None:
+        hits = np.flatnonzero(str_arr == "create_payment")
+        if not hits.size:
             return
         created = (
             keep
-            & (calls.operation == create_code)
+            & (calls.operation == hits[0])
             & (calls.outcome == _SUCCESS)
             & (calls.out_trade_no >= 0)
         )
         if not created.any():
             return
         idx = np.flatnonzero(created)
-        cols = {"provider": calls.provider[idx], "merchant_id": calls.merchant_id[idx]}
-        levels = [lv for lv in self.notification_levels if set(lv) <= {"provider", "merchant_id"}]
-        sid_levels = self._series(cols, levels, str_arr)
+        atom = atoms.of_event[idx]
+        # Series only for atoms with a created order, as a per-event pass would make them.
+        present = np.flatnonzero(np.bincount(atom, minlength=atoms.n))
+        sid_levels = self._level_sids(atoms, levels, str_arr, whole=False, subset=present)
         ts = calls.ts[idx]
-        self._accumulate(
-            sid_levels, ts, np.ones(len(idx), bool), [np.full(len(idx), COL["created"], np.int64)]
-        )
+        if sid_levels:
+            self._rollup(
+                atom, sid_levels, ts, np.ones(len(idx), bool), [np.full(len(idx), COL["created"])]
+            )
         keys = self._order_keys(
             calls.provider[idx], calls.merchant_id[idx], calls.out_trade_no[idx], str_arr
         )
         deadlines = ts + self.callback_timeout_ms
-        sids = list(zip(*[s.tolist() for s in sid_levels], strict=True))
+        sids = list(zip(*[s[atom].tolist() for s in sid_levels], strict=True)) or [()] * len(idx)
         # C-speed bulk insert; insertion order ~ event time, which expiry relies on.
         self.pending.update(
             zip(keys.tolist(), zip(deadlines.tolist(), sids, strict=True), strict=True)
@@ -582,15 +677,10 @@ class WindowState:
             np.where(notes.amount_matches == 0, COL["amount_mismatches"], -1),
         ]
         keep = ~late
-        for dims in self.notification_levels:
-            # A level needs every one of its dimensions (callbacks without a key id skip per-key).
-            has = np.ones(len(notes), bool)
-            for d in dims:
-                has &= cols[d] >= 0
-            if not has.any():
-                continue
-            (sids,) = self._series({d: cols[d][has] for d in dims}, [dims], str_arr)
-            self._accumulate([sids], notes.ts[has], keep[has], [c[has] for c in cats])
+        # A level needs every one of its dimensions (callbacks without a key id skip per-key).
+        atoms = self._atoms(cols, self.notification_levels, len(str_arr))
+        sid_levels = self._level_sids(atoms, self.notification_levels, str_arr, whole=True)
+        self._rollup(atoms.of_event, sid_levels, notes.ts, keep, cats)
         matched = keep & (notes.out_trade_no >= 0)
         if matched.any() and self.pending:
             keys = self._order_keys(
@@ -605,7 +695,9 @@ class WindowState:
         return int(late.sum())
 
     def _add_metrics(self, metrics: MetricColumns, str_arr: np.ndarray, late: np.ndarray) -> int:
-        (sids,) = self._series({"metric": metrics.series}, [METRIC_LEVEL], str_arr)
+        atoms = self._atoms({"metric": metrics.series}, [METRIC_LEVEL], len(str_arr))
+        (by_atom,) = self._level_sids(atoms, [METRIC_LEVEL], str_arr, whole=False)
+        sids = by_atom[atoms.of_event]
         keep = ~late
         if late.any():
             np.add.at(self.late_counts, sids[late], 1)
