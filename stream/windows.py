@@ -257,6 +257,32 @@ class ClosedWindow:
             return np.where(c > 0, self.metrics[:, _M["sum"]] / np.maximum(c, 1), np.nan)
 
 
+def _unique(key: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``np.unique(key, return_index=True, return_inverse=True)`` over a stable argsort,
+    which is 2-3x faster than the default one on int64 keys.
+
+    >>> [a.tolist() for a in _unique(np.array([5, 3, 5, 1]))]
+    [[1, 3, 5], [3, 1, 0], [2, 1, 2, 0]]
+    """
+    order = np.argsort(key, kind="stable")
+    s = key[order]
+    new = np.empty(s.size, bool)
+    new[:1] = True
+    np.not_equal(s[1:], s[:-1], out=new[1:])
+    inv = np.empty(s.size, np.int64)
+    inv[order] = np.cumsum(new) - 1
+    return s[new], order[new], inv
+
+
+def _stack_index(idx: np.ndarray, size: int, times: int) -> np.ndarray:
+    """``idx`` into each of ``times`` stacked arrays of ``size``.
+
+    >>> _stack_index(np.array([0, 2]), 3, 2).tolist()
+    [0, 2, 3, 5]
+    """
+    return (idx[None, :] + size * np.arange(times)[:, None]).reshape(-1)
+
+
 def _unique_rows(cols: list[np.ndarray], base: int) -> tuple[np.ndarray, np.ndarray]:
     """Distinct rows of code columns (codes in ``[-1, base - 1)``) in lexicographic order:
     index of each one's first occurrence, and each input's row number among them.
@@ -269,7 +295,7 @@ def _unique_rows(cols: list[np.ndarray], base: int) -> tuple[np.ndarray, np.ndar
         key = cols[0].astype(np.int64) + 1
         for c in cols[1:]:
             key = key * base + (c.astype(np.int64) + 1)
-        _, first, inv = np.unique(key, return_index=True, return_inverse=True)
+        _, first, inv = _unique(key)
     else:  # too many strings to pack safely
         _, first, inv = np.unique(np.stack(cols), axis=1, return_index=True, return_inverse=True)
     return first, inv.reshape(-1)
@@ -522,8 +548,22 @@ class WindowState:
         p0 = int(pane_of.min())
         pi = (pane_of - p0) // self.hop_ms
         n_p = int(pi.max()) + 1
-        group, ginv = np.unique(atom * n_p + pi, return_inverse=True)
-        ginv = ginv.reshape(-1)
+        lat_g = lat_b = lat_n = None
+        gkey = atom * n_p + pi
+        if bucket is not None and u * n_p < 2**62 // histogram.N_BUCKETS:
+            # One sort gives both the (atom, pane) groups and their latency buckets.
+            lk, _, linv = _unique(gkey * histogram.N_BUCKETS + bucket)
+            lat_n = np.bincount(linv, minlength=lk.size)
+            lat_gk, lat_b = np.divmod(lk, histogram.N_BUCKETS)
+            new = np.r_[True, lat_gk[1:] != lat_gk[:-1]]
+            group, lat_g = lat_gk[new], np.cumsum(new) - 1
+            ginv = lat_g[linv]
+        else:
+            group, _, ginv = _unique(gkey)
+            if bucket is not None:
+                lk, _, linv = _unique(ginv * histogram.N_BUCKETS + bucket)
+                lat_n = np.bincount(linv, minlength=lk.size)
+                lat_g, lat_b = np.divmod(lk, histogram.N_BUCKETS)
         g = len(group)
         # One bincount for every categorical column at once: cell = group * N_COLS + column.
         cells = [ginv[c >= 0] * N_COLS + c[c >= 0] for c in cats]
@@ -534,33 +574,25 @@ class WindowState:
         # Only non-zero cells travel up the levels.
         nz = np.flatnonzero(rows)
         cell_g, cell_col, cell_val = nz // N_COLS, nz % N_COLS, rows.reshape(-1)[nz]
-        g_atom = group // n_p
-        g_pane = p0 + (group % n_p) * self.hop_ms
-        lat_g = lat_b = lat_n = None
-        if bucket is not None:
-            lk, lat_n = np.unique(ginv * histogram.N_BUCKETS + bucket, return_counts=True)
-            lat_g, lat_b = lk // histogram.N_BUCKETS, lk % histogram.N_BUCKETS
-        panes = np.unique(g_pane).tolist()
-        for p in panes:
-            acc = self._pane(p)
-            counts = acc.counts.reshape(-1)  # a view: panes hold C-contiguous arrays
-            in_p = g_pane[cell_g] == p if len(panes) > 1 else slice(None)
-            c_atom, c_col, c_val = g_atom[cell_g[in_p]], cell_col[in_p], cell_val[in_p]
-            for sids in atom_sids:
-                s = sids[c_atom]
-                ok = s >= 0
-                np.add.at(counts, s[ok] * N_COLS + c_col[ok], c_val[ok])
-            if lat_g is not None and lat_b is not None and lat_n is not None:
-                l_in = g_pane[lat_g] == p if len(panes) > 1 else slice(None)
-                l_atom, l_b, l_n = g_atom[lat_g[l_in]], lat_b[l_in], lat_n[l_in]
-                keys, cnts = [], []
-                for sids in atom_sids:
-                    s = sids[l_atom]
-                    ok = s >= 0
-                    keys.append(s[ok] * histogram.N_BUCKETS + l_b[ok])
-                    cnts.append(l_n[ok])
+        g_atom, g_pi = np.divmod(group, n_p)
+        # Every level at once: the series of each group, stacked level after level.
+        g_sid = np.concatenate([sids[g_atom] for sids in atom_sids])
+        n_lv = len(atom_sids)
+        cell_to = g_sid[_stack_index(cell_g, g, n_lv)] * N_COLS + np.tile(cell_col, n_lv)
+        cell_pi, cell_n = np.tile(g_pi[cell_g], n_lv), np.tile(cell_val, n_lv)
+        if lat_g is not None and lat_b is not None and lat_n is not None:
+            lat_to = g_sid[_stack_index(lat_g, g, n_lv)]
+            lat_key = lat_to * histogram.N_BUCKETS + np.tile(lat_b, n_lv)
+            lat_pi, lat_cnt = np.tile(g_pi[lat_g], n_lv), np.tile(lat_n, n_lv)
+        for i in np.flatnonzero(np.bincount(g_pi, minlength=n_p)).tolist():
+            acc = self._pane(p0 + i * self.hop_ms)
+            sel = (cell_pi == i) & (cell_to >= 0)  # -1 * N_COLS + col < 0: no series
+            # add.at: several atoms can share one series (coarse levels, __other__).
+            np.add.at(acc.counts.reshape(-1), cell_to[sel], cell_n[sel])
+            if lat_g is not None:
+                sel = (lat_pi == i) & (lat_to >= 0)
                 # Keys repeat across atoms of one series: consolidate() merges them.
-                acc.add_latency(np.concatenate(keys), np.concatenate(cnts))
+                acc.add_latency(lat_key[sel], lat_cnt[sel])
 
     def _pane(self, start: int) -> _Pane:
         pane = self.open.get(start)
