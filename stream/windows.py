@@ -135,12 +135,17 @@ class SeriesRegistry:
         """Ids for many series of one level, values joined with ``SEP``."""
         table = self.joined.setdefault(dims, {})
         sids = np.fromiter(map(table.get, joined_values, repeat(-1)), np.int64, len(joined_values))
-        for i in np.flatnonzero(sids < 0).tolist():
-            key = joined_values[i]
-            sid = self.id_of(dims, tuple(key.split(SEP)))
-            if self.keys[sid] == (dims, tuple(key.split(SEP))):
-                table[key] = sid  # folded overflow keys are not cached: the cap may free up
-            sids[i] = sid
+        new = np.flatnonzero(sids < 0).tolist()
+        if new:
+            got = []
+            for i in new:
+                key = joined_values[i]
+                values = tuple(key.split(SEP))
+                sid = self.id_of(dims, values)
+                if self.keys[sid] == (dims, values):
+                    table[key] = sid  # folded overflow keys are not cached: the cap may free up
+                got.append(sid)
+            sids[new] = got
         return sids
 
     def id_of(self, dims: Dims, values: tuple[str, ...]) -> int:
@@ -283,14 +288,26 @@ def _stack_index(idx: np.ndarray, size: int, times: int) -> np.ndarray:
     return (idx[None, :] + size * np.arange(times)[:, None]).reshape(-1)
 
 
-def _unique_rows(cols: list[np.ndarray], base: int) -> tuple[np.ndarray, np.ndarray]:
+def _unique_rows(
+    cols: list[np.ndarray], base: int, *, presorted: bool = False
+) -> tuple[np.ndarray, np.ndarray]:
     """Distinct rows of code columns (codes in ``[-1, base - 1)``) in lexicographic order:
     index of each one's first occurrence, and each input's row number among them.
+    ``presorted``: rows are already in that order, so runs are found without a sort.
 
     >>> first, inv = _unique_rows([np.array([2, 0, 2]), np.array([1, -1, 1])], 4)
     >>> first.tolist(), inv.tolist()
     ([1, 0], [1, 0, 1])
+    >>> first, inv = _unique_rows([np.array([0, 0, 2]), np.array([-1, -1, 1])], 4, presorted=True)
+    >>> first.tolist(), inv.tolist()
+    ([0, 2], [0, 0, 1])
     """
+    if presorted:
+        new = np.zeros(cols[0].size, bool)
+        new[:1] = True
+        for c in cols:
+            new[1:] |= c[1:] != c[:-1]
+        return np.flatnonzero(new), np.cumsum(new) - 1
     if float(base) ** len(cols) < 2**62:  # one int64 key per row
         key = cols[0].astype(np.int64) + 1
         for c in cols[1:]:
@@ -308,6 +325,7 @@ class _Atoms:
     of_event: np.ndarray  # (events,) atom index of each event
     codes: dict[str, np.ndarray]  # per dimension, the string code of each atom
     n: int  # number of atoms
+    dims: Dims  # atoms are sorted by these dimensions' codes, in this order
 
 
 # A pending order: (callback deadline in event ms, series ids it counts for).
@@ -467,9 +485,9 @@ class WindowState:
         dims = list(dict.fromkeys(d for lv in levels for d in lv))
         n = len(next(iter(cols.values())))
         if not dims:
-            return _Atoms(np.zeros(n, np.int64), {}, 1)
+            return _Atoms(np.zeros(n, np.int64), {}, 1, ())
         first, of_event = _unique_rows([cols[d] for d in dims], base)
-        return _Atoms(of_event, {d: cols[d][first] for d in dims}, len(first))
+        return _Atoms(of_event, {d: cols[d][first] for d in dims}, len(first), tuple(dims))
 
     def _level_sids(
         self,
@@ -500,7 +518,9 @@ class WindowState:
                 r = r[has]
             if r.size:
                 cols = [atoms.codes[d][r] for d in dims]
-                first, inv = _unique_rows(cols, len(str_arr))
+                # A level that is a prefix of the atoms' dimensions is already sorted.
+                sorted_ = atoms.dims[: len(dims)] == dims
+                first, inv = _unique_rows(cols, len(str_arr), presorted=sorted_)
                 joined = str_arr[cols[0][first]]
                 for c in cols[1:]:
                     joined = joined + SEP + str_arr[c[first]]
