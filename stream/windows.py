@@ -136,16 +136,34 @@ class SeriesRegistry:
         table = self.joined.setdefault(dims, {})
         sids = np.fromiter(map(table.get, joined_values, repeat(-1)), np.int64, len(joined_values))
         new = np.flatnonzero(sids < 0).tolist()
-        if new:
-            got = []
-            for i in new:
-                key = joined_values[i]
-                values = tuple(key.split(SEP))
-                sid = self.id_of(dims, values)
-                if self.keys[sid] == (dims, values):
-                    table[key] = sid  # folded overflow keys are not cached: the cap may free up
-                got.append(sid)
-            sids[new] = got
+        if not new:
+            return sids
+        keys, index, got = self.keys, self.index, []
+        first_new = len(keys)
+        count = self.per_level.get(dims, 0)
+        for i in new:
+            joined = joined_values[i]
+            key = (dims, tuple(joined.split(SEP)))
+            sid = index.get(key)
+            if sid is None and not self.free and count < self.max_per_level:
+                sid = len(keys)  # the common case of id_of, inlined: a new id at the end
+                keys.append(key)
+                index[key] = sid
+                count += 1
+            elif sid is None:  # reuse a free id, or fold into __other__
+                self.per_level[dims] = count
+                sid = self.id_of(*key)
+                count = self.per_level.get(dims, 0)
+            if keys[sid] == key:
+                table[joined] = sid  # folded overflow keys are not cached: the cap may free up
+            got.append(sid)
+        self.per_level[dims] = count
+        sids[new] = got
+        if len(keys) > first_new:  # every id appended here is of this level
+            while self.level_of.size < len(keys):
+                self._set_level(self.level_of.size, None)  # grows as id_of would
+            code = self.level_codes.setdefault(dims, len(self.level_codes))
+            self.level_of[first_new : len(keys)] = code
         return sids
 
     def id_of(self, dims: Dims, values: tuple[str, ...]) -> int:
