@@ -9,9 +9,15 @@ a ``metric`` for its own ``{metric}`` series (name plus sorted labels).
 
 Windows are built from tumbling *panes* of ``hop`` length; a window of ``size``
 is the sum of the last ``size / hop`` panes, so hopping windows cost one pane of
-work per event, and tumbling windows are the case ``hop == size``.  A batch is
-grouped by (pane, series) with ``np.unique`` and counted with ``np.bincount``;
-Python loops run over distinct series, never over events.
+work per event, and tumbling windows are the case ``hop == size``.
+
+A batch is first grouped into *atoms*, the distinct combinations of every
+dimension the levels use (e.g. provider, operation, merchant_id), with one sort.
+Series ids are resolved per atom and level, events are counted once per
+(atom, pane) with ``np.bincount``, and each atom's counts, latency buckets and
+newest time are then added into its series at every level; so the work per
+event does not grow with the number of levels, and Python loops run over new
+series only, never over events.
 
 A pane closes when the watermark — the newest event time seen minus the
 allowed lateness — passes its end.  An event whose pane has already closed is
