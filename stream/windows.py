@@ -618,6 +618,10 @@ class WindowState:
             new = np.r_[True, lat_gk[1:] != lat_gk[:-1]]
             group, lat_g = lat_gk[new], np.cumsum(new) - 1
             ginv = lat_g[linv]
+        elif bucket is None and u * n_p <= 4 * ts.size + 4096:
+            # Few possible groups: mark them in a dense table instead of sorting events.
+            seen = np.bincount(gkey, minlength=u * n_p) > 0
+            group, ginv = np.flatnonzero(seen), (np.cumsum(seen) - 1)[gkey]
         else:
             group, _, ginv = _unique(gkey)
             if bucket is not None:
