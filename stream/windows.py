@@ -90,6 +90,9 @@ _UNKNOWN = OUTCOME_INDEX["unknown"]
 _SUCCESS = OUTCOME_INDEX["success"]
 LATENCY_QUANTILES = (0.5, 0.95, 0.99)
 OTHER = "__other__"
+PACK_RADIX = 2**20  # value codes stay below this, so up to PACK_DIMS of them fit an int64
+PACK_DIMS = 3
+_NO_KEYS = np.zeros(0, np.int64)
 SEP = "\x1f"  # joins dimension values into one lookup key (never inside ids)
 CALL_DIMS = ("provider", "operation", "merchant_id")
 ORDER_DIMS = ("provider", "merchant_id")  # with out_trade_no, what names an order
@@ -123,6 +126,66 @@ class SeriesRegistry:
     # Level of every id as a small integer (-1: free), so rules select levels with numpy.
     level_codes: dict[Dims, int] = field(default_factory=dict)
     level_of: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int16))
+    # A numeric twin of ``joined``: dimension values get small codes, a series' codes pack
+    # into one int64, and per level a sorted array of packed keys finds known series
+    # with no string built. It only ever holds what ``joined`` holds, starts over when
+    # the codes run out, and is rebuilt on demand, so checkpoints leave it out.
+    value_codes: dict[str, int] = field(default_factory=dict, repr=False, compare=False)
+    packed: dict[Dims, tuple[np.ndarray, np.ndarray]] = field(
+        default_factory=dict, repr=False, compare=False
+    )
+
+    def __getstate__(self) -> dict[str, object]:
+        state = self.__dict__.copy()
+        state["value_codes"], state["packed"] = {}, {}
+        return state
+
+    def __setstate__(self, state: dict[str, object]) -> None:
+        self.__dict__.update(state)
+        self.__dict__.setdefault("value_codes", {})  # checkpoints from before the twin
+        self.__dict__.setdefault("packed", {})
+
+    def codes_of(self, values: list[str]) -> np.ndarray:
+        """Codes of dimension values, new ones added (all start over before 2**20)."""
+        codes = self.value_codes
+        if len(codes) + len(values) >= PACK_RADIX:
+            codes.clear()
+            self.packed.clear()
+        out = np.fromiter(map(codes.get, values, repeat(-1)), np.int64, len(values))
+        for i in np.flatnonzero(out < 0).tolist():
+            out[i] = codes.setdefault(values[i], len(codes))
+        return out
+
+    def find_packed(self, dims: Dims, keys: np.ndarray) -> np.ndarray:
+        """Ids of the series with these packed keys (-1: not in the twin)."""
+        known, sids = self.packed.get(dims, (_NO_KEYS, _NO_KEYS))
+        if not known.size:
+            return np.full(keys.size, -1, np.int64)
+        at = np.minimum(np.searchsorted(known, keys), known.size - 1)
+        return np.where(known[at] == keys, sids[at], -1)
+
+    def add_packed(self, dims: Dims, keys: np.ndarray, sids: np.ndarray) -> None:
+        known, ids = self.packed.get(dims, (_NO_KEYS, _NO_KEYS))
+        keys, first = np.unique(keys, return_index=True)
+        at = np.searchsorted(known, keys)
+        self.packed[dims] = (np.insert(known, at, keys), np.insert(ids, at, sids[first]))
+
+    def _drop_packed(self, gone: list[SeriesKey]) -> None:
+        by_level: dict[Dims, list[int]] = {}
+        for dims, values in gone:
+            if dims in self.packed and len(values) <= PACK_DIMS:
+                key = 0
+                for v in values:
+                    c = self.value_codes.get(v)
+                    if c is None:
+                        break
+                    key = key * PACK_RADIX + c
+                else:
+                    by_level.setdefault(dims, []).append(key)
+        for dims, drop in by_level.items():
+            known, ids = self.packed[dims]
+            keep = ~np.isin(known, drop)
+            self.packed[dims] = (known[keep], ids[keep])
 
     def _set_level(self, sid: int, dims: Dims | None) -> None:
         if sid >= self.level_of.size:
@@ -200,6 +263,8 @@ class SeriesRegistry:
         return dict(zip(key[0], key[1], strict=True))
 
     def evict(self, sids: np.ndarray) -> None:
+        gone = [k for k in map(self.keys.__getitem__, sids.tolist()) if k is not None]
+        self._drop_packed(gone)
         for sid in sids.tolist():
             key = self.keys[sid]
             if key is None:
@@ -548,6 +613,8 @@ class WindowState:
         u = atoms.n
         rows = np.arange(u) if subset is None else subset
         out = []
+        vcode = None
+        reg = self.registry
         for dims in levels:
             sids = np.full(u, -1, np.int64)
             r = rows
@@ -556,18 +623,55 @@ class WindowState:
                 for d in dims:
                     has &= atoms.codes[d][r] >= 0
                 r = r[has]
+            packed = None
+            if vcode is None and r.size and len(dims) <= PACK_DIMS:
+                vcode = self._value_codes(atoms, levels, str_arr)
+            if vcode is not None and vcode.size and r.size and len(dims) <= PACK_DIMS:
+                # Known series: through the numeric twin, no strings.
+                packed = vcode[atoms.codes[dims[0]][r]]
+                for d in dims[1:]:
+                    packed = packed * PACK_RADIX + vcode[atoms.codes[d][r]]
+                found = reg.find_packed(dims, packed)
+                sids[r] = found
+                miss = found < 0
+                r, packed = r[miss], packed[miss]
             if r.size:
+                # The rest (new series mostly) by joined values, in sorted order.
                 cols = [atoms.codes[d][r] for d in dims]
                 # A level that is a prefix of the atoms' dimensions is already sorted.
                 sorted_ = atoms.dims[: len(dims)] == dims
                 first, inv = _unique_rows(cols, len(str_arr), presorted=sorted_)
-                joined = str_arr[cols[0][first]]
+                joined_arr = str_arr[cols[0][first]]
                 for c in cols[1:]:
-                    joined = joined + SEP + str_arr[c[first]]
-                sids[r] = self.registry.ids_of(dims, joined.tolist())[inv]
+                    joined_arr = joined_arr + SEP + str_arr[c[first]]
+                joined = joined_arr.tolist()
+                got = reg.ids_of(dims, joined)
+                sids[r] = got[inv]
+                if packed is not None:
+                    # Into the twin: only what ``joined`` holds, and no SEP inside a value.
+                    table, n_sep = reg.joined[dims], len(dims) - 1
+                    ok = [
+                        j
+                        for j, (v, sid) in enumerate(zip(joined, got.tolist(), strict=True))
+                        if table.get(v) == sid and v.count(SEP) == n_sep
+                    ]
+                    if ok:
+                        reg.add_packed(dims, packed[first[ok]], got[ok])
             out.append(sids)
         self._grow()
         return out
+
+    def _value_codes(self, atoms: _Atoms, levels: list[Dims], str_arr: np.ndarray) -> np.ndarray:
+        """Twin value code of each batch string the atoms use (-1 for the others)."""
+        used = np.zeros(len(str_arr), bool)
+        for d in {d for lv in levels for d in lv}:
+            used[atoms.codes[d]] = True  # code -1 marks the last entry: the "" string
+        need = np.flatnonzero(used)
+        if need.size >= PACK_RADIX:  # more values than codes: strings only this time
+            return _NO_KEYS
+        vcode = np.full(len(str_arr), -1, np.int64)
+        vcode[need] = self.registry.codes_of(str_arr[need].tolist())
+        return vcode
 
     def _rollup(
         self,
