@@ -155,9 +155,10 @@ class SeriesRegistry:
         self.level_of = _native(self.level_of, np.int16)
 
     def codes_of(self, values: list[str]) -> np.ndarray:
-        """Codes of dimension values, new ones added (all start over before 2**20)."""
+        """Codes of dimension values, new ones added. They all start over before 2**20,
+        or before they outnumber twice the series (a flood of one-off values)."""
         codes = self.value_codes
-        if len(codes) + len(values) >= PACK_RADIX:
+        if len(codes) + len(values) >= min(PACK_RADIX, 2 * len(self.index) + 65_536):
             codes.clear()
             self.packed.clear()
         out = np.fromiter(map(codes.get, values, repeat(-1)), np.int64, len(values))
