@@ -7,9 +7,9 @@ next batch is decoded here instead (work sharing).  Decoding is a pure function
 of (values, sources, settings), so results are the same wherever a batch is
 decoded, and :class:`OrderedDecoder` hands batches back strictly in order.
 
-Transport: a batch (≈3 MB) and its result go through files in a memory-backed
-directory, and only their names through a pipe that this process's event loop
-reads.  concurrent.futures' process pool moves data through helper threads
+Transport: a batch (≈3 MB) and its result go through reusable files ("slots")
+in a memory-backed directory, and only their names and sizes through a pipe that
+this process's event loop reads.  concurrent.futures' process pool moves data through helper threads
 that need the GIL for every 64 KiB piece, while this process holds the GIL as
 it windows: that cost 10-30 ms per batch, the child idle meanwhile.
 """
@@ -20,6 +20,7 @@ import asyncio
 import contextlib
 import itertools
 import logging
+import mmap
 import multiprocessing
 import os
 import pickle
@@ -50,38 +51,61 @@ def _spool_dir() -> str:
     return shm if os.path.isdir(shm) and os.access(shm, os.W_OK) else tempfile.gettempdir()
 
 
-def _write_batch(path: str, values: Sequence[bytes | None], sources: Sequence[Source]) -> None:
-    """One file per batch: record lengths (-1: None), the records back to back, sources."""
+IOV_CHUNK = 512  # iovecs per pwritev call (the OS allows at least 1024)
+
+
+def _write_batch(fd: int, values: Sequence[bytes | None], sources: Sequence[Source]) -> int:
+    """Write a batch to a spool slot from offset 0; returns the bytes written.
+
+    Layout: 8-byte header length, pickled (lengths (-1: None), sources), then the
+    records back to back, written straight from the record objects (no joined copy).
+    Slots are reused, so their memory pages already exist: allocating fresh pages
+    for every batch cost as much as the rest of the hand-over."""
     if None in values:
         lengths = np.array([-1 if v is None else len(v) for v in values], np.int64)
-        data = b"".join(v for v in values if v is not None)
+        records = [v for v in values if v is not None]
     else:
         lengths = np.fromiter(map(len, values), np.int64, len(values))  # type: ignore[arg-type]
-        data = b"".join(values)  # type: ignore[arg-type]
-    with open(path, "wb") as fh:
-        pickle.dump((lengths, data, sources), fh, protocol=pickle.HIGHEST_PROTOCOL)
+        records = values  # type: ignore[assignment]
+    head = pickle.dumps((lengths, sources), protocol=pickle.HIGHEST_PROTOCOL)
+    at = os.pwritev(fd, [len(head).to_bytes(8, "little"), head], 0)
+    for k in range(0, len(records), IOV_CHUNK):
+        at += os.pwritev(fd, records[k : k + IOV_CHUNK], at)
+    return at
 
 
-def _read_batch(path: str) -> tuple[list[bytes | None], Sequence[Source]]:
-    with open(path, "rb") as fh:
-        lengths, data, sources = pickle.load(fh)
-    os.unlink(path)
-    ends = np.cumsum(np.maximum(lengths, 0)).tolist()
-    values: list[bytes | None] = list(map(data.__getitem__, map(slice, [0, *ends[:-1]], ends)))
-    for i in np.flatnonzero(lengths < 0).tolist():
-        values[i] = None
-    return values, sources
+class _SlotReader:
+    """Child side: memory maps of the slots, remapped when a slot grows."""
 
+    def __init__(self) -> None:
+        self.maps: dict[str, mmap.mmap] = {}
 
-def _read_result(path: str) -> DecodedBatch:
-    with open(path, "rb") as fh:
-        decoded: DecodedBatch = pickle.load(fh)
-    os.unlink(path)
-    return decoded
+    def view(self, path: str, size: int) -> mmap.mmap:
+        mm = self.maps.get(path)
+        if mm is None or len(mm) < size:
+            if mm is not None:
+                mm.close()
+            with open(path, "rb") as fh:
+                mm = self.maps[path] = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)
+        return mm
+
+    def batch(self, path: str, size: int) -> tuple[list[bytes | None], Sequence[Source]]:
+        mm = self.view(path, size)
+        head_len = int.from_bytes(mm[:8], "little")
+        lengths, sources = pickle.loads(mm[8 : 8 + head_len])
+        ends = (np.cumsum(np.maximum(lengths, 0)) + 8 + head_len).tolist()
+        starts = [8 + head_len, *ends[:-1]]
+        values: list[bytes | None] = list(map(mm.__getitem__, map(slice, starts, ends)))
+        for i in np.flatnonzero(lengths < 0).tolist():
+            values[i] = None
+        return values, sources
 
 
 def _serve(conn: Connection) -> None:
-    """Child process: decode the batch each message names until told to stop (None)."""
+    """Child process: decode the batch each message names until told to stop (None);
+    the pickled result goes to the slot's ``.out`` file, its size back on the pipe."""
+    reader = _SlotReader()
+    outputs: dict[str, int] = {}
     while True:
         try:
             msg = conn.recv()
@@ -89,14 +113,16 @@ def _serve(conn: Connection) -> None:
             return
         if msg is None:
             return
-        path, kwargs = msg
+        path, size, kwargs = msg
         try:
-            values, sources = _read_batch(path)
-            decoded = decode_batch(values, sources, **kwargs)
-            out = path[: -len(".batch")] + ".out"
-            with open(out, "wb") as fh:
-                pickle.dump(decoded, fh, protocol=pickle.HIGHEST_PROTOCOL)
-            conn.send(("ok", out))
+            values, sources = reader.batch(path, size)
+            blob = pickle.dumps(decode_batch(values, sources, **kwargs), pickle.HIGHEST_PROTOCOL)
+            out = path + ".out"
+            fd = outputs.get(out)
+            if fd is None:
+                fd = outputs[out] = os.open(out, os.O_RDWR | os.O_CREAT, 0o600)
+            os.pwrite(fd, blob, 0)
+            conn.send(("ok", len(blob)))
         except Exception as exc:  # reported to the awaiting caller, never lost
             conn.send(("error", f"{type(exc).__name__}: {exc}"))
 
@@ -120,7 +146,10 @@ class DecodePool:
         self._names = itertools.count()
         self._conns: list[Connection] = []
         self._procs: list[Any] = []
-        self._waiting: dict[int, deque[asyncio.Future[str]]] = {}
+        self._waiting: dict[int, deque[asyncio.Future[Any]]] = {}
+        # Spool slots: path -> (batch fd, result fd); free ones are reused.
+        self._slots: dict[str, tuple[int, int]] = {}
+        self._free: list[str] = []
         self._loop: asyncio.AbstractEventLoop | None = None
         self._closed = False
         for _ in range(workers):
@@ -163,24 +192,31 @@ class DecodePool:
             raise DecodePoolError("decode pool is closed")
         self._attach()
         conn = min(self._conns, key=lambda c: len(self._waiting[c.fileno()]))
-        path = os.path.join(self.spool, f"{next(self._names)}.batch")
+        path = self._free.pop() if self._free else self._new_slot()
         try:
-            _write_batch(path, values, sources)
+            size = _write_batch(self._slots[path][0], values, sources)
         except OSError as exc:  # e.g. /dev/shm full
-            with contextlib.suppress(OSError):
-                os.unlink(path)
             raise DecodePoolError(f"cannot hand a batch to the decode process: {exc}") from None
-        fut: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         waiting = self._waiting[conn.fileno()]
         waiting.append(fut)
         try:
-            conn.send((path, kwargs))
+            conn.send((path, size, kwargs))
         except OSError:
             waiting.remove(fut)
-            with contextlib.suppress(OSError):
-                os.unlink(path)
             raise DecodePoolError("decode process died") from None
-        return _read_result(await fut)
+        try:
+            result_size = await fut
+            decoded: DecodedBatch = pickle.loads(os.pread(self._slots[path][1], result_size, 0))
+        finally:
+            self._free.append(path)
+        return decoded
+
+    def _new_slot(self) -> str:
+        path = os.path.join(self.spool, f"{next(self._names)}.batch")
+        flags = os.O_RDWR | os.O_CREAT
+        self._slots[path] = (os.open(path, flags, 0o600), os.open(path + ".out", flags, 0o600))
+        return path
 
     async def warm_up(self) -> None:
         """Wait until every child answers (they start in the background)."""
@@ -208,6 +244,10 @@ class DecodePool:
                 proc.terminate()
         for conn in self._conns:
             conn.close()
+        for fds in self._slots.values():
+            for fd in fds:
+                os.close(fd)
+        self._slots.clear()
         shutil.rmtree(self.spool, ignore_errors=True)
 
 
