@@ -153,40 +153,38 @@ def root_cause_hints(
     dims, values = key
     if dims == fine_dims or not set(dims) <= set(fine_dims):
         return []
-    children, columns = _fine_children(win, registry, fine_dims)
+    children, dim_codes = _fine_children(win, registry, fine_dims)
     match = np.ones(children.size, bool)
     for d, value in zip(dims, values, strict=True):
-        match &= columns[fine_dims.index(d)] == value
+        codes, index = dim_codes[fine_dims.index(d)]
+        match &= codes == index.get(value, -1)
     rows = children[match]
     w_all, v_all = weights[rows].astype(np.float64), win.column("volume")[rows].astype(np.float64)
     total_w, total_v = float(w_all.sum()), float(v_all.sum())
     if total_w <= 0:
         return []
-    by_dim: dict[str, dict[str, list[float]]] = {}
-    for pos, d in enumerate(fine_dims):
-        if d not in dims:
-            names, inv = np.unique(columns[pos][match], return_inverse=True)
-            w_sum = np.bincount(inv.reshape(-1), weights=w_all, minlength=names.size)
-            v_sum = np.bincount(inv.reshape(-1), weights=v_all, minlength=names.size)
-            by_dim[d] = {
-                str(n): [float(a), float(b)]
-                for n, a, b in zip(names.tolist(), w_sum, v_sum, strict=True)
-            }
     hints: list[dict[str, Any]] = []
-    for d, shares in by_dim.items():
-        for val, (w, v) in shares.items():
-            share = w / total_w
-            if share >= min_share and share - v / total_v >= min_lift:
-                hints.append({"dimension": d, "value": val, "share": round(share, 3)})
+    for pos, d in enumerate(fine_dims):
+        if d in dims:
+            continue
+        codes, index = dim_codes[pos]
+        w_sum = np.bincount(codes[match], weights=w_all, minlength=len(index))
+        v_sum = np.bincount(codes[match], weights=v_all, minlength=len(index))
+        share = w_sum / total_w
+        lifted = np.flatnonzero((share >= min_share) & (share - v_sum / total_v >= min_lift))
+        names = list(index)
+        for k in sorted(lifted.tolist(), key=names.__getitem__):  # ties: by name
+            hints.append({"dimension": d, "value": names[k], "share": round(float(share[k]), 3)})
     hints.sort(key=lambda h: -float(h["share"]))
     return hints[:top]
 
 
 def _fine_children(
     win: ClosedWindow, registry: SeriesRegistry, fine_dims: Dims
-) -> tuple[np.ndarray, list[np.ndarray]]:
-    """The window's active series of the finest level and, per dimension, their values
-    (built once per window, shared by every hint)."""
+) -> tuple[np.ndarray, list[tuple[np.ndarray, dict[str, int]]]]:
+    """The window's active series of the finest level and, per dimension, each one's
+    value as a code into a value -> code table (built once per window, shared by
+    every hint)."""
     cache: dict[Dims, Any] = win.__dict__.setdefault("_fine", {})
     got = cache.get(fine_dims)
     if got is None:
@@ -194,10 +192,12 @@ def _fine_children(
         active = np.flatnonzero(volume > 0)
         fine = active[registry.level_of[active] == registry.level_codes.get(fine_dims, -2)]
         values = [cast(SeriesKey, registry.keys[c])[1] for c in fine.tolist()]
-        columns = [
-            np.array([v[pos] for v in values], dtype=object) for pos in range(len(fine_dims))
-        ]
-        got = cache[fine_dims] = (fine, columns)
+        dim_codes = []
+        for pos in range(len(fine_dims)):
+            index: dict[str, int] = {}
+            codes = [index.setdefault(v[pos], len(index)) for v in values]
+            dim_codes.append((np.array(codes, dtype=np.int64), index))
+        got = cache[fine_dims] = (fine, dim_codes)
     return got
 
 
