@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-
 import numpy as np
 import orjson
 
@@ -83,10 +81,10 @@ async def test_tombstones_and_a_dead_child_lose_nothing() -> None:
         assert reasons[7] == "empty record value (null or tombstone)"
         assert len(got.calls) == 48
 
+        pool._procs[0].kill()  # the child dies (OOM killer, a segfault) ...
+        pool._procs[0].join(5)
         dec: OrderedDecoder[int] = OrderedDecoder(pool)
-        dec.submit(values, sources, {"reference_ms": T0}, 0)
-        await asyncio.sleep(0)  # the batch is on its way to the child ...
-        pool._procs[0].kill()  # ... which dies (OOM killer, a segfault)
+        dec.submit(values, sources, {"reference_ms": T0}, 0)  # ... unknown to us
         decoded, tag = await dec.next()  # decoded here instead, nothing lost
         assert tag == 0 and len(decoded.calls) == 48 and len(decoded.rejected) == 2
         assert dec.pool is None  # and from now on everything is decoded here
