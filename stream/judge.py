@@ -100,10 +100,28 @@ def window_features(win: ClosedWindow) -> dict[str, np.ndarray]:
     return f
 
 
-class Row(Mapping[str, float]):
+class _FeatureView(Mapping[str, Any]):
+    """Read-only view of a window's feature arrays plus per-window constants."""
+
+    __slots__ = ("consts", "feats")
+    feats: dict[str, np.ndarray]
+    consts: dict[str, float]
+
+    def __contains__(self, key: object) -> bool:
+        return key in self.feats or key in self.consts
+
+    def __iter__(self) -> Iterator[str]:
+        yield from self.feats
+        yield from self.consts
+
+    def __len__(self) -> int:
+        return len(self.feats) + len(self.consts)
+
+
+class Row(_FeatureView):
     """One series' features as a read-only mapping (no dict built per series)."""
 
-    __slots__ = ("consts", "feats", "sid")
+    __slots__ = ("sid",)
 
     def __init__(self, feats: dict[str, np.ndarray], consts: dict[str, float], sid: int) -> None:
         self.feats, self.consts, self.sid = feats, consts, sid
@@ -119,16 +137,6 @@ class Row(Mapping[str, float]):
         if arr is not None:
             return float(arr[self.sid])
         return self.consts.get(key, default)
-
-    def __contains__(self, key: object) -> bool:
-        return key in self.feats or key in self.consts
-
-    def __iter__(self) -> Iterator[str]:
-        yield from self.feats
-        yield from self.consts
-
-    def __len__(self) -> int:
-        return len(self.feats) + len(self.consts)
 
 
 def root_cause_hints(
@@ -446,10 +454,10 @@ class DetectorRule:
         )
 
 
-class _Columns(Mapping[str, Any]):
+class _Columns(_FeatureView):
     """Features of the judged series only, sliced on first use (a bank reads a few)."""
 
-    __slots__ = ("cache", "consts", "feats", "rows")
+    __slots__ = ("cache", "rows")
 
     def __init__(
         self, feats: dict[str, np.ndarray], rows: np.ndarray, consts: dict[str, float]
@@ -464,16 +472,6 @@ class _Columns(Mapping[str, Any]):
             got = self.consts[key] if arr is None else arr[self.rows].astype(np.float64)
             self.cache[key] = got
         return got
-
-    def __contains__(self, key: object) -> bool:
-        return key in self.feats or key in self.consts
-
-    def __iter__(self) -> Iterator[str]:
-        yield from self.feats
-        yield from self.consts
-
-    def __len__(self) -> int:
-        return len(self.feats) + len(self.consts)
 
 
 def _finite(v: float) -> float:
