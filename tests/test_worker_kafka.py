@@ -107,3 +107,40 @@ async def test_outage_produces_alerts_and_bad_records_go_to_dlq(kafka_config: Co
     assert {d["field"] for d in dlq} >= {"latency_ms"}
     assert all(d["source"]["topic"] == k.events_topic for d in dlq)
     assert stats.rejected == 2
+
+
+async def test_a_restarted_worker_resumes_after_the_last_commit(kafka_config: Config) -> None:
+    """Offsets are committed in the background; stopping flushes them, so the next worker
+    of the group reads each event exactly once (none twice, none lost)."""
+    k = kafka_config.kafka
+    k.max_batch = 500  # many batches, many commits in flight
+    kafka_config.metrics.port = 0
+    await ensure_topics(k.bootstrap_servers, [k.events_topic, k.dlq_topic, k.alerts_topic])
+    events: list[dict[str, Any] | bytes] = [*traffic(200)]
+    half = len(events) // 2
+
+    async def run_until_idle(expected: int) -> int:
+        """Run a worker until it has seen ``expected`` records and then nothing for 1 s."""
+        stop = asyncio.Event()
+        seen = [0]
+
+        def count(result: Any, timing: Any) -> None:
+            seen[0] += timing.records
+
+        task = asyncio.create_task(run_worker(kafka_config, stop, notify=False, observe=count))
+        try:
+            last, deadline = -1, asyncio.get_running_loop().time() + 60
+            while (seen[0] < expected or seen[0] != last) and not task.done():
+                assert asyncio.get_running_loop().time() < deadline, seen[0]
+                last = seen[0]
+                await asyncio.sleep(1.0)
+        finally:
+            stop.set()
+            await asyncio.wait_for(task, 30)
+        return seen[0]
+
+    await produce_events(events[:half], k.bootstrap_servers, k.events_topic)
+    assert await run_until_idle(half) == half
+    await produce_events(events[half:], k.bootstrap_servers, k.events_topic)
+    # Had the first worker's offsets not been committed, this one would read both halves.
+    assert await run_until_idle(len(events) - half) == len(events) - half
