@@ -51,6 +51,21 @@ def _spool_dir() -> str:
     return shm if os.path.isdir(shm) and os.access(shm, os.W_OK) else tempfile.gettempdir()
 
 
+def _remove_stale_spools(where: str) -> None:
+    """Spool directories of workers that died without closing (kill -9) hold a few MB of
+    memory in /dev/shm each: remove those whose process is gone."""
+    for entry in os.scandir(where):
+        parts = entry.name.split("-")
+        if len(parts) < 4 or parts[:2] != ["paywatch", "decode"] or not parts[2].isdigit():
+            continue
+        try:
+            os.kill(int(parts[2]), 0)
+        except ProcessLookupError:
+            shutil.rmtree(entry.path, ignore_errors=True)
+        except OSError:
+            pass  # alive, but another user's
+
+
 IOV_CHUNK = 512  # iovecs per pwritev call (the OS allows at least 1024)
 
 
@@ -142,7 +157,8 @@ class DecodePool:
         # forkserver: never fork a process that holds Kafka sockets and an event loop.
         ctx = multiprocessing.get_context("forkserver")
         self.workers = workers
-        self.spool = tempfile.mkdtemp(prefix="paywatch-decode-", dir=_spool_dir())
+        _remove_stale_spools(_spool_dir())
+        self.spool = tempfile.mkdtemp(prefix=f"paywatch-decode-{os.getpid()}-", dir=_spool_dir())
         self._names = itertools.count()
         self._conns: list[Connection] = []
         self._procs: list[Any] = []

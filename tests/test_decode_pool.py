@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import numpy as np
 import orjson
 
@@ -92,3 +95,16 @@ async def test_tombstones_and_a_dead_child_lose_nothing() -> None:
         assert (await dec.next())[1] == 1
     finally:
         pool.close()
+
+
+def test_spools_of_dead_workers_are_removed(tmp_path: Path) -> None:
+    from stream.decode_pool import _remove_stale_spools
+
+    dead = tmp_path / "paywatch-decode-999999999-abc"  # no such process
+    alive = tmp_path / f"paywatch-decode-{os.getpid()}-def"
+    other = tmp_path / "someone-else"
+    for d in (dead, alive, other):
+        d.mkdir()
+        (d / "0.batch").write_bytes(b"x" * 100)
+    _remove_stale_spools(str(tmp_path))
+    assert not dead.exists() and alive.exists() and other.exists()
