@@ -9,9 +9,10 @@ decoded, and :class:`OrderedDecoder` hands batches back strictly in order.
 
 Transport: a batch (≈3 MB) and its result go through reusable files ("slots")
 in a memory-backed directory, and only their names and sizes through a pipe that
-this process's event loop reads.  concurrent.futures' process pool moves data through helper threads
-that need the GIL for every 64 KiB piece, while this process holds the GIL as
-it windows: that cost 10-30 ms per batch, the child idle meanwhile.
+this process's event loop reads.  concurrent.futures' process pool moves data
+through helper threads that need the GIL for every 64 KiB piece, while this
+process holds the GIL as it windows: that cost 10-30 ms per batch, the child
+idle meanwhile.
 """
 
 from __future__ import annotations
@@ -268,8 +269,8 @@ class DecodePool:
 
 
 class OrderedDecoder(Generic[T]):
-    """Decodes batches in the child processes when one is free, else inline; yields
-    them back in submission order.
+    """Decodes batches in the child processes until ``max_pending - 1`` wait there,
+    else inline (work sharing); yields them back in submission order.
 
     ``tag`` travels with each batch (the worker's Kafka offsets).  At most
     ``max_pending`` batches wait undelivered, so memory stays bounded when the

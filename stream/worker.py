@@ -1,9 +1,9 @@
 """The live worker: Kafka events → pipeline → alerts topic, DLQ and notifiers.
 
 Offsets are committed only after a batch's alerts and DLQ records are
-acknowledged, so a crash replays, never loses (at-least-once); the commit
-itself runs in the background, in order, while the next batch is processed.  Notifiers run
-after the commit decision and must not block: slow channels queue elsewhere.
+acknowledged, so a crash replays, never loses (at-least-once); the commit itself
+runs in the background, in order, while the next batch is processed.  Notifiers
+run after the commit decision and must not block: slow channels queue elsewhere.
 
 Notifications (routes, grouping, silences, delivery, history) are fed the
 batch's alert records and ticked on every loop iteration with the wall clock;
@@ -139,9 +139,9 @@ async def _consume(
     observe: BatchObserver | None = None,
 ) -> None:
     """The consumer loop.  Batches are decoded by an :class:`OrderedDecoder` (in the
-    child process when it is free, else here) while earlier ones are windowed and
-    judged; offsets are committed in order, each after its own batch's output is
-    acknowledged."""
+    child process, or here when the child has a queue already) while earlier ones are
+    windowed and judged; offsets are committed in order, each after its own batch's
+    output is acknowledged."""
     last_report = time.monotonic()
     last_records = 0
     log.info("consuming %s from %s as group %s", k.events_topic, k.bootstrap_servers, k.group_id)
