@@ -100,12 +100,13 @@ def window_features(win: ClosedWindow) -> dict[str, np.ndarray]:
     return f
 
 
-class _FeatureView(Mapping[str, Any]):
-    """Read-only view of a window's feature arrays plus per-window constants."""
+class Row(Mapping[str, float]):
+    """One series' features as a read-only mapping (no dict built per series)."""
 
-    __slots__ = ("consts", "feats")
-    feats: dict[str, np.ndarray]
-    consts: dict[str, float]
+    __slots__ = ("consts", "feats", "sid")
+
+    def __init__(self, feats: dict[str, np.ndarray], consts: dict[str, float], sid: int) -> None:
+        self.feats, self.consts, self.sid = feats, consts, sid
 
     def __contains__(self, key: object) -> bool:
         return key in self.feats or key in self.consts
@@ -116,15 +117,6 @@ class _FeatureView(Mapping[str, Any]):
 
     def __len__(self) -> int:
         return len(self.feats) + len(self.consts)
-
-
-class Row(_FeatureView):
-    """One series' features as a read-only mapping (no dict built per series)."""
-
-    __slots__ = ("sid",)
-
-    def __init__(self, feats: dict[str, np.ndarray], consts: dict[str, float], sid: int) -> None:
-        self.feats, self.consts, self.sid = feats, consts, sid
 
     def __getitem__(self, key: str) -> float:
         arr = self.feats.get(key)
@@ -374,7 +366,8 @@ class DetectorRule:
         observe = self.observe
         if self.bank is not None:
             # All series in one vectorised call; Python runs only for the few reported.
-            scores = self.bank.score_learn_many(candidates, _Columns(feats, candidates, consts))
+            x_all = _columns(self.bank.keys, feats, candidates, consts)
+            scores = self.bank.score_learn_many(candidates, x_all)
             report = scores >= self.threshold
             if open_sids:
                 report |= np.isin(candidates, open_sids)
@@ -454,24 +447,18 @@ class DetectorRule:
         )
 
 
-class _Columns(_FeatureView):
-    """Features of the judged series only, sliced on first use (a bank reads a few)."""
-
-    __slots__ = ("cache", "rows")
-
-    def __init__(
-        self, feats: dict[str, np.ndarray], rows: np.ndarray, consts: dict[str, float]
-    ) -> None:
-        self.feats, self.rows, self.consts = feats, rows, consts
-        self.cache: dict[str, Any] = {}
-
-    def __getitem__(self, key: str) -> Any:
-        got = self.cache.get(key)
-        if got is None:
-            arr = self.feats.get(key)
-            got = self.consts[key] if arr is None else arr[self.rows].astype(np.float64)
-            self.cache[key] = got
-        return got
+def _columns(
+    keys: tuple[str, ...], feats: dict[str, np.ndarray], rows: np.ndarray, consts: dict[str, float]
+) -> dict[str, Any]:
+    """The features a bank reads (``keys``), for the judged series only."""
+    out: dict[str, Any] = {}
+    for key in keys:
+        arr = feats.get(key)
+        if arr is not None:
+            out[key] = arr[rows].astype(np.float64)
+        elif key in consts:
+            out[key] = consts[key]
+    return out
 
 
 def _finite(v: float) -> float:
