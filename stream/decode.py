@@ -450,12 +450,7 @@ def _decode(
                     continue
                 elif t is fast_metric:
                     name = e.name
-                    labels = e.labels
-                    series = (
-                        name + "{" + ",".join(f"{k}={labels[k]}" for k in sorted(labels)) + "}"
-                        if labels
-                        else name
-                    )
+                    series = _metric_series(name, e.labels)
                     metrics.append((e.event_ts, name, series, e.value, partitions[i], i))
                     continue
             except Exception:
@@ -707,7 +702,7 @@ def _decode(
                                 "labels",
                                 f"labels must be an object of strings; {_show(k)} is {_show(lv)}",
                             )
-                    series = name + "{" + ",".join(f"{k}={labels[k]}" for k in sorted(labels)) + "}"
+                    series = _metric_series(name, labels)
                 elif labels is None or type(labels) is dict:
                     series = name
                 else:
@@ -852,6 +847,17 @@ def _drop_far(
             continue
         late.append((i, Rejected(reason, "event_ts", _raw_bytes(values[i]), sources[i])))
     return kept
+
+
+def _metric_series(name: str, labels: dict[str, str] | None) -> str:
+    """``name``, or ``name{k=v,...}`` with labels sorted by key.
+
+    >>> _metric_series("cpu", {"host": "a", "az": "1"}), _metric_series("cpu", None)
+    ('cpu{az=1,host=a}', 'cpu')
+    """
+    if not labels:
+        return name
+    return name + "{" + ",".join(f"{k}={labels[k]}" for k in sorted(labels)) + "}"
 
 
 def _span(ms: int) -> str:
