@@ -253,6 +253,13 @@ def _need_str(d: dict[str, Any], f: str) -> _Bad:
     return _Bad(f, f"{f} must be a non-empty string, got {_show(d[f])}")
 
 
+def _required_str(d: dict[str, Any], f: str) -> str:
+    v = d.get(f)
+    if type(v) is not str or not v:
+        raise _need_str(d, f)
+    return v
+
+
 def _need_enum(d: dict[str, Any], f: str, allowed: Sequence[str]) -> _Bad:
     if _absent(d, f):
         return _Bad(f, f"missing required field {f!r}")
@@ -481,22 +488,14 @@ def _decode(
             ts = get("event_ts")
             if type(ts) is not int or not ts_min <= ts < ts_max:
                 raise _ts_bad(d)
-            v = get("event_id")
-            if type(v) is not str or not v:
-                raise _need_str(d, "event_id")
-            v = get("service")
-            if type(v) is not str or not v:
-                raise _need_str(d, "service")
+            _required_str(d, "event_id")
+            _required_str(d, "service")
             part = partitions[i]
 
             if et == "provider_call":
-                prov = get("provider")
-                if type(prov) is not str or not prov:
-                    raise _need_str(d, "provider")
+                prov = _required_str(d, "provider")
                 prov = prov.lower()
-                mid = get("merchant_id")
-                if type(mid) is not str or not mid:
-                    raise _need_str(d, "merchant_id")
+                mid = _required_str(d, "merchant_id")
                 op = get("operation")
                 if type(op) is not str or op not in operations:
                     raise _need_enum(d, "operation", OPERATIONS)
@@ -582,16 +581,10 @@ def _decode(
                 )
 
             elif et == "payment_notification":
-                prov = get("provider")
-                if type(prov) is not str or not prov:
-                    raise _need_str(d, "provider")
+                prov = _required_str(d, "provider")
                 prov = prov.lower()
-                mid = get("merchant_id")
-                if type(mid) is not str or not mid:
-                    raise _need_str(d, "merchant_id")
-                v = get("notify_id")
-                if type(v) is not str or not v:
-                    raise _need_str(d, "notify_id")
+                mid = _required_str(d, "merchant_id")
+                _required_str(d, "notify_id")
                 sig = get("signature_verified")
                 if type(sig) is not bool:
                     if sig is None:
@@ -668,9 +661,7 @@ def _decode(
                 )
 
             elif et == "metric":
-                name = get("name")
-                if type(name) is not str or not name:
-                    raise _need_str(d, "name")
+                name = _required_str(d, "name")
                 val = get("value")
                 t = type(val)
                 if t is float:
