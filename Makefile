@@ -39,13 +39,13 @@ lint: venv
 	$(BIN)/mypy
 
 bench: venv
-	$(BIN)/python -m stream.bench
+	$(BIN)/python -m benchmarks.bench
 
 nab: venv
-	$(BIN)/python -m stream.nab_run ../shared/nab
+	$(BIN)/python -m benchmarks.nab_run ../shared/nab
 
 eval: venv
-	$(BIN)/python -m stream.eval_run
+	$(BIN)/python -m benchmarks.eval_run
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info

@@ -13,13 +13,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from stream.alerts import AlertLifecycle
+from stream.alerting.lifecycle import AlertLifecycle
 from stream.config import Config
-from stream.decode import decode_batch
-from stream.events import DecodedBatch, Rejected, Source
-from stream.judge import Rule, build_rules
-from stream.taxonomy import ErrorTaxonomy
-from stream.windows import ClosedWindow, WindowState
+from stream.ingest.decode import decode_batch
+from stream.ingest.events import DecodedBatch, Rejected, Source
+from stream.judge.rules import Rule, build_rules
+from stream.ingest.taxonomy import ErrorTaxonomy
+from stream.windows.state import ClosedWindow, WindowState
 
 STATE_VERSION = 1
 EVICT_EVERY_WINDOWS = 60  # idle-series sweeps are cheap but need not run every window

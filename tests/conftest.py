@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from stream.broker import LocalBroker
+from stream.sim.broker import LocalBroker
 from stream.config import Config, config_from_dict
 
 

@@ -14,19 +14,19 @@ from typing import Any
 import pytest
 import yaml
 
-from stream.cli import main as paywatch_main
+from stream.cli.main import main as paywatch_main
 from stream.config import Config, ConfigError, config_from_dict
-from stream.control import ControlReader, publish_control
-from stream.kafka_io import KafkaUnavailable
-from stream.notify import Notifications
-from stream.silences import ControlEvent
+from stream.alerting.control import ControlReader, publish_control
+from stream.ingest.kafka import KafkaUnavailable
+from stream.alerting.notifications import Notifications
+from stream.alerting.silences import ControlEvent
 from tests.servers import closed_port, wait_until  # noqa: F401  (fixture used by name)
 
 NOW = int(time.time() * 1000)
 
 
 def record(status: str, series: dict[str, str], started: int, **kw: Any) -> dict[str, Any]:
-    from stream.alerts import alert_id, fingerprint
+    from stream.alerting.lifecycle import alert_id, fingerprint
 
     fp = fingerprint("system_error_rate", series)
     return {
@@ -208,7 +208,7 @@ def test_unusable_history_path_is_a_config_error(tmp_path: Path) -> None:
 async def test_worker_reports_a_bad_history_path_before_touching_kafka(
     tmp_path: Path, closed_port: int
 ) -> None:
-    from stream.worker import run_worker
+    from stream.live.worker import run_worker
 
     (tmp_path / "h.db").write_bytes(b"this is not sqlite" * 100)
     cfg = config_from_dict(

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from models.metric import DEFAULT_THRESHOLD
-from stream.csv_series import backtest_csv, read_metric_csv
+from stream.offline.csv_series import backtest_csv, read_metric_csv
 
 ALERT_FIELDS = {
     "schema_version", "alert_id", "fingerprint", "status", "severity", "rule", "signal", "series",

@@ -12,7 +12,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from stream.decode import (
+from stream.ingest.decode import (
     DLQ_RAW_LIMIT,
     JUMP_MIN_EVENTS,
     REASON_CODES,
@@ -20,7 +20,7 @@ from stream.decode import (
     dlq_record,
     reason_code,
 )
-from stream.events import (
+from stream.ingest.events import (
     ACK_INDEX,
     ERROR_CLASS_INDEX,
     OPERATIONS,

@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 import orjson
 
-from stream.decode import decode_batch
-from stream.decode_pool import DecodePool, OrderedDecoder
-from stream.events import SourceColumns
+from stream.ingest.decode import decode_batch
+from stream.ingest.decode_pool import DecodePool, OrderedDecoder
+from stream.ingest.events import SourceColumns
 
 T0 = 1_767_225_600_000
 
@@ -98,7 +98,7 @@ async def test_tombstones_and_a_dead_child_lose_nothing() -> None:
 
 
 def test_spools_of_dead_workers_are_removed(tmp_path: Path) -> None:
-    from stream.decode_pool import _remove_stale_spools
+    from stream.ingest.decode_pool import _remove_stale_spools
 
     dead = tmp_path / "paywatch-decode-999999999-abc"  # no such process
     alive = tmp_path / f"paywatch-decode-{os.getpid()}-def"

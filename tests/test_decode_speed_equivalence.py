@@ -1,6 +1,6 @@
 """decode_batch's msgspec fast path gives exactly what its orjson path gives, record for record.
 
-The orjson path (``stream.decode._FAST_DECODE = None``) is the reference: it holds every
+The orjson path (``stream.ingest.decode._FAST_DECODE = None``) is the reference: it holds every
 reason text.  Each test decodes the same batch both ways and compares every column bit for
 bit, the string table, and every rejection.
 """
@@ -17,10 +17,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import stream.decode as decode_mod
-from stream.decode import decode_batch
-from stream.events import DecodedBatch, Source
-from stream.simulate import Incident, SimConfig, simulate
+import stream.ingest.decode as decode_mod
+from stream.ingest.decode import decode_batch
+from stream.ingest.events import DecodedBatch, Source
+from stream.sim.simulate import Incident, SimConfig, simulate
 
 T0 = 1_767_225_600_000
 

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from stream.delivery import (
+from stream.alerting.delivery import (
     Channel,
     Deliverer,
     DeliveryAttempt,

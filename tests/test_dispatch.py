@@ -11,16 +11,16 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from stream.delivery import Deliverer, DeliveryAttempt, Message
-from stream.dispatch import (
+from stream.alerting.delivery import Deliverer, DeliveryAttempt, Message
+from stream.alerting.dispatch import (
     DispatchConfigError,
     Dispatcher,
     InhibitRule,
     RouteConfig,
     route_targets,
 )
-from stream.history import AlertHistory
-from stream.silences import ControlEvent, Matcher, Recurrence, Silence, SilenceSet
+from stream.alerting.history import AlertHistory
+from stream.alerting.silences import ControlEvent, Matcher, Recurrence, Silence, SilenceSet
 from tests.servers import WebhookServer, wait_until, webhook_server  # noqa: F401
 
 S = 1000

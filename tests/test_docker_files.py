@@ -370,7 +370,7 @@ def test_example_config_uses_only_the_documented_sections(
 def test_example_routes_send_each_severity_where_the_comments_say(
     example_config: dict[str, Any],
 ) -> None:
-    from stream.dispatch import Dispatcher, RouteConfig
+    from stream.alerting.dispatch import Dispatcher, RouteConfig
 
     def routes_for(severity: str) -> set[str]:
         routes = [RouteConfig.from_dict(r) for r in example_config["notify"]["routes"]]
@@ -399,7 +399,7 @@ def test_example_routes_send_each_severity_where_the_comments_say(
 def test_commands_are_accepted_by_the_real_cli(
     services: dict[str, dict[str, Any]], dockerfile: list[dict[str, Any]]
 ) -> None:
-    from stream.cli import build_parser
+    from stream.cli.main import build_parser
 
     parser = build_parser()
     local = str(DOCKER / "paywatch.yaml")  # what compose mounts at CONFIG_IN_IMAGE
@@ -635,7 +635,7 @@ def test_dashboard_and_rule_metrics_are_the_documented_ones(dashboard: dict[str,
     for metric in used:
         assert f"`{metric}`" in ops, f"{metric} is not documented in docs/operations.md"
     # ... and every one is a series the worker really exports.
-    from stream.metrics import WorkerMetrics
+    from stream.live.prometheus import WorkerMetrics
 
     exported = set()
     for family in WorkerMetrics(port=0).registry.collect():
@@ -660,8 +660,8 @@ def _json_blocks(path: Path) -> list[dict[str, Any]]:
 
 
 def _decode_one(event: dict[str, Any]) -> Any:
-    from stream.decode import decode_batch
-    from stream.events import Source
+    from stream.ingest.decode import decode_batch
+    from stream.ingest.events import Source
 
     batch = decode_batch([json.dumps(event).encode()], [Source("payments.events", 0, 0)])
     assert not batch.rejected, f"{event.get('event_id')}: {batch.rejected[0].reason}"
@@ -670,7 +670,7 @@ def _decode_one(event: dict[str, Any]) -> Any:
 
 
 def test_event_examples_in_the_docs_are_accepted_by_the_decoder() -> None:
-    from stream.events import ERROR_CLASSES
+    from stream.ingest.events import ERROR_CLASSES
 
     examples = [
         e
@@ -696,8 +696,8 @@ def test_event_examples_in_the_docs_are_accepted_by_the_decoder() -> None:
 
 
 def test_dlq_example_in_the_docs_has_the_dlq_shape() -> None:
-    from stream.decode import decode_batch, dlq_record
-    from stream.events import Source
+    from stream.ingest.decode import decode_batch, dlq_record
+    from stream.ingest.events import Source
 
     (doc_example,) = [e for e in _json_blocks(DOCS / "events.md") if "reason" in e]
     bad = {"schema_version": 1, "event_type": "provider_call", "event_id": "x"}
@@ -715,7 +715,7 @@ def _table_rows(path: Path, heading: str) -> list[list[str]]:
 
 
 def test_gopay_error_table_matches_the_taxonomy() -> None:
-    from stream.taxonomy import ErrorTaxonomy
+    from stream.ingest.taxonomy import ErrorTaxonomy
 
     taxonomy = ErrorTaxonomy.default()
     rows = _table_rows(DOCS / "gopay.md", "## What gopay's errors become")
@@ -732,7 +732,7 @@ def test_gopay_error_table_matches_the_taxonomy() -> None:
 
 
 def test_gopay_provider_code_examples_match_the_taxonomy() -> None:
-    from stream.taxonomy import ErrorTaxonomy
+    from stream.ingest.taxonomy import ErrorTaxonomy
 
     taxonomy = ErrorTaxonomy.default()
     assert taxonomy.classify("wechatpay", "SIGN_ERROR", None, 401, None) == "signature"
@@ -745,7 +745,7 @@ def test_gopay_provider_code_examples_match_the_taxonomy() -> None:
 
 
 def test_gopay_method_tables_use_only_event_v1_operations() -> None:
-    from stream.events import OPERATIONS
+    from stream.ingest.events import OPERATIONS
 
     seen = set()
     for heading in ("### WeChat Pay APIv3", "### Alipay", "### PayPal"):

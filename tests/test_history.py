@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from stream.delivery import DeliveryAttempt, Message
-from stream.history import (
+from stream.alerting.delivery import DeliveryAttempt, Message
+from stream.alerting.history import (
     SCHEMA_VERSION,
     AlertHistory,
     HistoryError,
@@ -19,7 +19,7 @@ from stream.history import (
     format_alert_rows,
     parse_since,
 )
-from stream.silences import Matcher, Silence
+from stream.alerting.silences import Matcher, Silence
 
 S = 1000
 MIN = 60 * S

@@ -6,10 +6,10 @@ from __future__ import annotations
 import orjson
 
 from stream.config import Config
-from stream.events import SourceColumns
-from stream.judge import DetectorRule
+from stream.ingest.events import SourceColumns
+from stream.judge.rules import DetectorRule
 from stream.pipeline import Pipeline
-from stream.simulate import SimConfig, default_incident_suite, simulate
+from stream.sim.simulate import SimConfig, default_incident_suite, simulate
 
 
 def _alerts(per_series: bool) -> list[dict[str, object]]:

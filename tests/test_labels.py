@@ -10,8 +10,8 @@ from typing import Any
 import orjson
 import pytest
 
-from stream.labels import LabelsError, read_labels, score_alerts
-from stream.simulate import SimConfig, parse_incident, simulate, write_jsonl, write_labels
+from stream.offline.incidents import LabelsError, read_labels, score_alerts
+from stream.sim.simulate import SimConfig, parse_incident, simulate, write_jsonl, write_labels
 
 OUTAGE_START_S, OUTAGE_S = 600, 120
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from stream.alerts import AlertLifecycle, Judgement
+from stream.alerting.lifecycle import AlertLifecycle, Judgement
 
 S = {"provider": "alipay"}
 

@@ -122,7 +122,7 @@ def test_score_incidents_recall_precision_rate_and_delay() -> None:
 
 @pytest.mark.skipif(not NAB.is_dir(), reason="NAB subset not present")
 def test_real_nab_files_score_well_above_null() -> None:
-    from stream.nab_run import run_corpus
+    from benchmarks.nab_run import run_corpus
 
     files = [
         "realAdExchange/exchange-3_cpm_results.csv",
@@ -140,7 +140,7 @@ def test_real_nab_files_score_well_above_null() -> None:
 
 
 def test_nab_run_prints_profiles_with_standard_last(tmp_path: Path, capsys) -> None:
-    from stream.nab_run import main
+    from benchmarks.nab_run import main
 
     # A tiny NAB-shaped corpus: one flat-ish series with a spike in its labelled window.
     (tmp_path / "data" / "synthetic").mkdir(parents=True)
@@ -163,7 +163,7 @@ def test_nab_run_prints_profiles_with_standard_last(tmp_path: Path, capsys) -> N
 
 
 def test_nab_run_bad_directory_is_one_line(tmp_path: Path, capsys) -> None:
-    from stream.nab_run import main
+    from benchmarks.nab_run import main
 
     assert main([str(tmp_path / "missing")]) == 2
     err = capsys.readouterr().err.strip()

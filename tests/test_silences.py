@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from stream.silences import (
+from stream.alerting.silences import (
     ControlEvent,
     ControlEventError,
     Matcher,

@@ -20,8 +20,8 @@ import numpy as np
 import orjson
 import pytest
 
-from stream.decode import decode_batch
-from stream.events import (
+from stream.ingest.decode import decode_batch
+from stream.ingest.events import (
     ACK_STATUSES,
     ERROR_CLASSES,
     OPERATIONS,
@@ -29,7 +29,7 @@ from stream.events import (
     SYSTEM_ERROR_CLASSES,
     Source,
 )
-from stream.simulate import (
+from stream.sim.simulate import (
     INCIDENT_KINDS,
     Incident,
     SimConfig,
@@ -43,12 +43,12 @@ from stream.simulate import (
     write_jsonl,
     write_labels,
 )
-from stream.taxonomy import ErrorTaxonomy
+from stream.ingest.taxonomy import ErrorTaxonomy
 
 Event = dict[str, Any]
 SUITE_S = 3600.0
 ROOT = Path(__file__).resolve().parents[1]
-CSV_PATH = ROOT / "stream" / "data" / "error_codes.csv"
+CSV_PATH = ROOT / "stream" / "ingest" / "data" / "error_codes.csv"
 
 
 @pytest.fixture(scope="module")
@@ -119,7 +119,7 @@ def test_same_seed_gives_identical_bytes_and_another_seed_does_not() -> None:
 
 _DIGEST = """
 import hashlib, sys
-from stream.simulate import SimConfig, default_incident_suite, encode, simulate
+from stream.sim.simulate import SimConfig, default_incident_suite, encode, simulate
 cfg = SimConfig(seed=8, duration_s=60, incidents=default_incident_suite(60))
 sys.stdout.write(hashlib.sha256(b"".join(map(encode, simulate(cfg)))).hexdigest())
 """

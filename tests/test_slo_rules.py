@@ -6,7 +6,7 @@ import orjson
 import pytest
 
 from stream.config import ConfigError, config_from_dict
-from stream.events import SourceColumns
+from stream.ingest.events import SourceColumns
 from stream.pipeline import Pipeline
 from tests.traffic import OUTAGE, T0, traffic
 

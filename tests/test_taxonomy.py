@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from stream.events import ERROR_CLASSES
-from stream.taxonomy import NON_ERROR_CLASSES, ErrorTaxonomy
+from stream.ingest.events import ERROR_CLASSES
+from stream.ingest.taxonomy import NON_ERROR_CLASSES, ErrorTaxonomy
 
-CSV_PATH = Path(__file__).resolve().parents[1] / "stream" / "data" / "error_codes.csv"
+CSV_PATH = Path(__file__).resolve().parents[1] / "stream" / "ingest" / "data" / "error_codes.csv"
 ROWS = list(csv.DictReader(CSV_PATH.open(encoding="utf-8")))
 
 

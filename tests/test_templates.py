@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from stream.templates import format_duration, format_series, format_value, render
+from stream.alerting.templates import format_duration, format_series, format_value, render
 
 T0 = 1_764_140_000_000  # 06:53:20 UTC
 S = 1000

@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from stream.config import load_config
-from stream.tune import Trial, parse_grid, rank
+from stream.offline.tune import Trial, parse_grid, rank
 from tests.test_labels import paywatch, sim_files  # noqa: F401 - shared session fixture
 
 
@@ -93,7 +93,7 @@ def test_bad_grid_is_one_line_before_any_replay(
 def test_progress_redraws_in_place_on_a_terminal() -> None:
     import io
 
-    from stream.tune import Progress
+    from stream.offline.tune import Progress
 
     class Tty(io.StringIO):
         def isatty(self) -> bool:
@@ -114,8 +114,8 @@ async def test_tune_reads_a_kafka_range_once(kafka_config: Any, tmp_path: Path) 
 
     import orjson
 
-    from stream.kafka_io import ensure_topics
-    from stream.produce import produce_events
+    from stream.ingest.kafka import ensure_topics
+    from stream.sim.produce import produce_events
     from tests.traffic import OUTAGE, T0, traffic
 
     k = kafka_config.kafka

@@ -8,9 +8,9 @@ import numpy as np
 import orjson
 import pytest
 
-from stream.decode import decode_batch
-from stream.events import Source
-from stream.windows import COL, ClosedWindow, WindowState
+from stream.ingest.decode import decode_batch
+from stream.ingest.events import Source
+from stream.windows.state import COL, ClosedWindow, WindowState
 
 T0 = 1_767_225_600_000
 

@@ -8,9 +8,9 @@ from typing import Any
 import numpy as np
 import orjson
 
-from stream.decode import decode_batch
-from stream.events import Source
-from stream.windows import COL, ClosedWindow, WindowState, _unique_rows
+from stream.ingest.decode import decode_batch
+from stream.ingest.events import Source
+from stream.windows.state import COL, ClosedWindow, WindowState, _unique_rows
 from tests.test_windows import T0, call, created, note
 
 P, PO, POM = ("provider",), ("provider", "operation"), ("provider", "operation", "merchant_id")

@@ -1,0 +1,131 @@
+"""The control topic (``paywatch.control``): silences, unsilences and acks for every worker.
+
+Each worker reads the whole topic itself — no consumer group, every partition,
+from the beginning, then follows it — because every worker must know every
+silence and ack: a silence on ``provider=alipay`` has to mute the alipay alerts of
+whichever worker owns those partitions.  Replaying from the beginning on start-up
+is what restores silences after a restart (expired ones change nothing).
+
+Records are JSON (see :mod:`stream.alerting.silences`); the key is the silence id or the
+ack target, so the history of one silence stays on one partition in order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.errors import KafkaError
+
+from stream.config import KafkaConfig
+from stream.ingest.kafka import KafkaUnavailable, ensure_topics, start_client
+from stream.alerting.silences import ControlEvent
+
+log = logging.getLogger("paywatch.control")
+
+ApplyControl = Callable[[bytes | None, int], Any]
+
+
+def _wall_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def control_key(event: ControlEvent) -> bytes:
+    """The record key: what the event is about.
+
+    >>> control_key(ControlEvent("ack", target="a1b2"))
+    b'a1b2'
+    """
+    if event.kind == "silence" and event.silence is not None:
+        return event.silence.id.encode()
+    if event.kind == "unsilence" and event.silence_id is not None:
+        return event.silence_id.encode()
+    return str(event.target or "").encode()
+
+
+class ControlReader:
+    """Feeds every control record to ``apply(raw_value, now_ms)`` from an asyncio task."""
+
+    def __init__(
+        self,
+        cfg: KafkaConfig,
+        apply: ApplyControl,
+        *,
+        clock: Callable[[], int] = _wall_ms,
+        poll_ms: int = 200,
+    ) -> None:
+        self.cfg = cfg
+        self.apply = apply
+        self.clock = clock
+        self.poll_ms = poll_ms
+        self.records = 0
+        self.consumer = AIOKafkaConsumer(
+            cfg.control_topic,
+            bootstrap_servers=cfg.bootstrap_servers,
+            client_id=f"{cfg.client_id}-control",
+            group_id=None,  # no group: this worker gets every partition
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            fetch_max_wait_ms=cfg.fetch_max_wait_ms,
+            request_timeout_ms=cfg.request_timeout_ms,
+        )
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        await start_client(self.consumer, self.cfg.bootstrap_servers, what=" for the control topic")
+        self._task = asyncio.create_task(self._run(), name="paywatch-control")
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                got = await self.consumer.getmany(timeout_ms=self.poll_ms)
+            except asyncio.CancelledError:
+                raise
+            except KafkaError as exc:  # the client reconnects by itself; keep following
+                log.warning("control topic read failed, retrying: %s", exc)
+                await asyncio.sleep(1.0)
+                continue
+            for records in got.values():
+                for r in records:
+                    self.records += 1
+                    try:
+                        self.apply(r.value, self.clock())
+                    except Exception:  # apply logs bad events itself; this is a bug guard
+                        log.exception("control record at offset %d not applied", r.offset)
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        await self.consumer.stop()
+
+
+async def publish_control(
+    bootstrap: str, topic: str, event: ControlEvent, *, timeout_s: float = 10.0
+) -> None:
+    """Publish one control event and wait for the broker's ack (used by ``paywatch alerts``)."""
+    await ensure_topics(bootstrap, [topic], timeout_s=timeout_s)
+    producer = AIOKafkaProducer(
+        bootstrap_servers=bootstrap,
+        client_id="paywatch-cli",
+        acks="all",
+        request_timeout_ms=int(timeout_s * 1000),
+    )
+    await start_client(producer, bootstrap, timeout_s=timeout_s)
+    try:
+        await asyncio.wait_for(
+            producer.send_and_wait(topic, event.encode(), key=control_key(event)), timeout_s
+        )
+    except (TimeoutError, KafkaError) as exc:
+        raise KafkaUnavailable(
+            f"Kafka at {bootstrap} did not accept the control event ({type(exc).__name__})"
+        ) from None
+    finally:
+        await producer.stop()

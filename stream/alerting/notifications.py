@@ -1,0 +1,222 @@
+"""Notifications for the live worker: dispatcher + delivery + history, built from config.
+
+The worker hands every alert v1 record of a batch to :meth:`Notifications.on_alerts`
+and calls :meth:`Notifications.tick` on every loop iteration.  Both only update
+in-memory state, write the history file and *queue* messages: sending happens in
+the :class:`~stream.alerting.delivery.Deliverer`'s own tasks and threads, so a slow SMTP
+server or a refusing robot never holds up the consumer.  The worker goes one step
+further with :class:`InOrderThread`: dispatching and history writes (~0.25 ms per
+alert record, and SQLite may wait for another worker's write lock) run in one
+thread of their own, in the order the calls were made.
+
+Time is the wall clock the worker passes in (``now_ms``): ``group_wait`` and
+``group_interval`` are wall-clock durations, whatever pace event time runs at.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from stream.config import Config, ConfigError
+from stream.alerting.delivery import Deliverer, DeliveryAttempt, Message
+from stream.alerting.dispatch import Dispatcher, route_targets
+from stream.alerting.history import AlertHistory, HistoryError, default_path
+from stream.alerting.silences import ControlEvent, ControlEventError, SilenceSet
+
+log = logging.getLogger("paywatch.notify")
+
+
+def history_file(config: Config) -> str | None:
+    """The history file the config names: ``None`` when ``notify.history_path`` is "off".
+
+    >>> from stream.config import Config, ConfigError
+    >>> c = Config()
+    >>> c.notify.history_path = "off"
+    >>> history_file(c) is None
+    True
+    >>> c.notify.history_path = "/tmp/h.db"
+    >>> history_file(c)
+    '/tmp/h.db'
+    """
+    path = config.notify.history_path.strip()
+    if path.lower() == "off":
+        return None
+    return path or str(default_path())
+
+
+class Notifications:
+    """Everything between alert records and people, for one worker.
+
+    >>> import asyncio
+    >>> from stream.config import Config, ConfigError
+    >>> cfg = Config()
+    >>> cfg.notify.history_path = "off"
+    >>> n = Notifications(cfg)
+    >>> n.routes  # no routes configured: history only, nothing is sent
+    []
+    """
+
+    def __init__(self, config: Config, *, history: AlertHistory | None = None) -> None:
+        routes, rules = config.notify_routes()
+        self.routes = [r.name for r in routes]
+        if history is None:
+            path = history_file(config)
+            try:
+                history = AlertHistory(path) if path is not None else None
+            except HistoryError as exc:  # a person can fix this: name the key
+                raise ConfigError(f"notify.history_path: {exc}") from None
+        self.history = history
+        self.silences = SilenceSet()
+        self.dispatcher = Dispatcher(
+            routes,
+            rules,
+            self.silences,
+            default_inhibit=config.notify.default_inhibit,
+            history=history,
+        )
+        d = config.notify.delivery
+        # Every route the dispatcher may address, its built-in "default" included
+        # (receiver-less unless configured: such messages are recorded, not sent).
+        targets = route_targets(self.dispatcher.routes.values())
+        self.deliverer = Deliverer(
+            targets,
+            max_attempts=d.max_attempts,
+            backoff_s=d.backoff_s,
+            max_backoff_s=d.max_backoff_s,
+            send_timeout_s=d.send_timeout_s,
+            on_attempt=self._audit if history is not None else None,
+        )
+        self._sendable = {n for n, t in targets.items() if t.channels or t.fallback}
+        self.submitted = 0
+        self.control_applied = 0
+        self.control_rejected = 0
+        self._started = False
+
+    def _audit(self, attempt: DeliveryAttempt) -> None:
+        assert self.history is not None
+        self.history.record_delivery(attempt)
+
+    async def start(self) -> None:
+        await self.deliverer.start()
+        self._started = True
+
+    def on_alerts(self, records: Iterable[Mapping[str, Any]], now_ms: int) -> None:
+        """Take a batch's alert records (already published); never raises."""
+        for rec in records:
+            try:
+                self.dispatcher.on_alert(rec, now_ms)
+            except Exception as exc:  # one odd record or a history hiccup must not stop the worker
+                log.error("alert %s not taken for notification: %s", rec.get("alert_id"), exc)
+
+    def tick(self, now_ms: int) -> list[Message]:
+        """Queue the messages that became due; returns them (for logs and tests)."""
+        try:
+            due = self.dispatcher.tick(now_ms)
+        except Exception as exc:
+            log.error("notification dispatch failed: %s", exc)
+            return []
+        for msg in due:
+            if msg.route in self._sendable:
+                self.deliverer.submit(msg)
+                self.submitted += 1
+            else:
+                log.debug("route %s has no receivers; %s kept in history", msg.route, msg.title)
+        return due
+
+    def apply_control(self, raw: bytes | str | None, now_ms: int) -> bool:
+        """Apply one control-topic record; a bad one is logged with the reason and skipped."""
+        if raw is None:
+            self.control_rejected += 1
+            log.warning("control record without a value skipped")
+            return False
+        try:
+            event = ControlEvent.decode(raw)
+        except ControlEventError as exc:
+            self.control_rejected += 1
+            log.warning("control record skipped: %s", exc)
+            return False
+        try:
+            changed = self.dispatcher.apply_control(event, now_ms)
+        except (ControlEventError, HistoryError, ValueError) as exc:
+            self.control_rejected += 1
+            log.warning("control %s not applied: %s", event.kind, exc)
+            return False
+        self.control_applied += 1
+        if event.kind == "silence" and event.silence is not None:
+            s = event.silence
+            log.info(
+                "silence %s (%s) by %s until %s",
+                s.id,
+                ", ".join(str(m) for m in s.matchers),
+                s.author or "?",
+                s.ends_at,
+            )
+        elif event.kind == "unsilence":
+            log.info("silence %s lifted by %s", event.silence_id, event.author or "?")
+        elif event.kind == "ack":
+            log.info("ack of %s by %s (%s)", event.target, event.author or "?", changed)
+        return changed
+
+    async def stop(self, drain_s: float = 2.0) -> None:
+        """Give queued deliveries up to ``drain_s`` to finish, then stop (call ``tick`` first)."""
+        if self._started:
+            if drain_s > 0:
+                await self.deliverer.drain(drain_s)
+            await self.deliverer.stop()
+            self._started = False
+        if self.history is not None:
+            self.history.close()
+
+
+class InOrderThread:
+    """Runs a :class:`Notifications`' calls in one background thread, in call order.
+
+    The calls return at once, so the consumer never waits for dispatching or for
+    the history file.  Ticks do not pile up: one queued tick at a time, and it
+    reads the clock when it runs.  Delivery's ``submit`` is thread-safe.
+    """
+
+    def __init__(self, notifications: Notifications) -> None:
+        self.notifications = notifications
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="paywatch-dispatch")
+        self._tick_queued = threading.Event()
+
+    def _call(self, fn: Callable[..., Any], *args: Any) -> None:
+        try:
+            self._executor.submit(self._guard, fn, *args)
+        except RuntimeError:  # shut down: the worker is stopping
+            log.warning("notifications stopped; %s dropped", getattr(fn, "__name__", fn))
+
+    @staticmethod
+    def _guard(fn: Callable[..., Any], *args: Any) -> None:
+        try:
+            fn(*args)
+        except Exception:  # the wrapped methods catch their own errors; this is a bug guard
+            log.exception("notification work failed")
+
+    def on_alerts(self, records: Iterable[Mapping[str, Any]], now_ms: int) -> None:
+        self._call(self.notifications.on_alerts, list(records), now_ms)
+
+    def apply_control(self, raw: bytes | str | None, now_ms: int) -> None:
+        self._call(self.notifications.apply_control, raw, now_ms)
+
+    def tick(self) -> None:
+        if not self._tick_queued.is_set():
+            self._tick_queued.set()
+            self._call(self._tick)
+
+    def _tick(self) -> None:
+        self._tick_queued.clear()
+        self.notifications.tick(int(time.time() * 1000))
+
+    async def stop(self, drain_s: float) -> None:
+        """Finish queued work, queue what is due, let delivery drain, then stop."""
+        self._call(self._tick)
+        await asyncio.get_running_loop().run_in_executor(None, self._executor.shutdown, True)
+        await self.notifications.stop(drain_s)

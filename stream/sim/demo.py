@@ -1,0 +1,141 @@
+"""`paywatch demo`: local broker + simulated traffic with an outage + worker, on the console.
+
+Event time runs ``SPEED`` times faster than the wall clock, so a minute of
+demo shows ten minutes of payment traffic: a calm start, an Alipay outage,
+the alert, the recovery.  Two malformed records show the DLQ at work.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from stream.sim.broker import LocalBroker
+from stream.config import Config
+from stream.alerting.console import ConsoleNotifier
+from stream.ingest.kafka import ensure_topics
+from stream.sim.produce import produce_events
+from stream.sim.simulate import Incident, SimConfig, simulate
+from stream.live.worker import run_worker
+
+SPEED = 10.0  # simulated seconds per wall second
+STARTUP_S = 6.0  # broker start + consumer group join, before traffic shows up in windows
+
+
+def demo_plan(duration_s: float, seed: int, start_ms: int) -> SimConfig:
+    """Traffic for the demo: calm, then an outage over the middle fifth, then calm again."""
+    sim_s = max(60.0, (duration_s - STARTUP_S - 4) * SPEED)
+    outage = Incident(
+        "provider_outage",
+        start_s=round(sim_s * 0.3),
+        duration_s=round(sim_s * 0.22),
+        provider="alipay",
+        magnitude=0.8,
+    )
+    return SimConfig(
+        seed=seed, start_ms=start_ms, duration_s=sim_s, daily=False, incidents=[outage]
+    )
+
+
+def _hms(ms: int) -> str:
+    return datetime.fromtimestamp(ms / 1000, tz=UTC).strftime("%H:%M:%S")
+
+
+def run_demo(duration_s: float = 60.0, seed: int = 7, out: Any = None) -> int:
+    out = out or sys.stdout
+    logging.getLogger("paywatch").setLevel(logging.WARNING)
+    return asyncio.run(_demo(duration_s, seed, out))
+
+
+async def _demo(duration_s: float, seed: int, out: Any) -> int:
+    wall0 = time.monotonic()
+    start_ms = int(time.time() // 60 * 60 * 1000)
+    plan = demo_plan(duration_s, seed, start_ms)
+    (outage,) = plan.incidents
+
+    def say(text: str) -> None:
+        print(f"demo | {text}", file=out, flush=True)
+
+    say("starting a local Kafka-compatible broker …")
+    with LocalBroker() as broker:
+        cfg = Config()
+        # The demo's alerts go to a history of their own, never into the user's real one.
+        history = Path(tempfile.mkdtemp(prefix="paywatch-demo-")) / "history.db"
+        cfg.notify.history_path = str(history)
+        cfg.metrics.port = 0  # a demo must not collide with a real worker's metrics port
+        k = cfg.kafka
+        k.bootstrap_servers = broker.bootstrap
+        k.session_timeout_ms, k.heartbeat_interval_ms, k.fetch_max_wait_ms = 6000, 1000, 20
+        await ensure_topics(broker.bootstrap, [k.events_topic, k.dlq_topic, k.alerts_topic])
+        say(
+            f"broker up on {broker.bootstrap}; "
+            f"topics {k.events_topic}, {k.alerts_topic}, {k.dlq_topic}"
+        )
+        say(
+            f"simulating {plan.duration_s / 60:.0f} min of payment traffic at ×{SPEED:g} speed: "
+            f"{', '.join(plan.providers)}, {plan.merchants} merchants, "
+            f"~{plan.rate * SPEED:.0f} events/s"
+        )
+        say(
+            f"injected incident: {outage.provider} outage from "
+            f"{_hms(start_ms + int(outage.start_s * 1000))} to "
+            f"{_hms(start_ms + int((outage.start_s + outage.duration_s) * 1000))} (simulated time)"
+        )
+        say("alerts appear below as they fire and resolve; times are simulated event time\n")
+
+        console = ConsoleNotifier(stream=out)
+        stop_worker = asyncio.Event()
+        worker = asyncio.create_task(
+            run_worker(cfg, stop_worker, [console.notify], progress_every_s=3600)
+        )
+        events: list[dict[str, Any] | bytes] = list(simulate(plan))
+        events[len(events) // 5 : len(events) // 5] = [
+            b'{"schema_version": 1, "event_type": "provider_call", "latency_ms": "fast"',
+            b'{"schema_version": 1, "event_type": "provider_call", "event_id": "x", "event_ts": 0}',
+        ]
+        sent = 0
+
+        def progress(n: int) -> None:
+            nonlocal sent
+            sent = n
+
+        producer = asyncio.create_task(
+            produce_events(
+                events, broker.bootstrap, k.events_topic, speed=SPEED, on_progress=progress
+            )
+        )
+        last_status = time.monotonic()
+        try:
+            while not producer.done() and time.monotonic() - wall0 < duration_s - 3:
+                await asyncio.sleep(0.25)
+                if time.monotonic() - last_status >= 10:
+                    last_status = time.monotonic()
+                    say(
+                        f"… {sent:,} events produced, {console.fired} alerts fired, "
+                        f"{console.resolved} resolved"
+                    )
+            if producer.done():
+                producer.result()
+                await asyncio.sleep(1.5)  # let the last windows close
+        finally:
+            producer.cancel()
+            stop_worker.set()
+            with contextlib.suppress(asyncio.CancelledError):
+                await producer
+            stats = await asyncio.wait_for(worker, 30)
+    print(file=out)
+    say(
+        f"done in {time.monotonic() - wall0:.0f}s: {stats.records:,} events judged, "
+        f"{stats.rejected} malformed sent to the DLQ with a reason, {stats.windows_closed} windows "
+        f"closed, {console.fired} alerts fired, {console.resolved} resolved"
+    )
+    say(f"alert history of this demo: paywatch alerts list --history {history}")
+    say("next: `paywatch simulate --help`, `paywatch backtest --help`, `paywatch run --help`")
+    return 0
