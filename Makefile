@@ -11,7 +11,7 @@ STAMP := $(VENV)/.installed
 help:
 	@echo "make demo   - create .venv, install paywatch, run the demo (local broker + simulated incidents)"
 	@echo "make test   - create/update .venv and run the whole test suite"
-	@echo "make lint   - ruff and mypy"
+	@echo "make lint   - ruff, mypy and the import contract (lint-imports)"
 	@echo "make bench  - throughput / latency / memory benchmark against the local broker"
 	@echo "make nab    - Numenta Anomaly Benchmark score of the metric detector"
 	@echo "make eval   - incident-detection figures on the simulator's incident suite"
@@ -34,9 +34,10 @@ test: venv
 	$(BIN)/python -m pytest
 
 lint: venv
-	$(BIN)/ruff check stream models tests
-	$(BIN)/ruff format --check stream models tests
+	$(BIN)/ruff check stream models tests benchmarks
+	$(BIN)/ruff format --check stream models tests benchmarks
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 bench: venv
 	$(BIN)/python -m benchmarks.bench

@@ -1,1 +1,1 @@
-"""Benchmark and evaluation runners behind ``make bench``, ``make nab`` and ``make eval`` (not shipped)."""
+"""Runners behind ``make bench``, ``make nab`` and ``make eval`` (not shipped)."""

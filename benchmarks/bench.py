@@ -31,13 +31,13 @@ import numpy as np
 import orjson
 from aiokafka import AIOKafkaProducer
 
-from stream.sim.broker import LocalBroker
 from stream.config import Config
 from stream.ingest.decode_pool import default_workers
 from stream.ingest.kafka import EventSource, ensure_topics
-from stream.pipeline import Pipeline, StepResult
-from stream.sim.simulate import Incident, SimConfig, simulate
 from stream.live.worker import BatchTiming, run_worker
+from stream.pipeline import Pipeline, StepResult
+from stream.sim.broker import LocalBroker
+from stream.sim.simulate import Incident, SimConfig, simulate
 
 
 def log(msg: str) -> None:

@@ -20,8 +20,8 @@ from typing import Any
 
 import orjson
 
-from stream.offline.backtest import chunked, replay_batches
 from stream.config import Config, load_config
+from stream.offline.backtest import chunked, replay_batches
 from stream.offline.incidents import GRACE_MS, score_alerts
 from stream.pipeline import Pipeline
 from stream.sim.simulate import SimConfig, default_incident_suite, labels, simulate

@@ -359,7 +359,12 @@ class Config:
 
     def notify_routes(self) -> tuple[list[Any], list[Any]]:
         """Routes and inhibit rules as dispatch objects; errors name the config key."""
-        from stream.alerting.dispatch import DispatchConfigError, Dispatcher, InhibitRule, RouteConfig
+        from stream.alerting.dispatch import (
+            DispatchConfigError,
+            Dispatcher,
+            InhibitRule,
+            RouteConfig,
+        )
 
         routes, rules = [], []
         for i, raw in enumerate(self.notify.routes):

@@ -17,8 +17,8 @@ from stream.alerting.lifecycle import AlertLifecycle
 from stream.config import Config
 from stream.ingest.decode import decode_batch
 from stream.ingest.events import DecodedBatch, Rejected, Source
-from stream.judge.rules import Rule, build_rules
 from stream.ingest.taxonomy import ErrorTaxonomy
+from stream.judge.rules import Rule, build_rules
 from stream.windows.state import ClosedWindow, WindowState
 
 STATE_VERSION = 1

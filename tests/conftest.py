@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from stream.sim.broker import LocalBroker
 from stream.config import Config, config_from_dict
+from stream.sim.broker import LocalBroker
 
 
 @pytest.fixture(scope="session")

@@ -14,19 +14,19 @@ from typing import Any
 import pytest
 import yaml
 
-from stream.cli.main import main as paywatch_main
-from stream.config import Config, ConfigError, config_from_dict
 from stream.alerting.control import ControlReader, publish_control
-from stream.ingest.kafka import KafkaUnavailable
 from stream.alerting.notifications import Notifications
 from stream.alerting.silences import ControlEvent
+from stream.cli.main import main as paywatch_main
+from stream.config import Config, ConfigError, config_from_dict
+from stream.ingest.kafka import KafkaUnavailable
 from tests.servers import closed_port, wait_until  # noqa: F401  (fixture used by name)
 
 NOW = int(time.time() * 1000)
 
 
 def record(status: str, series: dict[str, str], started: int, **kw: Any) -> dict[str, Any]:
-    from stream.alerting.lifecycle import alert_id, fingerprint
+    from stream.judge.judgement import alert_id, fingerprint
 
     fp = fingerprint("system_error_rate", series)
     return {

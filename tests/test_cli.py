@@ -9,7 +9,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from stream.alerting.lifecycle import alert_id, fingerprint
+from stream.judge.judgement import alert_id, fingerprint
 from tests.traffic import OUTAGE, T0, traffic
 
 ALERT_FIELDS = {

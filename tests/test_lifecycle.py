@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from stream.alerting.lifecycle import AlertLifecycle, Judgement
+from stream.alerting.lifecycle import AlertLifecycle
+from stream.judge.judgement import Judgement
 
 S = {"provider": "alipay"}
 

@@ -22,13 +22,13 @@ from typing import Any
 
 import yaml
 
+from stream.alerting.history import AlertHistory
+from stream.alerting.notifications import InOrderThread, Notifications
 from stream.cli.main import main as paywatch_main
 from stream.config import Config
-from stream.alerting.history import AlertHistory
 from stream.ingest.kafka import ensure_topics
-from stream.alerting.notifications import InOrderThread, Notifications
-from stream.sim.produce import produce_events
 from stream.live.worker import run_worker
+from stream.sim.produce import produce_events
 from tests.servers import (  # noqa: F401  (fixtures are used by name)
     RobotServer,
     SmtpServer,

@@ -8,11 +8,11 @@ from typing import Any
 
 import orjson
 
-from stream.offline.backtest import backtest_events
 from stream.config import Config
 from stream.ingest.kafka import ensure_topics
-from stream.sim.produce import produce_events
 from stream.live.worker import run_worker
+from stream.offline.backtest import backtest_events
+from stream.sim.produce import produce_events
 from tests.test_labels import paywatch
 from tests.test_worker_kafka import read_all
 from tests.traffic import OUTAGE, T0, traffic

@@ -14,9 +14,9 @@ from typing import Any
 import pytest
 
 from models.metric import DEFAULT_THRESHOLD
-from stream.offline.backtest import SeriesRecorder, replay_alerts
-from stream.config import Config
 from stream.alerting.history import AlertHistory
+from stream.config import Config
+from stream.offline.backtest import SeriesRecorder, replay_alerts
 from stream.pipeline import Pipeline
 from tests.test_labels import paywatch, sim_files  # noqa: F401 - shared session fixture
 

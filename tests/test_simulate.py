@@ -29,6 +29,7 @@ from stream.ingest.events import (
     SYSTEM_ERROR_CLASSES,
     Source,
 )
+from stream.ingest.taxonomy import ErrorTaxonomy
 from stream.sim.simulate import (
     INCIDENT_KINDS,
     Incident,
@@ -43,7 +44,6 @@ from stream.sim.simulate import (
     write_jsonl,
     write_labels,
 )
-from stream.ingest.taxonomy import ErrorTaxonomy
 
 Event = dict[str, Any]
 SUITE_S = 3600.0

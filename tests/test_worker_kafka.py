@@ -9,11 +9,11 @@ from typing import Any
 import orjson
 from aiokafka import AIOKafkaConsumer
 
-from stream.sim.broker import free_port
 from stream.config import Config
 from stream.ingest.kafka import ensure_topics
-from stream.sim.produce import produce_events
 from stream.live.worker import run_worker
+from stream.sim.broker import free_port
+from stream.sim.produce import produce_events
 from tests.traffic import OUTAGE, T0, traffic
 
 

@@ -22,9 +22,9 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
+from stream.alerting.silences import ControlEvent
 from stream.config import KafkaConfig
 from stream.ingest.kafka import KafkaUnavailable, ensure_topics, start_client
-from stream.alerting.silences import ControlEvent
 
 log = logging.getLogger("paywatch.control")
 

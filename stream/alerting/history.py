@@ -278,7 +278,7 @@ class AlertHistory:
         return True
 
     def record_notification(self, message: Any, ts_ms: int, kind: str = "notify") -> int:
-        """Store a message handed to delivery (``stream.alerting.delivery.Message``); returns its id."""
+        """Store a message handed to delivery (a ``delivery.Message``); returns its id."""
         ids = [str(i) for i in message.alert_ids]
         with self._tx() as db:
             cur = db.execute(
@@ -307,7 +307,7 @@ class AlertHistory:
         return nid
 
     def record_delivery(self, audit: Any = None, /, **fields: Any) -> int:
-        """Store one delivery attempt: a ``stream.alerting.delivery.DeliveryAttempt`` (usable directly
+        """Store one delivery attempt: a ``delivery.DeliveryAttempt`` (usable directly
         as ``Deliverer(on_attempt=history.record_delivery)``) or the same fields as keywords:
         ts_ms, route, channel, alert_ids, attempt, ok, error.  The channel is masked again."""
         if audit is not None:

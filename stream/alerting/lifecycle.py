@@ -2,59 +2,18 @@
 
 A series must be anomalous for ``for_windows`` consecutive windows before it
 fires, and quiet for ``keep_firing_for_windows`` before it resolves, so one odd
-window neither pages nor flaps.  Identifiers are pure functions of the input:
-``fingerprint`` of (rule, series) and ``alert_id`` of (fingerprint, start of the
-episode), so a replay of the same stream gives the same ids as the live run.
+window neither pages nor flaps.  Ids come from :mod:`stream.judge.judgement`, so a
+replay of the same stream gives the same ids as the live run.
 """
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-import orjson
-
-SEVERITY_RANK = {"info": 0, "warning": 1, "critical": 2}
-
-
-def fingerprint(rule: str, series: dict[str, str]) -> str:
-    """Stable id of one (rule, series).
-
-    >>> fingerprint("system_error_rate", {"provider": "alipay"})
-    '3eb195dcc5db55fc'
-    """
-    blob = orjson.dumps([rule, series], option=orjson.OPT_SORT_KEYS)
-    return hashlib.sha256(blob).hexdigest()[:16]
-
-
-def alert_id(fp: str, started_at: int) -> str:
-    """Stable id of one episode of a (rule, series)."""
-    return hashlib.sha256(f"{fp}:{started_at}".encode()).hexdigest()[:20]
-
-
-@dataclass(slots=True)
-class Judgement:
-    """A detector's verdict on one series in one closed window."""
-
-    rule: str
-    signal: str
-    series: dict[str, str]
-    window_start: int
-    window_end: int
-    score: float
-    anomalous: bool
-    severity: str
-    value: float
-    expected: float
-    summary: str
-    volume: int = 0
-    hints: list[dict[str, Any]] = field(default_factory=list)
-
-    @property
-    def fingerprint(self) -> str:
-        return fingerprint(self.rule, self.series)
+from stream.judge.judgement import Judgement, alert_id, severity_rank
+from stream.series import series_labels
 
 
 @dataclass(slots=True)
@@ -125,7 +84,7 @@ class AlertLifecycle:
                     ep.severity = j.severity
                     ep.alert_id = alert_id(fp, ep.started_at)
                     records.append(self._record(ep, fp, "firing", j, detected_at(window_end)))
-                elif ep.firing and SEVERITY_RANK[j.severity] > SEVERITY_RANK[ep.severity]:
+                elif ep.firing and severity_rank(j.severity) > severity_rank(ep.severity):
                     # Escalation is news for the on-call: re-announce with the new severity.
                     ep.severity = j.severity
                     records.append(self._record(ep, fp, "firing", j, detected_at(window_end)))
@@ -167,10 +126,10 @@ class AlertLifecycle:
         duration_s = (ep.last_anomalous_end - ep.started_at) // 1000
         if status == "resolved":
             summary = f"RESOLVED after {duration_s}s: " + (
-                j.summary if j else _series_text(ep.series)
+                j.summary if j else series_labels(ep.series)
             )
         else:
-            summary = j.summary if j else _series_text(ep.series)
+            summary = j.summary if j else series_labels(ep.series)
         return {
             "schema_version": 1,
             "alert_id": ep.alert_id,
@@ -190,7 +149,3 @@ class AlertLifecycle:
             "summary": summary,
             "hints": list(j.hints) if j else [],
         }
-
-
-def _series_text(series: dict[str, str]) -> str:
-    return " ".join(f"{k}={v}" for k, v in series.items())

@@ -23,11 +23,11 @@ from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from stream.config import Config, ConfigError
 from stream.alerting.delivery import Deliverer, DeliveryAttempt, Message
 from stream.alerting.dispatch import Dispatcher, route_targets
 from stream.alerting.history import AlertHistory, HistoryError, default_path
 from stream.alerting.silences import ControlEvent, ControlEventError, SilenceSet
+from stream.config import Config, ConfigError
 
 log = logging.getLogger("paywatch.notify")
 

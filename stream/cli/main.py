@@ -703,9 +703,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         stream=sys.stderr,
     )
     logging.getLogger("aiokafka").setLevel(logging.WARNING if args.verbose else logging.CRITICAL)
-    from stream.sim.broker import BrokerError
     from stream.config import ConfigError
     from stream.ingest.kafka import KafkaUnavailable
+    from stream.sim.broker import BrokerError
 
     try:
         return VERBS[args.verb](args)

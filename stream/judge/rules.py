@@ -39,8 +39,8 @@ from models.detectors import (
 )
 from models.error_rate import ErrorRateThreshold
 from models.metric import MetricDetector
-from stream.alerting.lifecycle import Judgement, fingerprint
 from stream.config import Config
+from stream.judge.judgement import Judgement, fingerprint
 from stream.windows.state import (
     COL,
     CONFIG_ERROR_COLS,

@@ -23,12 +23,12 @@ from typing import Any
 
 from aiokafka import TopicPartition
 
-from stream.config import Config, KafkaConfig
 from stream.alerting.control import ControlReader
+from stream.alerting.notifications import InOrderThread, Notifications
+from stream.config import Config, KafkaConfig
 from stream.ingest.decode_pool import DecodePool, OrderedDecoder, default_workers
 from stream.ingest.kafka import Batch, EventSource, Publisher, ensure_topics
 from stream.live.prometheus import WorkerMetrics
-from stream.alerting.notifications import InOrderThread, Notifications
 from stream.pipeline import Pipeline, PipelineStats, StepResult
 
 log = logging.getLogger("paywatch.worker")

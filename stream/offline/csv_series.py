@@ -19,7 +19,7 @@ import numpy as np
 import orjson
 
 from models.metric import DEFAULT_THRESHOLD, MetricDetector
-from stream.alerting.lifecycle import alert_id, fingerprint
+from stream.judge.judgement import alert_id, fingerprint
 
 RULE = "metric_anomaly"
 SIGNAL = "metric"

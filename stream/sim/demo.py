@@ -17,13 +17,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from stream.sim.broker import LocalBroker
-from stream.config import Config
 from stream.alerting.console import ConsoleNotifier
+from stream.config import Config
 from stream.ingest.kafka import ensure_topics
+from stream.live.worker import run_worker
+from stream.sim.broker import LocalBroker
 from stream.sim.produce import produce_events
 from stream.sim.simulate import Incident, SimConfig, simulate
-from stream.live.worker import run_worker
 
 SPEED = 10.0  # simulated seconds per wall second
 STARTUP_S = 6.0  # broker start + consumer group join, before traffic shows up in windows

@@ -43,7 +43,6 @@ from itertools import repeat
 
 import numpy as np
 
-from stream.windows import histogram
 from stream.ingest.events import (
     ACK_INDEX,
     CONFIG_ERROR_CLASSES,
@@ -55,6 +54,7 @@ from stream.ingest.events import (
     MetricColumns,
     NotificationColumns,
 )
+from stream.windows import histogram
 
 CALL_COLUMNS: tuple[str, ...] = (
     "volume",

@@ -1,0 +1,44 @@
+"""A series names one combination of dimension values, e.g. ``{provider: alipay}``.
+
+The three ways paywatch writes one, each defined once here:
+
+>>> s = {"provider": "alipay", "operation": "create_payment"}
+>>> series_key(s)
+(('operation', 'create_payment'), ('provider', 'alipay'))
+>>> series_text(s)
+'alipay/create_payment'
+>>> series_labels(s)
+'provider=alipay operation=create_payment'
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+SeriesKey = tuple[tuple[str, str], ...]
+
+
+def series_key(series: Mapping[str, str]) -> SeriesKey:
+    """Order-free identity of a series (a dict key, comparable across sources)."""
+    return tuple(sorted(series.items()))
+
+
+def series_text(series: Mapping[str, str]) -> str:
+    """Compact value path for one-line summaries (dimension order as the level lists them)."""
+    return "/".join(series.values())
+
+
+def series_labels(series: Mapping[str, str]) -> str:
+    """``key=value`` pairs, for where the dimension names matter."""
+    return " ".join(f"{k}={v}" for k, v in series.items())
+
+
+def is_beneath(child: Mapping[str, str], parent: Mapping[str, str]) -> bool:
+    """True when ``child`` is a finer series inside ``parent`` (it has all of parent's values).
+
+    >>> is_beneath({"provider": "alipay", "merchant_id": "m1"}, {"provider": "alipay"})
+    True
+    >>> is_beneath({"provider": "alipay"}, {"provider": "alipay"})
+    False
+    """
+    return len(child) > len(parent) and all(child.get(k) == v for k, v in parent.items())
