@@ -22,7 +22,7 @@ import orjson
 
 from stream.config import Config, load_config
 from stream.offline.backtest import chunked, replay_batches
-from stream.offline.incidents import GRACE_MS, score_alerts
+from models.incidents import GRACE_MS, score_alerts
 from stream.pipeline import Pipeline
 from stream.sim.simulate import SimConfig, default_incident_suite, labels, simulate
 
@@ -40,7 +40,7 @@ def replay(cfg: Config, sim: SimConfig) -> list[dict[str, Any]]:
     """Alert records of the pipeline over the simulated stream (offline, event time)."""
     values = (orjson.dumps(ev, option=orjson.OPT_SERIALIZE_NUMPY) for ev in simulate(sim))
     steps = replay_batches(Pipeline(cfg), chunked(enumerate(values), "sim", cfg.kafka.max_batch))
-    return [rec for step in steps for rec in step.alerts]
+    return [rec.to_dict() for step in steps for rec in step.alerts]
 
 
 def evaluate_seed(cfg: Config, seed: int, hours: float) -> SeedResult:

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from stream.alerting.lifecycle import AlertLifecycle
+from stream.alerting.record import AlertRecord
 from stream.config import Config
 from stream.ingest.decode import decode_batch
 from stream.ingest.events import DecodedBatch, Rejected, Source
@@ -39,7 +40,7 @@ class PipelineStats:
 
 @dataclass
 class StepResult:
-    alerts: list[dict[str, Any]] = field(default_factory=list)
+    alerts: list[AlertRecord] = field(default_factory=list)
     rejected: list[Rejected] = field(default_factory=list)
     closed: list[ClosedWindow] = field(default_factory=list)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from stream.alerting.lifecycle import AlertLifecycle
+from stream.alerting.record import AlertRecord
 from stream.judge.judgement import Judgement
 
 S = {"provider": "alipay"}
@@ -24,7 +25,7 @@ def judge(start: int, anomalous: bool, severity: str = "warning") -> Judgement:
     )
 
 
-def run(life: AlertLifecycle, pattern: str) -> list[dict]:
+def run(life: AlertLifecycle, pattern: str) -> list[AlertRecord]:
     out = []
     for i, ch in enumerate(pattern):
         out += life.observe(i * 10_000 + 10_000, [judge(i * 10_000, ch == "x")], lambda end: end)
@@ -37,20 +38,20 @@ def test_one_odd_window_does_not_fire_when_for_is_two() -> None:
 
 def test_fires_after_for_and_resolves_after_quiet_windows() -> None:
     recs = run(AlertLifecycle(for_windows=2, keep_firing_for_windows=3), "..xxx.x....")
-    assert [r["status"] for r in recs] == ["firing", "resolved"]
+    assert [r.status for r in recs] == ["firing", "resolved"]
     firing, resolved = recs
-    assert firing["started_at"] == 20_000 and firing["window_end"] == 40_000
+    assert firing.started_at == 20_000 and firing.window_end == 40_000
     # The quiet window between two anomalous ones does not end the episode (no flapping).
-    assert resolved["resolved_at"] == 70_000 and resolved["alert_id"] == firing["alert_id"]
-    assert resolved["summary"].startswith("RESOLVED after 50s")
+    assert resolved.resolved_at == 70_000 and resolved.alert_id == firing.alert_id
+    assert resolved.summary.startswith("RESOLVED after 50s")
 
 
 def test_ids_are_stable_across_runs_and_new_per_episode() -> None:
     a = run(AlertLifecycle(), "xx....xx....")
     b = run(AlertLifecycle(), "xx....xx....")
-    assert [r["alert_id"] for r in a] == [r["alert_id"] for r in b]
-    assert a[0]["alert_id"] != a[2]["alert_id"]
-    assert len({r["fingerprint"] for r in a}) == 1
+    assert [r.alert_id for r in a] == [r.alert_id for r in b]
+    assert a[0].alert_id != a[2].alert_id
+    assert len({r.fingerprint for r in a}) == 1
 
 
 def test_escalation_to_critical_is_announced_once() -> None:
@@ -58,7 +59,7 @@ def test_escalation_to_critical_is_announced_once() -> None:
     recs = life.observe(10, [judge(0, True)], lambda e: e)
     recs += life.observe(20, [judge(10, True, "critical")], lambda e: e)
     recs += life.observe(30, [judge(20, True, "critical")], lambda e: e)
-    assert [(r["status"], r["severity"]) for r in recs] == [
+    assert [(r.status, r.severity) for r in recs] == [
         ("firing", "warning"),
         ("firing", "critical"),
     ]
@@ -69,4 +70,4 @@ def test_a_series_that_stops_being_judged_counts_as_quiet() -> None:
     life.observe(10, [judge(0, True)], lambda e: e)
     assert life.observe(20, [], lambda e: e) == []
     (rec,) = life.observe(30, [], lambda e: e)
-    assert rec["status"] == "resolved" and rec["window_end"] == 30
+    assert rec.status == "resolved" and rec.window_end == 30

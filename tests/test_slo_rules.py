@@ -5,6 +5,7 @@ from __future__ import annotations
 import orjson
 import pytest
 
+from stream.alerting.record import AlertRecord
 from stream.config import ConfigError, config_from_dict
 from stream.ingest.events import SourceColumns
 from stream.pipeline import Pipeline
@@ -20,7 +21,7 @@ SLO = {
 }
 
 
-def run(cfg: dict) -> list[dict]:
+def run(cfg: dict) -> list[AlertRecord]:
     pipeline = Pipeline(config_from_dict(cfg))
     values: list[bytes | None] = [orjson.dumps(e) for e in traffic()]
     out = pipeline.process(
@@ -30,13 +31,13 @@ def run(cfg: dict) -> list[dict]:
 
 
 def test_success_rate_slo_pages_critical_for_the_outage_only() -> None:
-    alerts = [a for a in run({"detectors": {"slos": [SLO]}}) if a["rule"] == "success_slo"]
-    assert [(a["status"], a["series"], a["severity"]) for a in alerts] == [
+    alerts = [a for a in run({"detectors": {"slos": [SLO]}}) if a.rule == "success_slo"]
+    assert [(a.status, a.series, a.severity) for a in alerts] == [
         ("firing", {"provider": "alipay"}, "critical"),
         ("resolved", {"provider": "alipay"}, "critical"),
     ]
-    assert alerts[0]["started_at"] == T0 + OUTAGE[0]
-    assert "success/volume" in alerts[0]["summary"] and alerts[0]["signal"] == "slo"
+    assert alerts[0].started_at == T0 + OUTAGE[0]
+    assert "success/volume" in alerts[0].summary and alerts[0].signal == "slo"
 
 
 @pytest.mark.parametrize(

@@ -9,6 +9,7 @@ from typing import Any
 import orjson
 from aiokafka import AIOKafkaConsumer
 
+from stream.alerting.record import AlertRecord
 from stream.config import Config
 from stream.ingest.kafka import ensure_topics
 from stream.live.worker import run_worker
@@ -65,7 +66,7 @@ async def test_outage_produces_alerts_and_bad_records_go_to_dlq(kafka_config: Co
     await produce_events(events, k.bootstrap_servers, k.events_topic)
 
     stop = asyncio.Event()
-    seen: list[dict[str, Any]] = []
+    seen: list[AlertRecord] = []
     kafka_config.metrics.port = free_port()
     worker = asyncio.create_task(run_worker(kafka_config, stop, [seen.extend]))
     try:
@@ -99,7 +100,8 @@ async def test_outage_produces_alerts_and_bad_records_go_to_dlq(kafka_config: Co
     assert 0.4 < firing["value"] < 0.6 and 0.5 <= firing["score"] <= 1
     # Nothing but alipay ever alerts: the healthy providers stay quiet.
     assert {a["series"]["provider"] for a in alerts} == {"alipay"}
-    assert seen == alerts[: len(seen)]  # notifier saw what the topic got, in order
+    # The notifier saw what the topic got, in order.
+    assert [r.to_dict() for r in seen] == alerts[: len(seen)]
 
     reasons = {d["reason"] for d in dlq}
     assert len(dlq) == 2

@@ -10,7 +10,10 @@ from __future__ import annotations
 import sys
 from collections import Counter
 from datetime import UTC, datetime
-from typing import Any, TextIO
+from typing import TextIO
+
+from stream.alerting.record import AlertRecord
+from stream.series import is_beneath, series_text
 
 _COLORS = {
     "critical": "\033[1;31m",
@@ -23,10 +26,6 @@ _RESET = "\033[0m"
 
 def _hms(ms: int) -> str:
     return datetime.fromtimestamp(ms / 1000, tz=UTC).strftime("%H:%M:%S")
-
-
-def _is_beneath(child: dict[str, str], parent: dict[str, str]) -> bool:
-    return len(child) > len(parent) and all(child.get(k) == v for k, v in parent.items())
 
 
 class ConsoleNotifier:
@@ -43,17 +42,17 @@ class ConsoleNotifier:
     def _paint(self, key: str, text: str) -> str:
         return f"{_COLORS[key]}{text}{_RESET}" if self.color else text
 
-    def notify(self, records: list[dict[str, Any]]) -> None:
+    def notify(self, records: list[AlertRecord]) -> None:
         folded_now: list[str] = []
         # Broader series first so a provider alert is shown before those beneath it.
-        for rec in sorted(records, key=lambda r: (r["window_end"], len(r["series"]))):
-            fp = rec["fingerprint"]
-            if rec["status"] == "firing":
+        for rec in sorted(records, key=lambda r: (r.window_end, len(r.series))):
+            fp = rec.fingerprint
+            if rec.status == "firing":
                 parent = next(
                     (
                         pfp
                         for pfp, (rule, s) in self.shown.items()
-                        if rule == rec["rule"] and _is_beneath(rec["series"], s)
+                        if rule == rec.rule and is_beneath(rec.series, s)
                     ),
                     None,
                 )
@@ -63,7 +62,7 @@ class ConsoleNotifier:
                         folded_now.append(parent)
                     self.fold_counts[parent] += 1
                     continue
-                self.shown[fp] = (rec["rule"], rec["series"])
+                self.shown[fp] = (rec.rule, rec.series)
                 self.fired += 1
                 self._line(rec)
             else:
@@ -74,29 +73,29 @@ class ConsoleNotifier:
                     self._line(rec, folded=self.fold_counts.pop(fp, 0))
         for parent in folded_now:
             _, series = self.shown[parent]
-            where = "/".join(series.values())
+            where = series_text(series)
             print(
                 f"           └─ series beneath {where} are affected too (folded into this alert)",
                 file=self.out,
             )
         self.out.flush()
 
-    def _line(self, rec: dict[str, Any], folded: int = 0) -> None:
-        if rec["status"] == "firing":
-            tag = self._paint(rec["severity"], f"FIRING   {rec['severity']:<8}")
-            since = f"since {_hms(rec['started_at'])}"
+    def _line(self, rec: AlertRecord, folded: int = 0) -> None:
+        if rec.status == "firing":
+            tag = self._paint(rec.severity, f"FIRING   {rec.severity:<8}")
+            since = f"since {_hms(rec.started_at)}"
         else:
             tag = self._paint("resolved", "RESOLVED         ")
-            since = f"{_hms(rec['started_at'])}–{_hms(rec['resolved_at'] or rec['window_end'])}"
+            since = f"{_hms(rec.started_at)}–{_hms(rec.resolved_at or rec.window_end)}"
         hints = ""
-        if rec.get("hints"):
+        if rec.hints:
             hints = "  hints: " + ", ".join(
-                f"{h['dimension']}={h['value']} ({h['share']:.0%})" for h in rec["hints"]
+                f"{h['dimension']}={h['value']} ({h['share']:.0%})" for h in rec.hints
             )
         if folded:
             hints += f"  ({folded} series beneath were folded into it)"
         # Event time of the window that produced the record: what the on-call correlates with.
         print(
-            f"[{_hms(rec['window_end'])}] {tag} {rec['rule']}  {rec['summary']}  ({since}){hints}",
+            f"[{_hms(rec.window_end)}] {tag} {rec.rule}  {rec.summary}  ({since}){hints}",
             file=self.out,
         )

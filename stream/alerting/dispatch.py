@@ -30,6 +30,7 @@ from itertools import combinations
 from typing import TYPE_CHECKING, Any
 
 from stream.alerting.delivery import Channel, Message, RouteTargets
+from stream.alerting.record import AlertRecord
 from stream.alerting.silences import ControlEvent, Silence, SilenceSet, alert_labels
 from stream.alerting.templates import FORMATS, LANGUAGES, Kind, render
 
@@ -284,13 +285,13 @@ class Dispatcher:
 
     # -- inputs -----------------------------------------------------------------------
 
-    def on_alert(self, record: Mapping[str, Any], now_ms: int) -> bool:
+    def on_alert(self, record: AlertRecord | Mapping[str, Any], now_ms: int) -> bool:
         """Take one alert v1 record; False when it is a duplicate or stale (ignored).
 
         The record goes to history even when muted; messages come out of ``tick``.
         """
         self._advance(now_ms)
-        rec = dict(record)
+        rec = record.to_dict() if isinstance(record, AlertRecord) else dict(record)
         for key in ("alert_id", "fingerprint", "status", "series", "rule"):
             if key not in rec:
                 raise ValueError(f"alert record lacks {key!r}")

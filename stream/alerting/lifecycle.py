@@ -12,6 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from stream.alerting.record import AlertRecord
 from stream.judge.judgement import Judgement, alert_id, severity_rank
 from stream.series import series_labels
 
@@ -61,12 +62,12 @@ class AlertLifecycle:
         window_end: int,
         judgements: list[Judgement],
         detected_at: Callable[[int], int],
-    ) -> list[dict[str, Any]]:
+    ) -> list[AlertRecord]:
         """Apply one window's judgements; series with an episode but no judgement count as quiet.
 
         ``detected_at(window_end)`` gives the record's wall-clock time (event time offline).
         """
-        records: list[dict[str, Any]] = []
+        records: list[AlertRecord] = []
         seen: set[str] = set()
         for j in judgements:
             fp = j.fingerprint
@@ -101,7 +102,7 @@ class AlertLifecycle:
         j: Judgement | None,
         window_end: int,
         detected_at: Callable[[int], int],
-    ) -> list[dict[str, Any]]:
+    ) -> list[AlertRecord]:
         if not ep.firing:
             # A pending episode that does not persist was noise: forget it silently.
             del self.episodes[fp]
@@ -111,7 +112,7 @@ class AlertLifecycle:
             return []
         del self.episodes[fp]
         rec = self._record(ep, fp, "resolved", j, detected_at(window_end), window_end=window_end)
-        rec["resolved_at"] = ep.last_anomalous_end
+        rec.resolved_at = ep.last_anomalous_end
         return [rec]
 
     @staticmethod
@@ -122,7 +123,7 @@ class AlertLifecycle:
         j: Judgement | None,
         detected_at: int,
         window_end: int | None = None,
-    ) -> dict[str, Any]:
+    ) -> AlertRecord:
         duration_s = (ep.last_anomalous_end - ep.started_at) // 1000
         if status == "resolved":
             summary = f"RESOLVED after {duration_s}s: " + (
@@ -130,22 +131,21 @@ class AlertLifecycle:
             )
         else:
             summary = j.summary if j else series_labels(ep.series)
-        return {
-            "schema_version": 1,
-            "alert_id": ep.alert_id,
-            "fingerprint": fp,
-            "status": status,
-            "severity": ep.severity,
-            "rule": ep.rule,
-            "signal": ep.signal,
-            "series": ep.series,
-            "started_at": ep.started_at,
-            "resolved_at": None,
-            "window_end": j.window_end if j else (window_end if window_end is not None else 0),
-            "detected_at": detected_at,
-            "value": float(j.value) if j else 0.0,
-            "expected": float(j.expected) if j else 0.0,
-            "score": float(j.score) if j else 0.0,
-            "summary": summary,
-            "hints": list(j.hints) if j else [],
-        }
+        return AlertRecord(
+            alert_id=ep.alert_id,
+            fingerprint=fp,
+            status=status,
+            severity=ep.severity,
+            rule=ep.rule,
+            signal=ep.signal,
+            series=ep.series,
+            started_at=ep.started_at,
+            resolved_at=None,
+            window_end=j.window_end if j else (window_end if window_end is not None else 0),
+            detected_at=detected_at,
+            value=float(j.value) if j else 0.0,
+            expected=float(j.expected) if j else 0.0,
+            score=float(j.score) if j else 0.0,
+            summary=summary,
+            hints=list(j.hints) if j else [],
+        )

@@ -19,13 +19,14 @@ import asyncio
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from stream.alerting.delivery import Deliverer, DeliveryAttempt, Message
 from stream.alerting.dispatch import Dispatcher, route_targets
 from stream.alerting.history import AlertHistory, HistoryError, default_path
+from stream.alerting.record import AlertRecord
 from stream.alerting.silences import ControlEvent, ControlEventError, SilenceSet
 from stream.config import Config, ConfigError
 
@@ -106,13 +107,13 @@ class Notifications:
         await self.deliverer.start()
         self._started = True
 
-    def on_alerts(self, records: Iterable[Mapping[str, Any]], now_ms: int) -> None:
+    def on_alerts(self, records: Iterable[AlertRecord], now_ms: int) -> None:
         """Take a batch's alert records (already published); never raises."""
         for rec in records:
             try:
                 self.dispatcher.on_alert(rec, now_ms)
             except Exception as exc:  # one odd record or a history hiccup must not stop the worker
-                log.error("alert %s not taken for notification: %s", rec.get("alert_id"), exc)
+                log.error("alert %s not taken for notification: %s", rec.alert_id, exc)
 
     def tick(self, now_ms: int) -> list[Message]:
         """Queue the messages that became due; returns them (for logs and tests)."""
@@ -200,7 +201,7 @@ class InOrderThread:
         except Exception:  # the wrapped methods catch their own errors; this is a bug guard
             log.exception("notification work failed")
 
-    def on_alerts(self, records: Iterable[Mapping[str, Any]], now_ms: int) -> None:
+    def on_alerts(self, records: Iterable[AlertRecord], now_ms: int) -> None:
         self._call(self.notifications.on_alerts, list(records), now_ms)
 
     def apply_control(self, raw: bytes | str | None, now_ms: int) -> None:

@@ -25,6 +25,7 @@ from aiokafka import TopicPartition
 
 from stream.alerting.control import ControlReader
 from stream.alerting.notifications import InOrderThread, Notifications
+from stream.alerting.record import AlertRecord
 from stream.config import Config, KafkaConfig
 from stream.ingest.decode_pool import DecodePool, OrderedDecoder, default_workers
 from stream.ingest.kafka import Batch, EventSource, Publisher, ensure_topics
@@ -33,7 +34,7 @@ from stream.pipeline import Pipeline, PipelineStats, StepResult
 
 log = logging.getLogger("paywatch.worker")
 
-AlertSink = Callable[[list[dict[str, Any]]], None]
+AlertSink = Callable[[list[AlertRecord]], None]
 
 
 @dataclass(frozen=True)
@@ -158,11 +159,12 @@ async def _consume(
     async def finish(
         result: StepResult, batch: Batch, now: int, received: float, started: float
     ) -> None:
-        await publisher.publish(result.alerts, result.rejected)
+        wire = [rec.to_dict() for rec in result.alerts]  # alert v1 JSON objects
+        await publisher.publish(wire, result.rejected)
         acked = time.perf_counter()
         if metrics is not None:
             latency = acked - started if result.closed else None
-            metrics.observe(pipeline.state.stats, result.rejected, result.alerts, latency)
+            metrics.observe(pipeline.state.stats, result.rejected, wire, latency)
         if observe is not None:
             observe(result, BatchTiming(len(batch.values), received, started, acked))
         source.commit_soon(batch.offsets)

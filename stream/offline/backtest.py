@@ -127,11 +127,12 @@ def backtest_events(
                 first = min(w.start_ms for w in result.closed)
                 first_ms = first if first_ms is None else min(first_ms, first)
                 last_ms = max(last_ms or 0, max(w.end_ms for w in result.closed))
+            wire = [rec.to_dict() for rec in result.alerts]  # alert v1 JSON objects
             if out is not None:
-                for rec in result.alerts:
-                    out.write(orjson.dumps(rec) + b"\n")
-            if on_alerts is not None and result.alerts:
-                on_alerts(result.alerts)
+                for obj in wire:
+                    out.write(orjson.dumps(obj) + b"\n")
+            if on_alerts is not None and wire:
+                on_alerts(wire)
             n_alerts += len(result.alerts)
 
         for result in replay_batches(pipeline, input_batches(input_path, config.kafka.max_batch)):
