@@ -13,19 +13,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from models.banks import ErrorRateBank, LatencyBank, ThresholdBank, bank_for
-from models.detectors import (
-    CallbackDetector,
-    Combined,
-    ConfigErrorDetector,
-    ErrorRateDetector,
-    GuardedBy,
-    LatencyDetector,
-    StaticSLO,
-    VolumeDetector,
-    VolumeGate,
-)
-from models.error_rate import ErrorRateThreshold
+from models.bank import bank_for
+from models.callbacks import CallbackDetector
+from models.combinators import Combined, GuardedBy, VolumeGate
+from models.error_rate import ConfigErrorDetector, ErrorRateBank, ErrorRateDetector
+from models.latency import LatencyBank, LatencyDetector
+from models.threshold import ErrorRateThreshold, StaticSLO, ThresholdBank
+from models.volume import VolumeDetector
 
 SLOTS = 40
 WINDOWS = 160

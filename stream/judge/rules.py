@@ -20,25 +20,16 @@ from typing import Any, Protocol, cast
 
 import numpy as np
 
-from models.banks import bank_for
-from models.detectors import (
-    FEATURES,
-    CallbackDetector,
-    Combined,
-    ConfigErrorDetector,
-    ErrorRateDetector,
-    GuardedBy,
-    LatencyDetector,
-    LatencyParams,
-    MultivariateDetector,
-    StaticSLO,
-    VolumeDetector,
-    VolumeGate,
-    score_learn,
-    severity,
-)
-from models.error_rate import ErrorRateThreshold
+from models.bank import bank_for
+from models.base import FEATURES, score_learn, severity
+from models.callbacks import CallbackDetector
+from models.combinators import Combined, GuardedBy, VolumeGate
+from models.error_rate import ConfigErrorDetector, ErrorRateDetector
+from models.latency import LatencyDetector, LatencyParams
 from models.metric import MetricDetector
+from models.multivariate import MultivariateDetector
+from models.threshold import ErrorRateThreshold, StaticSLO
+from models.volume import VolumeDetector
 from stream.config import Config
 from stream.judge.judgement import Judgement, fingerprint
 from stream.windows.state import (
