@@ -7,49 +7,36 @@ rotation), are refused (nacks) or acknowledged late: four learned rates, each an
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from models.base import Features
 from models.error_rate import ErrorRateDetector, ErrorRateParams
+
+#: What the callback rates share: per callback received, a 2 % rise can page at all.
+_CALLBACK_RATE = ErrorRateParams(volume_key="callbacks", floor=0.002, min_increase=0.02)
 
 #: Rates a :class:`CallbackDetector` watches: name -> parameters (errors over volume key).
 CALLBACK_DEFAULTS: dict[str, ErrorRateParams] = {
     # Orders whose callback never came, out of orders created.
-    "missing": ErrorRateParams(
-        errors_key="missing_callbacks",
-        volume_key="created",
-        prior_rate=0.001,
-        floor=0.002,
-        cap=0.2,
-        min_increase=0.02,
-        min_windows=30,
-    ),
+    "missing": replace(_CALLBACK_RATE, errors_key="missing_callbacks", volume_key="created"),
     # Signature verification failures: a cert rotation makes a sudden share fail.
-    "verify": ErrorRateParams(
+    "verify": replace(
+        _CALLBACK_RATE,
         errors_key="verify_failures",
-        volume_key="callbacks",
         prior_rate=0.0,
         floor=0.001,
         cap=0.05,
-        min_increase=0.02,
         cusum_ratio=5.0,
-        min_windows=30,
     ),
-    "nacks": ErrorRateParams(
-        errors_key="nacks",
-        volume_key="callbacks",
-        prior_rate=0.001,
-        floor=0.002,
-        cap=0.2,
-        min_increase=0.02,
-        min_windows=30,
-    ),
-    "late_acks": ErrorRateParams(
+    "nacks": replace(_CALLBACK_RATE, errors_key="nacks"),
+    # Late acks: a higher normal rate (0.5 %), and only a 5 % rise can page.
+    "late_acks": replace(
+        _CALLBACK_RATE,
         errors_key="late_acks",
-        volume_key="callbacks",
         prior_rate=0.005,
         floor=0.005,
         cap=0.3,
         min_increase=0.05,
-        min_windows=30,
     ),
 }
 

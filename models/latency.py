@@ -18,7 +18,6 @@ import numpy as np
 from models.bank import (
     Columns,
     StateBank,
-    as_slots,
     column,
     cusum_many,
     decay_many,
@@ -240,8 +239,7 @@ class LatencyBank(StateBank):
 
     def score_learn_many(self, slots: np.ndarray, x: Columns) -> np.ndarray:
         """``score_learn_one`` of every slot's detector on its window (0.0 while not ready)."""
-        slots = as_slots(slots)
-        self._reserve(slots)
+        slots = self._claim(slots)
         m = slots.size
         p = self.params
         # (quantile, slot) arrays
