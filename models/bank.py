@@ -115,6 +115,12 @@ class StateBank:
     def capacity(self) -> int:
         return int(self.n.shape[0])
 
+    def _claim(self, slots: np.ndarray) -> np.ndarray:
+        """``slots`` checked, as an int array, with room for each of them."""
+        slots = as_slots(slots)
+        self._reserve(slots)
+        return slots
+
     def _reserve(self, slots: np.ndarray) -> None:
         if not slots.size:
             return
@@ -201,7 +207,7 @@ def register_twin(kind: type, build: Callable[[Any], Bank | None]) -> None:
     _TWINS[kind] = build
 
 
-def bank_for(make: Callable[[], Any]) -> Bank | None:
+def bank_for(make: Callable[[], Detector]) -> Bank | None:
     """The bank twin of the detectors ``make()`` builds, or None to keep one per series.
 
     Calls ``make()`` once.  Only the exact classes a bank reproduces qualify, and only

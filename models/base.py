@@ -78,23 +78,84 @@ FEATURES = (
 
 @runtime_checkable
 class Detector(Protocol):
-    """What the judge may call on any detector here (and on river anomaly models,
-    which lack ``expected``/``ready``).
+    """river's anomaly-detector protocol: all the judge needs of a detector.
 
+    Every detector here has it, and so has any river anomaly model.  What some
+    detectors offer beyond it is a protocol of its own (:class:`HasBaseline`,
+    :class:`HasColdStart`, :class:`ScoresAndLearns`, :class:`NamesWorst`).
+
+    >>> from river.anomaly import HalfSpaceTrees
     >>> from models.threshold import StaticSLO
     >>> from models.volume import VolumeDetector
-    >>> isinstance(VolumeDetector(), Detector), isinstance(StaticSLO("x", 1, 2), Detector)
-    (True, True)
+    >>> detectors = (VolumeDetector(), StaticSLO("x", 1, 2), HalfSpaceTrees())
+    >>> [isinstance(d, Detector) for d in detectors]
+    [True, True, True]
+    >>> isinstance(HalfSpaceTrees(), HasBaseline), isinstance(VolumeDetector(), HasBaseline)
+    (False, True)
     """
 
-    def learn_one(self, x: Features) -> Any: ...
+    def learn_one(self, x: Features) -> Any: ...  # self here; None in river
 
     def score_one(self, x: Features) -> float: ...
 
+
+@runtime_checkable
+class HasBaseline(Protocol):
+    """A detector with a baseline to show a person: the error rate, p95 or volume it
+    expects of this window.  river models have none (see :func:`expected_of`)."""
+
     def expected(self, x: Features) -> float: ...
+
+
+@runtime_checkable
+class HasColdStart(Protocol):
+    """A detector that must learn before it judges: ``ready`` is False (and scores
+    0.0) until then.  river models have no such flag (see :func:`is_ready`)."""
 
     @property
     def ready(self) -> bool: ...
+
+
+@runtime_checkable
+class ScoresAndLearns(Protocol):
+    """A detector that scores and learns a window with one evaluation (see
+    :func:`score_learn`)."""
+
+    def score_learn_one(self, x: Features) -> float: ...
+
+
+@runtime_checkable
+class NamesWorst(Protocol):
+    """A detector of several signals that names the one scoring highest (for summaries)."""
+
+    def worst(self, x: Features) -> str: ...
+
+
+# The probes below use getattr, not isinstance: a Protocol isinstance check costs
+# microseconds, and the judge asks once per series and window.
+
+
+def is_ready(detector: Detector) -> bool:
+    """``detector.ready`` (:class:`HasColdStart`), True for a model without the flag.
+
+    >>> from river.anomaly import HalfSpaceTrees
+    >>> from models.error_rate import ErrorRateDetector
+    >>> is_ready(ErrorRateDetector()), is_ready(HalfSpaceTrees())
+    (False, True)
+    """
+    return bool(getattr(detector, "ready", True))
+
+
+def expected_of(detector: Detector, x: Features) -> float:
+    """``detector.expected(x)`` (:class:`HasBaseline`), NaN for a model without one.
+
+    >>> from river.anomaly import HalfSpaceTrees
+    >>> from models.threshold import StaticSLO
+    >>> expected_of(StaticSLO("x", 1, 2), {}), expected_of(HalfSpaceTrees(), {})
+    (1.0, nan)
+    """
+    expected = getattr(detector, "expected", None)
+    return math.nan if expected is None else float(expected(x))
 
 
 def feature(x: Features, key: str, default: float = 0.0) -> float:
@@ -166,11 +227,11 @@ def severity(
     return "warning"
 
 
-def score_learn(detector: Any, x: Features) -> float:
+def score_learn(detector: Detector, x: Features) -> float:
     """Score a window, then learn it: what the judge does once per window and series.
 
-    Uses the detector's ``score_learn_one`` (one evaluation instead of two) when it
-    has one, else river's ``score_one`` then ``learn_one``.
+    Uses the detector's ``score_learn_one`` (:class:`ScoresAndLearns`: one evaluation
+    instead of two) when it has one, else river's ``score_one`` then ``learn_one``.
 
     >>> from models.error_rate import ErrorRateDetector
     >>> det = ErrorRateDetector(min_windows=1)
@@ -185,7 +246,7 @@ def score_learn(detector: Any, x: Features) -> float:
     return score
 
 
-D = TypeVar("D")
+D = TypeVar("D", bound=Detector)
 
 
 def warm_start(detector: D, xs: Iterable[Features]) -> D:
@@ -198,7 +259,7 @@ def warm_start(detector: D, xs: Iterable[Features]) -> D:
     >>> det.ready, round(det.expected({}), 4)
     (True, 0.0096)
     """
-    learn = detector.learn_one  # type: ignore[attr-defined]
+    learn = detector.learn_one
     for x in xs:
         learn(x)
     return detector

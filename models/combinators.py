@@ -9,14 +9,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from models.base import Features, feature, score_learn
+from models.base import Detector, Features, expected_of, feature, is_ready, score_learn
 
 
 class Combined:
     """Several detectors on one series, as one: the max of their scores
     (any may page) or, with ``require_all=True``, the min (all must agree).
 
-    ``expected`` comes from the first detector.
+    ``expected`` comes from the first detector (NaN if it has no baseline).
 
     >>> from models.error_rate import ErrorRateDetector
     >>> from models.threshold import StaticSLO
@@ -32,7 +32,7 @@ class Combined:
 
     __slots__ = ("detectors", "require_all")
 
-    def __init__(self, *detectors: Any, require_all: bool = False) -> None:
+    def __init__(self, *detectors: Detector, require_all: bool = False) -> None:
         if not detectors:
             raise ValueError("Combined needs at least one detector")
         self.detectors = list(detectors)
@@ -46,7 +46,7 @@ class Combined:
 
     @property
     def ready(self) -> bool:
-        flags = [getattr(d, "ready", True) for d in self.detectors]
+        flags = [is_ready(d) for d in self.detectors]
         return all(flags) if self.require_all else any(flags)
 
     def components(self, x: Features) -> list[float]:
@@ -67,7 +67,7 @@ class Combined:
         return min(scores) if self.require_all else max(scores)
 
     def expected(self, x: Features) -> float:
-        return float(self.detectors[0].expected(x))
+        return expected_of(self.detectors[0], x)
 
 
 class VolumeGate:
@@ -85,7 +85,7 @@ class VolumeGate:
 
     __slots__ = ("detector", "min_volume", "volume_key")
 
-    def __init__(self, detector: Any, min_volume: float, volume_key: str = "volume") -> None:
+    def __init__(self, detector: Detector, min_volume: float, volume_key: str = "volume") -> None:
         self.detector = detector
         self.min_volume = min_volume
         self.volume_key = volume_key
@@ -98,7 +98,7 @@ class VolumeGate:
 
     @property
     def ready(self) -> bool:
-        return bool(getattr(self.detector, "ready", True))
+        return is_ready(self.detector)
 
     def _open(self, x: Features) -> bool:
         return feature(x, self.volume_key) >= self.min_volume
@@ -115,7 +115,7 @@ class VolumeGate:
         return score if self._open(x) else 0.0
 
     def expected(self, x: Features) -> float:
-        return float(self.detector.expected(x))
+        return expected_of(self.detector, x)
 
 
 class GuardedBy:
@@ -136,7 +136,7 @@ class GuardedBy:
 
     __slots__ = ("detector", "guard")
 
-    def __init__(self, detector: Any, guard: Any) -> None:
+    def __init__(self, detector: Detector, guard: Detector) -> None:
         self.detector = detector
         self.guard = guard
 
@@ -148,7 +148,7 @@ class GuardedBy:
 
     @property
     def ready(self) -> bool:
-        return bool(getattr(self.detector, "ready", True))
+        return is_ready(self.detector)
 
     def score_one(self, x: Features) -> float:
         return float(self.detector.score_one(x))
@@ -164,4 +164,4 @@ class GuardedBy:
         return float(self.detector.score_one(x))
 
     def expected(self, x: Features) -> float:
-        return float(self.detector.expected(x))
+        return expected_of(self.detector, x)

@@ -11,6 +11,8 @@ from collections import deque
 
 import numpy as np
 
+from models.base import Features
+
 # Alert threshold on ``MetricDetector`` scores: just below the 0.5183 that NAB's corpus-wide
 # standard-profile sweep picked (any value in between scores the same on the corpus).
 DEFAULT_THRESHOLD = 0.518
@@ -211,11 +213,11 @@ class MetricDetector:
         self._last = (x, score, raw, nds, z)
         return score, raw, nds, z
 
-    def score_one(self, x: dict) -> float:
+    def score_one(self, x: Features) -> float:
         """Anomaly score of ``x["value"]`` in [0, 1] given what was learnt so far."""
         return self._evaluate(float(x["value"]))[0]
 
-    def learn_one(self, x: dict) -> None:
+    def learn_one(self, x: Features) -> None:
         """Take ``x["value"]`` into the model (``x["timestamp"]`` is accepted and not needed)."""
         v = float(x["value"])
         _, raw, nds, z = self._evaluate(v)

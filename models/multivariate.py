@@ -8,9 +8,9 @@ Heavier than the other families: meant for coarse levels, not as a primary pager
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, cast
 
-from models.base import Features, feature
+from models.base import Detector, Features, feature
 
 
 def window_vector(x: Features) -> dict[str, float]:
@@ -32,13 +32,15 @@ def window_vector(x: Features) -> dict[str, float]:
     return out
 
 
-def _default_multivariate_model(seed: int) -> Any:
+def _default_multivariate_model(seed: int) -> Detector:
     from river import anomaly, compose, preprocessing
 
-    return compose.Pipeline(
+    model = compose.Pipeline(
         preprocessing.MinMaxScaler(),
         anomaly.HalfSpaceTrees(n_trees=10, height=8, window_size=250, seed=seed),
     )
+    # river annotates x as a dict; it only reads it as a mapping, as the protocol says.
+    return cast(Detector, model)
 
 
 class MultivariateDetector:
@@ -73,7 +75,7 @@ class MultivariateDetector:
 
     def __init__(
         self,
-        model: Any = None,
+        model: Detector | None = None,
         *,
         quantile: float = 0.999,
         min_windows: int = 500,
