@@ -10,7 +10,8 @@ import pytest
 
 from stream.ingest.decode import decode_batch
 from stream.ingest.events import Source
-from stream.windows.state import COL, ClosedWindow, WindowState
+from stream.windows.columns import COL
+from stream.windows.state import ClosedWindow, WindowState
 
 T0 = 1_767_225_600_000
 

@@ -10,7 +10,9 @@ import orjson
 
 from stream.ingest.decode import decode_batch
 from stream.ingest.events import Source
-from stream.windows.state import COL, ClosedWindow, WindowState, _unique_rows
+from stream.windows.arrays import unique_rows
+from stream.windows.columns import COL
+from stream.windows.state import ClosedWindow, WindowState
 from tests.test_windows import T0, call, created, note
 
 P, PO, POM = ("provider",), ("provider", "operation"), ("provider", "operation", "merchant_id")
@@ -206,7 +208,7 @@ def test_distinct_rows_stay_exact_when_codes_are_too_many_to_pack_in_an_int64() 
     rng = np.random.default_rng(0)
     big = 2**22 - 2  # with 2**22 strings, 3 columns span 2**66 combinations
     cols = [rng.choice([-1, 0, 3, big], 300).astype(np.int32) for _ in range(3)]
-    first, inv = _unique_rows(cols, 2**22)
+    first, inv = unique_rows(cols, 2**22)
     rows = list(zip(*[c.tolist() for c in cols], strict=True))
     assert [rows[f] for f in first.tolist()] == sorted(set(rows))
     assert all(rows[first[i]] == r for i, r in zip(inv.tolist(), rows, strict=True))

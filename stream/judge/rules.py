@@ -32,17 +32,9 @@ from models.threshold import ErrorRateThreshold, StaticSLO
 from models.volume import VolumeDetector
 from stream.config import Config
 from stream.judge.judgement import Judgement, fingerprint
-from stream.windows.state import (
-    COL,
-    CONFIG_ERROR_COLS,
-    METRIC_LEVEL,
-    SYSTEM_ERROR_COLS,
-    ClosedWindow,
-    Dims,
-    SeriesKey,
-    SeriesRegistry,
-    WindowState,
-)
+from stream.windows.columns import COL, CONFIG_ERROR_COLS, SYSTEM_ERROR_COLS
+from stream.windows.registry import Dims, RegistryKey, SeriesRegistry
+from stream.windows.state import METRIC_LEVEL, ClosedWindow, WindowState
 
 CALL_FEATURES = ("volume", "success", "pending", "failure", "unknown")
 # The callback features, as the detectors name them (FEATURES ends with them).
@@ -182,7 +174,7 @@ def _fine_children(
         volume = win.column("volume")[: len(registry)]
         active = np.flatnonzero(volume > 0)
         fine = active[registry.level_of[active] == registry.level_codes.get(fine_dims, -2)]
-        values = [cast(SeriesKey, registry.keys[c])[1] for c in fine.tolist()]
+        values = [cast(RegistryKey, registry.keys[c])[1] for c in fine.tolist()]
         dim_codes = []
         for pos in range(len(fine_dims)):
             index: dict[str, int] = {}
