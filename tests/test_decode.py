@@ -12,14 +12,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from stream.ingest.decode import (
-    DLQ_RAW_LIMIT,
-    JUMP_MIN_EVENTS,
-    REASON_CODES,
-    decode_batch,
-    dlq_record,
-    reason_code,
-)
+from stream.ingest.decode import JUMP_MIN_EVENTS, decode_batch
+from stream.ingest.dlq import DLQ_RAW_LIMIT, REASON_CODES, dlq_record, reason_code
 from stream.ingest.events import (
     ACK_INDEX,
     ERROR_CLASS_INDEX,

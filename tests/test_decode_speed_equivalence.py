@@ -20,6 +20,7 @@ from hypothesis import strategies as st
 import stream.ingest.decode as decode_mod
 from stream.ingest.decode import decode_batch
 from stream.ingest.events import DecodedBatch, Source
+from stream.ingest.schema import CALL_OPTIONAL_STRINGS, NOTIFICATION_OPTIONAL_STRINGS
 from stream.sim.simulate import Incident, SimConfig, simulate
 
 T0 = 1_767_225_600_000
@@ -184,8 +185,8 @@ BASE_METRIC: dict[str, Any] = {
 BASES = (BASE_CALL, BASE_NOTE, BASE_METRIC)
 FIELDS = sorted(
     {k for b in BASES for k in b}
-    | set(decode_mod._CALL_OPT_STR)
-    | set(decode_mod._NOTIFY_OPT_STR)
+    | set(CALL_OPTIONAL_STRINGS)
+    | set(NOTIFICATION_OPTIONAL_STRINGS)
     | {"amount_minor", "attempt", "error_class", "is_duplicate", "kind", "unit", "provider_ts"}
     | {"signature_verified", "transport_error", "zzz_unknown"}
 )

@@ -17,6 +17,7 @@ import shlex
 import shutil
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -100,15 +101,20 @@ def _short_volumes(service: dict[str, Any]) -> list[tuple[str, str]]:
     return out
 
 
+def _strings(value: Any) -> Iterator[str]:
+    """Every string in loaded YAML values."""
+    if isinstance(value, dict):
+        value = list(value.values())
+    if isinstance(value, list):
+        for v in value:
+            yield from _strings(v)
+    elif isinstance(value, str):
+        yield value
+
+
 def _vars_without_default(value: Any) -> set[str]:
     """``${VAR}`` references in loaded YAML values that have no ``:-default``."""
-    if isinstance(value, dict):
-        return set().union(*(_vars_without_default(v) for v in value.values()))
-    if isinstance(value, list):
-        return set().union(*(_vars_without_default(v) for v in value))
-    if isinstance(value, str):
-        return set(re.findall(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}", value))
-    return set()
+    return {m for s in _strings(value) for m in re.findall(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}", s)}
 
 
 def _resolve(value: str, env: dict[str, str]) -> str:
@@ -320,13 +326,7 @@ def test_every_secret_the_config_needs_is_passed_to_the_worker(
 
 def _all_vars(value: Any) -> set[str]:
     """Every ``${VAR}`` / ``${VAR:-x}`` name in loaded YAML values."""
-    if isinstance(value, dict):
-        return set().union(*(_all_vars(v) for v in value.values()))
-    if isinstance(value, list):
-        return set().union(*(_all_vars(v) for v in value))
-    if isinstance(value, str):
-        return set(re.findall(r"\$\{([A-Za-z_][A-Za-z0-9_]*)", value))
-    return set()
+    return {m for s in _strings(value) for m in re.findall(r"\$\{([A-Za-z_][A-Za-z0-9_]*)", s)}
 
 
 def test_env_example_lists_every_variable_compose_reads(compose: dict[str, Any]) -> None:
@@ -370,7 +370,8 @@ def test_example_config_uses_only_the_documented_sections(
 def test_example_routes_send_each_severity_where_the_comments_say(
     example_config: dict[str, Any],
 ) -> None:
-    from stream.alerting.dispatch import Dispatcher, RouteConfig
+    from stream.alerting.dispatch import Dispatcher
+    from stream.config import RouteConfig
 
     def routes_for(severity: str) -> set[str]:
         routes = [RouteConfig.from_dict(r) for r in example_config["notify"]["routes"]]
@@ -399,7 +400,7 @@ def test_example_routes_send_each_severity_where_the_comments_say(
 def test_commands_are_accepted_by_the_real_cli(
     services: dict[str, dict[str, Any]], dockerfile: list[dict[str, Any]]
 ) -> None:
-    from stream.cli.main import build_parser
+    from stream.cli.parser import build_parser
 
     parser = build_parser()
     local = str(DOCKER / "paywatch.yaml")  # what compose mounts at CONFIG_IN_IMAGE
@@ -696,7 +697,8 @@ def test_event_examples_in_the_docs_are_accepted_by_the_decoder() -> None:
 
 
 def test_dlq_example_in_the_docs_has_the_dlq_shape() -> None:
-    from stream.ingest.decode import decode_batch, dlq_record
+    from stream.ingest.decode import decode_batch
+    from stream.ingest.dlq import dlq_record
     from stream.ingest.events import Source
 
     (doc_example,) = [e for e in _json_blocks(DOCS / "events.md") if "reason" in e]

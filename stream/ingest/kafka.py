@@ -18,7 +18,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaConnectionError, TopicAlreadyExistsError
 
 from stream.config import KafkaConfig
-from stream.ingest.decode import dlq_record
+from stream.ingest.dlq import dlq_record
 from stream.ingest.events import Rejected, Source, SourceColumns
 
 

@@ -14,7 +14,7 @@ from aiokafka import TopicPartition
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
 from stream.config import ConfigError
-from stream.ingest.decode import reason_code
+from stream.ingest.dlq import reason_code
 from stream.ingest.events import Rejected
 from stream.pipeline import PipelineStats
 

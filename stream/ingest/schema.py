@@ -1,0 +1,244 @@
+"""Event v1 as the decoder reads it: field bounds, msgspec structs, and the row layout per type.
+
+Each event type has one struct (:class:`CallEvent`, :class:`NotificationEvent`,
+:class:`MetricEvent`) that msgspec fills in one C call when a record follows the
+contract to the letter, and that the field-by-field path builds after its own
+checks; one row function per type (``stream.ingest.decode_*``) turns the struct
+into a row tuple, and one :class:`RowLayout` per type names the row's fields in
+order and says how each becomes a column.  So the layout is written once per
+type, and both parse paths go through it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Annotated, Any, Literal
+
+import msgspec
+import numpy as np
+
+from stream.ingest.events import (
+    ACK_STATUSES,
+    ERROR_CLASSES,
+    METRIC_KINDS,
+    OPERATIONS,
+    OUTCOMES,
+    SCHEMA_VERSION,
+    CallColumns,
+    MetricColumns,
+    NotificationColumns,
+)
+
+# Absolute bounds on event_ts: [2000-01-01, 2100-01-01) UTC.
+TS_MIN = 946_684_800_000
+TS_MAX = 4_102_444_800_000
+INT64_MAX = 2**63 - 1
+
+ENVELOPE_OPTIONAL_STRINGS = ("env", "host", "region", "trace_id")
+CALL_OPTIONAL_STRINGS = (
+    *ENVELOPE_OPTIONAL_STRINGS,
+    "api_version",
+    "sdk_method",
+    "channel",
+    "endpoint",
+    "transport_error",
+    "signing_key_id",
+    "out_trade_no",
+    "provider_trade_no",
+    "currency",
+    "trade_state",
+)
+NOTIFICATION_OPTIONAL_STRINGS = (
+    *ENVELOPE_OPTIONAL_STRINGS,
+    "notify_kind",
+    "provider_event_type",
+    "out_trade_no",
+    "provider_trade_no",
+    "currency",
+    "trade_state",
+    "verify_error",
+    "signing_key_id",
+)
+NOTIFICATION_OPTIONAL_INTS = ("clock_skew_ms", "provider_ts", "business_ts")
+METRIC_OPTIONAL_STRINGS = (*ENVELOPE_OPTIONAL_STRINGS, "unit")
+
+
+# --- structs -------------------------------------------------------------------------------
+# The structs may be stricter than the contract, never looser: whatever msgspec refuses goes
+# through the field-by-field path, the single source of every reason text.  Unknown fields
+# are forbidden because msgspec skips their values without the checks orjson applies
+# (invalid UTF-8, numbers overflowing a double).  Integer bounds: orjson reads integers
+# beyond 64 bits as floats, so fields without a tighter range are held to int64 here (the
+# rest of uint64 takes the orjson path).
+_Int64 = Annotated[int, msgspec.Meta(ge=-(2**63), le=INT64_MAX)]
+_NonEmpty = Annotated[str, msgspec.Meta(min_length=1)]
+_OptStr = str | None
+_Amount = Annotated[int, msgspec.Meta(ge=0, le=INT64_MAX)] | None
+_NonNegFloat = Annotated[float, msgspec.Meta(ge=0.0)]
+
+
+def _lit(values: Sequence[Any]) -> Any:
+    return Literal[tuple(values)]
+
+
+def _fields(required: Sequence[tuple[str, Any]], optional: Sequence[tuple[str, Any]]) -> Any:
+    return [*required, *((f, t, None) for f, t in optional)]
+
+
+_ENVELOPE_FIELDS = (
+    ("schema_version", _lit([SCHEMA_VERSION])),
+    ("event_id", _NonEmpty),
+    ("event_ts", Annotated[int, msgspec.Meta(ge=TS_MIN, lt=TS_MAX)]),
+    ("service", _NonEmpty),
+)
+_STRUCT_OPTS: dict[str, Any] = {
+    "tag_field": "event_type",
+    "kw_only": True,
+    "forbid_unknown_fields": True,
+    "gc": False,
+}
+CallEvent: Any = msgspec.defstruct(
+    "CallEvent",
+    _fields(
+        (
+            *_ENVELOPE_FIELDS,
+            ("provider", _NonEmpty),
+            ("merchant_id", _NonEmpty),
+            ("operation", _lit(OPERATIONS)),
+            ("outcome", _lit(OUTCOMES)),
+            ("latency_ms", _NonNegFloat),
+        ),
+        (
+            *((f, _OptStr) for f in CALL_OPTIONAL_STRINGS),
+            ("amount_minor", _Amount),
+            ("http_status", Annotated[int, msgspec.Meta(ge=0, le=599)] | None),
+            ("attempt", Annotated[int, msgspec.Meta(ge=0, le=INT64_MAX)] | None),
+            ("signature_verified", bool | None),
+            ("provider_code", str | _Int64 | None),
+            ("provider_sub_code", str | _Int64 | None),
+            ("error_class", _lit(ERROR_CLASSES) | None),
+        ),
+    ),
+    tag="provider_call",
+    module=__name__,
+    **_STRUCT_OPTS,
+)
+NotificationEvent: Any = msgspec.defstruct(
+    "NotificationEvent",
+    _fields(
+        (
+            *_ENVELOPE_FIELDS,
+            ("provider", _NonEmpty),
+            ("merchant_id", _NonEmpty),
+            ("notify_id", _NonEmpty),
+            ("signature_verified", bool),
+            ("ack_status", _lit(ACK_STATUSES)),
+        ),
+        (
+            *((f, _OptStr) for f in NOTIFICATION_OPTIONAL_STRINGS),
+            *((f, _Int64 | None) for f in NOTIFICATION_OPTIONAL_INTS),
+            ("amount_minor", _Amount),
+            ("handler_latency_ms", _NonNegFloat | None),
+            ("is_duplicate", bool | None),
+            ("amount_matches", bool | None),
+        ),
+    ),
+    tag="payment_notification",
+    module=__name__,
+    **_STRUCT_OPTS,
+)
+MetricEvent: Any = msgspec.defstruct(
+    "MetricEvent",
+    _fields(
+        (*_ENVELOPE_FIELDS, ("name", _NonEmpty), ("value", float)),
+        (
+            *((f, _OptStr) for f in METRIC_OPTIONAL_STRINGS),
+            ("kind", _lit(METRIC_KINDS) | None),
+            ("labels", dict[str, str] | None),
+        ),
+    ),
+    tag="metric",
+    module=__name__,
+    **_STRUCT_OPTS,
+)
+# One C call per record: the struct of its type, or an error for anything not to the letter.
+STRICT_DECODER = msgspec.json.Decoder(CallEvent | NotificationEvent | MetricEvent)
+
+
+# --- rows ----------------------------------------------------------------------------------
+CODE = None  # dtype of a string field: interned into the batch's table, an int32 code
+
+
+@dataclass(frozen=True)
+class RowLayout:
+    """The fields of one event type's row tuple, in order, and the columns they become.
+
+    A field's dtype is its column's numpy dtype, or :data:`CODE` for a string (an
+    int32 code into ``DecodedBatch.strings``, ``-1`` for None).  Every row starts
+    with the event time and ends with the record's position in the batch (``seq``);
+    ``partition`` is not in the row: the columns take it from the batch's sources.
+    """
+
+    columns: type[Any]
+    fields: tuple[tuple[str, type[np.generic] | None], ...]
+
+    def __post_init__(self) -> None:
+        names = [name for name, _ in self.fields]
+        expected = [f for f in self.columns.__slots__ if f != "partition"]
+        if names != expected or names[0] != "ts" or names[-1] != "seq":
+            raise TypeError(f"row layout {names} does not match {self.columns.__name__}")
+
+    @property
+    def strings(self) -> list[int]:
+        """Positions of the string fields (interned to codes)."""
+        return [i for i, (_, dtype) in enumerate(self.fields) if dtype is CODE]
+
+
+# Row tuples as the row functions build them, field for field as in the layouts below.
+CallRow = tuple[int, str, str, str, int, int, float, int, str | None, str | None, int]
+NotificationRow = tuple[int, str, str, bool, int, bool, int, str | None, str | None, float, int]
+MetricRow = tuple[int, str, str, float, int]
+
+CALL_ROW = RowLayout(
+    CallColumns,
+    (
+        ("ts", np.int64),
+        ("provider", CODE),
+        ("operation", CODE),
+        ("merchant_id", CODE),
+        ("outcome", np.int8),
+        ("error_class", np.int8),
+        ("latency_ms", np.float64),
+        ("amount_minor", np.int64),
+        ("out_trade_no", CODE),
+        ("signing_key_id", CODE),
+        ("seq", np.int64),
+    ),
+)
+NOTIFICATION_ROW = RowLayout(
+    NotificationColumns,
+    (
+        ("ts", np.int64),
+        ("provider", CODE),
+        ("merchant_id", CODE),
+        ("signature_verified", np.bool_),
+        ("ack_status", np.int8),
+        ("is_duplicate", np.bool_),
+        ("amount_matches", np.int8),
+        ("out_trade_no", CODE),
+        ("signing_key_id", CODE),
+        ("handler_latency_ms", np.float64),
+        ("seq", np.int64),
+    ),
+)
+METRIC_ROW = RowLayout(
+    MetricColumns,
+    (
+        ("ts", np.int64),
+        ("name", CODE),
+        ("series", CODE),
+        ("value", np.float64),
+        ("seq", np.int64),
+    ),
+)
