@@ -27,8 +27,8 @@ def _alerts(per_series: bool) -> list[dict[str, object]]:
     for at in range(0, len(values), 4000):
         chunk = values[at : at + 4000]
         src = SourceColumns(["t"] * len(chunk), [0] * len(chunk), range(at, at + len(chunk)))
-        out.extend(p.process(chunk, src).alerts)
-    out.extend(p.flush().alerts)
+        out.extend(a.to_dict() for a in p.process(chunk, src).alerts)
+    out.extend(a.to_dict() for a in p.flush().alerts)
     return out
 
 
