@@ -245,6 +245,132 @@ class NotifyConfig:
     delivery: DeliveryConfig = field(default_factory=DeliveryConfig)
 
 
+LANGUAGES = ("zh", "en")  # languages of notification texts
+BODY_FORMATS = ("markdown", "text")  # text: SMS, e-mail subjects
+
+
+class RouteConfigError(ConfigError):
+    """A route or inhibit rule that cannot work; the message is one line for a person."""
+
+
+def _check_regexes(where: str, patterns: typing.Mapping[str, str]) -> None:
+    for label, rx in patterns.items():
+        try:
+            re.compile(rx)
+        except re.error as exc:
+            raise RouteConfigError(f"{where}: bad regex for {label!r}: {exc}") from None
+
+
+@dataclass(frozen=True)
+class RouteConfig:
+    """Where alerts go and how often people hear about them (Alertmanager vocabulary).
+
+    ``receivers`` are Apprise URLs (delivery's business); ``fallback`` names the
+    route delivery uses when every receiver keeps failing; ``escalate_to`` names the
+    route that gets an unacknowledged critical group ``escalate_after_s`` after its
+    first notification (a route named as an ``escalate_to`` is reached only that way).
+    """
+
+    name: str
+    match: typing.Mapping[str, str] = field(default_factory=dict)
+    match_re: typing.Mapping[str, str] = field(default_factory=dict)
+    receivers: tuple[str, ...] = ()
+    group_by: tuple[str, ...] = ("rule", "provider")
+    group_wait_s: float = 30.0
+    group_interval_s: float = 300.0
+    repeat_interval_s: float = 4 * 3600.0
+    max_repeats: int | None = None  # None: repeat while firing and unacknowledged
+    continue_: bool = False
+    language: str = "en"
+    body_format: str = "markdown"  # markdown | text (SMS, e-mail subjects)
+    fallback: str | None = None
+    escalate_after_s: float | None = None
+    escalate_to: str | None = None
+
+    def __post_init__(self) -> None:
+        where = f"route {self.name!r}"
+        if not self.name:
+            raise RouteConfigError("a route needs a name")
+        if self.group_wait_s < 0:
+            raise RouteConfigError(f"{where}: group_wait_s must be >= 0")
+        for key in ("group_interval_s", "repeat_interval_s"):
+            if not getattr(self, key) > 0:
+                raise RouteConfigError(f"{where}: {key} must be > 0")
+        if self.max_repeats is not None and self.max_repeats < 0:
+            raise RouteConfigError(f"{where}: max_repeats must be >= 0")
+        if self.language not in LANGUAGES:
+            raise RouteConfigError(f"{where}: language must be one of {', '.join(LANGUAGES)}")
+        if self.body_format not in BODY_FORMATS:
+            raise RouteConfigError(f"{where}: body_format must be one of {', '.join(BODY_FORMATS)}")
+        if (self.escalate_after_s is None) != (self.escalate_to is None):
+            raise RouteConfigError(f"{where}: escalate_after_s and escalate_to go together")
+        if self.escalate_after_s is not None and self.escalate_after_s < 0:
+            raise RouteConfigError(f"{where}: escalate_after_s must be >= 0")
+        object.__setattr__(self, "receivers", tuple(self.receivers))
+        object.__setattr__(self, "group_by", tuple(self.group_by))
+        _check_regexes(where, self.match_re)
+
+    @classmethod
+    def from_dict(cls, obj: typing.Mapping[str, Any]) -> RouteConfig:
+        """Build from a config mapping; ``continue`` is accepted for ``continue_``."""
+        known = set(cls.__dataclass_fields__)
+        data = dict(obj)
+        if "continue" in data:
+            data["continue_"] = data.pop("continue")
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise RouteConfigError(
+                f"route {data.get('name')!r}: unknown key(s) {', '.join(unknown)}"
+            )
+        for key in ("receivers", "group_by"):
+            if isinstance(data.get(key), str):
+                data[key] = (data[key],)
+        return cls(**data)
+
+
+@dataclass(frozen=True)
+class InhibitRule:
+    """While an alert matching ``source_match`` fires, mute alerts matching ``target_match``
+    whose ``equal`` labels have the same values (a missing label counts as empty)."""
+
+    source_match: typing.Mapping[str, str] = field(default_factory=dict)
+    target_match: typing.Mapping[str, str] = field(default_factory=dict)
+    equal: tuple[str, ...] = ()
+    source_match_re: typing.Mapping[str, str] = field(default_factory=dict)
+    target_match_re: typing.Mapping[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "equal", tuple(self.equal))
+        _check_regexes("inhibit source", self.source_match_re)
+        _check_regexes("inhibit target", self.target_match_re)
+
+    @classmethod
+    def from_dict(cls, obj: typing.Mapping[str, Any]) -> InhibitRule:
+        """Build from a config mapping (Alertmanager's key names)."""
+        known = set(cls.__dataclass_fields__)
+        unknown = sorted(set(obj) - known)
+        if unknown:
+            raise RouteConfigError(f"inhibit rule: unknown key(s) {', '.join(unknown)}")
+        data = dict(obj)
+        if isinstance(data.get("equal"), str):
+            data["equal"] = (data["equal"],)
+        return cls(**data)
+
+
+def check_routes(routes: typing.Sequence[RouteConfig]) -> None:
+    """Checks across routes: unique names, ``escalate_to``/``fallback`` name a route."""
+    names = [r.name for r in routes]
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        raise RouteConfigError(f"route name(s) used twice: {', '.join(dupes)}")
+    known = {*names, "default"}  # the dispatcher adds a built-in default route
+    for r in routes:
+        for key in ("escalate_to", "fallback"):
+            target = getattr(r, key)
+            if target is not None and target not in known:
+                raise RouteConfigError(f"route {r.name!r}: {key} names unknown route {target!r}")
+
+
 @dataclass
 class MetricsConfig:
     # Prometheus metrics on http://host:port/metrics (0 turns them off).
@@ -263,6 +389,12 @@ class Config:
 
     def validate(self) -> Config:
         """Cross-field checks that types alone cannot express."""
+        self._check_windows()
+        self._check_detectors()
+        self._check_outputs()
+        return self
+
+    def _check_windows(self) -> None:
         _positive("windows.size_s", self.windows.size_s)
         if self.windows.hop_s < 0:
             raise ConfigError("windows.hop_s: must be >= 0")
@@ -285,6 +417,8 @@ class Config:
                         f"windows.levels[{i}]: unknown dimension {dim!r}; "
                         f"use {', '.join(DIMENSIONS)}"
                     )
+
+    def _check_detectors(self) -> None:
         er = self.detectors.error_rate
         for key in ("threshold", "critical_threshold", "confidence"):
             value = getattr(er, key)
@@ -339,6 +473,9 @@ class Config:
                     raise ConfigError(
                         f"detectors.{key}.levels[{i}]: use dimensions of windows.levels"
                     )
+
+    def _check_outputs(self) -> None:
+        """Lifecycle, notifications, metrics and Kafka settings."""
         if self.alerts.for_windows < 1 or self.alerts.keep_firing_for_windows < 1:
             raise ConfigError("alerts: for_windows and keep_firing_for_windows must be >= 1")
         if self.notify.language not in ("en", "zh"):
@@ -355,33 +492,25 @@ class Config:
             raise ConfigError("metrics.port: must be a TCP port (0 turns metrics off)")
         if self.kafka.max_batch < 1:
             raise ConfigError("kafka.max_batch: must be >= 1")
-        return self
 
-    def notify_routes(self) -> tuple[list[Any], list[Any]]:
-        """Routes and inhibit rules as dispatch objects; errors name the config key."""
-        from stream.alerting.dispatch import (
-            DispatchConfigError,
-            Dispatcher,
-            InhibitRule,
-            RouteConfig,
-        )
-
+    def notify_routes(self) -> tuple[list[RouteConfig], list[InhibitRule]]:
+        """Routes and inhibit rules of ``notify``; errors name the config key."""
         routes, rules = [], []
         for i, raw in enumerate(self.notify.routes):
             try:
                 data = dict(raw)
                 data.setdefault("language", self.notify.language)
                 routes.append(RouteConfig.from_dict(data))
-            except (DispatchConfigError, TypeError, ValueError) as exc:
+            except (TypeError, ValueError) as exc:
                 raise ConfigError(f"notify.routes[{i}]: {exc}") from None
         for i, raw in enumerate(self.notify.inhibit_rules):
             try:
                 rules.append(InhibitRule.from_dict(raw))
-            except (DispatchConfigError, TypeError, ValueError) as exc:
+            except (TypeError, ValueError) as exc:
                 raise ConfigError(f"notify.inhibit_rules[{i}]: {exc}") from None
         try:
-            Dispatcher(routes, rules)
-        except DispatchConfigError as exc:
+            check_routes(routes)
+        except RouteConfigError as exc:
             raise ConfigError(f"notify.routes: {exc}") from None
         return routes, rules
 

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 from typing import Any
@@ -12,15 +13,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from stream.alerting.delivery import Deliverer, DeliveryAttempt, Message
-from stream.alerting.dispatch import (
-    DispatchConfigError,
-    Dispatcher,
-    InhibitRule,
-    RouteConfig,
-    route_targets,
-)
+from stream.alerting.dispatch import Dispatcher
 from stream.alerting.history import AlertHistory
-from stream.alerting.silences import ControlEvent, Matcher, Recurrence, Silence, SilenceSet
+from stream.alerting.inhibit import inhibits
+from stream.alerting.matchers import Matcher
+from stream.alerting.record import AlertRecord
+from stream.alerting.routes import route_targets
+from stream.alerting.silences import ControlEvent, Recurrence, Silence, SilenceSet
+from stream.config import InhibitRule, RouteConfig, RouteConfigError
+from tests.factories import make_alert, resolved
 from tests.servers import WebhookServer, wait_until, webhook_server  # noqa: F401
 
 S = 1000
@@ -40,31 +41,15 @@ def rec(
     resolved_at: int | None = None,
     value: float = 0.3,
     expected: float = 0.01,
-) -> dict[str, Any]:
-    fp = f"{rule}|" + json.dumps(series, sort_keys=True)
-    return {
-        "schema_version": 1,
-        "alert_id": f"{fp}@{started}",
-        "fingerprint": fp,
-        "status": status,
-        "severity": severity,
-        "rule": rule,
-        "signal": signal,
-        "series": series,
-        "started_at": started,
-        "resolved_at": resolved_at,
-        "window_end": window_end if window_end is not None else started + 10 * S,
-        "detected_at": window_end if window_end is not None else started + 10 * S,
-        "value": value,
-        "expected": expected,
-        "score": 0.99,
-        "summary": "x",
-        "hints": [],
-    }
+) -> AlertRecord:
+    return make_alert(
+        series, status=status, rule=rule, signal=signal, severity=severity, started=started,
+        window_end=window_end, resolved_at=resolved_at, value=value, expected=expected,
+    )  # fmt: skip
 
 
-def resolve(r: dict[str, Any], at: int) -> dict[str, Any]:
-    return {**r, "status": "resolved", "resolved_at": at, "window_end": at + 30 * S}
+def resolve(r: AlertRecord, at: int) -> AlertRecord:
+    return resolved(r, at)
 
 
 def route(name: str = "oncall", **kw: Any) -> RouteConfig:
@@ -104,7 +89,7 @@ def test_provider_outage_over_30_merchants_pages_once_then_recovers_once(tmp_pat
     first = d.tick(arrive + 30 * S)
     assert len(first) == 1
     msg = first[0]
-    assert msg.alert_ids == (provider["alert_id"],)
+    assert msg.alert_ids == (provider.alert_id,)
     assert msg.route == "oncall" and msg.severity == "critical"
     assert "alipay" in msg.title and "30.0%" in msg.title
     assert "30 related alerts beneath muted" in msg.body
@@ -118,7 +103,7 @@ def test_provider_outage_over_30_merchants_pages_once_then_recovers_once(tmp_pat
     recovered = run(d, end + 10 * MIN, start=end)
     assert len(recovered) == 1
     _, rmsg = recovered[0]
-    assert rmsg.alert_ids == (provider["alert_id"],)
+    assert rmsg.alert_ids == (provider.alert_id,)
     assert rmsg.title.startswith("[RESOLVED]")
     assert "lasted 20m" in rmsg.body
     assert d.group_keys() == [] and d.firing() == []
@@ -127,12 +112,12 @@ def test_provider_outage_over_30_merchants_pages_once_then_recovers_once(tmp_pat
     # Muted alerts are still in history, with the reason; only one page went out for them all.
     listed = history.list_alerts(limit=100)
     assert len(listed) == 31 and {a["status"] for a in listed} == {"resolved"}
-    shown = history.show_alert(merchants[3]["alert_id"])
+    shown = history.show_alert(merchants[3].alert_id)
     assert shown is not None
-    assert shown["alert"]["muted"] == f"inhibited by {provider['alert_id']}"
-    assert [m["reason"] for m in shown["mutes"]] == [f"inhibited by {provider['alert_id']}"]
+    assert shown["alert"]["muted"] == f"inhibited by {provider.alert_id}"
+    assert [m["reason"] for m in shown["mutes"]] == [f"inhibited by {provider.alert_id}"]
     assert shown["notifications"] == []
-    pshow = history.show_alert(provider["alert_id"])
+    pshow = history.show_alert(provider.alert_id)
     assert pshow is not None and len(pshow["notifications"]) == 2
 
 
@@ -144,7 +129,7 @@ def test_merchant_alert_pages_when_no_provider_alert_covers_it() -> None:
         d.on_alert(r, T0)
     sent = {a for m in d.tick(T0 + 30 * S) for a in m.alert_ids}
     # A latency alert on the provider does not explain merchant error rates.
-    assert sent == {merchants[0]["alert_id"], merchants[1]["alert_id"], other_rule["alert_id"]}
+    assert sent == {merchants[0].alert_id, merchants[1].alert_id, other_rule.alert_id}
 
 
 def test_warning_provider_alert_does_not_hide_critical_merchant() -> None:
@@ -154,7 +139,7 @@ def test_warning_provider_alert_does_not_hide_critical_merchant() -> None:
     d.on_alert(p, T0)
     d.on_alert(m, T0)
     sent = {a for msg in d.tick(T0 + 30 * S) for a in msg.alert_ids}
-    assert sent == {p["alert_id"], m["alert_id"]}
+    assert sent == {p.alert_id, m.alert_id}
 
 
 def test_default_inhibition_can_be_turned_off() -> None:
@@ -176,8 +161,8 @@ def test_group_interval_batches_later_changes() -> None:
     d.on_alert(b, T0 + 50 * S)  # after the first flush at T0+30s
     got += run(d, T0 + 10 * MIN, step=S, start=T0 + 50 * S)
     assert [(t - T0, m.alert_ids) for t, m in got] == [
-        (30 * S, (a["alert_id"],)),
-        (150 * S, (a["alert_id"], b["alert_id"])),  # next group_interval tick, both listed
+        (30 * S, (a.alert_id,)),
+        (150 * S, (a.alert_id, b.alert_id)),  # next group_interval tick, both listed
     ]
     assert "2 firing" in got[1][1].title
 
@@ -197,12 +182,12 @@ def test_ack_stops_repeats_and_a_new_alert_still_pages() -> None:
     a = rec({"provider": "wechatpay", "operation": "refund"})
     d.on_alert(a, T0)
     assert len(d.tick(T0 + 30 * S)) == 1
-    assert d.ack(a["fingerprint"], "li", T0 + 2 * MIN) == [a["alert_id"]]
+    assert d.ack(a.fingerprint, "li", T0 + 2 * MIN) == [a.alert_id]
     assert run(d, T0 + 2 * 3600 * S, step=MIN, start=T0 + 2 * MIN) == []
     b = rec({"provider": "wechatpay", "operation": "query_payment"}, started=T0 + 2 * 3600 * S)
     d.on_alert(b, T0 + 2 * 3600 * S)
     (msg,) = [m for _, m in run(d, T0 + 2 * 3600 * S + 2 * MIN, start=T0 + 2 * 3600 * S)]
-    assert b["alert_id"] in msg.alert_ids
+    assert b.alert_id in msg.alert_ids
     assert d.ack("no-such-alert", "li", T0) == []
 
 
@@ -211,7 +196,7 @@ def test_ack_through_control_event() -> None:
     a = rec({"provider": "alipay"})
     d.on_alert(a, T0)
     d.tick(T0 + 30 * S)
-    ev = ControlEvent.decode(json.dumps({"kind": "ack", "target": a["alert_id"], "author": "li"}))
+    ev = ControlEvent.decode(json.dumps({"kind": "ack", "target": a.alert_id, "author": "li"}))
     assert d.apply_control(ev, T0 + MIN)
     assert run(d, T0 + 3600 * S, step=MIN, start=T0 + MIN) == []
 
@@ -243,7 +228,7 @@ def test_acked_or_warning_groups_never_escalate() -> None:
     a = rec({"provider": "alipay"})
     d.on_alert(a, T0)
     d.tick(T0 + 30 * S)
-    d.ack(a["alert_id"], "li", T0 + 10 * MIN)
+    d.ack(a.alert_id, "li", T0 + 10 * MIN)
     assert [m.route for _, m in run(d, T0 + 3600 * S)] == []
 
     d = _escalating()
@@ -263,9 +248,9 @@ def test_same_record_twice_does_nothing() -> None:
     d = Dispatcher([route()], [], SilenceSet())
     a = rec({"provider": "alipay"})
     assert d.on_alert(a, T0) is True
-    assert d.on_alert(dict(a), T0 + S) is False
+    assert d.on_alert(a.to_dict(), T0 + S) is False  # as read back from the alerts topic
     (msg,) = d.tick(T0 + 30 * S)
-    assert msg.alert_ids == (a["alert_id"],)
+    assert msg.alert_ids == (a.alert_id,)
     r = resolve(a, T0 + MIN)
     assert d.on_alert(r, T0 + MIN) is True
     assert d.on_alert(r, T0 + MIN) is False
@@ -278,7 +263,7 @@ def test_severity_upgrade_is_announced_again() -> None:
     warn = rec({"provider": "paypal"}, severity="warning")
     d.on_alert(warn, T0)
     assert [m.severity for m in d.tick(T0 + 30 * S)] == ["warning"]
-    crit = {**warn, "severity": "critical", "window_end": warn["window_end"] + 10 * S}
+    crit = dataclasses.replace(warn, severity="critical", window_end=warn.window_end + 10 * S)
     assert d.on_alert(crit, T0 + 40 * S)
     assert [m.severity for _, m in run(d, T0 + 5 * MIN, start=T0 + 40 * S)] == ["critical"]
 
@@ -304,10 +289,10 @@ def test_routing_by_severity_and_labels_first_match_wins_unless_continue() -> No
         for aid in m.alert_ids:
             by_alert.setdefault(aid, set()).add(m.route)
     assert by_alert == {
-        cases["crit-ali"]["alert_id"]: {"pager", "china"},  # continue_ let it reach china too
-        cases["warn-wx"]["alert_id"]: {"china"},
-        cases["warn-pp"]["alert_id"]: {"paypal-team"},
-        cases["info-union"]["alert_id"]: {"default"},
+        cases["crit-ali"].alert_id: {"pager", "china"},  # continue_ let it reach china too
+        cases["warn-wx"].alert_id: {"china"},
+        cases["warn-pp"].alert_id: {"paypal-team"},
+        cases["info-union"].alert_id: {"default"},
     }
 
 
@@ -321,8 +306,8 @@ def test_silence_mutes_until_it_ends_then_the_alert_pages() -> None:
     d.on_alert(b, T0)
     got = run(d, T0 + 30 * MIN, step=S)
     assert [(t - T0, m.alert_ids) for t, m in got] == [
-        (30 * S, (b["alert_id"],)),
-        (1230 * S, (a["alert_id"],)),  # first group tick at/after the silence's end
+        (30 * S, (b.alert_id,)),
+        (1230 * S, (a.alert_id,)),  # first group tick at/after the silence's end
     ]
 
 
@@ -365,7 +350,7 @@ def test_configured_inhibit_rule_with_equal_labels() -> None:
     for r in (drop, same, other):
         d.on_alert(r, T0)
     sent = {a for m in d.tick(T0 + 30 * S) for a in m.alert_ids}
-    assert sent == {drop["alert_id"], other["alert_id"]}
+    assert sent == {drop.alert_id, other.alert_id}
 
 
 def test_inhibit_rule_from_config() -> None:
@@ -373,9 +358,9 @@ def test_inhibit_rule_from_config() -> None:
         {"source_match": {"rule": "provider_down"}, "target_match_re": {"signal": ".*"},
          "equal": "provider"}
     )  # fmt: skip
-    assert rule.inhibits({"rule": "provider_down", "provider": "a"}, {"provider": "a"})
-    assert not rule.inhibits({"rule": "provider_down", "provider": "a"}, {"provider": "b"})
-    with pytest.raises(DispatchConfigError, match="inhibit rule: unknown key"):
+    assert inhibits(rule, {"rule": "provider_down", "provider": "a"}, {"provider": "a"})
+    assert not inhibits(rule, {"rule": "provider_down", "provider": "a"}, {"provider": "b"})
+    with pytest.raises(RouteConfigError, match="inhibit rule: unknown key"):
         InhibitRule.from_dict({"source": {}})
 
 
@@ -403,15 +388,15 @@ def test_messages_do_not_depend_on_how_often_tick_is_called() -> None:
 
 
 def test_config_mistakes_are_one_line_errors() -> None:
-    with pytest.raises(DispatchConfigError, match="escalate_to names unknown route 'boss'"):
+    with pytest.raises(RouteConfigError, match="escalate_to names unknown route 'boss'"):
         Dispatcher([route("a", escalate_after_s=60, escalate_to="boss")], [], SilenceSet())
-    with pytest.raises(DispatchConfigError, match="used twice: a"):
+    with pytest.raises(RouteConfigError, match="used twice: a"):
         Dispatcher([route("a"), route("a")], [], SilenceSet())
-    with pytest.raises(DispatchConfigError, match="language must be one of zh, en"):
+    with pytest.raises(RouteConfigError, match="language must be one of zh, en"):
         route("a", language="fr")
-    with pytest.raises(DispatchConfigError, match="bad regex for 'provider'"):
+    with pytest.raises(RouteConfigError, match="bad regex for 'provider'"):
         route("a", match_re={"provider": "ali("})
-    with pytest.raises(DispatchConfigError, match="unknown key"):
+    with pytest.raises(RouteConfigError, match="unknown key"):
         RouteConfig.from_dict({"name": "a", "group_wiat_s": 3})
     r = RouteConfig.from_dict({"name": "a", "continue": True, "receivers": "json://x"})
     assert r.continue_ and r.receivers == ("json://x",)
@@ -442,7 +427,7 @@ async def test_dispatched_message_is_delivered_and_audited(
         await deliverer.stop()
     post = webhook_server.posts[0]
     assert "alipay / create_payment" in post["message"]
-    shown = history.show_alert(a["alert_id"])
+    shown = history.show_alert(a.alert_id)
     assert shown is not None
     assert [x["ok"] for x in shown["deliveries"]] == [True]
     assert shown["deliveries"][0]["route"] == "ops"
@@ -459,7 +444,7 @@ def test_restart_from_snapshot_gives_the_same_messages() -> None:
     provider, merchants = outage(4)
     paypal = rec({"provider": "paypal"}, started=T0 + 3 * MIN)
     events = [(T0, r) for r in [provider, *merchants]] + [(T0 + 3 * MIN, paypal)]
-    events.append((T0 + 5 * MIN, {"ack": paypal["alert_id"]}))
+    events.append((T0 + 5 * MIN, {"ack": paypal.alert_id}))
     events += [(T0 + 40 * MIN, resolve(r, T0 + 40 * MIN)) for r in [provider, *merchants]]
 
     def play(restart_at: int | None) -> list[tuple[str, tuple[str, ...], str]]:
@@ -473,7 +458,7 @@ def test_restart_from_snapshot_gives_the_same_messages() -> None:
                 d.restore(state)
             while pending and pending[0][0] <= t:
                 at, r = pending.pop(0)
-                if "ack" in r:
+                if isinstance(r, dict):  # {"ack": target}
                     d.ack(r["ack"], "li", at)
                 else:
                     d.on_alert(r, at)
@@ -494,13 +479,13 @@ def test_silenced_alert_and_ack_are_in_history(tmp_path: Path) -> None:
     a = rec({"provider": "alipay"})
     d.on_alert(a, T0)
     assert run(d, T0 + 5 * MIN, step=S) == []
-    shown = history.show_alert(a["alert_id"])
+    shown = history.show_alert(a.alert_id)
     assert shown is not None and shown["alert"]["muted"] == "silenced by s1"
     assert shown["notifications"] == []
     got = run(d, T0 + 12 * MIN, step=S, start=T0 + 5 * MIN + S)
     assert len(got) == 1
-    d.ack(a["fingerprint"], "wang", T0 + 13 * MIN, "rolling back")
-    shown = history.show_alert(a["alert_id"])
+    d.ack(a.fingerprint, "wang", T0 + 13 * MIN, "rolling back")
+    shown = history.show_alert(a.alert_id)
     assert shown is not None
     assert [m["reason"] for m in shown["mutes"]] == ["silenced by s1", None]
     assert shown["alert"]["acked_by"] == "wang" and len(shown["notifications"]) == 1
@@ -527,7 +512,7 @@ def test_invariants_over_random_alert_streams(steps: list[tuple[int, int, str, s
         {"provider": "paypal"},
     ]
     # Build a lifecycle-shaped stream: an episode starts on firing, ends on resolved.
-    events: list[tuple[int, dict[str, Any]]] = []
+    events: list[tuple[int, AlertRecord | dict[str, str]]] = []
     open_ep: dict[int, dict[str, Any]] = {}
     for idx, minute, kind, sev in sorted(steps, key=lambda s: s[1]):
         at = T0 + minute * MIN
@@ -537,7 +522,7 @@ def test_invariants_over_random_alert_streams(steps: list[tuple[int, int, str, s
         elif kind == "resolved" and idx in open_ep:
             events.append((at, resolve(open_ep.pop(idx), at)))
         elif kind == "ack" and idx in open_ep:
-            events.append((at, {"ack": open_ep[idx]["alert_id"]}))
+            events.append((at, {"ack": open_ep[idx].alert_id}))
 
     def play(step: int | None) -> list[Message]:
         team = route("team", group_interval_s=60, repeat_interval_s=600, max_repeats=3,
@@ -549,7 +534,7 @@ def test_invariants_over_random_alert_streams(steps: list[tuple[int, int, str, s
             while step and t < at:
                 out += d.tick(t)
                 t += step
-            if "ack" in r:
+            if isinstance(r, dict):  # {"ack": target}
                 d.ack(r["ack"], "li", at)
             else:
                 d.on_alert(r, at)

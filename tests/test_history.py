@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import sqlite3
 import threading
 from pathlib import Path
@@ -19,33 +20,19 @@ from stream.alerting.history import (
     format_alert_rows,
     parse_since,
 )
-from stream.alerting.silences import Matcher, Silence
+from stream.alerting.matchers import Matcher
+from stream.alerting.record import AlertRecord
+from stream.alerting.silences import Silence
+from tests.factories import make_alert
 
 S = 1000
 MIN = 60 * S
 T0 = 1_764_140_000_000
 
 
-def rec(aid: str, status: str = "firing", started: int = T0, **kw: Any) -> dict[str, Any]:
-    base: dict[str, Any] = {
-        "schema_version": 1,
-        "alert_id": aid,
-        "fingerprint": "fp-" + aid.split("@")[0],
-        "status": status,
-        "severity": "critical",
-        "rule": "provider_errors",
-        "signal": "error_rate",
-        "series": {"provider": "alipay"},
-        "started_at": started,
-        "resolved_at": None,
-        "window_end": started + 10 * S,
-        "value": 0.3,
-        "expected": 0.01,
-        "summary": "alipay error rate 30%",
-        "hints": [],
-    }
-    base.update(kw)
-    return base
+def rec(aid: str, status: str = "firing", started: int = T0, **kw: Any) -> AlertRecord:
+    kw.setdefault("summary", "alipay error rate 30%")
+    return make_alert(status=status, started=started, aid=aid, **kw)
 
 
 def message(*ids: str, route: str = "ops") -> Message:
@@ -60,7 +47,7 @@ def h(tmp_path: Path) -> AlertHistory:
 def test_round_trip_of_one_episode(h: AlertHistory) -> None:
     fire = rec("a@1")
     assert h.record_alert(fire, T0 + 10 * S)
-    assert not h.record_alert(dict(fire), T0 + 11 * S)  # the same record twice
+    assert not h.record_alert(dataclasses.replace(fire), T0 + 11 * S)  # the same record twice
     nid = h.record_notification(message("a@1"), T0 + 40 * S)
     assert nid > 0
     secret = "0123456789abcdef0123456789abcdef"
@@ -69,7 +56,7 @@ def test_round_trip_of_one_episode(h: AlertHistory) -> None:
             DeliveryAttempt(T0 + 41 * S, "ops", f"dingtalk://{secret}/", ("a@1",), n, ok,
                             None if ok else "HTTP 500")
         )  # fmt: skip
-    assert h.record_ack("fp-a", [], "li", T0 + 5 * MIN, "looking") == ["a@1"]
+    assert h.record_ack(fire.fingerprint, [], "li", T0 + 5 * MIN, "looking") == ["a@1"]
     end = T0 + 20 * MIN
     assert h.record_alert(rec("a@1", "resolved", resolved_at=end, window_end=end + 30 * S), end)
 
@@ -89,7 +76,7 @@ def test_round_trip_of_one_episode(h: AlertHistory) -> None:
     assert shown["deliveries"][0]["channel"].startswith("dingtalk://")
     assert [(k["author"], k["comment"]) for k in shown["acks"]] == [("li", "looking")]
     # Looked up by fingerprint and by a unique prefix too.
-    assert h.find_alert("fp-a") == "a@1"
+    assert h.find_alert(rec("a@1").fingerprint) == "a@1"
     assert h.find_alert("a@1"[:2]) is None  # too short to guess
     assert h.show_alert("nope") is None
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -23,16 +22,13 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
 from stream.alerting.silences import ControlEvent
+from stream.clock import WALL_CLOCK, Clock
 from stream.config import KafkaConfig
 from stream.ingest.kafka import KafkaUnavailable, ensure_topics, start_client
 
 log = logging.getLogger("paywatch.control")
 
 ApplyControl = Callable[[bytes | None, int], Any]
-
-
-def _wall_ms() -> int:
-    return int(time.time() * 1000)
 
 
 def control_key(event: ControlEvent) -> bytes:
@@ -56,7 +52,7 @@ class ControlReader:
         cfg: KafkaConfig,
         apply: ApplyControl,
         *,
-        clock: Callable[[], int] = _wall_ms,
+        clock: Clock = WALL_CLOCK,
         poll_ms: int = 200,
     ) -> None:
         self.cfg = cfg
@@ -94,7 +90,7 @@ class ControlReader:
                 for r in records:
                     self.records += 1
                     try:
-                        self.apply(r.value, self.clock())
+                        self.apply(r.value, self.clock.now_ms())
                     except Exception:  # apply logs bad events itself; this is a bug guard
                         log.exception("control record at offset %d not applied", r.offset)
 

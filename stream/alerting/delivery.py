@@ -26,7 +26,6 @@ import json
 import logging
 import random
 import re
-import time
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -39,11 +38,13 @@ import requests
 from apprise import NotifyFormat, NotifyType
 from apprise.manager_plugins import NotificationManager
 
+from stream.clock import WALL_CLOCK, Clock
+from stream.judge.judgement import severity_rank
+
 log = logging.getLogger(__name__)
 _PLUGINS = NotificationManager()  # a singleton: Apprise's registry of URL schemes
 
 MASK = "****"
-SEVERITIES = ("critical", "warning", "info")
 # DingTalk and WeCom robots both refuse more than 20 messages a minute per robot.
 ROBOT_RATE_LIMIT_PER_MIN = 20
 DINGTALK_ENDPOINT = "https://oapi.dingtalk.com/robot/send"
@@ -210,7 +211,7 @@ def combine(messages: Sequence[Message], limit_bytes: int = _DEFAULT_BODY_LIMIT)
     if len(messages) == 1:
         return messages[0]
     ids = tuple(dict.fromkeys(i for m in messages for i in m.alert_ids))
-    severity = min((m.severity for m in messages), key=_severity_rank)
+    severity = max((m.severity for m in messages), key=severity_rank)
     title = f"[{len(messages)} alerts] {messages[0].title} (+{len(messages) - 1} more)"
     full = "\n\n---\n\n".join(
         f"### {m.title}\n\n{m.body}\n\n_alerts: {', '.join(m.alert_ids)}_" for m in messages
@@ -235,10 +236,6 @@ def combine(messages: Sequence[Message], limit_bytes: int = _DEFAULT_BODY_LIMIT)
         route=messages[0].route,
         body_format="markdown" if any(m.body_format == "markdown" for m in messages) else "text",
     )
-
-
-def _severity_rank(severity: str) -> int:
-    return SEVERITIES.index(severity) if severity in SEVERITIES else len(SEVERITIES)
 
 
 def _fit(text: str, limit_bytes: int) -> str:
@@ -351,9 +348,10 @@ def _verify(args: Mapping[str, str]) -> bool:
 class _DingTalkSender(_RobotSender):
     kind = "dingtalk"
 
-    def __init__(self, plugin: Any, url: str) -> None:
+    def __init__(self, plugin: Any, url: str, clock: Clock = WALL_CLOCK) -> None:
         args = _query_args(url)
         super().__init__(args.get("endpoint") or DINGTALK_ENDPOINT, _verify(args))
+        self.clock = clock
         self.token: str = plugin.token
         self.secret: str | None = plugin.secret
         self.mobiles: list[str] = list(plugin.targets)
@@ -361,7 +359,7 @@ class _DingTalkSender(_RobotSender):
     def request(self, message: Message) -> tuple[dict[str, str], dict[str, Any]]:
         params = {"access_token": self.token}
         if self.secret:
-            params.update(dingtalk_sign(self.secret, int(time.time() * 1000)))
+            params.update(dingtalk_sign(self.secret, self.clock.now_ms()))
         limit = _BODY_LIMIT_BYTES["dingtalk"]
         # A robot only notifies a mobile that also appears as @number in the text.
         mentions = " ".join(f"@{m}" for m in self.mobiles)
@@ -409,13 +407,15 @@ class _WeComSender(_RobotSender):
         return {"key": self.key}, {"msgtype": "text", "text": {"content": content}}
 
 
-def _make_sender(url: str) -> _Sender:
+def _make_sender(url: str, clock: Clock = WALL_CLOCK) -> _Sender:
     scheme = url.split("://", 1)[0].lower()
     if scheme in ("dingtalk", "wecombot"):
         plugin = apprise.Apprise.instantiate(url)
         if plugin is None:
             return _AppriseSender(url)  # reports the URL as invalid on every attempt
-        return _DingTalkSender(plugin, url) if scheme == "dingtalk" else _WeComSender(plugin, url)
+        if scheme == "dingtalk":
+            return _DingTalkSender(plugin, url, clock)
+        return _WeComSender(plugin, url)
     return _AppriseSender(url)
 
 
@@ -425,15 +425,18 @@ def _make_sender(url: str) -> _Sender:
 class _RateLimiter:
     """Sliding one-minute window of send times for one channel URL."""
 
-    def __init__(self, per_min: int | None, window_s: float = 60.0) -> None:
+    def __init__(
+        self, per_min: int | None, window_s: float = 60.0, clock: Clock = WALL_CLOCK
+    ) -> None:
         self.per_min = per_min
         self.window_s = window_s
+        self.clock = clock
         self.sent: deque[float] = deque()
 
     def remaining(self) -> int | None:
         if self.per_min is None:
             return None
-        now = time.monotonic()
+        now = self.clock.monotonic()
         while self.sent and now - self.sent[0] >= self.window_s:
             self.sent.popleft()
         return max(0, self.per_min - len(self.sent))
@@ -441,11 +444,11 @@ class _RateLimiter:
     def wait_s(self) -> float:
         if not self.sent:
             return 0.0
-        return max(0.0, self.sent[0] + self.window_s - time.monotonic())
+        return max(0.0, self.sent[0] + self.window_s - self.clock.monotonic())
 
     def take(self) -> None:
         if self.per_min is not None:
-            self.sent.append(time.monotonic())
+            self.sent.append(self.clock.monotonic())
 
 
 # --------------------------------------------------------------------------- worker
@@ -535,7 +538,7 @@ class _ChannelWorker:
                 error = _scrub(error, owner._secrets)
             owner._record(
                 DeliveryAttempt(
-                    ts_ms=int(owner.clock() * 1000),
+                    ts_ms=owner.clock.now_ms(),
                     route=self.route,
                     channel=self.masked,
                     alert_ids=message.alert_ids,
@@ -598,7 +601,7 @@ class Deliverer:
         max_backoff_s: float = 60.0,
         send_timeout_s: float = 15.0,
         on_attempt: Callable[[DeliveryAttempt], None] | None = None,
-        clock: Callable[[], float] = time.time,
+        clock: Clock = WALL_CLOCK,
         max_audit: int = 1000,
         rate_window_s: float = 60.0,
     ) -> None:
@@ -626,10 +629,12 @@ class Deliverer:
         for name, route in self.routes.items():
             workers = []
             for channel in route.channels:
-                sender = _make_sender(channel.url)
+                sender = _make_sender(channel.url, clock)
                 per_min = route.rate_limit_per_min or sender.default_per_min
                 # A robot's limit is per robot, so routes sharing a URL share its limiter.
-                limiter = limiters.setdefault(channel.url, _RateLimiter(per_min, rate_window_s))
+                limiter = limiters.setdefault(
+                    channel.url, _RateLimiter(per_min, rate_window_s, clock)
+                )
                 worker = _ChannelWorker(self, name, channel, limiter, sender)
                 if isinstance(worker.sender, _AppriseSender) and not worker.sender.valid:
                     log.error(
@@ -730,7 +735,7 @@ class Deliverer:
                 log.error("no notification route named %r; message dropped", route)
             self._record(
                 DeliveryAttempt(
-                    ts_ms=int(self.clock() * 1000),
+                    ts_ms=self.clock.now_ms(),
                     route=route,
                     channel="",
                     alert_ids=message.alert_ids,

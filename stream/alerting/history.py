@@ -6,9 +6,8 @@ The schema is versioned with ``PRAGMA user_version``; older files are migrated
 on open, newer ones are refused with one clear line.
 
 >>> h = AlertHistory(":memory:")
->>> h.record_alert({"alert_id": "a1", "fingerprint": "f1", "status": "firing",
-...     "severity": "warning", "rule": "r", "signal": "latency", "series": {"provider": "paypal"},
-...     "started_at": 1000, "window_end": 2000}, now_ms=2000)
+>>> h.record_alert(AlertRecord("a1", "f1", "firing", "warning", "r", "latency",
+...     {"provider": "paypal"}, started_at=1000, window_end=2000), now_ms=2000)
 True
 >>> [(a["alert_id"], a["status"]) for a in h.list_alerts()]
 [('a1', 'firing')]
@@ -27,6 +26,8 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+
+from stream.alerting.record import AlertRecord
 
 SCHEMA_VERSION = 1
 
@@ -221,8 +222,9 @@ class AlertHistory:
 
     # -- writes (the dispatcher and the deliverer call these) ----------------------------------
 
-    def record_alert(self, record: Mapping[str, Any], now_ms: int) -> bool:
-        """Store an alert v1 record; False when this exact state change is already stored."""
+    def record_alert(self, alert: AlertRecord, now_ms: int) -> bool:
+        """Store an alert record; False when this exact state change is already stored."""
+        record = alert.to_dict()
         rid, status = str(record["alert_id"]), str(record["status"])
         wend = int(record.get("window_end") or 0)
         blob = json.dumps(record, ensure_ascii=False, sort_keys=True, default=str)

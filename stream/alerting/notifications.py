@@ -18,16 +18,17 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
-import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from stream.alerting.delivery import Deliverer, DeliveryAttempt, Message
-from stream.alerting.dispatch import Dispatcher, route_targets
+from stream.alerting.dispatch import Dispatcher
 from stream.alerting.history import AlertHistory, HistoryError, default_path
 from stream.alerting.record import AlertRecord
+from stream.alerting.routes import route_targets
 from stream.alerting.silences import ControlEvent, ControlEventError, SilenceSet
+from stream.clock import WALL_CLOCK, Clock
 from stream.config import Config, ConfigError
 
 log = logging.getLogger("paywatch.notify")
@@ -183,8 +184,9 @@ class InOrderThread:
     reads the clock when it runs.  Delivery's ``submit`` is thread-safe.
     """
 
-    def __init__(self, notifications: Notifications) -> None:
+    def __init__(self, notifications: Notifications, clock: Clock = WALL_CLOCK) -> None:
         self.notifications = notifications
+        self.clock = clock
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="paywatch-dispatch")
         self._tick_queued = threading.Event()
 
@@ -214,7 +216,7 @@ class InOrderThread:
 
     def _tick(self) -> None:
         self._tick_queued.clear()
-        self.notifications.tick(int(time.time() * 1000))
+        self.notifications.tick(self.clock.now_ms())
 
     async def stop(self, drain_s: float) -> None:
         """Finish queued work, queue what is due, let delivery drain, then stop."""

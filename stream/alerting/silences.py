@@ -1,8 +1,9 @@
 """Silences and the control events that carry them (Alertmanager vocabulary).
 
 A silence mutes notifications for alerts whose labels match all of its
-matchers while it is active.  Labels of an alert are its ``series`` dict plus
-``rule``, ``signal`` and ``severity`` (see :func:`alert_labels`).  Silences,
+matchers (:mod:`stream.alerting.matchers`) while it is active.  Labels of an alert
+are its ``series`` dict plus ``rule``, ``signal`` and ``severity``
+(:attr:`~stream.alerting.record.AlertRecord.labels`).  Silences,
 unsilences and acks travel as JSON objects on the ``paywatch.control`` topic::
 
     {"kind": "silence", "id": "s1", "matchers": ["provider=\\"alipay\\""],
@@ -19,107 +20,18 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-MatchOp = Literal["=", "!=", "=~", "!~"]
-_OPS: tuple[MatchOp, ...] = ("=~", "!~", "!=", "=")  # two-char operators first when parsing
-_MATCHER_RE = re.compile(r"""^\s*([A-Za-z_][A-Za-z0-9_]*)\s*(=~|!~|!=|=)\s*(.*?)\s*$""")
+from stream.alerting.matchers import Matcher, MatcherError, matches_all
+
 _WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 
 
 class ControlEventError(ValueError):
     """A control event or silence that cannot be used; the message is one line for a person."""
-
-
-def alert_labels(record: Mapping[str, Any]) -> dict[str, str]:
-    """Labels of an alert v1 record: its series plus rule, signal and severity.
-
-    >>> alert_labels({"rule": "r", "signal": "latency", "severity": "warning",
-    ...               "series": {"provider": "alipay"}})
-    {'provider': 'alipay', 'rule': 'r', 'signal': 'latency', 'severity': 'warning'}
-    """
-    labels = {str(k): str(v) for k, v in (record.get("series") or {}).items()}
-    for key in ("rule", "signal", "severity"):
-        if record.get(key) is not None:
-            labels[key] = str(record[key])
-    return labels
-
-
-@dataclass(frozen=True)
-class Matcher:
-    """One label condition: ``=`` equal, ``!=`` not equal, ``=~`` / ``!~`` full regex match.
-
-    A missing label reads as the empty string, as in Alertmanager.
-    """
-
-    name: str
-    op: MatchOp
-    value: str
-    _rx: re.Pattern[str] | None = field(default=None, compare=False, repr=False)
-
-    def __post_init__(self) -> None:
-        if self.op not in _OPS:
-            raise ControlEventError(f"matcher {self.name!r}: unknown operator {self.op!r}")
-        if not self.name:
-            raise ControlEventError("matcher has an empty label name")
-        if self.op in ("=~", "!~"):
-            try:
-                object.__setattr__(self, "_rx", re.compile(self.value))
-            except re.error as exc:
-                raise ControlEventError(
-                    f"matcher {self.name}{self.op}{self.value!r}: bad regex ({exc})"
-                ) from None
-
-    def matches(self, labels: Mapping[str, str]) -> bool:
-        got = labels.get(self.name, "")
-        if self.op == "=":
-            return got == self.value
-        if self.op == "!=":
-            return got != self.value
-        assert self._rx is not None
-        hit = self._rx.fullmatch(got) is not None
-        return hit if self.op == "=~" else not hit
-
-    @classmethod
-    def parse(cls, text: str) -> Matcher:
-        """Parse ``name=value``, ``name!="v"``, ``name=~"ali.*"`` (quotes optional).
-
-        >>> Matcher.parse('provider=~"ali.*"').matches({"provider": "alipay"})
-        True
-        """
-        m = _MATCHER_RE.match(text)
-        if not m:
-            raise ControlEventError(
-                f"bad matcher {text!r}: expected label=value, label!=value, "
-                "label=~regex or label!~regex"
-            )
-        name, op, value = m.group(1), m.group(2), m.group(3)
-        if len(value) >= 2 and value[0] == value[-1] and value[0] in "\"'":
-            value = value[1:-1]
-        return cls(name, op, value)  # type: ignore[arg-type]
-
-    def __str__(self) -> str:
-        return f'{self.name}{self.op}"{self.value}"'
-
-    def to_dict(self) -> dict[str, str]:
-        return {"name": self.name, "op": self.op, "value": self.value}
-
-    @classmethod
-    def from_obj(cls, obj: Any) -> Matcher:
-        if isinstance(obj, str):
-            return cls.parse(obj)
-        if isinstance(obj, Mapping):
-            if "name" not in obj or "value" not in obj:
-                raise ControlEventError(f"matcher {dict(obj)!r} needs 'name' and 'value'")
-            op = obj.get("op")
-            if op is None:  # Alertmanager API shape: isRegex / isEqual
-                regex, equal = bool(obj.get("isRegex")), obj.get("isEqual", True)
-                op = ("=~" if equal else "!~") if regex else ("=" if equal else "!=")
-            return cls(str(obj["name"]), op, str(obj["value"]))  # type: ignore[arg-type]
-        raise ControlEventError(f"matcher must be a string or an object, got {obj!r}")
 
 
 def _parse_hhmm(text: str, what: str) -> int:
@@ -249,7 +161,7 @@ class Silence:
         return self.ends_at is not None and now_ms >= self.ends_at
 
     def matches(self, labels: Mapping[str, str], now_ms: int) -> bool:
-        return self.active(now_ms) and all(m.matches(labels) for m in self.matchers)
+        return self.active(now_ms) and matches_all(self.matchers, labels)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -267,12 +179,15 @@ class Silence:
         if not isinstance(obj, Mapping):
             raise ControlEventError(f"silence must be an object, got {type(obj).__name__}")
         raw = obj.get("matchers")
-        if isinstance(raw, Mapping):  # {"provider": "alipay"} shorthand: equality matchers
-            matchers = tuple(Matcher(str(k), "=", str(v)) for k, v in raw.items())
-        elif isinstance(raw, list | tuple):
-            matchers = tuple(Matcher.from_obj(m) for m in raw)
-        else:
-            raise ControlEventError("silence needs 'matchers' (a list or a label→value object)")
+        try:
+            if isinstance(raw, Mapping):  # {"provider": "alipay"} shorthand: equality matchers
+                matchers = tuple(Matcher(str(k), "=", str(v)) for k, v in raw.items())
+            elif isinstance(raw, list | tuple):
+                matchers = tuple(Matcher.from_obj(m) for m in raw)
+            else:
+                raise ControlEventError("silence needs 'matchers' (a list or a label→value object)")
+        except MatcherError as exc:
+            raise ControlEventError(str(exc)) from None
         rec = obj.get("recurrence")
         return cls(
             id=str(obj.get("id") or ""),
@@ -417,6 +332,11 @@ class SilenceSet:
             if s.matches(labels, now_ms):
                 return s
         return None
+
+    def mute_reason(self, labels: Mapping[str, str], now_ms: int) -> str | None:
+        """The silence stage of the dispatcher: why these labels are muted now, if they are."""
+        s = self.is_silenced(labels, now_ms)
+        return f"silenced by {s.id}" if s is not None else None
 
     def get(self, silence_id: str) -> Silence | None:
         return self._by_id.get(silence_id)

@@ -26,13 +26,14 @@ from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, Literal
 
+from stream.alerting.record import AlertRecord
+from stream.config import BODY_FORMATS
+from stream.judge.judgement import severity_rank
+
 Language = Literal["zh", "en"]
 Format = Literal["markdown", "text"]
 Kind = Literal["notify", "repeat", "escalation"]
 
-LANGUAGES = ("zh", "en")
-FORMATS = ("markdown", "text")
-_SEVERITY_ORDER = {"critical": 0, "warning": 1, "info": 2}
 # Dimensions read best from the general to the specific.
 _DIM_ORDER = ("provider", "operation", "merchant_id", "channel", "region", "name")
 _ICONS = {"critical": "🔴", "warning": "🟠", "info": "🔵", "resolved": "✅"}
@@ -323,7 +324,7 @@ def _title(
 ) -> str:
     t = _T[lang]
     if firing:
-        worst = min(firing, key=lambda r: _SEVERITY_ORDER.get(str(r.get("severity")), 9))
+        worst = max(firing, key=lambda r: severity_rank(str(r.get("severity"))))
         tag = f"[{t.get(str(worst.get('severity')), str(worst.get('severity')).upper())}]"
         if len(firing) == 1 and not resolved:
             rec = firing[0]
@@ -366,8 +367,8 @@ def _group_what(recs: Sequence[Mapping[str, Any]], lang: str) -> str:
 
 
 def render(
-    firing: Sequence[Mapping[str, Any]],
-    resolved: Sequence[Mapping[str, Any]],
+    firing: Sequence[AlertRecord | Mapping[str, Any]],
+    resolved: Sequence[AlertRecord | Mapping[str, Any]],
     *,
     now_ms: int,
     language: str = "en",
@@ -380,16 +381,37 @@ def render(
 ) -> tuple[str, str]:
     """Title (plain, at most 100 chars) and body of one notification for a group.
 
-    ``firing``/``resolved`` are alert v1 records; ``muted`` counts the group's
-    alerts that were inhibited or silenced (mentioned, not listed).
+    ``firing``/``resolved`` are alert records (or alert v1 objects, which may carry
+    extra facts such as ``volume``); ``muted`` counts the group's alerts that were
+    inhibited or silenced (mentioned, not listed).
     """
     if not firing and not resolved:
         raise ValueError("render needs at least one alert")
     lang = _lang(language)
-    fmt = fmt if fmt in FORMATS else "markdown"
+    fmt = fmt if fmt in BODY_FORMATS else "markdown"
+    firing_objs = sorted(map(_as_object, firing), key=_sort_key)
+    resolved_objs = sorted(map(_as_object, resolved), key=_sort_key)
+    return _render(firing_objs, resolved_objs, now_ms, lang, fmt, muted, kind, repeat,
+                   unacked_ms, max_items)  # fmt: skip
+
+
+def _as_object(rec: AlertRecord | Mapping[str, Any]) -> Mapping[str, Any]:
+    return rec.to_dict() if isinstance(rec, AlertRecord) else rec
+
+
+def _render(
+    firing: Sequence[Mapping[str, Any]],
+    resolved: Sequence[Mapping[str, Any]],
+    now_ms: int,
+    lang: str,
+    fmt: str,
+    muted: int,
+    kind: Kind,
+    repeat: int,
+    unacked_ms: int,
+    max_items: int,
+) -> tuple[str, str]:
     t = _T[lang]
-    firing = sorted(firing, key=_sort_key)
-    resolved = sorted(resolved, key=_sort_key)
     lines: list[str] = []
     if kind == "escalation":
         icon = "⏫ " if fmt == "markdown" else ""
@@ -437,7 +459,7 @@ def _sort_key(rec: Mapping[str, Any]) -> tuple[int, float, float, str]:
     """Worst first (severity, then score), then the earliest start, then by series."""
     score = rec.get("score")
     return (
-        _SEVERITY_ORDER.get(str(rec.get("severity")), 9),
+        -severity_rank(str(rec.get("severity"))),
         -float(score) if isinstance(score, int | float) else 0.0,
         float(rec.get("started_at") or 0),
         format_series(rec.get("series") or {}),
