@@ -12,7 +12,7 @@ itself, of a deviation at least as large as the one seen.  With
 ``p <= 1e-8``, on every series.
 
 Statistic.  Each value is first de-seasonalised (when timestamps show at least
-24 points a day and three days of data show that a daily profile explains the
+24 points a day and the second day of data shows that a daily profile explains the
 series, see ``_Season``); ``y`` is what remains.  Its *baseline* is the median
 of the last ``window`` learnt ``y`` (breakdown point 50 %: a new level becomes
 the baseline only once it fills half the window).  Four views of the residual
@@ -71,7 +71,7 @@ import numpy as np
 
 SCORE_DECADES = 8.0  # score 1 = tail probability 1e-8
 DEFAULT_THRESHOLD = 0.5  # = p 1e-4 per point: ~0.03 false alarms a day at 5-minute steps
-LEARN_P = 1e-3  # points less likely than this do not update scales and tails
+CLIP = 4.0  # a point moves a scale by at most CLIP times the scale (x the rate)
 MIN_POINTS = 30
 LOCAL = 5  # values in the local context of the spike view
 SCALES = (1, 6, 36)  # residual means judged against the baseline
@@ -103,21 +103,29 @@ class _SortedWindow:
 class _Tail:
     """Scale and peaks-over-threshold tail of one view; ``p(v)`` is its tail probability.
 
+    The scale is the exponentially weighted mean ``|v|`` with each term clipped at
+    ``CLIP`` scales, so one anomalous point moves it by at most ``rate * CLIP``
+    of itself.  Exceedances of ``u`` are declustered (runs declustering, run
+    length 1): a run above ``u`` is one event whose maximum updates the mean excess
+    ``beta``, so ``p`` is the probability per point of *starting* so extreme a run,
+    i.e. of a false alert, and a long plateau is one event, not many.
+
     >>> t = _Tail(0.01)
     >>> for v in (1.0, -1.0) * 50:
-    ...     t.learn(v, guarded=True)
+    ...     t.learn(v)
     >>> round(t.p(0.0), 3), t.p(30.0) < 1e-8
     (1.0, True)
     """
 
-    __slots__ = ("beta", "m", "rate", "scale", "u")
+    __slots__ = ("beta", "m", "rate", "run_max", "scale", "u")
 
     def __init__(self, rate: float) -> None:
         self.rate = rate
         self.scale = 0.0  # mean |v|: Laplace maximum-likelihood scale
         self.m = 0  # updates so far
-        self.u = _LN10  # 90 % quantile of a = |v| / scale (Laplace: ln 10)
-        self.beta = 1.0  # mean excess over u (Laplace: 1)
+        self.u = _LN10  # level exceeded by 10 % of the runs (Laplace: ln 10)
+        self.beta = 1.0  # mean excess of a run's maximum over u (Laplace: 1)
+        self.run_max = 0.0  # maximum of the current run above u (0: not in a run)
 
     def _a(self, v: float, floor: float) -> float:
         s = max(self.scale, floor) * (1.0 + 2.0 / math.sqrt(max(self.m, 1)))
@@ -129,25 +137,28 @@ class _Tail:
             return _Q ** (a / self.u)  # log-linear from 1 at a = 0 to 0.1 at u
         return _Q * math.exp(-(a - self.u) / self.beta)
 
-    def learn(self, v: float, guarded: bool, floor: float = 1e-12) -> None:
-        if not guarded:
-            return
+    def learn(self, v: float, floor: float = 1e-12) -> None:
         self.m += 1
-        eta = max(self.rate, 1.0 / self.m)
-        self.scale += eta * (abs(v) - self.scale)
-        if self.m < MIN_POINTS:
-            return  # keep the Laplace tail until the scale means something
-        a = self._a(v, floor)
-        over = a > self.u
-        # Robbins-Monro step towards the 90 % quantile; mean excess over exceedances.
-        self.u = max(0.5, self.u + self.rate * self.beta * ((1.0 / _Q if over else 0.0) - 1.0))
-        if over:
-            self.beta += min(1.0, self.rate / _Q) * ((a - self.u) - self.beta)
-            self.beta = max(self.beta, 0.25)
+        if self.m <= MIN_POINTS:
+            self.scale += (abs(v) - self.scale) / self.m  # plain mean to start
+            return
+        a = abs(v) / max(self.scale, floor)
+        self.scale += self.rate * (min(abs(v), CLIP * self.scale) - self.scale)
+        if a > self.u:
+            self.run_max = max(self.run_max, a)
+            return
+        step = self.rate * self.beta
+        if self.run_max > 0.0:
+            # A run just ended: one exceedance for the quantile, its maximum for beta.
+            excess = self.run_max - self.u
+            self.beta = max(0.25, self.beta + min(1.0, self.rate / _Q) * (excess - self.beta))
+            self.u += step / _Q
+            self.run_max = 0.0
+        self.u = max(0.5, self.u - step)  # Robbins-Monro: u settles where runs start 10 %
 
 
 class _Season:
-    """Daily profile of one series, used only if it explains it (decided once, after 3 days).
+    """Daily profile of one series, used only if it explains it (decided once, after 2 days).
 
     Bins are the sampling step, capped at 288 a day; each bin is an exponentially
     weighted mean (rate 0.3: about three days) of the value minus the baseline.
@@ -201,8 +212,7 @@ class KpiDetector:
         self.resid: deque[float] = deque(maxlen=max(SCALES))
         self.tails = [_Tail(self.rate) for _ in range(1 + len(SCALES))]
         self.season = _Season()
-        self.use_season: bool | None = None  # decided once, after three days
-        self.guard_run = 0  # consecutive guarded points
+        self.use_season: bool | None = None  # decided once, after two days
         self._cache: tuple[float, float | None, float, list[float], float, float] | None = None
 
     # -- the statistic -------------------------------------------------------------
@@ -272,22 +282,19 @@ class KpiDetector:
         v, t = self._read(x)
         if v is None:
             return
-        p, views, y, med = self._evaluate(v, t)
+        _, views, y, med = self._evaluate(v, t)
         self._cache = None
-        guarded = p >= LEARN_P or self.n < MIN_POINTS
-        self.guard_run = 0 if guarded else self.guard_run + 1
-        learn = guarded or self.guard_run >= self.window // 2
         floor = 1e-9 * (abs(med) + 1e-3)
         for tl, view in zip(self.tails, views, strict=True):
-            tl.learn(view, learn, floor)
+            tl.learn(view, floor)
         if t is not None:
-            self._learn_season(v, t, med, learn)
+            self._learn_season(v, t, med)
         self.resid.append(y - med)
         self.recent.append(y)
         self.base.add(y)
         self.n += 1
 
-    def _learn_season(self, v: float, t: float, med: float, learn: bool) -> None:
+    def _learn_season(self, v: float, t: float, med: float) -> None:
         s = self.season
         s.observe_time(t)
         if not s.bins or self.n == 0 or self.use_season is False:
@@ -298,17 +305,16 @@ class KpiDetector:
         if self.use_season is None and days >= 1.0 and prof is not None:
             s.err_flat += abs(v - med)
             s.err_season += abs(v - med - prof)
-        if self.use_season is None and days >= 3.0:
-            # Used only if it halves the typical residual of days 2 and 3.  The baseline
+        if self.use_season is None and days >= 2.0:
+            # Used only if it halves the typical residual of day 2.  The baseline
             # window can stay: the profile is a deviation from it, so de-seasonalised
             # values have the same median; the scales shrink to the new residuals.
             self.use_season = s.err_season < 0.5 * s.err_flat
             self.recent.clear()
             self.resid.clear()
             return
-        if learn:
-            # Profile = exponentially weighted mean (rate 0.3, ~3 days) of value - baseline.
-            s.profile[b] = v - med if prof is None else prof + 0.3 * (v - med - prof)
+        # Profile = exponentially weighted mean (rate 0.3, ~3 days) of value - baseline.
+        s.profile[b] = v - med if prof is None else prof + 0.3 * (v - med - prof)
 
 
 def score_series(
