@@ -108,6 +108,7 @@ class Dispatcher:
         self._groups = Groups()
         self._outbox: list[Message] = []
         self._clock = 0
+        self.evaluations = 0  # group evaluations run so far (a progress mark for live tests)
 
     # -- inputs -----------------------------------------------------------------------
 
@@ -342,6 +343,7 @@ class Dispatcher:
         return firing, new, resolved, muted
 
     def _evaluate(self, g: Group, now_ms: int) -> None:
+        self.evaluations += 1
         firing, new, resolved, muted = self._sort_members(g, now_ms)
         unacked = [a for a in firing if a.acked_by is None]
         if new or resolved:
