@@ -20,9 +20,9 @@ from typing import Any
 
 import orjson
 
+from models.incidents import GRACE_MS, score_alerts
 from stream.config import Config, load_config
 from stream.offline.backtest import chunked, replay_batches
-from models.incidents import GRACE_MS, score_alerts
 from stream.pipeline import Pipeline
 from stream.sim.simulate import SimConfig, default_incident_suite, labels, simulate
 

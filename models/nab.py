@@ -1,4 +1,4 @@
-"""Numenta Anomaly Benchmark scoring, and incident scoring for event streams.
+"""Numenta Anomaly Benchmark scoring of per-row anomaly scores.
 
 Faithful to NAB v1.1 (``nab/sweeper.py``): every row gets a *sweep score*
 (what a detection at that row would earn), rows of the probationary period are
@@ -18,7 +18,7 @@ start) scores 100.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -260,71 +260,3 @@ def _best_threshold(
             best_score, best_thr = total, float(thr)
         i = j
     return best_thr
-
-
-# --- incident scoring for event streams -------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class Interval:
-    """An alert episode or a labelled incident: a series and an event-time span (seconds or ms)."""
-
-    series: Mapping[str, str]
-    start: float
-    end: float
-
-
-@dataclass(slots=True)
-class IncidentScore:
-    recall: float
-    precision: float
-    false_alerts_per_hour: float
-    delays: list[float]  # per detected incident: first matching alert start - incident start
-
-
-def _series_match(a: Mapping[str, str], b: Mapping[str, str]) -> bool:
-    """Same series, or one is a roll-up of the other (they agree on every shared dimension)."""
-    common = set(a) & set(b)
-    if not common:
-        return not a and not b
-    return all(a[k] == b[k] for k in common)
-
-
-def score_incidents(
-    alerts: Sequence[Interval],
-    labels: Sequence[Interval],
-    duration_hours: float,
-    grace: float = 0.0,
-) -> IncidentScore:
-    """Recall, precision, false alerts per hour and detection delays of alert episodes.
-
-    An alert matches an incident when their series match (equal, or one a roll-up
-    of the other) and the alert starts inside ``[incident.start, incident.end + grace]``
-    or the alert is still open when the incident starts.
-
-    >>> inc = [Interval({"provider": "alipay"}, 100, 200)]
-    >>> al = [Interval({"provider": "alipay", "operation": "refund"}, 130, 300),
-    ...       Interval({"provider": "paypal"}, 150, 160)]
-    >>> r = score_incidents(al, inc, duration_hours=2.0)
-    >>> r.recall, r.precision, r.false_alerts_per_hour, r.delays
-    (1.0, 0.5, 0.5, [30.0])
-    """
-
-    def matches(a: Interval, lab: Interval) -> bool:
-        if not _series_match(a.series, lab.series):
-            return False
-        return lab.start <= a.start <= lab.end + grace or a.start <= lab.start <= a.end
-
-    delays = []
-    for lab in labels:
-        starts = [a.start for a in alerts if matches(a, lab)]
-        if starts:
-            delays.append(max(0.0, min(starts) - lab.start))
-    good = sum(1 for a in alerts if any(matches(a, lab) for lab in labels))
-    false = len(alerts) - good
-    return IncidentScore(
-        recall=len(delays) / len(labels) if labels else 1.0,
-        precision=good / len(alerts) if alerts else 1.0,
-        false_alerts_per_hour=false / duration_hours if duration_hours > 0 else 0.0,
-        delays=[float(d) for d in delays],
-    )

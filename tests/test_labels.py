@@ -1,4 +1,4 @@
-"""Labelled incidents: reading JSON/CSV labels, matching alerts to them, `backtest --labels`."""
+"""Labelled incidents: reading JSON/CSV labels, and `backtest --labels` end to end."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from typing import Any
 import orjson
 import pytest
 
-from stream.offline.incidents import LabelsError, read_labels, score_alerts
+from stream.offline.labels import LabelsError, read_labels
 from stream.sim.simulate import SimConfig, parse_incident, simulate, write_jsonl, write_labels
 
 OUTAGE_START_S, OUTAGE_S = 600, 120
@@ -84,45 +84,6 @@ def test_bad_labels_csv_names_the_problem(tmp_path: Path, text: str, needle: str
     p.write_text(text)
     with pytest.raises(LabelsError, match=needle):
         read_labels(p)
-
-
-def _fire(aid: str, series: dict[str, str], window_end: int, **kw: Any) -> dict[str, Any]:
-    return {"alert_id": aid, "status": "firing", "series": series, "window_end": window_end,
-            "rule": "r", "severity": "warning", **kw}  # fmt: skip
-
-
-def test_scoring_matches_rollups_and_counts_the_rest_as_false() -> None:
-    labels = [
-        {"kind": "outage", "start_ms": 100_000, "end_ms": 200_000,
-         "series": {"provider": "alipay", "merchant_id": "M1"}, "is_incident": True},
-        {"kind": "latency", "start_ms": 500_000, "end_ms": 600_000,
-         "series": {"provider": "paypal"}, "is_incident": True},
-        {"kind": "promotion", "start_ms": 700_000, "end_ms": 800_000,
-         "series": {"merchant_id": "M9"}, "is_incident": False},
-    ]  # fmt: skip
-    alerts = [
-        _fire("a", {"provider": "alipay"}, 130_000),  # roll-up of the incident: a detection
-        {
-            "alert_id": "a",
-            "status": "resolved",
-            "series": {"provider": "alipay"},
-            "window_end": 230_000,
-        },
-        _fire("a", {"provider": "alipay"}, 140_000, severity="critical"),  # same episode
-        _fire("b", {"provider": "alipay", "merchant_id": "M1"}, 150_000),
-        _fire("c", {"provider": "wechatpay"}, 150_000),  # another provider: false
-        _fire("d", {"provider": "alipay"}, 200_000 + 400_000),  # past end + grace: false
-        _fire("e", {"provider": "paypal", "merchant_id": "M9"}, 850_000),  # the promotion
-    ]
-    s = score_alerts(alerts, labels, hours=2.0)
-    assert [d.delay_s for d in s.detections[:2]] == [30.0, None]
-    assert sorted(s.detections[0].alert_ids) == ["a", "b"]
-    assert s.recall == 0.5 and s.detected == 1
-    assert {e["alert_id"] for e in s.false_alerts} == {"c", "d"}
-    assert s.promotion_alerts == 1
-    assert s.alerts == 5 and s.precision == pytest.approx(2 / 5)
-    assert s.false_per_hour == pytest.approx(3 / 2)
-    assert s.median_delay_s == 30.0
 
 
 def test_backtest_labels_prints_recall_precision_and_delay(tmp_path: Path, sim_files: Any) -> None:

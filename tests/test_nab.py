@@ -1,4 +1,4 @@
-"""NAB scoring on hand-computed cases, incident scoring, and a quick run on real NAB files."""
+"""NAB scoring on hand-computed cases, and a quick run on real NAB files."""
 
 from __future__ import annotations
 
@@ -12,12 +12,10 @@ import pytest
 
 from models.nab import (
     PROFILES,
-    Interval,
     NabFile,
     probationary_length,
     scaled_sigmoid,
     score_corpus,
-    score_incidents,
     windows_to_indices,
 )
 
@@ -99,25 +97,6 @@ def test_windows_to_indices_matches_nab_label_format() -> None:
     assert windows_to_indices(
         ts, [["2014-04-01 00:10:00.000000", "2014-04-01 00:25:00.000000"]]
     ) == [(2, 5)]
-
-
-def test_score_incidents_recall_precision_rate_and_delay() -> None:
-    labels = [
-        Interval({"provider": "alipay"}, 0, 600),
-        Interval({"provider": "paypal"}, 1000, 1600),
-    ]
-    alerts = [
-        Interval(
-            {"provider": "alipay", "operation": "refund"}, 120, 900
-        ),  # roll-up match, 120 s late
-        Interval({"provider": "wechatpay"}, 1100, 1200),  # wrong series: false alert
-        Interval({"provider": "alipay"}, 5000, 5100),  # outside any incident: false alert
-    ]
-    r = score_incidents(alerts, labels, duration_hours=4.0)
-    assert r.recall == 0.5
-    assert r.precision == pytest.approx(1 / 3)
-    assert r.false_alerts_per_hour == 0.5
-    assert r.delays == [120.0]
 
 
 @pytest.mark.skipif(not NAB.is_dir(), reason="NAB subset not present")

@@ -25,8 +25,8 @@ import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from stream.ingest.events import Source
-from stream.ingest.kafka import KafkaUnavailable, start_client
-from stream.offline.incidents import parse_time_ms
+from stream.ingest.kafka_client import KafkaUnavailable, start_client
+from stream.offline.labels import parse_time_ms
 
 
 @dataclass(frozen=True)

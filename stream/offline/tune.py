@@ -2,7 +2,7 @@
 
 Every combination of the ``--grid`` values is applied on top of the base config
 (``--config`` or the built-in defaults), replayed through the same pipeline as
-``backtest`` and scored against the labels (:mod:`stream.offline.incidents`).  Objectives:
+``backtest`` and scored against the labels (:mod:`models.incidents`).  Objectives:
 
 - ``recall`` (default): most labelled incidents found among the combinations
   with at most ``--max-false-per-hour`` false alerts per hour; ties go to the
@@ -30,6 +30,7 @@ from typing import IO, Any
 
 import yaml
 
+from models.incidents import score_alerts
 from stream.config import ConfigError, config_from_dict, load_config
 
 DEFAULT_GRID: dict[str, list[Any]] = {
@@ -147,7 +148,6 @@ def sweep(
 ) -> list[Trial]:
     """Replay once per grid combination and score each (sequential, in grid order)."""
     from stream.offline.backtest import replay_alerts
-    from stream.offline.incidents import score_alerts
 
     keys = list(grid)
     combos = [dict(zip(keys, vals, strict=True)) for vals in itertools.product(*grid.values())]
@@ -225,7 +225,7 @@ def materialise(url: str, path: Path) -> Path:
 
 def run_tune(args: argparse.Namespace) -> int:
     """``paywatch tune`` (errors raise TuneError/ValueError, printed as one line)."""
-    from stream.offline.incidents import read_labels
+    from stream.offline.labels import read_labels
 
     labels = read_labels(args.labels)
     if not any(lab["is_incident"] for lab in labels):
