@@ -332,7 +332,8 @@ async def test_stop_is_prompt_with_sends_in_flight_and_workers_waiting(
         d.submit(msg(i, route="limited"))
     assert await wait_until(lambda: len(webhook_server.posts) == 1)  # all 3 on the one slot
     d.submit(msg(3, route="limited"))  # this one now waits a minute for a slot
-    await asyncio.sleep(0.05)
+    (limited,) = d._workers["limited"]
+    assert await wait_until(limited.queue.empty)  # taken off the queue: waiting for the slot
     t0 = time.monotonic()
     async with asyncio.timeout(3):
         await d.stop()
