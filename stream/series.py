@@ -28,9 +28,9 @@ def series_text(series: Mapping[str, str]) -> str:
     return "/".join(series.values())
 
 
-def series_labels(series: Mapping[str, str]) -> str:
-    """``key=value`` pairs, for where the dimension names matter."""
-    return " ".join(f"{k}={v}" for k, v in series.items())
+def series_labels(series: Mapping[str, str], sep: str = " ") -> str:
+    """``key=value`` pairs, for where the dimension names matter (``sep`` between them)."""
+    return sep.join(f"{k}={v}" for k, v in series.items())
 
 
 def is_beneath(child: Mapping[str, str], parent: Mapping[str, str]) -> bool:

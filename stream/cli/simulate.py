@@ -1,30 +1,28 @@
-"""`paywatch simulate`: the simulator to a JSONL file or to Kafka."""
+"""``paywatch simulate``: the simulator to a JSONL file or to Kafka."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
 import sys
+from collections.abc import Iterable
+from typing import Any
 
-from stream.ingest.kafka import ensure_topics
-from stream.sim.produce import produce_events
-from stream.sim.simulate import (
-    SimConfig,
-    default_incident_suite,
-    parse_incident,
-    simulate,
-    write_jsonl,
-    write_labels,
-)
+from stream.cli.inputs import UserError
 
 
-class SimulateUsageError(ValueError):
-    pass
+def cmd_simulate(args: argparse.Namespace) -> int:
+    from stream.sim.simulate import (
+        SimConfig,
+        default_incident_suite,
+        parse_incident,
+        simulate,
+        write_jsonl,
+        write_labels,
+    )
 
-
-def run_simulate(args: argparse.Namespace) -> int:
     if bool(args.out) == bool(args.to_kafka):
-        raise SimulateUsageError("give exactly one of --out FILE or --to-kafka")
+        raise UserError("give exactly one of --out FILE or --to-kafka")
     incidents = [parse_incident(spec) for spec in args.incident]
     if args.suite:
         incidents += default_incident_suite(args.duration)
@@ -36,17 +34,20 @@ def run_simulate(args: argparse.Namespace) -> int:
         n = write_jsonl(simulate(cfg), args.out)
         print(f"simulate: {n:,} events → {args.out}", file=sys.stderr)
         return 0
+    n = asyncio.run(_to_kafka(args, simulate(cfg)))
+    print(f"simulate: {n:,} events → {args.topic} on {args.bootstrap}", file=sys.stderr)
+    return 0
+
+
+async def _to_kafka(args: argparse.Namespace, events: Iterable[dict[str, Any]]) -> int:
+    from stream.ingest.kafka_client import ensure_topics
+    from stream.sim.produce import produce_events
 
     def progress(n: int) -> None:
         if n % 10_000 < 500:
             print(f"  … {n:,} events sent", file=sys.stderr)
 
-    async def go() -> int:
-        await ensure_topics(args.bootstrap, [args.topic])
-        return await produce_events(
-            simulate(cfg), args.bootstrap, args.topic, speed=args.speed, on_progress=progress
-        )
-
-    n = asyncio.run(go())
-    print(f"simulate: {n:,} events → {args.topic} on {args.bootstrap}", file=sys.stderr)
-    return 0
+    await ensure_topics(args.bootstrap, [args.topic])
+    return await produce_events(
+        events, args.bootstrap, args.topic, speed=args.speed, on_progress=progress
+    )
