@@ -20,11 +20,12 @@ from typing import IO, Any
 import orjson
 
 from stream.config import Config
-from stream.ingest.decode import dlq_record
+from stream.ingest.dlq import dlq_record
 from stream.ingest.events import Source, SourceColumns
+from stream.judge.features import JudgedWindow
 from stream.judge.rules import DetectorRule
 from stream.pipeline import Pipeline, PipelineStats, StepResult
-from stream.windows.state import ClosedWindow, WindowState
+from stream.series import SeriesKey, series_key
 
 
 @dataclass
@@ -189,13 +190,6 @@ class Trace:
     window_ms: int = 10_000
 
 
-SeriesKey = tuple[tuple[str, str], ...]
-
-
-def series_key(series: dict[str, str]) -> SeriesKey:
-    return tuple(sorted(series.items()))
-
-
 class SeriesRecorder:
     """Records value, expected and score of chosen (rule, series) every window.
 
@@ -219,10 +213,10 @@ class SeriesRecorder:
         traces, wanted = self.traces, self.wanted
         labels_cache: dict[int, tuple[Any, SeriesKey]] = {}
 
-        def observed(win: ClosedWindow, windows: WindowState, active: set[str]) -> Any:
+        def observed(window: JudgedWindow, active: set[str]) -> Any:
             log.clear()
-            out = judge(win, windows, active)
-            reg = windows.registry
+            out = judge(window, active)
+            win, reg = window.win, window.registry
             for det, x, score in log:
                 sid = x.sid
                 got = labels_cache.get(sid)

@@ -158,16 +158,81 @@ def backtest_csv(
     t0 = time.perf_counter()
     path = Path(input_path)
     timestamps, values = read_metric_csv(path)
+    scores, episodes = _replay(path.stem, timestamps, values, threshold)
+    if scores_out is not None:
+        _write_scores(Path(scores_out), timestamps, values, scores, episodes.flags)
+    if alerts_out is not None:
+        with Path(alerts_out).open("wb") as fb:
+            for rec in episodes.alerts:
+                fb.write(orjson.dumps(rec) + b"\n")
+    return {
+        "input": str(path),
+        "rows": len(values),
+        "threshold": threshold,
+        "alerts_fired": sum(1 for a in episodes.alerts if a["status"] == "firing"),
+        "max_score": float(scores.max()) if len(scores) else 0.0,
+        "seconds": round(time.perf_counter() - t0, 3),
+    }
+
+
+class _Episodes:
+    """Alert episodes of one series: one fires when a row scores at the threshold, and
+    resolves after ``RESOLVE_AFTER`` rows in a row below it."""
+
+    def __init__(self, name: str, threshold: float, rows: int) -> None:
+        self.name, self.threshold = name, threshold
+        self.series = {"metric": name}
+        self.alerts: list[dict[str, Any]] = []
+        self.flags = np.zeros(rows, dtype=np.int8)  # 1 where the row scored at the threshold
+        self.open_start: int | None = None
+        self.severity = "warning"
+        self.below = 0
+
+    def row(self, i: int, t_ms: int, v: float, expected: float, s: float) -> None:
+        if s >= self.threshold:
+            self.flags[i] = 1
+            self.below = 0
+            if self.open_start is None:
+                self.open_start = t_ms
+                # The episode keeps the severity it fired with.
+                self.severity = "critical" if s >= 0.9 else "warning"
+                summary = (
+                    f"{self.name}: {v:.6g} is unusual (expected ~{expected:.6g}), score {s:.2f}"
+                )
+                self._emit("firing", t_ms, t_ms, v, expected, s, summary)
+        elif self.open_start is not None:
+            self.below += 1
+            if self.below >= RESOLVE_AFTER:
+                summary = f"{self.name}: back to normal ({v:.6g}, expected ~{expected:.6g})"
+                self._emit("resolved", self.open_start, t_ms, v, expected, s, summary)
+                self.open_start, self.below = None, 0
+
+    def _emit(
+        self,
+        status: str,
+        start_ms: int,
+        t_ms: int,
+        value: float,
+        expected: float,
+        score: float,
+        summary: str,
+    ) -> None:
+        self.alerts.append(
+            _alert(
+                status, self.series, start_ms, t_ms, value, expected, score, summary, self.severity
+            )
+        )
+
+
+def _replay(
+    name: str, timestamps: list[str], values: np.ndarray, threshold: float
+) -> tuple[np.ndarray, _Episodes]:
+    """Score every row (score, then learn) and follow the alert episodes it makes."""
     times_ms = [round(parse_timestamp(t) * 1000) for t in timestamps]
     det = MetricDetector()
-    series = {"metric": path.stem}
     recent: deque[float] = deque(maxlen=EXPECTED_WINDOW)
     scores = np.empty(len(values), dtype=np.float64)
-    alerts: list[dict[str, Any]] = []
-    flags = np.zeros(len(values), dtype=np.int8)
-    open_start: int | None = None
-    severity = "warning"
-    below = 0
+    episodes = _Episodes(name, threshold, len(values))
     for i, v in enumerate(values.tolist()):
         x = {"value": v, "timestamp": times_ms[i] / 1000.0}
         s = det.score_one(x)
@@ -175,61 +240,18 @@ def backtest_csv(
         scores[i] = s
         expected = float(np.median(recent)) if recent else v
         recent.append(v)
-        if s >= threshold:
-            flags[i] = 1
-            below = 0
-            if open_start is None:
-                open_start = times_ms[i]
-                # The episode keeps the severity it fired with.
-                severity = "critical" if s >= 0.9 else "warning"
-                alerts.append(
-                    _alert(
-                        "firing",
-                        series,
-                        open_start,
-                        times_ms[i],
-                        v,
-                        expected,
-                        s,
-                        f"{path.stem}: {v:.6g} is unusual (expected ~{expected:.6g}), "
-                        f"score {s:.2f}",
-                        severity,
-                    )
-                )
-        elif open_start is not None:
-            below += 1
-            if below >= RESOLVE_AFTER:
-                alerts.append(
-                    _alert(
-                        "resolved",
-                        series,
-                        open_start,
-                        times_ms[i],
-                        v,
-                        expected,
-                        s,
-                        f"{path.stem}: back to normal ({v:.6g}, expected ~{expected:.6g})",
-                        severity,
-                    )
-                )
-                open_start, below = None, 0
-    if scores_out is not None:
-        with Path(scores_out).open("w", newline="", encoding="utf-8") as fh:
-            w = csv.writer(fh, lineterminator="\n")
-            w.writerow(["timestamp", "value", "anomaly_score", "alert"])
-            for ts, v, s, a in zip(
-                timestamps, values.tolist(), scores.tolist(), flags.tolist(), strict=True
-            ):
-                w.writerow([ts, repr(v), repr(s), a])
-    if alerts_out is not None:
-        with Path(alerts_out).open("wb") as fb:
-            for rec in alerts:
-                fb.write(orjson.dumps(rec) + b"\n")
-    return {
-        "input": str(path),
-        "rows": len(values),
-        "threshold": threshold,
-        "alerts_fired": sum(1 for a in alerts if a["status"] == "firing"),
-        "max_score": float(scores.max()) if len(scores) else 0.0,
-        "seconds": round(time.perf_counter() - t0, 3),
-    }
+        episodes.row(i, times_ms[i], v, expected, s)
+    return scores, episodes
+
+
+def _write_scores(
+    path: Path, timestamps: list[str], values: np.ndarray, scores: np.ndarray, flags: np.ndarray
+) -> None:
+    """``timestamp,value,anomaly_score,alert``, one row per input row (floats round-trip)."""
+    with path.open("w", newline="", encoding="utf-8") as fh:
+        w = csv.writer(fh, lineterminator="\n")
+        w.writerow(["timestamp", "value", "anomaly_score", "alert"])
+        for ts, v, s, a in zip(
+            timestamps, values.tolist(), scores.tolist(), flags.tolist(), strict=True
+        ):
+            w.writerow([ts, repr(v), repr(s), a])

@@ -24,11 +24,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from stream.offline.backtest import Trace, series_key
-from stream.offline.incidents import LabelScore, episodes, series_matches
+from models.incidents import LabelScore, episodes, series_matches
+from stream.judge.judgement import SEVERITIES, severity_rank
+from stream.offline.backtest import Trace
+from stream.series import series_key, series_labels
 
 MAX_CHARTS = 20
-SEVERITY_ORDER = {"critical": 3, "warning": 2, "info": 1}
 RATE_SIGNALS = {"error_rate", "config_error", "notification"}
 
 CSS = """
@@ -83,8 +84,13 @@ def duration(ms: float | None) -> str:
     return f"{s // 3600}h{s % 3600 // 60:02d}m"
 
 
-def series_text(series: Mapping[str, str]) -> str:
-    return ", ".join(f"{k}={v}" for k, v in series.items()) or "(all)"
+def series_cell(series: Mapping[str, str]) -> str:
+    """A series as tables and headings show it; the whole traffic is ``(all)``.
+
+    >>> series_cell({"provider": "alipay", "merchant_id": "M1"}), series_cell({})
+    ('provider=alipay, merchant_id=M1', '(all)')
+    """
+    return series_labels(series, ", ") or "(all)"
 
 
 def _fmt(v: float) -> str:
@@ -114,6 +120,36 @@ class Panel:
     y_fixed: tuple[float, float] | None = None
 
 
+@dataclass
+class _Frame:
+    """Where a panel's plot area sits in the SVG and which times and values it spans."""
+
+    width: int
+    height: int
+    t0: int
+    tspan: int
+    lo: float
+    hi: float
+    left: int = 64
+    right: int = 12
+    top: int = 20
+    bottom: int = 24
+
+    @property
+    def pw(self) -> int:
+        return self.width - self.left - self.right
+
+    @property
+    def ph(self) -> int:
+        return self.height - self.top - self.bottom
+
+    def x(self, t: float) -> float:
+        return self.left + (t - self.t0) / self.tspan * self.pw
+
+    def y(self, v: float) -> float:
+        return self.top + self.ph - (v - self.lo) / (self.hi - self.lo) * self.ph
+
+
 def svg_panel(
     t_ms: Sequence[int],
     panel: Panel,
@@ -124,86 +160,115 @@ def svg_panel(
     step_ms: int | None = None,
 ) -> str:
     """One panel as inline SVG (a gap of more than 1.5 ``step_ms`` breaks the line)."""
-    left, right, top, bottom = 64, 12, 20, 24
-    pw, ph = width - left - right, height - top - bottom
     t0, t1 = t_range
-    tspan = max(1, t1 - t0)
-    if panel.y_fixed is not None:
-        lo, hi = panel.y_fixed
-    else:
-        vals = [v for vs, *_ in panel.lines for v in vs if math.isfinite(v)]
-        if panel.band is not None:
-            vals += [v for v in (*panel.band[0], *panel.band[1]) if math.isfinite(v)]
-        if panel.hline is not None:
-            vals.append(panel.hline[0])
-        lo, hi = (min(vals), max(vals)) if vals else (0.0, 1.0)
-        lo = min(lo, 0.0) if lo >= 0 else lo
-        pad = (hi - lo) * 0.08 or (abs(hi) * 0.1 or 1.0)
-        hi += pad
-        if lo < 0:
-            lo -= pad
-
-    def x(t: float) -> float:
-        return left + (t - t0) / tspan * pw
-
-    def y(v: float) -> float:
-        return top + ph - (v - lo) / (hi - lo) * ph
-
+    f = _Frame(width, height, t0, max(1, t1 - t0), *_value_range(panel))
+    step = step_ms or _window_step(t_ms)
     out = [
         f'<svg class="chart" xmlns="http://www.w3.org/2000/svg" width="{width}" '
         f'height="{height}" viewBox="0 0 {width} {height}" role="img" '
         f'aria-label="{esc(panel.title)}">',
-        f'<rect x="{left}" y="{top}" width="{pw}" height="{ph}" fill="#fbfcfe" stroke="#ccd"/>',
-        f'<text x="{left}" y="14" font-size="12" fill="#334">{esc(panel.title)}</text>',
+        f'<rect x="{f.left}" y="{f.top}" width="{f.pw}" height="{f.ph}" fill="#fbfcfe" '
+        'stroke="#ccd"/>',
+        f'<text x="{f.left}" y="14" font-size="12" fill="#334">{esc(panel.title)}</text>',
+        *_svg_spans(f, spans),
+        *_svg_band(f, t_ms, panel, step),
+        *_svg_threshold(f, panel),
+        *_svg_lines(f, t_ms, panel, step),
+        *_svg_axes(f, panel),
+        "</svg>",
     ]
+    return "".join(out)
+
+
+def _value_range(panel: Panel) -> tuple[float, float]:
+    """The panel's fixed y range, else its data's (zero included when all positive) padded."""
+    if panel.y_fixed is not None:
+        return panel.y_fixed
+    vals = [v for vs, *_ in panel.lines for v in vs if math.isfinite(v)]
+    if panel.band is not None:
+        vals += [v for v in (*panel.band[0], *panel.band[1]) if math.isfinite(v)]
+    if panel.hline is not None:
+        vals.append(panel.hline[0])
+    lo, hi = (min(vals), max(vals)) if vals else (0.0, 1.0)
+    lo = min(lo, 0.0) if lo >= 0 else lo
+    pad = (hi - lo) * 0.08 or (abs(hi) * 0.1 or 1.0)
+    hi += pad
+    if lo < 0:
+        lo -= pad
+    return lo, hi
+
+
+def _svg_spans(f: _Frame, spans: Sequence[tuple[int, int, str]]) -> list[str]:
+    """Shaded time spans (alert episodes, labelled incidents), clipped to the plot."""
+    out = []
     for s, e, colour in spans:
-        xs, xe = max(left, x(s)), min(left + pw, x(e))
+        xs, xe = max(f.left, f.x(s)), min(f.left + f.pw, f.x(e))
         if xe > xs:
             out.append(
-                f'<rect x="{xs:.1f}" y="{top}" width="{max(1.0, xe - xs):.1f}" height="{ph}" '
-                f'fill="{colour}"/>'
+                f'<rect x="{xs:.1f}" y="{f.top}" width="{max(1.0, xe - xs):.1f}" '
+                f'height="{f.ph}" fill="{colour}"/>'
             )
-    step = step_ms or _window_step(t_ms)
-    if panel.band is not None:
-        for seg in _segments(t_ms, panel.band[0], panel.band[1], step):
-            upper = " ".join(f"{x(t):.1f},{y(min(h, hi)):.1f}" for t, _, h in seg)
-            lower = " ".join(f"{x(t):.1f},{y(max(lw, lo)):.1f}" for t, lw, _ in reversed(seg))
-            out.append(f'<polygon points="{upper} {lower}" fill="{C_BAND}" stroke="none"/>')
-    if panel.hline is not None:
-        hv, label = panel.hline
-        out.append(
-            f'<line x1="{left}" x2="{left + pw}" y1="{y(hv):.1f}" y2="{y(hv):.1f}" '
-            f'stroke="{C_THRESHOLD}" stroke-dasharray="5,4"/>'
-            f'<text x="{left + pw - 4}" y="{y(hv) - 3:.1f}" font-size="10" text-anchor="end" '
-            f'fill="{C_THRESHOLD}">{esc(label)}</text>'
-        )
+    return out
+
+
+def _svg_band(f: _Frame, t_ms: Sequence[int], panel: Panel, step: int) -> list[str]:
+    if panel.band is None:
+        return []
+    out = []
+    for seg in _segments(t_ms, panel.band[0], panel.band[1], step):
+        upper = " ".join(f"{f.x(t):.1f},{f.y(min(h, f.hi)):.1f}" for t, _, h in seg)
+        lower = " ".join(f"{f.x(t):.1f},{f.y(max(lw, f.lo)):.1f}" for t, lw, _ in reversed(seg))
+        out.append(f'<polygon points="{upper} {lower}" fill="{C_BAND}" stroke="none"/>')
+    return out
+
+
+def _svg_threshold(f: _Frame, panel: Panel) -> list[str]:
+    if panel.hline is None:
+        return []
+    hv, label = panel.hline
+    return [
+        f'<line x1="{f.left}" x2="{f.left + f.pw}" y1="{f.y(hv):.1f}" y2="{f.y(hv):.1f}" '
+        f'stroke="{C_THRESHOLD}" stroke-dasharray="5,4"/>'
+        f'<text x="{f.left + f.pw - 4}" y="{f.y(hv) - 3:.1f}" font-size="10" text-anchor="end" '
+        f'fill="{C_THRESHOLD}">{esc(label)}</text>'
+    ]
+
+
+def _svg_lines(f: _Frame, t_ms: Sequence[int], panel: Panel, step: int) -> list[str]:
+    """Each line as polylines broken at gaps; a lone point is a dot."""
+    out = []
     for values, colour, _, dashed in panel.lines:
         dash = ' stroke-dasharray="4,3"' if dashed else ""
         for seg in _segments(t_ms, values, values, step):
             if len(seg) == 1:
                 t, v, _ = seg[0]
-                out.append(f'<circle cx="{x(t):.1f}" cy="{y(v):.1f}" r="1.6" fill="{colour}"/>')
+                out.append(f'<circle cx="{f.x(t):.1f}" cy="{f.y(v):.1f}" r="1.6" fill="{colour}"/>')
                 continue
-            pts = " ".join(f"{x(t):.1f},{y(v):.1f}" for t, v, _ in seg)
+            pts = " ".join(f"{f.x(t):.1f},{f.y(v):.1f}" for t, v, _ in seg)
             out.append(
                 f'<polyline points="{pts}" fill="none" stroke="{colour}" stroke-width="1.5"{dash}/>'
             )
-    ticks = (0.0, 0.5, 1.0) if panel.y_fixed is not None else (lo, (lo + hi) / 2, hi)
-    for v in ticks:  # y axis
+    return out
+
+
+def _svg_axes(f: _Frame, panel: Panel) -> list[str]:
+    """Three value ticks and six time ticks (with the date when the span passes a day)."""
+    out = []
+    ticks = (0.0, 0.5, 1.0) if panel.y_fixed is not None else (f.lo, (f.lo + f.hi) / 2, f.hi)
+    for v in ticks:
         out.append(
-            f'<text x="{left - 6}" y="{y(v) + 4:.1f}" font-size="10" text-anchor="end" '
+            f'<text x="{f.left - 6}" y="{f.y(v) + 4:.1f}" font-size="10" text-anchor="end" '
             f'fill="#556">{esc(_fmt(v))}</text>'
         )
-    with_date = tspan > 86_400_000
-    for i in range(6):  # time axis
-        tt = t0 + tspan * i / 5
+    with_date = f.tspan > 86_400_000
+    for i in range(6):
+        tt = f.t0 + f.tspan * i / 5
         anchor = "start" if i == 0 else "end" if i == 5 else "middle"
         out.append(
-            f'<text x="{x(tt):.1f}" y="{height - 8}" font-size="10" text-anchor="{anchor}" '
-            f'fill="#556">{esc(clock(tt, with_date))}</text>'
+            f'<text x="{f.x(tt):.1f}" y="{f.height - 8}" font-size="10" '
+            f'text-anchor="{anchor}" fill="#556">{esc(clock(tt, with_date))}</text>'
         )
-    out.append("</svg>")
-    return "".join(out)
+    return out
 
 
 def _window_step(t_ms: Sequence[int]) -> int:
@@ -272,7 +337,7 @@ class ChartSpec:
     series: dict[str, str]  # as the alerts name it (their key order)
     alert_spans: list[tuple[int, int]]
     label_spans: list[tuple[int, int, bool]]  # (start, end, is_incident)
-    worst: tuple[int, float, int]
+    worst: tuple[str, float, int]  # severity, score, episodes of its firing records
 
 
 def chart_specs(
@@ -301,7 +366,7 @@ def chart_specs(
         spans += [(s, end_t) for s in open_at.values()]
         firing = [a for a in recs if a["status"] == "firing"]
         worst = (
-            max(SEVERITY_ORDER.get(str(a["severity"]), 0) for a in firing) if firing else 0,
+            max((str(a["severity"]) for a in firing), key=severity_rank, default="-"),
             max(float(a["score"]) for a in firing) if firing else 0.0,
             len({a["alert_id"] for a in firing}),
         )
@@ -311,7 +376,7 @@ def chart_specs(
             if series_matches(tr.series, lab["series"])
         ]
         specs.append(ChartSpec(tr, dict(recs[0]["series"]), sorted(spans), lab_spans, worst))
-    specs.sort(key=lambda c: (-c.worst[0], -c.worst[1], -c.worst[2], c.trace.rule))
+    specs.sort(key=lambda c: (-severity_rank(c.worst[0]), -c.worst[1], -c.worst[2], c.trace.rule))
     return specs[:limit]
 
 
@@ -371,9 +436,9 @@ def chart_html(spec: ChartSpec) -> str:
         y_fixed=(0.0, 1.05),
     )
     head = (
-        f"<h3>{esc(tr.rule)} · {esc(series_text(spec.series))}</h3>"
+        f"<h3>{esc(tr.rule)} · {esc(series_cell(spec.series))}</h3>"
         f'<div class="muted">{len(spec.alert_spans)} alert episode(s), worst '
-        f"{esc({v: k for k, v in SEVERITY_ORDER.items()}.get(spec.worst[0], '-'))}, "
+        f"{esc(spec.worst[0] if severity_rank(spec.worst[0]) else '-')}, "
         f"max score {spec.worst[1]:.2f}</div>"
     )
     return (
@@ -415,18 +480,25 @@ def table(headers: Sequence[str], rows: Iterable[Sequence[Any]], numeric: int = 
 
 def alerts_by_rule(alerts: Sequence[Mapping[str, Any]]) -> list[tuple[str, int, int, int, int]]:
     """(rule, critical, warning, info, total) episodes; an episode counts at its worst."""
-    worst: dict[str, tuple[str, int]] = {}
+    worst: dict[str, tuple[str, str]] = {}
     for a in alerts:
         if a["status"] != "firing":
             continue
-        sev = SEVERITY_ORDER.get(str(a["severity"]), 0)
         aid = str(a["alert_id"])
-        if aid not in worst or sev > worst[aid][1]:
-            worst[aid] = (str(a["rule"]), sev)
-    counts: dict[str, list[int]] = defaultdict(lambda: [0, 0, 0])
-    for rule, sev in worst.values():
-        if sev:
-            counts[rule][3 - sev] += 1
+        if aid not in worst or severity_rank(str(a["severity"])) > severity_rank(worst[aid][1]):
+            worst[aid] = (str(a["rule"]), str(a["severity"]))
+    return severity_table(worst.values())
+
+
+def severity_table(
+    pairs: Iterable[tuple[str, str]],
+) -> list[tuple[str, int, int, int, int]]:
+    """(rule, critical, warning, info, total) rows of (rule, severity) episodes, most first;
+    an unknown severity is not counted."""
+    counts: dict[str, list[int]] = defaultdict(lambda: [0] * len(SEVERITIES))
+    for rule, severity in pairs:
+        if severity in SEVERITIES:
+            counts[rule][SEVERITIES.index(severity)] += 1
     return sorted(
         ((r, c[0], c[1], c[2], sum(c)) for r, c in counts.items()), key=lambda r: (-r[4], r[0])
     )
@@ -455,7 +527,7 @@ def labels_html(score: LabelScore) -> str:
         rows.append(
             (
                 lab["kind"],
-                series_text(lab["series"]),
+                series_cell(lab["series"]),
                 clock(lab["start_ms"]),
                 duration(lab["end_ms"] - lab["start_ms"]),
                 verdict,
@@ -477,7 +549,7 @@ def labels_html(score: LabelScore) -> str:
                         clock(e["window_end"]),
                         e["rule"],
                         e["severity"],
-                        series_text(e["series"]),
+                        series_cell(e["series"]),
                         e.get("summary", ""),
                     )
                     for e in score.false_alerts[:100]
@@ -555,12 +627,7 @@ def weekly_review(history: Any, since_ms: int, until_ms: int) -> dict[str, Any]:
     ]
     per_series: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
     for r in rows:
-        per_series[(str(r["rule"]), series_text(r["series"]))].append(r)
-    by_rule_sev: dict[str, list[int]] = defaultdict(lambda: [0, 0, 0])
-    for r in rows:
-        sev = SEVERITY_ORDER.get(str(r["severity"]), 0)
-        if sev:
-            by_rule_sev[str(r["rule"])][3 - sev] += 1
+        per_series[(str(r["rule"]), series_cell(r["series"]))].append(r)
     flapping = []
     for (rule, series), eps in per_series.items():
         if len(eps) >= FLAP_EPISODES:
@@ -573,10 +640,7 @@ def weekly_review(history: Any, since_ms: int, until_ms: int) -> dict[str, Any]:
     figures.update(
         since_ms=since_ms,
         until_ms=until_ms,
-        by_rule_severity=sorted(
-            ((r, c[0], c[1], c[2], sum(c)) for r, c in by_rule_sev.items()),
-            key=lambda x: (-x[4], x[0]),
-        ),
+        by_rule_severity=severity_table((str(r["rule"]), str(r["severity"])) for r in rows),
         by_series=sorted(
             ((rule, series, len(eps)) for (rule, series), eps in per_series.items()),
             key=lambda x: (-x[2], x[0], x[1]),

@@ -13,13 +13,15 @@ import logging
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from stream.alerting.console import ConsoleNotifier
+from stream.clock import WALL_CLOCK
 from stream.config import Config
-from stream.ingest.kafka import ensure_topics
+from stream.ingest.kafka_client import ensure_topics
 from stream.live.worker import run_worker
 from stream.sim.broker import LocalBroker
 from stream.sim.produce import produce_events
@@ -56,79 +58,27 @@ def run_demo(duration_s: float = 60.0, seed: int = 7, out: Any = None) -> int:
 
 async def _demo(duration_s: float, seed: int, out: Any) -> int:
     wall0 = time.monotonic()
-    start_ms = int(time.time() // 60 * 60 * 1000)
+    start_ms = WALL_CLOCK.now_ms() // 60_000 * 60_000
     plan = demo_plan(duration_s, seed, start_ms)
-    (outage,) = plan.incidents
 
     def say(text: str) -> None:
         print(f"demo | {text}", file=out, flush=True)
 
     say("starting a local Kafka-compatible broker …")
     with LocalBroker() as broker:
-        cfg = Config()
-        # The demo's alerts go to a history of their own, never into the user's real one.
-        history = Path(tempfile.mkdtemp(prefix="paywatch-demo-")) / "history.db"
-        cfg.notify.history_path = str(history)
-        cfg.metrics.port = 0  # a demo must not collide with a real worker's metrics port
+        cfg, history = _demo_config(broker.bootstrap)
         k = cfg.kafka
-        k.bootstrap_servers = broker.bootstrap
-        k.session_timeout_ms, k.heartbeat_interval_ms, k.fetch_max_wait_ms = 6000, 1000, 20
         await ensure_topics(broker.bootstrap, [k.events_topic, k.dlq_topic, k.alerts_topic])
-        say(
-            f"broker up on {broker.bootstrap}; "
-            f"topics {k.events_topic}, {k.alerts_topic}, {k.dlq_topic}"
-        )
-        say(
-            f"simulating {plan.duration_s / 60:.0f} min of payment traffic at ×{SPEED:g} speed: "
-            f"{', '.join(plan.providers)}, {plan.merchants} merchants, "
-            f"~{plan.rate * SPEED:.0f} events/s"
-        )
-        say(
-            f"injected incident: {outage.provider} outage from "
-            f"{_hms(start_ms + int(outage.start_s * 1000))} to "
-            f"{_hms(start_ms + int((outage.start_s + outage.duration_s) * 1000))} (simulated time)"
-        )
-        say("alerts appear below as they fire and resolve; times are simulated event time\n")
-
+        _announce(say, cfg, plan, start_ms)
         console = ConsoleNotifier(stream=out)
         stop_worker = asyncio.Event()
         worker = asyncio.create_task(
             run_worker(cfg, stop_worker, [console.notify], progress_every_s=3600)
         )
-        events: list[dict[str, Any] | bytes] = list(simulate(plan))
-        events[len(events) // 5 : len(events) // 5] = [
-            b'{"schema_version": 1, "event_type": "provider_call", "latency_ms": "fast"',
-            b'{"schema_version": 1, "event_type": "provider_call", "event_id": "x", "event_ts": 0}',
-        ]
-        sent = 0
-
-        def progress(n: int) -> None:
-            nonlocal sent
-            sent = n
-
-        producer = asyncio.create_task(
-            produce_events(
-                events, broker.bootstrap, k.events_topic, speed=SPEED, on_progress=progress
-            )
-        )
-        last_status = time.monotonic()
         try:
-            while not producer.done() and time.monotonic() - wall0 < duration_s - 3:
-                await asyncio.sleep(0.25)
-                if time.monotonic() - last_status >= 10:
-                    last_status = time.monotonic()
-                    say(
-                        f"… {sent:,} events produced, {console.fired} alerts fired, "
-                        f"{console.resolved} resolved"
-                    )
-            if producer.done():
-                producer.result()
-                await asyncio.sleep(1.5)  # let the last windows close
+            await _produce(say, cfg, plan, console, deadline=wall0 + duration_s - 3)
         finally:
-            producer.cancel()
             stop_worker.set()
-            with contextlib.suppress(asyncio.CancelledError):
-                await producer
             stats = await asyncio.wait_for(worker, 30)
     print(file=out)
     say(
@@ -139,3 +89,86 @@ async def _demo(duration_s: float, seed: int, out: Any) -> int:
     say(f"alert history of this demo: paywatch alerts list --history {history}")
     say("next: `paywatch simulate --help`, `paywatch backtest --help`, `paywatch run --help`")
     return 0
+
+
+def _demo_config(bootstrap: str) -> tuple[Config, Path]:
+    """Defaults pointed at the local broker, tuned for a quick group join; and its history."""
+    cfg = Config()
+    # The demo's alerts go to a history of their own, never into the user's real one.
+    history = Path(tempfile.mkdtemp(prefix="paywatch-demo-")) / "history.db"
+    cfg.notify.history_path = str(history)
+    cfg.metrics.port = 0  # a demo must not collide with a real worker's metrics port
+    k = cfg.kafka
+    k.bootstrap_servers = bootstrap
+    k.session_timeout_ms, k.heartbeat_interval_ms, k.fetch_max_wait_ms = 6000, 1000, 20
+    return cfg, history
+
+
+def _announce(say: Callable[[str], None], cfg: Config, plan: SimConfig, start_ms: int) -> None:
+    """What the demo is about to show: broker, topics, traffic and the injected outage."""
+    k = cfg.kafka
+    (outage,) = plan.incidents
+    topics = f"{k.events_topic}, {k.alerts_topic}, {k.dlq_topic}"
+    say(f"broker up on {k.bootstrap_servers}; topics {topics}")
+    say(
+        f"simulating {plan.duration_s / 60:.0f} min of payment traffic at ×{SPEED:g} speed: "
+        f"{', '.join(plan.providers)}, {plan.merchants} merchants, "
+        f"~{plan.rate * SPEED:.0f} events/s"
+    )
+    say(
+        f"injected incident: {outage.provider} outage from "
+        f"{_hms(start_ms + int(outage.start_s * 1000))} to "
+        f"{_hms(start_ms + int((outage.start_s + outage.duration_s) * 1000))} (simulated time)"
+    )
+    say("alerts appear below as they fire and resolve; times are simulated event time\n")
+
+
+def _demo_events(plan: SimConfig) -> list[dict[str, Any] | bytes]:
+    """The simulated traffic with two malformed records a fifth of the way in (for the DLQ)."""
+    events: list[dict[str, Any] | bytes] = list(simulate(plan))
+    events[len(events) // 5 : len(events) // 5] = [
+        b'{"schema_version": 1, "event_type": "provider_call", "latency_ms": "fast"',
+        b'{"schema_version": 1, "event_type": "provider_call", "event_id": "x", "event_ts": 0}',
+    ]
+    return events
+
+
+async def _produce(
+    say: Callable[[str], None],
+    cfg: Config,
+    plan: SimConfig,
+    console: ConsoleNotifier,
+    deadline: float,
+) -> None:
+    """Produce the traffic at demo speed until it ends or the deadline (monotonic) passes,
+    with a status line every 10 s."""
+    k = cfg.kafka
+    sent = 0
+
+    def progress(n: int) -> None:
+        nonlocal sent
+        sent = n
+
+    producer = asyncio.create_task(
+        produce_events(
+            _demo_events(plan), k.bootstrap_servers, k.events_topic, speed=SPEED,
+            on_progress=progress,
+        )
+    )  # fmt: skip
+    last_status = time.monotonic()
+    try:
+        while not producer.done() and time.monotonic() < deadline:
+            await asyncio.sleep(0.25)
+            if time.monotonic() - last_status >= 10:
+                last_status = time.monotonic()
+                say(
+                    f"… {sent:,} events produced, {console.fired} alerts fired, "
+                    f"{console.resolved} resolved"
+                )
+        if producer.done():
+            producer.result()
+            await asyncio.sleep(1.5)  # let the last windows close
+    finally:
+        producer.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await producer
