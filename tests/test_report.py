@@ -15,6 +15,7 @@ import pytest
 
 from models.metric import DEFAULT_THRESHOLD
 from stream.alerting.history import AlertHistory
+from stream.alerting.record import AlertRecord
 from stream.config import Config
 from stream.offline.backtest import SeriesRecorder, replay_alerts
 from stream.pipeline import Pipeline
@@ -174,8 +175,8 @@ def test_csv_report_shows_value_score_threshold_and_spans(tmp_path: Path) -> Non
     assert "rgba(20,150,60,0.22)" in text  # and its label
 
 
-def _record(aid: str, fp: str, status: str, start: int, end: int | None, **kw: Any) -> Any:
-    return {
+def _record(aid: str, fp: str, status: str, start: int, end: int | None, **kw: Any) -> AlertRecord:
+    obj = {
         "schema_version": 1, "alert_id": aid, "fingerprint": fp, "status": status,
         "severity": kw.get("severity", "warning"), "rule": kw.get("rule", "system_error_rate"),
         "signal": "error_rate", "series": kw.get("series", {"provider": "alipay"}),
@@ -183,6 +184,7 @@ def _record(aid: str, fp: str, status: str, start: int, end: int | None, **kw: A
         "detected_at": end or start, "value": 0.3, "expected": 0.01, "score": 0.9,
         "summary": "s", "hints": [],
     }  # fmt: skip
+    return AlertRecord.from_dict(obj)
 
 
 def test_alerts_report_gives_the_weekly_review(tmp_path: Path) -> None:

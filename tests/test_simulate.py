@@ -80,6 +80,11 @@ def _between(events: list[Event], t0: int, t1: int) -> list[Event]:
     return [e for e in events if t0 <= e["event_ts"] < t1]
 
 
+def _during_and_before(events: list[Event], t0: int, t1: int) -> tuple[list[Event], list[Event]]:
+    """Events in [t0, t1), and in the span as long just before it."""
+    return _between(events, t0, t1), _between(events, t0 - (t1 - t0), t0)
+
+
 def _share(events: list[Event], pred: Callable[[Event], bool]) -> float:
     return sum(map(pred, events)) / max(1, len(events))
 
@@ -384,9 +389,7 @@ def test_traffic_drop_lowers_volume_without_errors(
     suite: list[Event], suite_cfg: SimConfig
 ) -> None:
     inc, t0, t1 = _inc(suite_cfg, "traffic_drop")
-    calls = _calls(suite, provider=inc.provider or "")
-    span = t1 - t0
-    during, before = _between(calls, t0, t1), _between(calls, t0 - span, t0)
+    during, before = _during_and_before(_calls(suite, provider=inc.provider or ""), t0, t1)
     assert len(during) < 0.25 * len(before)
     assert _share(during, lambda e: e["outcome"] != "success") < 0.06
 
@@ -396,8 +399,7 @@ def test_callback_loss_removes_callbacks_of_that_provider(
 ) -> None:
     inc, t0, t1 = _inc(suite_cfg, "callback_loss")
     notes = [e for e in suite if e["event_type"] == "payment_notification"]
-    lost = _between([n for n in notes if n["provider"] == inc.provider], t0, t1)
-    before = _between([n for n in notes if n["provider"] == inc.provider], t0 - (t1 - t0), t0)
+    lost, before = _during_and_before([n for n in notes if n["provider"] == inc.provider], t0, t1)
     assert len(before) > 500 and lost == []
     assert len(_between([n for n in notes if n["provider"] != inc.provider], t0, t1)) > 100
     paid = _between(
@@ -437,9 +439,7 @@ def test_promotion_raises_volume_without_errors_and_is_not_an_incident(
     suite: list[Event], suite_cfg: SimConfig
 ) -> None:
     inc, t0, t1 = _inc(suite_cfg, "promotion")
-    calls = _calls(suite, merchant_id=inc.merchant_id or "")
-    span = t1 - t0
-    during, before = _between(calls, t0, t1), _between(calls, t0 - span, t0)
+    during, before = _during_and_before(_calls(suite, merchant_id=inc.merchant_id or ""), t0, t1)
     assert 2.4 < len(during) / len(before) < 3.6
     assert _share(during, _system) < 0.01
     (label,) = [x for x in labels(suite_cfg) if x["kind"] == "promotion"]
