@@ -26,6 +26,7 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -80,7 +81,7 @@ class Candidate:
 def candidates() -> list[Candidate]:
     """Detectors and their candidate settings (the only things chosen on data)."""
     out = [
-        Candidate("KpiDetector", f"window={w}", lambda w=w: KpiDetector(window=w), KPI_THRESHOLD)
+        Candidate("KpiDetector", f"window={w}", partial(KpiDetector, window=w), KPI_THRESHOLD)
         for w in (128, 256, 512)
     ]
     out.append(Candidate("MetricDetector", "shipped", MetricDetector, METRIC_THRESHOLD))
@@ -325,7 +326,9 @@ def _recall_within(
     (counted on the prepared rows; the figures printed are ``score_corpus``'s)."""
     pr = _prepare(corpus, c.scores, prof)
     opening = pr.scores[pr.scores > pr.before]
-    grid = np.unique(np.quantile(opening, np.linspace(0.0, 1.0, GRID))) if len(opening) else []
+    grid: np.ndarray = np.zeros(0)
+    if len(opening):
+        grid = np.unique(np.quantile(opening, np.linspace(0.0, 1.0, GRID)))
     best_thr, best_tp = 1.1, -1
     for thr in grid:
         det = (pr.scores >= thr) & (pr.before < thr)

@@ -24,30 +24,36 @@ the baseline only once it fills half the window).  Four views of the residual
   contrast as in CAD-OSE: level shifts, plateaus and drifts that a single point
   does not show).
 
-Each view ``v`` is standardised by its own mean absolute value ``s`` (the
-maximum-likelihood Laplace scale, which absorbs autocorrelation because it is
-measured on the averaged residuals themselves), inflated by two standard errors
-``(1 + 2/sqrt(m))`` after ``m`` updates, so early scores are conservative.  The
-tail of ``a = |v| / s`` is a peaks-over-threshold fit (SPOT, Siffer et al.
-2017, with an exponential excess): ``P(a > u + e) = 0.1 * exp(-e / beta)`` above
-its running 90 % quantile ``u``, started at the Laplace values ``u = ln 10``,
-``beta = 1`` and updated only on points that are not anomalous, so heavy-tailed
-series get heavier tails and spiky series are not always alarming.  The four
-tail probabilities are combined by Bonferroni: ``p = min(1, 4 * min_j p_j)``.
+Each view ``v`` is standardised by its own scale ``s``, the exponentially weighted
+mean ``|v|`` (rate ``2 / window``; the maximum-likelihood Laplace scale, which
+absorbs autocorrelation because it is measured on the averaged residuals
+themselves), each term clipped at ``CLIP = 4`` scales so that an anomaly barely
+moves it, and inflated by two standard errors ``(1 + 2/sqrt(m))`` after ``m``
+updates, so early scores are conservative.  The tail of ``a = |v| / s`` is a
+peaks-over-threshold fit (SPOT, Siffer et al. 2017, with an exponential excess):
+``P(a > u + e) = 0.1 * exp(-e / beta)``, started at the Laplace values
+``u = ln 10``, ``beta = 1``.  Exceedances are declustered (a run above ``u`` is
+one event, its maximum the excess): ``p`` is then the probability per point of
+*starting* so extreme a run, i.e. of a false alert, and recurring spikes (a
+nightly job) make the tail heavier until they no longer alert, while a long
+plateau counts once.  The four views are combined by Bonferroni:
+``p = min(1, 4 * min_j p_j)``.
 
-Learning is guarded: a point with ``p < LEARN_P`` does not move the scales and
-tails (it still enters the baseline window, which is how a persistent new level
-is accepted after ``window / 2`` points).  So a plateau at an abnormal level keeps
-its score until it recovers or until it has lasted ``window / 2`` points; if the
-guard holds for ``window / 2`` points in a row (a permanently noisier series),
-learning is unguarded until it lets go.
+State, not only change: a plateau at an abnormal level keeps scoring high while
+it lasts, because the baseline is a median (it takes ``window / 2`` points of the
+new level to move) and a scale grows by at most a factor ``1 + rate * (CLIP - 1)``
+per point (x1.6 over 30 points of a plateau at ``window = 256``).  A
+level that persists becomes the new normal after about ``window / 2`` points
+(128 at the default ``window = 256``: about 10 hours of 5-minute data).
 
 Warm-up: the first ``MIN_POINTS`` (30) learnt values score 0; from then on
 scores are given with the conservative early scale above.  Missing values
 (``None`` or NaN) score 0 and are not learnt.  Repeated or out-of-order
 timestamps are scored and learnt as any value; they do not count towards the
-sampling step.  State: two sorted windows of ``window`` floats, a daily profile
-of at most 288 floats, and a few numbers per view (about 7 KB at ``window=256``).
+sampling step.  State: the last ``window`` values in arrival and in sorted order,
+a daily profile of at most 288 values, the last 36 residuals and six numbers per
+view: about 2 x 256 + 330 floats at ``window = 256`` (~7 KB as numpy, ~20 KB as
+Python lists).
 
 >>> det = KpiDetector()
 >>> scores = []
