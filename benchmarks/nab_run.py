@@ -8,6 +8,7 @@ profile as NAB does.  The last line is ``nab_standard=NN.N``.
 
 from __future__ import annotations
 
+import argparse
 import csv
 import json
 import sys
@@ -86,12 +87,11 @@ def run_corpus(
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = sys.argv[1:] if argv is None else argv
-    if len(args) != 1:
-        print("usage: python -m benchmarks.nab_run NAB_DIR", file=sys.stderr)
-        return 2
+    ap = argparse.ArgumentParser(prog="python -m benchmarks.nab_run", description=__doc__)
+    ap.add_argument("nab_dir", type=Path, help="NAB checkout: data/ and labels/")
+    args = ap.parse_args(argv)
     try:
-        results = run_corpus(Path(args[0]))
+        results = run_corpus(args.nab_dir)
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
