@@ -33,7 +33,8 @@ from aiokafka import AIOKafkaProducer
 
 from stream.config import Config
 from stream.ingest.decode_pool import default_workers
-from stream.ingest.kafka import EventSource, ensure_topics
+from stream.ingest.kafka_client import ensure_topics
+from stream.ingest.kafka_source import KafkaEventSource
 from stream.live.worker import BatchTiming, run_worker
 from stream.pipeline import Pipeline, StepResult
 from stream.sim.broker import LocalBroker
@@ -78,7 +79,7 @@ async def produce(bootstrap: str, topic: str, values: list[tuple[bytes, bytes]])
 async def ceiling_rate(cfg: Config, n: int) -> float:
     """Events/s of aiokafka consume + ``orjson.loads`` alone, committing each batch."""
     cfg.kafka.group_id = f"bench-{uuid.uuid4().hex[:6]}"
-    source = EventSource(cfg.kafka)
+    source = KafkaEventSource(cfg.kafka)
     await source.start()
     seen, t0 = 0, None
     gc.collect()

@@ -14,12 +14,13 @@ from typing import Any
 import pytest
 import yaml
 
-from stream.alerting.control import ControlReader, publish_control
+from stream.alerting.control import publish_control
 from stream.alerting.notifications import Notifications
 from stream.alerting.silences import ControlEvent
 from stream.cli.main import main as paywatch_main
 from stream.config import Config, ConfigError, config_from_dict
-from stream.ingest.kafka import KafkaUnavailable
+from stream.ingest.kafka_client import KafkaUnavailable
+from stream.live.control_reader import ControlReader
 from tests.servers import closed_port, wait_until  # noqa: F401  (fixture used by name)
 
 NOW = int(time.time() * 1000)

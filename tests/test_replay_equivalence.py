@@ -9,7 +9,7 @@ from typing import Any
 import orjson
 
 from stream.config import Config
-from stream.ingest.kafka import ensure_topics
+from stream.ingest.kafka_client import ensure_topics
 from stream.live.worker import run_worker
 from stream.offline.backtest import backtest_events
 from stream.sim.produce import produce_events

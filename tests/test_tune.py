@@ -114,7 +114,7 @@ async def test_tune_reads_a_kafka_range_once(kafka_config: Any, tmp_path: Path) 
 
     import orjson
 
-    from stream.ingest.kafka import ensure_topics
+    from stream.ingest.kafka_client import ensure_topics
     from stream.sim.produce import produce_events
     from tests.traffic import OUTAGE, T0, traffic
 

@@ -11,7 +11,7 @@ from aiokafka import AIOKafkaConsumer
 
 from stream.alerting.record import AlertRecord
 from stream.config import Config
-from stream.ingest.kafka import ensure_topics
+from stream.ingest.kafka_client import ensure_topics
 from stream.live.worker import run_worker
 from stream.sim.broker import free_port
 from stream.sim.produce import produce_events

@@ -7,28 +7,19 @@ whichever worker owns those partitions.  Replaying from the beginning on start-u
 is what restores silences after a restart (expired ones change nothing).
 
 Records are JSON (see :mod:`stream.alerting.silences`); the key is the silence id or the
-ack target, so the history of one silence stays on one partition in order.
+ack target, so the history of one silence stays on one partition in order.  Workers
+follow the topic with :class:`stream.live.control_reader.ControlReader`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import logging
-from collections.abc import Callable
-from typing import Any
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
 from stream.alerting.silences import ControlEvent
-from stream.clock import WALL_CLOCK, Clock
-from stream.config import KafkaConfig
-from stream.ingest.kafka import KafkaUnavailable, ensure_topics, start_client
-
-log = logging.getLogger("paywatch.control")
-
-ApplyControl = Callable[[bytes | None, int], Any]
+from stream.ingest.kafka_client import KafkaUnavailable, ensure_topics, start_client
 
 
 def control_key(event: ControlEvent) -> bytes:
@@ -42,65 +33,6 @@ def control_key(event: ControlEvent) -> bytes:
     if event.kind == "unsilence" and event.silence_id is not None:
         return event.silence_id.encode()
     return str(event.target or "").encode()
-
-
-class ControlReader:
-    """Feeds every control record to ``apply(raw_value, now_ms)`` from an asyncio task."""
-
-    def __init__(
-        self,
-        cfg: KafkaConfig,
-        apply: ApplyControl,
-        *,
-        clock: Clock = WALL_CLOCK,
-        poll_ms: int = 200,
-    ) -> None:
-        self.cfg = cfg
-        self.apply = apply
-        self.clock = clock
-        self.poll_ms = poll_ms
-        self.records = 0
-        self.consumer = AIOKafkaConsumer(
-            cfg.control_topic,
-            bootstrap_servers=cfg.bootstrap_servers,
-            client_id=f"{cfg.client_id}-control",
-            group_id=None,  # no group: this worker gets every partition
-            enable_auto_commit=False,
-            auto_offset_reset="earliest",
-            fetch_max_wait_ms=cfg.fetch_max_wait_ms,
-            request_timeout_ms=cfg.request_timeout_ms,
-        )
-        self._task: asyncio.Task[None] | None = None
-
-    async def start(self) -> None:
-        await start_client(self.consumer, self.cfg.bootstrap_servers, what=" for the control topic")
-        self._task = asyncio.create_task(self._run(), name="paywatch-control")
-
-    async def _run(self) -> None:
-        while True:
-            try:
-                got = await self.consumer.getmany(timeout_ms=self.poll_ms)
-            except asyncio.CancelledError:
-                raise
-            except KafkaError as exc:  # the client reconnects by itself; keep following
-                log.warning("control topic read failed, retrying: %s", exc)
-                await asyncio.sleep(1.0)
-                continue
-            for records in got.values():
-                for r in records:
-                    self.records += 1
-                    try:
-                        self.apply(r.value, self.clock.now_ms())
-                    except Exception:  # apply logs bad events itself; this is a bug guard
-                        log.exception("control record at offset %d not applied", r.offset)
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
-        await self.consumer.stop()
 
 
 async def publish_control(

@@ -1,4 +1,4 @@
-"""The live worker: Kafka events → pipeline → alerts topic, DLQ and notifiers.
+"""The live worker: events → pipeline → alerts topic, DLQ and notifiers.
 
 Offsets are committed only after a batch's alerts and DLQ records are
 acknowledged, so a crash replays, never loses (at-least-once); the commit itself
@@ -6,9 +6,12 @@ runs in the background, in order, while the next batch is processed.  Notifiers
 run after the commit decision and must not block: slow channels queue elsewhere.
 
 Notifications (routes, grouping, silences, delivery, history) are fed the
-batch's alert records and ticked on every loop iteration with the wall clock;
-they only queue work, and delivery runs in its own tasks.  The control topic is
-followed by a separate task (see :mod:`stream.alerting.control`).
+batch's alert records and ticked on every loop iteration with the worker's
+clock; they only queue work, and delivery runs in its own tasks.  The control
+topic is followed by a separate task (see :mod:`stream.live.control_reader`).
+
+Events come from an :class:`~stream.ingest.source.EventSource` and output goes to a
+:class:`~stream.live.publisher.Publisher`: Kafka by default, in memory in tests.
 """
 
 from __future__ import annotations
@@ -16,20 +19,23 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from aiokafka import TopicPartition
-
-from stream.alerting.control import ControlReader
 from stream.alerting.notifications import InOrderThread, Notifications
 from stream.alerting.record import AlertRecord
-from stream.config import Config, KafkaConfig
+from stream.clock import WALL_CLOCK, Clock
+from stream.config import Config
 from stream.ingest.decode_pool import DecodePool, OrderedDecoder, default_workers
-from stream.ingest.kafka import Batch, EventSource, Publisher, ensure_topics
+from stream.ingest.kafka_client import ensure_topics
+from stream.ingest.kafka_source import KafkaEventSource
+from stream.ingest.source import Batch, EventSource, Offsets
+from stream.live.control_reader import ControlReader
 from stream.live.prometheus import WorkerMetrics
+from stream.live.publisher import AlertObject, KafkaPublisher, Publisher
 from stream.pipeline import Pipeline, PipelineStats, StepResult
 
 log = logging.getLogger("paywatch.worker")
@@ -42,16 +48,12 @@ class BatchTiming:
     """When one batch passed each point (``time.perf_counter`` seconds)."""
 
     records: int
-    received: float  # came back from Kafka
+    received: float  # came back from the source
     started: float  # windowing began
-    acked: float  # its alerts and DLQ records were acknowledged by the broker
+    acked: float  # its alerts and DLQ records were acknowledged by the publisher
 
 
 BatchObserver = Callable[[StepResult, BatchTiming], None]
-
-
-def wall_ms() -> int:
-    return int(time.time() * 1000)
 
 
 async def run_worker(
@@ -65,6 +67,9 @@ async def run_worker(
     notify: bool = True,
     drain_s: float = 3.0,
     observe: BatchObserver | None = None,
+    source: EventSource | None = None,
+    publisher: Publisher | None = None,
+    clock: Clock = WALL_CLOCK,
 ) -> PipelineStats:
     """Consume until ``stop`` is set; returns the pipeline's counters.
 
@@ -73,24 +78,23 @@ async def run_worker(
     Their work runs in a thread of its own (:class:`~stream.alerting.notifications.InOrderThread`).
     On stop, pending deliveries get up to ``drain_s`` seconds to finish.
     ``observe`` sees every batch's result and timings (the benchmark uses it).
+    ``source`` and ``publisher`` default to Kafka's; given both (tests), the worker
+    touches no broker: no topics are created and the control topic is not followed.
+    ``clock`` is the wall clock of alert times, idle windows and notifications.
     """
     k = config.kafka
+    on_kafka = source is None or publisher is None
     if notify and notifications is None:
         notifications = Notifications(config)  # first: a bad history path is a config error
-    try:
-        await ensure_topics(
-            k.bootstrap_servers, [k.events_topic, k.dlq_topic, k.alerts_topic, k.control_topic]
-        )
-    except BaseException:
-        if notifications is not None:
-            await notifications.stop(0)
-        raise
+    await _ensure_topics(config, notifications, on_kafka)
     pipeline = Pipeline(config, live=True)
-    source = EventSource(k, **(consumer_overrides or {}))
-    publisher = Publisher(k)
+    source = source or KafkaEventSource(k, **(consumer_overrides or {}))
+    publisher = publisher or KafkaPublisher(k)
     # Dispatching and history writes run in their own thread, off the consumer's loop.
-    background = None if notifications is None else InOrderThread(notifications)
-    control = None if background is None else ControlReader(k, background.apply_control)
+    background = None if notifications is None else InOrderThread(notifications, clock)
+    control = None
+    if background is not None and on_kafka:
+        control = ControlReader(k, background.apply_control, clock=clock)
     async with contextlib.AsyncExitStack() as stack:
         if background is not None:
             # Registered first, so it runs last: delivery drains after Kafka is closed.
@@ -110,128 +114,193 @@ async def run_worker(
         if pool is not None:
             stack.callback(pool.close)
             await pool.warm_up()
-        await _consume(
+        loop = ConsumeLoop(
             pipeline,
             source,
             publisher,
-            background,
-            stop,
-            sinks or [],
-            k,
-            progress_every_s,
-            pool,
-            metrics,
-            observe,
+            clock=clock,
+            sinks=sinks or (),
+            background=background,
+            pool=pool,
+            metrics=metrics,
+            observe=observe,
+            progress_every_s=progress_every_s,
         )
+        log.info(
+            "consuming %s from %s as group %s", k.events_topic, k.bootstrap_servers, k.group_id
+        )
+        await loop.run(stop)
     return pipeline.state.stats
 
 
-async def _consume(
-    pipeline: Pipeline,
-    source: EventSource,
-    publisher: Publisher,
-    background: InOrderThread | None,
-    stop: asyncio.Event,
-    sinks: Sequence[AlertSink],
-    k: KafkaConfig,
-    progress_every_s: float,
-    pool: DecodePool | None = None,
-    metrics: WorkerMetrics | None = None,
-    observe: BatchObserver | None = None,
+async def _ensure_topics(
+    config: Config, notifications: Notifications | None, on_kafka: bool
 ) -> None:
-    """The consumer loop.  Batches are decoded by an :class:`OrderedDecoder` (in the
-    child process, or here when the child has a queue already) while earlier ones are
-    windowed and judged; offsets are committed in order, each after its own batch's
-    output is acknowledged."""
-    last_report = time.monotonic()
-    last_records = 0
-    log.info("consuming %s from %s as group %s", k.events_topic, k.bootstrap_servers, k.group_id)
+    """Create the worker's topics (on Kafka); on failure, stop the notifications made before."""
+    k = config.kafka
+    try:
+        if on_kafka:
+            await ensure_topics(
+                k.bootstrap_servers, [k.events_topic, k.dlq_topic, k.alerts_topic, k.control_topic]
+            )
+    except BaseException:
+        if notifications is not None:
+            await notifications.stop(0)
+        raise
 
-    done: dict[TopicPartition, int] = {}
-    last_gauges = 0.0
 
-    async def window_next() -> None:
-        decoded, (batch, received) = await decoder.next()
-        now, started = wall_ms(), time.perf_counter()
-        result = pipeline.process_decoded(decoded, len(batch.values), now)
-        await finish(result, batch, now, received, started)
+class ConsumeLoop:
+    """The consumer loop, each batch through named steps:
+
+    :meth:`fetch` (a task, so records that arrive while the decode process works go
+    to it at once) → :meth:`decode` (an :class:`OrderedDecoder`: in the child
+    process, or here when the child has a queue already) → :meth:`step` (the
+    pipeline windows and judges, earlier batches meanwhile decoding) →
+    :meth:`publish` (alerts and DLQ, acknowledged) → :meth:`report` (metrics,
+    observer) → :meth:`commit` (in the background, in order) → :meth:`notify`
+    (notifications and sinks, after the commit decision).  Between batches,
+    :meth:`housekeeping` refreshes gauges and logs progress.
+    """
+
+    def __init__(
+        self,
+        pipeline: Pipeline,
+        source: EventSource,
+        publisher: Publisher,
+        *,
+        clock: Clock = WALL_CLOCK,
+        sinks: Sequence[AlertSink] = (),
+        background: InOrderThread | None = None,
+        pool: DecodePool | None = None,
+        metrics: WorkerMetrics | None = None,
+        observe: BatchObserver | None = None,
+        progress_every_s: float = 10.0,
+        gauges_every_s: float = 1.0,
+    ) -> None:
+        self.pipeline = pipeline
+        self.source = source
+        self.publisher = publisher
+        self.clock = clock
+        self.sinks = sinks
+        self.background = background
+        self.metrics = metrics
+        self.observe = observe
+        self.progress_every_s = progress_every_s
+        self.gauges_every_s = gauges_every_s
+        self.decoder: OrderedDecoder[tuple[Batch, float]] = OrderedDecoder(pool)
+        self.done: Offsets = {}  # next offset per partition whose batch is finished
+        self._last_gauges = -math.inf
+        self._last_report = clock.monotonic()
+        self._last_records = 0
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Until ``stop`` is set and every batch read is finished; then flush the commits."""
+        decoder = self.decoder
+        fetch: asyncio.Future[Batch] | None = None
+        try:
+            while not stop.is_set() or len(decoder):
+                self.housekeeping()
+                reading = not stop.is_set() and not decoder.full
+                if reading and fetch is None:
+                    fetch = self.fetch()
+                if len(decoder) and (decoder.head_ready() or not reading):
+                    await self.step()
+                    continue
+                assert fetch is not None
+                if len(decoder):
+                    either: set[asyncio.Future[Any]] = {fetch, decoder.head()}
+                    await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
+                    if not fetch.done():
+                        continue  # the child finished first: window its batch
+                batch = await fetch
+                fetch = None
+                if batch.values:
+                    self.decode(batch)
+                elif not len(decoder):
+                    await self.idle(batch)
+        finally:
+            if fetch is not None:
+                fetch.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await fetch
+        await self.source.flush_commits()
+
+    def fetch(self) -> asyncio.Future[Batch]:
+        return asyncio.ensure_future(self.source.next_batch(timeout_ms=100))
+
+    def decode(self, batch: Batch) -> None:
+        tag = (batch, time.perf_counter())
+        self.decoder.submit(batch.values, batch.sources, self.pipeline.decode_args(), tag)
+
+    async def step(self) -> None:
+        """Window and judge the oldest decoded batch, then finish it."""
+        decoded, (batch, received) = await self.decoder.next()
+        now, started = self.clock.now_ms(), time.perf_counter()
+        result = self.pipeline.process_decoded(decoded, len(batch.values), now)
+        await self.finish(result, batch, now, received, started)
+
+    async def idle(self, batch: Batch) -> None:
+        """Nothing arrived: let the watermark follow the clock through the silence."""
+        now, started = self.clock.now_ms(), time.perf_counter()
+        await self.finish(self.pipeline.tick(now), batch, now, started, started)
 
     async def finish(
-        result: StepResult, batch: Batch, now: int, received: float, started: float
+        self, result: StepResult, batch: Batch, now: int, received: float, started: float
     ) -> None:
-        wire = [rec.to_dict() for rec in result.alerts]  # alert v1 JSON objects
-        await publisher.publish(wire, result.rejected)
-        acked = time.perf_counter()
-        if metrics is not None:
-            latency = acked - started if result.closed else None
-            metrics.observe(pipeline.state.stats, result.rejected, wire, latency)
-        if observe is not None:
-            observe(result, BatchTiming(len(batch.values), received, started, acked))
-        source.commit_soon(batch.offsets)
-        done.update(batch.offsets)
-        if background is not None:
-            # After the commit decision, like the sinks: at-least-once may hand the
-            # dispatcher a replayed record, which it recognises and ignores.
+        wire = await self.publish(result)
+        self.report(
+            result, wire, BatchTiming(len(batch.values), received, started, time.perf_counter())
+        )
+        self.commit(batch)
+        self.notify(result, now)
+
+    async def publish(self, result: StepResult) -> list[AlertObject]:
+        """Alerts and DLQ records out; returns the alert v1 objects once acknowledged."""
+        wire: list[AlertObject] = [rec.to_dict() for rec in result.alerts]  # alert v1 JSON
+        await self.publisher.publish(wire, result.rejected)
+        return wire
+
+    def report(self, result: StepResult, wire: list[AlertObject], timing: BatchTiming) -> None:
+        if self.metrics is not None:
+            latency = timing.acked - timing.started if result.closed else None
+            self.metrics.observe(self.pipeline.state.stats, result.rejected, wire, latency)
+        if self.observe is not None:
+            self.observe(result, timing)
+
+    def commit(self, batch: Batch) -> None:
+        self.source.commit_soon(batch.offsets)
+        self.done.update(batch.offsets)
+
+    def notify(self, result: StepResult, now: int) -> None:
+        # After the commit decision: at-least-once may hand the dispatcher a replayed
+        # record, which it recognises and ignores.
+        if self.background is not None:
             if result.alerts:
-                background.on_alerts(result.alerts, now)
-            background.tick()
+                self.background.on_alerts(result.alerts, now)
+            self.background.tick()
         if result.alerts:
-            for sink in sinks:
+            for sink in self.sinks:
                 sink(result.alerts)
 
-    def housekeeping() -> None:
-        nonlocal last_gauges, last_report, last_records
-        if metrics is not None and time.monotonic() - last_gauges >= 1.0:
-            last_gauges = time.monotonic()
-            metrics.state(pipeline.state.lifecycle.firing(), pipeline.state.windows.registry.active)
-            consumer = source.consumer
-            metrics.consumer_lag({tp: consumer.highwater(tp) for tp in consumer.assignment()}, done)
-        if time.monotonic() - last_report >= progress_every_s:
-            elapsed = time.monotonic() - last_report
-            stats = pipeline.state.stats
+    def housekeeping(self) -> None:
+        """Gauges about once a second, a progress line every ``progress_every_s``."""
+        state = self.pipeline.state
+        now = self.clock.monotonic()
+        if self.metrics is not None and now - self._last_gauges >= self.gauges_every_s:
+            self._last_gauges = now
+            self.metrics.state(state.lifecycle.firing(), state.windows.registry.active)
+            self.metrics.consumer_lag(self.source.end_offsets(), self.done)
+        if now - self._last_report >= self.progress_every_s:
+            elapsed = now - self._last_report
+            stats = state.stats
             log.info(
                 "%.0f events/s, %d records, %d rejected to DLQ, %d late, %d windows closed, "
                 "%d alerts firing",
-                (stats.records - last_records) / elapsed,
+                (stats.records - self._last_records) / elapsed,
                 stats.records,
                 stats.rejected,
                 stats.late,
                 stats.windows_closed,
-                len(pipeline.state.lifecycle.firing()),
+                len(state.lifecycle.firing()),
             )
-            last_report, last_records = time.monotonic(), stats.records
-
-    decoder: OrderedDecoder[tuple[Batch, float]] = OrderedDecoder(pool)
-    # The next read from Kafka runs as a task, so records that arrive while we wait for
-    # the child go to it at once: the child never idles while we window.
-    fetch: asyncio.Future[Batch] | None = None
-    try:
-        while not stop.is_set() or len(decoder):
-            housekeeping()
-            reading = not stop.is_set() and not decoder.full
-            if reading and fetch is None:
-                fetch = asyncio.ensure_future(source.next_batch(timeout_ms=100))
-            if len(decoder) and (decoder.head_ready() or not reading):
-                await window_next()
-                continue
-            assert fetch is not None
-            if len(decoder):
-                either: set[asyncio.Future[Any]] = {fetch, decoder.head()}
-                await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
-                if not fetch.done():
-                    continue  # the child finished first: window its batch
-            batch = await fetch
-            fetch = None
-            if batch.values:
-                tag = (batch, time.perf_counter())
-                decoder.submit(batch.values, batch.sources, pipeline.decode_args(), tag)
-            elif not len(decoder):
-                now = wall_ms()
-                started = time.perf_counter()
-                await finish(pipeline.tick(now), batch, now, started, started)
-    finally:
-        if fetch is not None:
-            fetch.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await fetch
-    await source.flush_commits()
+            self._last_report, self._last_records = now, stats.records

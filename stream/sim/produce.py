@@ -15,7 +15,7 @@ from typing import Any
 import orjson
 from aiokafka import AIOKafkaProducer
 
-from stream.ingest.kafka import start_client
+from stream.ingest.kafka_client import start_client
 
 
 def event_key(event: dict[str, Any]) -> bytes:

@@ -1,0 +1,100 @@
+"""The events topic read by a Kafka consumer group (aiokafka), as an :class:`EventSource`."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from stream.config import KafkaConfig
+from stream.ingest.events import SourceColumns
+from stream.ingest.kafka_client import start_client
+from stream.ingest.source import Batch, Offsets
+
+
+class KafkaEventSource:
+    """Consumer-group reader of the events topic, in batches; commits are explicit."""
+
+    def __init__(self, cfg: KafkaConfig, **overrides: Any) -> None:
+        self.cfg = cfg
+        self.consumer = AIOKafkaConsumer(
+            cfg.events_topic,
+            bootstrap_servers=cfg.bootstrap_servers,
+            group_id=cfg.group_id,
+            client_id=cfg.client_id,
+            enable_auto_commit=False,
+            auto_offset_reset=cfg.auto_offset_reset,
+            fetch_max_wait_ms=cfg.fetch_max_wait_ms,
+            session_timeout_ms=cfg.session_timeout_ms,
+            heartbeat_interval_ms=cfg.heartbeat_interval_ms,
+            request_timeout_ms=cfg.request_timeout_ms,
+            max_partition_fetch_bytes=4 * 1024 * 1024,
+            **overrides,
+        )
+        self._to_commit: Offsets = {}
+        self._committer: asyncio.Task[None] | None = None
+        self._commit_error: BaseException | None = None
+
+    async def start(self) -> None:
+        await start_client(self.consumer, self.cfg.bootstrap_servers)
+
+    async def stop(self) -> None:
+        with contextlib.suppress(Exception):  # already raised to the loop, if it could be
+            await self.flush_commits()
+        await self.consumer.stop()
+
+    async def next_batch(self, timeout_ms: int = 200) -> Batch:
+        got = await self.consumer.getmany(timeout_ms=timeout_ms, max_records=self.cfg.max_batch)
+        values: list[bytes | None] = []
+        topics: list[str] = []
+        partitions: list[int] = []
+        record_offsets: list[int] = []
+        offsets: Offsets = {}
+        for tp, records in got.items():
+            if not records:
+                continue
+            values.extend(r.value for r in records)
+            record_offsets.extend(r.offset for r in records)
+            topics.extend([tp.topic] * len(records))
+            partitions.extend([tp.partition] * len(records))
+            offsets[tp] = records[-1].offset + 1
+        return Batch(values, SourceColumns(topics, partitions, record_offsets), offsets)
+
+    def commit_soon(self, offsets: Offsets) -> None:
+        """Commit without waiting for the broker (a round trip per batch the consumer
+        would otherwise sit idle through).  Commits stay in order, one in flight at a
+        time, later offsets of a partition replacing earlier ones; a failure is raised
+        by the next call (or by :meth:`flush_commits`)."""
+        self._raise_commit_error()
+        if not offsets:
+            return
+        self._to_commit.update(offsets)
+        if self._committer is None or self._committer.done():
+            self._committer = asyncio.ensure_future(self._commit_pending())
+
+    async def flush_commits(self) -> None:
+        """Wait until every offset handed to :meth:`commit_soon` is committed."""
+        if self._committer is not None:
+            await asyncio.shield(self._committer)
+        self._raise_commit_error()
+
+    def end_offsets(self) -> dict[TopicPartition, int | None]:
+        """The high watermark the broker reported in its last fetch answer, per partition."""
+        consumer = self.consumer
+        return {tp: consumer.highwater(tp) for tp in consumer.assignment()}
+
+    async def _commit_pending(self) -> None:
+        while self._to_commit:
+            offsets, self._to_commit = self._to_commit, {}
+            try:
+                await self.consumer.commit(offsets)
+            except Exception as exc:
+                self._commit_error = exc
+                return
+
+    def _raise_commit_error(self) -> None:
+        if self._commit_error is not None:
+            exc, self._commit_error = self._commit_error, None
+            raise exc

@@ -1,0 +1,49 @@
+"""What the worker reads events from: batches of raw records, committed in order.
+
+Delivery is at-least-once: the worker commits a batch's offsets only after every
+alert and DLQ record the batch produced has been acknowledged.  Implementations:
+:class:`~stream.ingest.kafka_source.KafkaEventSource` (a consumer group) and
+:class:`~stream.ingest.memory.MemorySource` (records in a list, for tests).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from aiokafka import TopicPartition
+
+from stream.ingest.events import Source
+
+Offsets = dict[TopicPartition, int]  # next offset to read (or commit) per partition
+
+
+@dataclass
+class Batch:
+    """Raw record values, where each came from, and the offsets that commit them."""
+
+    values: list[bytes | None]
+    sources: Sequence[Source]
+    offsets: Offsets  # next offset to commit per partition
+
+
+class EventSource(Protocol):
+    """A partitioned log of raw event records, read in batches by one worker."""
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None:
+        """Commit what was handed to :meth:`commit_soon`, then close."""
+
+    async def next_batch(self, timeout_ms: int = 200) -> Batch:
+        """The records that arrive within ``timeout_ms`` (an empty batch when none do)."""
+
+    def commit_soon(self, offsets: Offsets) -> None:
+        """Commit in the background, in order; a failure is raised by the next call."""
+
+    async def flush_commits(self) -> None:
+        """Wait until every offset handed to :meth:`commit_soon` is committed."""
+
+    def end_offsets(self) -> Mapping[TopicPartition, int | None]:
+        """The log end offset of each assigned partition, as last seen (None: not yet known)."""
