@@ -20,14 +20,13 @@ from typing import Any, TypeVar
 
 import yaml
 
+from models.base import FEATURES
+
 T = TypeVar("T")
 
 DIMENSIONS = ("provider", "operation", "merchant_id")
-# Window features a static SLO may name (see models.detectors.FEATURES).
-_FEATURES = (
-    "volume", "success", "pending", "failure", "unknown", "system_errors", "config_errors",
-    "business_declines", "timeouts", "latency_p50", "latency_p95", "latency_p99",
-)  # fmt: skip
+# Window features a static SLO may name: the call features of the detectors' one list.
+_FEATURES = FEATURES[FEATURES.index("volume") : FEATURES.index("latency_p99") + 1]
 
 
 class ConfigError(ValueError):

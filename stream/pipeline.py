@@ -19,7 +19,9 @@ from stream.config import Config
 from stream.ingest.decode import decode_batch
 from stream.ingest.events import DecodedBatch, Rejected, Source
 from stream.ingest.taxonomy import ErrorTaxonomy
-from stream.judge.rules import Rule, build_rules
+from stream.judge.catalog import build_rules
+from stream.judge.features import JudgedWindow
+from stream.judge.rules import Rule
 from stream.windows.state import ClosedWindow, WindowState
 
 STATE_VERSION = 1
@@ -148,9 +150,10 @@ class Pipeline:
         out = StepResult(closed=closed)
         for win in closed:
             active = st.lifecycle.active()
+            window = JudgedWindow.of(win, st.windows)  # features once, for every rule
             judgements = []
             for rule in st.rules:
-                judgements.extend(rule.judge(win, st.windows, active))
+                judgements.extend(rule.judge(window, active))
 
             def detected_at(window_end: int) -> int:
                 return wall_ms if (self.live and wall_ms is not None) else window_end

@@ -1,0 +1,300 @@
+"""The rule catalog: which rules a configuration asks for, as a table of rule specs.
+
+Each :class:`RuleSpec` names a signal, the config section(s) it reads (one per
+enabled section; one per entry for ``slos``) and how a section becomes rules: one
+:class:`RulePart` per set of levels judged alike.  :func:`build_rules` walks the
+table in order, which is the order rules judge a window in (and so the order of
+their alerts).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import partial
+from typing import Any, Generic, Protocol, TypeVar
+
+from models.base import Detector
+from models.callbacks import CallbackDetector
+from models.combinators import Combined, GuardedBy, VolumeGate
+from models.error_rate import ConfigErrorDetector, ErrorRateDetector
+from models.latency import LatencyDetector, LatencyParams
+from models.metric import MetricDetector
+from models.multivariate import MultivariateDetector
+from models.threshold import ErrorRateThreshold, StaticSLO
+from models.volume import VolumeDetector
+from stream.config import (
+    CallbacksRuleConfig,
+    Config,
+    ConfigErrorsRuleConfig,
+    DetectorsConfig,
+    ErrorRateRuleConfig,
+    LatencyRuleConfig,
+    MetricsRuleConfig,
+    MultivariateRuleConfig,
+    SLORuleConfig,
+    VolumeRuleConfig,
+)
+from stream.judge.describe import (
+    Describe,
+    DescribeErrors,
+    DescribeSLO,
+    describe_callbacks,
+    describe_config,
+    describe_latency,
+    describe_metric,
+    describe_multivariate,
+    describe_volume,
+)
+from stream.judge.features import Row
+from stream.judge.rules import DetectorRule, Rule
+from stream.windows.registry import Dims
+from stream.windows.state import METRIC_LEVEL
+
+
+@dataclass(frozen=True)
+class Levels:
+    """The series levels rules choose from, derived from ``windows.levels``.
+
+    >>> lv = Levels.of([["provider"], ["provider", "merchant_id"]])
+    >>> lv.coarse, lv.notifications[-1]
+    ([('provider',)], ('provider', 'signing_key_id'))
+    """
+
+    calls: list[Dims]
+    coarse: list[Dims]  # without merchant_id (merchants are few calls a window), else the first
+    notifications: list[Dims]
+
+    @classmethod
+    def of(cls, levels: list[list[str]]) -> Levels:
+        calls = [tuple(lv) for lv in levels]
+        coarse = [lv for lv in calls if "merchant_id" not in lv] or calls[:1]
+        notifications = list(
+            dict.fromkeys(
+                [tuple(x for x in lv if x != "operation") for lv in calls]
+                + [("provider", "signing_key_id")]
+            )
+        )
+        return cls(calls, coarse, notifications)
+
+
+@dataclass(frozen=True)
+class RulePart:
+    """One rule of a section: its detector factory, levels, gate and summary."""
+
+    make: Callable[[], Detector]
+    levels: list[Dims]
+    describe: Describe
+    gate: str | None = "volume"  # feature that must be > 0 for a series to be judged
+    critical_when: Callable[[Row], bool] | None = None
+    threshold: float = 0.5
+
+
+class RuleSection(Protocol):
+    rule: str  # the rule's name in alerts
+
+
+S = TypeVar("S", bound=RuleSection)
+
+
+@dataclass(frozen=True)
+class RuleSpec(Generic[S]):
+    """A signal, the config sections that ask for it, and how one becomes rules."""
+
+    signal: str
+    sections: Callable[[DetectorsConfig], list[S]]
+    parts: Callable[[S, Levels], list[RulePart]]
+    hints_from: str | None = None  # the feature whose root cause the judgement hints at
+    max_severity: str = "critical"
+
+
+def _levels(configured: list[list[str]], default: list[Dims]) -> list[Dims]:
+    return [tuple(lv) for lv in configured] if configured else default
+
+
+@dataclass(frozen=True)
+class _ErrorRateFactory:
+    """Static threshold, plus the learned baseline when enabled (picklable, unlike a closure)."""
+
+    static: ErrorRateThreshold
+    learned: bool
+    min_windows: int
+    min_volume: float = 0.0
+
+    def __call__(self) -> Detector:
+        if not self.learned:
+            return self.static
+        # After an outage the CUSUM sits at its cap and drifts down by n * (p1 - p0) per
+        # window: with p1 only 3x a 0.15 % baseline that takes minutes, during which the
+        # recovered series flaps. A cap just above the threshold and an alternative at
+        # least half a point above the baseline bring it down in two or three windows,
+        # and a 0.2 % -> 0.7 % rise at 2 000 calls still pages within about two.
+        learned = VolumeGate(
+            ErrorRateDetector(min_windows=self.min_windows, cusum_cap=13.0, min_increase=0.005),
+            self.min_volume,
+        )
+        # The static threshold vetoes learning from windows it pages on, cold start included.
+        guarded = GuardedBy(learned, self.static)
+        return Combined(guarded, self.static)  # the first one's baseline is what people see
+
+
+@dataclass(frozen=True)
+class _CriticalRate:
+    """Critical whatever the score once the error rate reaches the configured level."""
+
+    rate: float
+    min_volume: int
+
+    def __call__(self, x: Row) -> bool:
+        return x["system_errors"] >= self.rate * max(x["volume"], self.min_volume)
+
+
+D = TypeVar("D", bound=Detector)
+
+
+def _same(detector: D) -> D:
+    """A stateless detector can be shared by every series."""
+    return detector
+
+
+@dataclass(frozen=True)
+class _SLOCritical:
+    slo: StaticSLO
+
+    def __call__(self, x: Row) -> bool:
+        return self.slo.level(x) == "critical"
+
+
+def _error_rate_parts(er: ErrorRateRuleConfig, lv: Levels) -> list[RulePart]:
+    static = ErrorRateThreshold(er.threshold, er.min_volume, er.confidence, "system_errors")
+    critical = _CriticalRate(er.critical_threshold, er.min_volume)
+    # Learned baselines where there is traffic to learn from (roll-ups); a merchant's
+    # few calls a window are judged by the static, confidence-bounded threshold only.
+    fine = [x for x in lv.calls if x not in lv.coarse]
+    return [
+        RulePart(
+            _ErrorRateFactory(static, learned, er.min_windows, er.learned_min_volume),
+            levels,
+            DescribeErrors(er.threshold, learned),
+            critical_when=critical,
+        )
+        for levels, learned in ((lv.coarse, er.learned), (fine, False))
+        if levels
+    ]
+
+
+def _config_error_parts(ce: ConfigErrorsRuleConfig, lv: Levels) -> list[RulePart]:
+    make = partial(ConfigErrorDetector, min_windows=ce.min_windows)
+    return [RulePart(make, lv.calls, describe_config)]
+
+
+# Standard error of a sample quantile relative to the mean's (normal data, roughly).
+_QUANTILE_SE = {"p50": 1.25, "p95": 2.11, "p99": 3.77}
+
+
+def _latency_parts(lt: LatencyRuleConfig, lv: Levels) -> list[RulePart]:
+    # p99 of a 10 s window is mostly its slowest call (one timeout makes it 10 s):
+    # judge p50 and p95, unless configured otherwise.
+    params = LatencyParams(
+        keys=tuple(f"latency_{q}" for q in lt.quantiles),
+        se_coef=tuple(_QUANTILE_SE[q] for q in lt.quantiles),
+        min_windows=lt.min_windows,
+        min_volume=lt.min_volume,
+    )
+    return [RulePart(partial(LatencyDetector, params), lv.calls, describe_latency)]
+
+
+def _volume_parts(vo: VolumeRuleConfig, lv: Levels) -> list[RulePart]:
+    make = partial(VolumeDetector, min_windows=vo.min_windows)
+    return [RulePart(make, _levels(vo.levels, lv.coarse), describe_volume, gate=None)]
+
+
+def _callback_parts(cb: CallbacksRuleConfig, lv: Levels) -> list[RulePart]:
+    levels = _levels(cb.levels, [x for x in lv.notifications if "merchant_id" not in x])
+    # Per signing key there are as many series as merchants' keys, almost all clean:
+    # judge a key only in windows where its signatures fail (or while it alerts).
+    per_key = [x for x in levels if "signing_key_id" in x]
+    groups = (([x for x in levels if x not in per_key], None), (per_key, "verify_failures"))
+    return [
+        RulePart(CallbackDetector, group, describe_callbacks, gate=gate)
+        for group, gate in groups
+        if group
+    ]
+
+
+def _multivariate_parts(mv: MultivariateRuleConfig, lv: Levels) -> list[RulePart]:
+    levels = _levels(mv.levels, lv.calls[:1])
+    return [RulePart(MultivariateDetector, levels, describe_multivariate)]
+
+
+def _slo_parts(s: SLORuleConfig, lv: Levels) -> list[RulePart]:
+    slo = StaticSLO(s.feature, s.warning, s.critical, per=s.per or None, min_volume=s.min_volume)
+    return [
+        RulePart(
+            partial(_same, slo),
+            _levels(s.levels, lv.calls),
+            DescribeSLO(slo),
+            critical_when=_SLOCritical(slo),
+        )
+    ]
+
+
+def _metric_parts(mt: MetricsRuleConfig, lv: Levels) -> list[RulePart]:
+    return [
+        RulePart(
+            MetricDetector,
+            [METRIC_LEVEL],
+            describe_metric,
+            gate="metric_count",
+            threshold=mt.threshold,
+        )
+    ]
+
+
+class ToggledSection(RuleSection, Protocol):
+    enabled: bool
+
+
+T = TypeVar("T", bound=ToggledSection)
+
+
+def _on(section: T) -> list[T]:
+    """The section when enabled."""
+    return [section] if section.enabled else []
+
+
+#: Every signal, in judging order.
+CATALOG: tuple[RuleSpec[Any], ...] = (
+    RuleSpec("error_rate", lambda d: _on(d.error_rate), _error_rate_parts, "system_errors"),
+    RuleSpec("config_error", lambda d: _on(d.config_errors), _config_error_parts, "config_errors"),
+    RuleSpec("latency", lambda d: _on(d.latency), _latency_parts),
+    RuleSpec("volume", lambda d: _on(d.volume), _volume_parts),
+    RuleSpec("notification", lambda d: _on(d.callbacks), _callback_parts),
+    RuleSpec("multivariate", lambda d: _on(d.multivariate), _multivariate_parts, None, "info"),
+    RuleSpec("slo", lambda d: d.slos, _slo_parts),
+    RuleSpec("metric", lambda d: _on(d.metrics), _metric_parts, None, "warning"),
+)
+
+
+def build_rules(config: Config) -> list[Rule]:
+    """The rule set a config asks for (defaults: every signal, sensible levels)."""
+    levels = Levels.of(config.windows.levels)
+    window_s = config.windows.size_s
+    return [
+        DetectorRule(
+            section.rule,
+            spec.signal,
+            part.make,
+            part.levels,
+            part.gate,
+            part.describe,
+            window_s,
+            threshold=part.threshold,
+            max_severity=spec.max_severity,
+            hints_from=spec.hints_from,
+            critical_when=part.critical_when,
+        )
+        for spec in CATALOG
+        for section in spec.sections(config.detectors)
+        for part in spec.parts(section, levels)
+    ]

@@ -1,0 +1,89 @@
+"""Root-cause hints: the dimension values beneath a roll-up series that carry its trouble.
+
+"merchant m_17 has 80 % of the errors but 5 % of the calls": a value whose share
+of a weight (errors) is well above its share of the traffic.  A provider-wide
+outage spread evenly gives no hint.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, cast
+
+import numpy as np
+
+from stream.windows.registry import Dims, RegistryKey, SeriesRegistry
+from stream.windows.state import ClosedWindow
+
+
+@dataclass
+class FineChildren:
+    """A window's active series of the finest level and, per dimension, each one's value
+    as a code into a value -> code table (built once per window, shared by every hint)."""
+
+    win: ClosedWindow
+    dims: Dims
+    sids: np.ndarray
+    dim_codes: list[tuple[np.ndarray, dict[str, int]]]
+
+    @classmethod
+    def of(cls, win: ClosedWindow, registry: SeriesRegistry, fine_dims: Dims) -> FineChildren:
+        volume = win.column("volume")[: len(registry)]
+        active = np.flatnonzero(volume > 0)
+        fine = active[registry.level_of[active] == registry.level_codes.get(fine_dims, -2)]
+        values = [cast(RegistryKey, registry.keys[c])[1] for c in fine.tolist()]
+        dim_codes = []
+        for pos in range(len(fine_dims)):
+            index: dict[str, int] = {}
+            codes = [index.setdefault(v[pos], len(index)) for v in values]
+            dim_codes.append((np.array(codes, dtype=np.int64), index))
+        return cls(win, fine_dims, fine, dim_codes)
+
+
+def root_cause_hints(
+    key: RegistryKey | None,
+    fine_dims: Dims,
+    fine_children: Callable[[], FineChildren],
+    weights: np.ndarray,
+    top: int = 3,
+    min_share: float = 0.2,
+    min_lift: float = 0.15,
+) -> list[dict[str, Any]]:
+    """Dimension values beneath the roll-up series ``key`` that carry far more of
+    ``weights`` (e.g. its errors) than of its traffic, largest share first.
+
+    Looks at the finest level only (``fine_dims``), so each event is counted once;
+    ``fine_children`` gives that level's series, built on first need.
+    """
+    if key is None:
+        return []
+    dims, values = key
+    if dims == fine_dims or not set(dims) <= set(fine_dims):
+        return []
+    children = fine_children()
+    dim_codes = children.dim_codes
+    match = np.ones(children.sids.size, bool)
+    for d, value in zip(dims, values, strict=True):
+        codes, index = dim_codes[fine_dims.index(d)]
+        match &= codes == index.get(value, -1)
+    rows = children.sids[match]
+    volume = children.win.column("volume")
+    w_all, v_all = weights[rows].astype(np.float64), volume[rows].astype(np.float64)
+    total_w, total_v = float(w_all.sum()), float(v_all.sum())
+    if total_w <= 0:
+        return []
+    hints: list[dict[str, Any]] = []
+    for pos, d in enumerate(fine_dims):
+        if d in dims:
+            continue
+        codes, index = dim_codes[pos]
+        w_sum = np.bincount(codes[match], weights=w_all, minlength=len(index))
+        v_sum = np.bincount(codes[match], weights=v_all, minlength=len(index))
+        share = w_sum / total_w
+        lifted = np.flatnonzero((share >= min_share) & (share - v_sum / total_v >= min_lift))
+        names = list(index)
+        for k in sorted(lifted.tolist(), key=names.__getitem__):  # ties: by name
+            hints.append({"dimension": d, "value": names[k], "share": round(float(share[k]), 3)})
+    hints.sort(key=lambda h: -float(h["share"]))
+    return hints[:top]
