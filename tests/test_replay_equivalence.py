@@ -8,13 +8,14 @@ from typing import Any
 
 import orjson
 
+from stream.clock import ManualClock
 from stream.config import Config
 from stream.ingest.kafka_client import ensure_topics
 from stream.live.worker import run_worker
 from stream.offline.backtest import backtest_events
 from stream.sim.produce import produce_events
 from tests.test_labels import paywatch
-from tests.test_worker_kafka import read_all
+from tests.test_worker_kafka import WatchedSource, read_topic
 from tests.traffic import OUTAGE, T0, traffic
 
 
@@ -29,8 +30,7 @@ def alert_keys(records: list[dict[str, Any]]) -> set[tuple[str, str]]:
 
 async def test_run_and_backtest_give_the_same_alerts(kafka_config: Config, tmp_path: Path) -> None:
     cfg = kafka_config
-    # Live only: let the watermark follow the wall clock after the last event, soon
-    # enough for a test, late enough that a busy machine's pauses do not close windows.
+    # Live only: the watermark follows the worker's clock after 5 s without events.
     cfg.windows.idle_advance_s = 5.0
     events = traffic()
     jsonl = write_jsonl(events, tmp_path / "events.jsonl")
@@ -42,16 +42,21 @@ async def test_run_and_backtest_give_the_same_alerts(kafka_config: Config, tmp_p
 
     k = cfg.kafka
     await ensure_topics(k.bootstrap_servers, [k.events_topic, k.alerts_topic])
-    await produce_events(events, k.bootstrap_servers, k.events_topic)
+    produced = await produce_events(events, k.bootstrap_servers, k.events_topic)
     stop = asyncio.Event()
-    worker = asyncio.create_task(run_worker(cfg, stop, notify=False))
+    source = WatchedSource(k)
+    clock = ManualClock(T0 + 3_600_000)
+    worker = asyncio.create_task(run_worker(cfg, stop, notify=False, source=source, clock=clock))
     try:
-        await read_all(k.bootstrap_servers, k.alerts_topic, expect=len(replayed), timeout_s=25)
-        await asyncio.sleep(2.5)  # room for any extra alert the live run might add
+        # Every record read, its alerts published: then any extra alert the live run might
+        # add would come from the clock, which moves short of the idle advance.
+        await source.all_committed(produced)
+        clock.advance(cfg.windows.idle_advance_s - 0.5)
+        await source.polled(2)
     finally:
         stop.set()
         stats = await asyncio.wait_for(worker, 30)
-    live = await read_all(k.bootstrap_servers, k.alerts_topic, expect=10**6, timeout_s=2)
+    live = await read_topic(k.bootstrap_servers, k.alerts_topic)
     assert alert_keys(live) == alert_keys(replayed), (
         alert_keys(live) ^ alert_keys(replayed),
         stats,

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from aiokafka import TopicPartition
 
@@ -44,8 +44,10 @@ class MemorySource:
         self.position: Offsets = {self._tp(p): 0 for p in range(partitions)}
         self.committed: Offsets = {}
         self.started = self.stopped = False
+        self.polls = 0  # calls of next_batch
         self._round_robin = 0
-        self._changed = asyncio.Event()  # a record arrived or a commit was made
+        self._arrived = asyncio.Event()  # a record was appended
+        self._progress = asyncio.Event()  # the reader polled or committed
         self.extend(records)
 
     def _tp(self, partition: int) -> TopicPartition:
@@ -58,7 +60,7 @@ class MemorySource:
             self._round_robin = (partition + 1) % len(self.logs)
         log = self.logs[partition]
         log.append(value)
-        self._changed.set()
+        self._arrived.set()
         return Source(self.topic, partition, len(log) - 1)
 
     def extend(self, values: Iterable[bytes | None]) -> None:
@@ -73,10 +75,12 @@ class MemorySource:
 
     async def next_batch(self, timeout_ms: int = 200) -> Batch:
         """Up to ``max_batch`` unread records; waits up to ``timeout_ms`` for one to arrive."""
+        self.polls += 1
+        self._progress.set()
         if not self.lag(self.position):
-            self._changed.clear()
+            self._arrived.clear()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._changed.wait(), timeout_ms / 1000)
+                await asyncio.wait_for(self._arrived.wait(), timeout_ms / 1000)
         values: list[bytes | None] = []
         partitions: list[int] = []
         record_offsets: list[int] = []
@@ -96,7 +100,7 @@ class MemorySource:
 
     def commit_soon(self, offsets: Offsets) -> None:
         self.committed.update(offsets)
-        self._changed.set()
+        self._progress.set()
 
     async def flush_commits(self) -> None:
         return None
@@ -111,6 +115,15 @@ class MemorySource:
 
     async def all_committed(self) -> None:
         """Return once every record appended so far has been committed."""
-        while self.lag():
-            self._changed.clear()
-            await self._changed.wait()
+        await self._until(lambda: not self.lag())
+
+    async def polled(self, times: int = 2) -> None:
+        """Return once the reader has asked for records ``times`` more times: a loop that
+        polls again after each batch has then finished every batch it read before."""
+        target = self.polls + times
+        await self._until(lambda: self.polls >= target)
+
+    async def _until(self, done: Callable[[], bool]) -> None:
+        while not done():
+            self._progress.clear()
+            await self._progress.wait()
