@@ -1,5 +1,9 @@
 """Judge: a closed window's features go to the detectors of every rule.
 
+Entry point: :func:`stream.judge.catalog.build_rules` makes the rules a configuration
+asks for; each rule's ``judge`` turns a :class:`~stream.judge.features.JudgedWindow`
+into judgements.
+
 - :mod:`~stream.judge.features`: the window's features, every series at once,
   computed once into a :class:`~stream.judge.features.JudgedWindow` for every rule;
 - :mod:`~stream.judge.catalog`: :func:`~stream.judge.catalog.build_rules` makes the

@@ -1,5 +1,8 @@
 """Windows: event-time windows per series, counted with numpy and rolled up per level.
 
+Entry point: :class:`stream.windows.state.WindowState` (``add_batch``, then
+``close_ready`` or ``flush`` yields :class:`~stream.windows.state.ClosedWindow` objects).
+
 Every event feeds every level it has the dimensions for (roll-ups): with the
 default levels a ``provider_call`` counts for ``{provider}``,
 ``{provider, operation}`` and ``{provider, operation, merchant_id}``; a
@@ -20,7 +23,6 @@ A batch goes through, in order:
   a missing one is counted when its deadline passes;
 - :mod:`~stream.windows.metric_stats`: count, sum, max and newest value of metric
   samples; :mod:`~stream.windows.histogram`: latency histograms;
-- :mod:`~stream.windows.state`: :class:`~stream.windows.state.WindowState` keeps the
-  :mod:`~stream.windows.panes` and the watermark; ``add_batch`` then ``close_ready``
-  (or ``flush``) yields :class:`~stream.windows.state.ClosedWindow` objects.
+- :mod:`~stream.windows.state`: the window state keeps the :mod:`~stream.windows.panes`
+  and the watermark, and closes windows.
 """
