@@ -11,7 +11,6 @@ from stream.ingest.events import (
     OPERATIONS,
     OUTCOME_INDEX,
     OUTCOMES,
-    SCHEMA_VERSION,
 )
 from stream.ingest.reasons import (
     BadRecord,
@@ -23,7 +22,7 @@ from stream.ingest.reasons import (
     required_str,
     show,
 )
-from stream.ingest.schema import CALL_OPTIONAL_STRINGS, CallEvent, CallRow
+from stream.ingest.schema import CALL_OPTIONAL_STRINGS, CallFields, CallRow
 
 # ErrorTaxonomy.classify: (provider, code, sub_code, http_status, transport_error) -> class
 Classify = Callable[[str, str | None, str | None, int | None, str | None], str | None]
@@ -33,7 +32,7 @@ _FAILED = (OUTCOME_INDEX["failure"], OUTCOME_INDEX["unknown"])
 
 
 def call_row(e: Any, seq: int, classify: Classify) -> CallRow | None:
-    """The row of a :class:`~stream.ingest.schema.CallEvent`.
+    """The row of a :class:`~stream.ingest.schema.CallEvent` (or ``CallFields``).
 
     None when its ``http_status`` is 1..99, which the struct cannot rule out: the
     field-by-field path then rejects the record with the reason.  A failed or
@@ -80,7 +79,7 @@ def checked_call(d: dict[str, Any]) -> Any:
     """A ``provider_call`` whose envelope passed, checked field by field.
 
     Raises :class:`BadRecord` for the first broken rule; otherwise returns the
-    fields :func:`call_row` reads as a ``CallEvent``.
+    fields :func:`call_row` reads as a ``CallFields``.
     """
     get = d.get
     provider = required_str(d, "provider")
@@ -114,24 +113,21 @@ def checked_call(d: dict[str, Any]) -> Any:
             "error_class",
             f"error_class must be one of {', '.join(ERROR_CLASSES)}; got {show(named)}",
         )
-    return CallEvent(
-        schema_version=SCHEMA_VERSION,
-        event_id=d["event_id"],
+    return CallFields(
         event_ts=d["event_ts"],
-        service=d["service"],
         provider=provider,
-        merchant_id=merchant_id,
         operation=op,
+        merchant_id=merchant_id,
         outcome=oc,
+        error_class=named,
         latency_ms=latency,
         amount_minor=amount,
+        out_trade_no=get("out_trade_no"),
+        signing_key_id=get("signing_key_id"),
         http_status=hs,
         provider_code=pc,
         provider_sub_code=psc,
-        error_class=named,
         transport_error=get("transport_error"),
-        out_trade_no=get("out_trade_no"),
-        signing_key_id=get("signing_key_id"),
     )
 
 

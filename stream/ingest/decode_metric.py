@@ -5,15 +5,15 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from stream.ingest.events import METRIC_KINDS, SCHEMA_VERSION
+from stream.ingest.events import METRIC_KINDS
 from stream.ingest.reasons import BadRecord, check_optional_strings, missing, required_str, show
-from stream.ingest.schema import METRIC_OPTIONAL_STRINGS, MetricEvent, MetricRow
+from stream.ingest.schema import METRIC_OPTIONAL_STRINGS, MetricFields, MetricRow
 
 _METRIC_KINDS = frozenset(METRIC_KINDS)
 
 
 def metric_row(e: Any, seq: int) -> MetricRow:
-    """The row of a :class:`~stream.ingest.schema.MetricEvent`."""
+    """The row of a :class:`~stream.ingest.schema.MetricEvent` (or ``MetricFields``)."""
     name = e.name
     return (e.event_ts, name, metric_series(name, e.labels), e.value, seq)
 
@@ -33,7 +33,7 @@ def checked_metric(d: dict[str, Any]) -> Any:
     """A ``metric`` whose envelope passed, checked field by field.
 
     Raises :class:`BadRecord` for the first broken rule; otherwise returns the
-    fields :func:`metric_row` reads as a ``MetricEvent``.
+    fields :func:`metric_row` reads as a ``MetricFields``.
     """
     get = d.get
     name = required_str(d, "name")
@@ -58,12 +58,4 @@ def checked_metric(d: dict[str, Any]) -> Any:
                 raise BadRecord(
                     "labels", f"labels must be an object of strings; {show(k)} is {show(v)}"
                 )
-    return MetricEvent(
-        schema_version=SCHEMA_VERSION,
-        event_id=d["event_id"],
-        event_ts=d["event_ts"],
-        service=d["service"],
-        name=name,
-        value=value,
-        labels=labels,
-    )
+    return MetricFields(event_ts=d["event_ts"], name=name, labels=labels, value=value)

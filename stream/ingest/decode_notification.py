@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from stream.ingest.events import ACK_INDEX, ACK_STATUSES, SCHEMA_VERSION
+from stream.ingest.events import ACK_INDEX, ACK_STATUSES
 from stream.ingest.reasons import (
     BadRecord,
     check_amount,
@@ -20,13 +20,14 @@ from stream.ingest.reasons import (
 from stream.ingest.schema import (
     NOTIFICATION_OPTIONAL_INTS,
     NOTIFICATION_OPTIONAL_STRINGS,
-    NotificationEvent,
+    NotificationFields,
     NotificationRow,
 )
 
 
 def notification_row(e: Any, seq: int) -> NotificationRow:
-    """The row of a :class:`~stream.ingest.schema.NotificationEvent`: absent
+    """The row of a :class:`~stream.ingest.schema.NotificationEvent` (or
+    ``NotificationFields``): absent
     ``handler_latency_ms`` is NaN, absent ``amount_matches`` -1 (unknown)."""
     latency = e.handler_latency_ms
     matches = e.amount_matches
@@ -49,12 +50,12 @@ def checked_notification(d: dict[str, Any]) -> Any:
     """A ``payment_notification`` whose envelope passed, checked field by field.
 
     Raises :class:`BadRecord` for the first broken rule; otherwise returns the
-    fields :func:`notification_row` reads as a ``NotificationEvent``.
+    fields :func:`notification_row` reads as a ``NotificationFields``.
     """
     get = d.get
     provider = required_str(d, "provider")
     merchant_id = required_str(d, "merchant_id")
-    notify_id = required_str(d, "notify_id")
+    required_str(d, "notify_id")
     signature_verified = check_bool(d, "signature_verified", True)
     ack = get("ack_status")
     if type(ack) is not str or ack not in ACK_INDEX:
@@ -68,19 +69,15 @@ def checked_notification(d: dict[str, Any]) -> Any:
     latency = nonneg_float(d, "handler_latency_ms", False)
     is_duplicate = check_bool(d, "is_duplicate", False)
     amount_matches = check_bool(d, "amount_matches", False)
-    return NotificationEvent(
-        schema_version=SCHEMA_VERSION,
-        event_id=d["event_id"],
+    return NotificationFields(
         event_ts=d["event_ts"],
-        service=d["service"],
         provider=provider,
         merchant_id=merchant_id,
-        notify_id=notify_id,
         signature_verified=signature_verified,
         ack_status=ack,
-        handler_latency_ms=latency,
         is_duplicate=is_duplicate,
         amount_matches=amount_matches,
         out_trade_no=get("out_trade_no"),
         signing_key_id=get("signing_key_id"),
+        handler_latency_ms=latency,
     )
