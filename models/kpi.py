@@ -68,12 +68,13 @@ Python lists).
 from __future__ import annotations
 
 import math
-from bisect import bisect_left, insort
 from collections import deque
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+
+from models.metric import RollingSorted
 
 SCORE_DECADES = 8.0  # score 1 = tail probability 1e-8
 DEFAULT_THRESHOLD = 0.5  # = p 1e-4 per point: ~0.03 false alarms a day at 5-minute steps
@@ -83,27 +84,6 @@ LOCAL = 5  # values in the local context of the spike view
 SCALES = (1, 6, 36)  # residual means judged against the baseline
 _Q = 0.1  # tail mass above the POT threshold u
 _LN10 = math.log(10.0)
-
-
-class _SortedWindow:
-    """The last ``size`` values, also kept sorted (median in O(1), update O(size) memmove)."""
-
-    __slots__ = ("fifo", "size", "sorted")
-
-    def __init__(self, size: int) -> None:
-        self.size = size
-        self.fifo: deque[float] = deque()
-        self.sorted: list[float] = []
-
-    def add(self, x: float) -> None:
-        self.fifo.append(x)
-        insort(self.sorted, x)
-        if len(self.fifo) > self.size:
-            del self.sorted[bisect_left(self.sorted, self.fifo.popleft())]
-
-    def median(self) -> float:
-        s, n = self.sorted, len(self.sorted)
-        return 0.5 * (s[(n - 1) // 2] + s[n // 2])
 
 
 class _Tail:
@@ -213,7 +193,7 @@ class KpiDetector:
         self.window = int(window)
         self.rate = 2.0 / self.window  # exponential weights with the window's memory
         self.n = 0
-        self.base = _SortedWindow(self.window)
+        self.base = RollingSorted(self.window)
         self.recent: deque[float] = deque(maxlen=LOCAL)
         self.resid: deque[float] = deque(maxlen=max(SCALES))
         self.tails = [_Tail(self.rate) for _ in range(1 + len(SCALES))]
@@ -233,7 +213,7 @@ class KpiDetector:
 
     def _views(self, v: float, t: float | None) -> tuple[list[float], float, float]:
         y = self._deseason(v, t)
-        med = self.base.median()
+        med = self.base.quantile(0.5)
         r = y - med
         loc = y - float(np.median(self.recent)) if self.recent else 0.0
         views = [loc]
