@@ -9,7 +9,7 @@ from stream.judge.judgement import Judgement
 S = {"provider": "alipay"}
 
 
-def judge(start: int, anomalous: bool, severity: str = "warning") -> Judgement:
+def judge(start: int, anomalous: bool, severity: str = "warning", volume: int = 100) -> Judgement:
     return Judgement(
         rule="r",
         signal="error_rate",
@@ -22,6 +22,7 @@ def judge(start: int, anomalous: bool, severity: str = "warning") -> Judgement:
         value=0.3 if anomalous else 0.0,
         expected=0.05,
         summary="alipay: errors",
+        volume=volume,
     )
 
 
@@ -65,9 +66,11 @@ def test_escalation_to_critical_is_announced_once() -> None:
     ]
 
 
-def test_a_series_that_stops_being_judged_counts_as_quiet() -> None:
-    life = AlertLifecycle(keep_firing_for_windows=2)
-    life.observe(10, [judge(0, True)], lambda e: e)
-    assert life.observe(20, [], lambda e: e) == []
-    (rec,) = life.observe(30, [], lambda e: e)
-    assert rec.status == "resolved" and rec.window_end == 30
+def test_a_series_that_stops_being_judged_resolves_only_when_stale() -> None:
+    # No judgement is no evidence: the episode stays open until it goes stale.
+    life = AlertLifecycle(keep_firing_for_windows=2, stale_after_s=60)
+    life.observe(10_000, [judge(0, True)], lambda e: e)
+    assert life.observe(20_000, [], lambda e: e) == []
+    assert life.observe(60_000, [], lambda e: e) == []
+    (rec,) = life.observe(70_000, [], lambda e: e)
+    assert rec.status == "resolved" and rec.window_end == 70_000

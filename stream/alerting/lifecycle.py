@@ -1,9 +1,20 @@
 """Alert lifecycle per (rule, series): pending → firing → resolved, as alert v1 records.
 
-A series must be anomalous for ``for_windows`` consecutive windows before it
-fires, and quiet for ``keep_firing_for_windows`` before it resolves, so one odd
-window neither pages nor flaps.  Ids come from :mod:`stream.judge.judgement`, so a
-replay of the same stream gives the same ids as the live run.
+A series must be anomalous for ``for_windows`` windows before it fires.  It
+resolves on evidence, not on silence: a window counts toward recovery only when
+it was judged healthy *and* carried calls (a window with no or few calls says
+nothing about an error rate), and the episode resolves once
+``keep_firing_for_windows`` such windows in a row have carried at least
+``resolve_min_calls`` calls between them.  Empty windows in the middle of an
+outage therefore neither resolve it nor start a second episode: one incident,
+one episode, one page.  Signals whose detector judges the count itself (volume,
+callbacks, metrics) treat every judged window as evidence.  A series with no
+evidence at all for ``stale_after_s`` (it went away) resolves so the alert does
+not stay open forever.  A severity change re-announces the open episode under
+the same ``alert_id``.
+
+Ids come from :mod:`stream.judge.judgement`, so a replay of the same stream gives
+the same ids as the live run.
 """
 
 from __future__ import annotations
@@ -15,6 +26,10 @@ from typing import Any
 from stream.alerting.record import AlertRecord
 from stream.judge.judgement import Judgement, alert_id, severity_rank
 from stream.series import series_labels
+
+#: Signals whose detectors judge the count of the window itself (a drop to zero is
+#: their anomaly), so every judged window is evidence whatever its call volume.
+EVIDENCE_WITHOUT_CALLS = frozenset({"volume", "notification", "metric"})
 
 
 @dataclass(slots=True)
@@ -29,6 +44,8 @@ class _Episode:
     severity: str = "warning"
     last_anomalous_end: int = 0
     alert_id: str = ""
+    quiet_calls: int = 0  # calls of the healthy windows since the last anomalous one
+    last_evidence_end: int = 0  # end of the last window that carried evidence either way
 
 
 @dataclass
@@ -37,6 +54,8 @@ class AlertLifecycle:
 
     for_windows: int = 1
     keep_firing_for_windows: int = 3
+    resolve_min_calls: int = 20
+    stale_after_s: float = 1800.0
     episodes: dict[str, _Episode] = field(default_factory=dict)
 
     def active(self) -> set[str]:
@@ -63,7 +82,8 @@ class AlertLifecycle:
         judgements: list[Judgement],
         detected_at: Callable[[int], int],
     ) -> list[AlertRecord]:
-        """Apply one window's judgements; series with an episode but no judgement count as quiet.
+        """Apply one window's judgements.  A series with an episode but no judgement, or a
+        healthy judgement without calls, is no evidence: its episode stays as it is.
 
         ``detected_at(window_end)`` gives the record's wall-clock time (event time offline).
         """
@@ -71,31 +91,82 @@ class AlertLifecycle:
         seen: set[str] = set()
         for j in judgements:
             fp = j.fingerprint
-            seen.add(fp)
             ep = self.episodes.get(fp)
             if j.anomalous:
-                if ep is None:
-                    ep = _Episode(j.rule, j.signal, j.series, started_at=j.window_start)
-                    self.episodes[fp] = ep
-                ep.anomalous_windows += 1
-                ep.quiet_windows = 0
-                ep.last_anomalous_end = j.window_end
-                if not ep.firing and ep.anomalous_windows >= self.for_windows:
-                    ep.firing = True
-                    ep.severity = j.severity
-                    ep.alert_id = alert_id(fp, ep.started_at)
-                    records.append(self._record(ep, fp, "firing", j, detected_at(window_end)))
-                elif ep.firing and severity_rank(j.severity) > severity_rank(ep.severity):
-                    # Escalation is news for the on-call: re-announce with the new severity.
-                    ep.severity = j.severity
-                    records.append(self._record(ep, fp, "firing", j, detected_at(window_end)))
-            elif ep is not None:
+                seen.add(fp)
+                records.extend(self._anomalous(fp, ep, j, window_end, detected_at))
+            elif ep is not None and self._is_evidence(j):
+                seen.add(fp)
                 records.extend(self._quiet(fp, ep, j, window_end, detected_at))
         for fp in [fp for fp in self.episodes if fp not in seen]:
-            records.extend(self._quiet(fp, self.episodes[fp], None, window_end, detected_at))
+            records.extend(self._no_evidence(fp, self.episodes[fp], window_end, detected_at))
         return records
 
+    @staticmethod
+    def _is_evidence(j: Judgement) -> bool:
+        return j.volume > 0 or j.signal in EVIDENCE_WITHOUT_CALLS
+
+    def _anomalous(
+        self,
+        fp: str,
+        ep: _Episode | None,
+        j: Judgement,
+        window_end: int,
+        detected_at: Callable[[int], int],
+    ) -> list[AlertRecord]:
+        if ep is None:
+            ep = _Episode(j.rule, j.signal, j.series, started_at=j.window_start)
+            self.episodes[fp] = ep
+        ep.anomalous_windows += 1
+        ep.quiet_windows = ep.quiet_calls = 0
+        ep.last_anomalous_end = ep.last_evidence_end = j.window_end
+        if not ep.firing and ep.anomalous_windows >= self.for_windows:
+            ep.firing = True
+            ep.severity = j.severity
+            ep.alert_id = alert_id(fp, ep.started_at)
+            return [self._record(ep, fp, "firing", j, detected_at(window_end))]
+        if ep.firing and severity_rank(j.severity) > severity_rank(ep.severity):
+            # Escalation is news for the on-call: the same episode, re-announced.
+            ep.severity = j.severity
+            return [self._record(ep, fp, "firing", j, detected_at(window_end))]
+        return []
+
     def _quiet(
+        self,
+        fp: str,
+        ep: _Episode,
+        j: Judgement,
+        window_end: int,
+        detected_at: Callable[[int], int],
+    ) -> list[AlertRecord]:
+        """A window judged healthy on evidence."""
+        if not ep.firing:
+            # A pending episode that does not persist was noise: forget it silently.
+            del self.episodes[fp]
+            return []
+        ep.quiet_windows += 1
+        ep.last_evidence_end = j.window_end
+        healthy = j.signal in EVIDENCE_WITHOUT_CALLS
+        ep.quiet_calls += self.resolve_min_calls if healthy else max(0, j.volume)
+        if (
+            ep.quiet_windows < self.keep_firing_for_windows
+            or ep.quiet_calls < self.resolve_min_calls
+        ):
+            return []
+        return self._resolve(fp, ep, j, window_end, detected_at)
+
+    def _no_evidence(
+        self, fp: str, ep: _Episode, window_end: int, detected_at: Callable[[int], int]
+    ) -> list[AlertRecord]:
+        """No judgement, or a healthy one without calls: nothing changes unless it went stale."""
+        if window_end - ep.last_evidence_end < self.stale_after_s * 1000:
+            return []
+        if not ep.firing:
+            del self.episodes[fp]
+            return []
+        return self._resolve(fp, ep, None, window_end, detected_at)
+
+    def _resolve(
         self,
         fp: str,
         ep: _Episode,
@@ -103,13 +174,6 @@ class AlertLifecycle:
         window_end: int,
         detected_at: Callable[[int], int],
     ) -> list[AlertRecord]:
-        if not ep.firing:
-            # A pending episode that does not persist was noise: forget it silently.
-            del self.episodes[fp]
-            return []
-        ep.quiet_windows += 1
-        if ep.quiet_windows < self.keep_firing_for_windows:
-            return []
         del self.episodes[fp]
         rec = self._record(ep, fp, "resolved", j, detected_at(window_end), window_end=window_end)
         rec.resolved_at = ep.last_anomalous_end

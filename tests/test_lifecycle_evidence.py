@@ -1,0 +1,85 @@
+"""Lifecycle on evidence: windows without calls neither resolve an episode nor open a new one."""
+
+from __future__ import annotations
+
+from stream.alerting.lifecycle import AlertLifecycle
+from stream.alerting.record import AlertRecord
+from stream.judge.judgement import Judgement
+
+S = {"provider": "alipay"}
+
+
+def judge(i: int, anomalous: bool, volume: int, signal: str = "error_rate") -> Judgement:
+    return Judgement(
+        rule="r",
+        signal=signal,
+        series=S,
+        window_start=i * 10_000,
+        window_end=i * 10_000 + 10_000,
+        score=0.9 if anomalous else 0.0,
+        anomalous=anomalous,
+        severity="critical" if anomalous else "info",
+        value=0.8 if anomalous else 0.0,
+        expected=0.002,
+        summary="alipay: errors",
+        volume=volume,
+    )
+
+
+def run(life: AlertLifecycle, windows: list[tuple[bool, int] | None]) -> list[AlertRecord]:
+    """One window per item: (anomalous, calls), or None when the series is not judged at all."""
+    out: list[AlertRecord] = []
+    for i, w in enumerate(windows):
+        js = [] if w is None else [judge(i, *w)]
+        out += life.observe(i * 10_000 + 10_000, js, lambda end: end)
+    return out
+
+
+def test_empty_windows_do_not_resolve_a_firing_episode() -> None:
+    life = AlertLifecycle(keep_firing_for_windows=3, resolve_min_calls=20)
+    recs = run(life, [(True, 50)] + [(False, 0)] * 10 + [None] * 10)
+    assert [r.status for r in recs] == ["firing"]
+    assert len(life.firing()) == 1
+
+
+def test_outage_with_intermittent_empty_windows_pages_once_and_resolves_once() -> None:
+    bad, empty, unjudged, good = (True, 40), (False, 0), None, (False, 40)
+    outage = [bad, empty, empty, unjudged, bad, empty, empty, empty, bad, unjudged, bad]
+    recs = run(AlertLifecycle(keep_firing_for_windows=3, resolve_min_calls=20),
+               [good] * 3 + outage + [good] * 5)  # fmt: skip
+    assert [r.status for r in recs] == ["firing", "resolved"]
+    firing, resolved = recs
+    assert firing.alert_id == resolved.alert_id
+    # Resolved on the third healthy window after the outage, not on an empty one.
+    assert resolved.window_end == (3 + len(outage) + 3) * 10_000
+
+
+def test_healthy_windows_with_few_calls_resolve_only_after_enough_calls() -> None:
+    # A small merchant: one or two calls a window. Three healthy windows are not enough
+    # evidence; the episode resolves once 20 healthy calls have been seen.
+    life = AlertLifecycle(keep_firing_for_windows=3, resolve_min_calls=20)
+    recs = run(life, [(True, 2)] + [(False, 2)] * 12)
+    assert [r.status for r in recs] == ["firing", "resolved"]
+    assert recs[1].window_end == 11 * 10_000  # 10 healthy windows x 2 calls = 20 calls
+
+
+def test_a_healthy_volume_judgement_is_evidence_without_calls() -> None:
+    # A volume detector judges the count itself: a window that looks normal again is evidence.
+    life = AlertLifecycle(keep_firing_for_windows=2, resolve_min_calls=20)
+    wins = [(True, 0)] + [(False, 0)] * 2
+    out: list[AlertRecord] = []
+    for i, (anom, vol) in enumerate(wins):
+        out += life.observe(i * 10_000 + 10_000, [judge(i, anom, vol, "volume")], lambda e: e)
+    assert [r.status for r in out] == ["firing", "resolved"]
+
+
+def test_severity_change_updates_the_open_episode() -> None:
+    life = AlertLifecycle()
+    j1 = judge(0, True, 50)
+    j1.severity = "warning"
+    recs = life.observe(10_000, [j1], lambda e: e)
+    recs += life.observe(20_000, [judge(1, True, 50)], lambda e: e)  # critical now
+    recs += life.observe(30_000, [judge(2, True, 50)], lambda e: e)
+    assert [(r.status, r.severity) for r in recs] == [("firing", "warning"), ("firing", "critical")]
+    assert len({r.alert_id for r in recs}) == 1
+    assert life.firing()[0]["severity"] == "critical"
