@@ -74,6 +74,7 @@ from stream.ingest.events import (
 from stream.ingest.reasons import (
     BadRecord,
     bad_json,
+    check_record_size,
     event_type_bad,
     json_kind,
     missing,
@@ -86,6 +87,7 @@ from stream.ingest.schema import (
     CODE,
     METRIC_ROW,
     NOTIFICATION_ROW,
+    RECORD_MAX_BYTES,
     STRICT_DECODER,
     TS_MAX,
     TS_MIN,
@@ -178,7 +180,7 @@ def _rows(
     fast = _FAST_DECODE
     for i in range(len(values)):
         raw = values[i]
-        if fast is not None and type(raw) is bytes:
+        if fast is not None and type(raw) is bytes and len(raw) <= RECORD_MAX_BYTES:
             # Any failure here, even an unexpected one, falls through to the checked path,
             # which then decides, or rejects with the reason text.
             try:
@@ -199,15 +201,18 @@ def _rows(
                 pass
         try:
             et, d = _checked_envelope(raw)
+            checked: Row
             if et == "provider_call":
-                row = call_row(checked_call(d), i, classify)
-                if row is None:  # pragma: no cover - checked_call rejects what call_row refuses
+                call = call_row(checked_call(d), i, classify)
+                if call is None:  # pragma: no cover - checked_call rejects what call_row refuses
                     raise BadRecord("http_status", "http_status must be 0 or 100..599")
-                calls.append(row)
+                checked, out = call, calls
             elif et == "payment_notification":
-                notes.append(notification_row(checked_notification(d), i))
+                checked, out = notification_row(checked_notification(d), i), notes
             else:
-                metrics.append(metric_row(checked_metric(d), i))
+                checked, out = metric_row(checked_metric(d), i), metrics
+            check_record_size(raw)  # after the fields, so a reason names an oversized one
+            out.append(checked)
         except BadRecord as bad:
             rejects.append((i, Rejected(bad.reason, bad.field, raw_bytes(raw), sources[i])))
         except Exception as exc:  # last resort: a bad record must never stop a worker

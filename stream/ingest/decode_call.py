@@ -16,6 +16,7 @@ from stream.ingest.reasons import (
     BadRecord,
     check_amount,
     check_bool,
+    check_length,
     check_optional_strings,
     need_enum,
     nonneg_float,
@@ -107,6 +108,8 @@ def checked_call(d: dict[str, Any]) -> Any:
     if (pc is not None and type(pc) is not str) or (psc is not None and type(psc) is not str):
         pc = _sub_code(pc, "provider_code")
         psc = _sub_code(psc, "provider_sub_code")
+    check_length("provider_code", pc)
+    check_length("provider_sub_code", psc)
     named = get("error_class")
     if named is not None and (type(named) is not str or named not in ERROR_CLASS_INDEX):
         raise BadRecord(

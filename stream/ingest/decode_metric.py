@@ -6,7 +6,14 @@ import math
 from typing import Any
 
 from stream.ingest.events import METRIC_KINDS
-from stream.ingest.reasons import BadRecord, check_optional_strings, missing, required_str, show
+from stream.ingest.reasons import (
+    BadRecord,
+    check_labels,
+    check_optional_strings,
+    missing,
+    required_str,
+    show,
+)
 from stream.ingest.schema import METRIC_OPTIONAL_STRINGS, MetricFields, MetricRow
 
 _METRIC_KINDS = frozenset(METRIC_KINDS)
@@ -58,4 +65,5 @@ def checked_metric(d: dict[str, Any]) -> Any:
                 raise BadRecord(
                     "labels", f"labels must be an object of strings; {show(k)} is {show(v)}"
                 )
+        check_labels(labels)
     return MetricFields(event_ts=d["event_ts"], name=name, labels=labels, value=value)

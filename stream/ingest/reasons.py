@@ -7,13 +7,22 @@ written here or next to the check that raises it.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
 from typing import Any
 
 import orjson
 
-from stream.ingest.schema import INT64_MAX, TS_MAX, TS_MIN
+from stream.ingest.schema import (
+    INT64_MAX,
+    LABELS_MAX,
+    NAME_MAX,
+    RECORD_MAX_BYTES,
+    STRING_LIMITS,
+    TS_MAX,
+    TS_MIN,
+)
 
 
 class BadRecord(Exception):  # internal control flow, never escapes the decoder
@@ -45,13 +54,40 @@ def missing(f: str) -> BadRecord:
     return BadRecord(f, f"missing required field {f!r}")
 
 
+def too_long(f: str, length: int, limit: int, unit: str = "characters") -> BadRecord:
+    """A value over its size limit; the text names the field, its size and the limit.
+
+    >>> too_long("merchant_id", 600_000, 256).reason
+    'merchant_id is 600,000 characters long; the limit is 256'
+    """
+    return BadRecord(f, f"{f} is {length:,} {unit} long; the limit is {limit:,}")
+
+
+def check_length(f: str, v: str | None) -> None:
+    """``v`` (the value of string field ``f``, or None) is within ``f``'s limit."""
+    limit = STRING_LIMITS[f]
+    if v is not None and len(v) > limit:
+        raise too_long(f, len(v), limit)
+
+
+def check_record_size(raw: object) -> None:
+    """The whole record within ``RECORD_MAX_BYTES`` (what no field limit bounds: unknown
+    fields, many labels)."""
+    if isinstance(raw, bytes | bytearray | memoryview | str) and len(raw) > RECORD_MAX_BYTES:
+        raise BadRecord(
+            None, f"record is {len(raw):,} bytes long; the limit is {RECORD_MAX_BYTES:,} bytes"
+        )
+
+
 def required_str(d: dict[str, Any], f: str) -> str:
-    """The non-empty string ``d[f]``, or raise naming what is wrong with it."""
+    """The non-empty string ``d[f]`` within its limit, or raise naming what is wrong with it."""
     v = d.get(f)
     if type(v) is not str or not v:
         if absent(d, f):
             raise missing(f)
         raise BadRecord(f, f"{f} must be a non-empty string, got {show(d[f])}")
+    if len(v) > STRING_LIMITS[f]:
+        raise too_long(f, len(v), STRING_LIMITS[f])
     return v
 
 
@@ -64,16 +100,39 @@ def need_enum(d: dict[str, Any], f: str, allowed: Sequence[str]) -> BadRecord:
 _STR_OR_NONE = frozenset((str, type(None)))
 
 
-def check_optional_strings(d: dict[str, Any], fields: Sequence[str]) -> None:
-    """Optional string fields are strings when present (checked at C speed, then the
-    first offender is looked for only when there is one)."""
+@functools.cache
+def _by_limit(fields: tuple[str, ...]) -> tuple[tuple[int, tuple[str, ...]], ...]:
+    limits = sorted({STRING_LIMITS[f] for f in fields})
+    return tuple((n, tuple(f for f in fields if STRING_LIMITS[f] == n)) for n in limits)
+
+
+def check_optional_strings(d: dict[str, Any], fields: tuple[str, ...]) -> None:
+    """Optional string fields are strings within their limits when present (checked at C
+    speed, then the first offender is looked for only when there is one)."""
     get = d.get
-    if _STR_OR_NONE.issuperset(map(type, map(get, fields))):
-        return
-    for f in fields:
-        v = get(f)
-        if v is not None and type(v) is not str:
-            raise BadRecord(f, f"{f} must be a string when present, got {show(v)}")
+    if not _STR_OR_NONE.issuperset(map(type, map(get, fields))):
+        for f in fields:
+            v = get(f)
+            if v is not None and type(v) is not str:
+                raise BadRecord(f, f"{f} must be a string when present, got {show(v)}")
+    for limit, group in _by_limit(fields):
+        # filter(None, ...) drops absent fields (and empty strings, which fit any limit).
+        if max(map(len, filter(None, map(get, group))), default=0) > limit:
+            for f in group:
+                check_length(f, get(f))
+
+
+def check_labels(labels: dict[str, Any]) -> None:
+    """A metric's labels: at most ``LABELS_MAX``, keys names and values ids in length."""
+    if len(labels) > LABELS_MAX:
+        raise BadRecord("labels", f"labels has {len(labels):,} entries; the limit is {LABELS_MAX}")
+    for k, v in labels.items():
+        if len(k) > NAME_MAX:
+            raise BadRecord("labels", f"labels key {show(k)} is {len(k):,} characters long; "
+                            f"the limit is {NAME_MAX}")  # fmt: skip
+        if len(v) > STRING_LIMITS["name"]:
+            raise BadRecord("labels", f"labels[{show(k)}] is {len(v):,} characters long; "
+                            f"the limit is {STRING_LIMITS['name']}")  # fmt: skip
 
 
 def nonneg_bad(d: dict[str, Any], f: str, required: bool) -> BadRecord:

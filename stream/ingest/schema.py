@@ -64,6 +64,30 @@ NOTIFICATION_OPTIONAL_STRINGS = (
 NOTIFICATION_OPTIONAL_INTS = ("clock_skew_ms", "provider_ts", "business_ts")
 METRIC_OPTIONAL_STRINGS = (*ENVELOPE_OPTIONAL_STRINGS, "unit")
 
+# --- size limits ---------------------------------------------------------------------------
+# Valid JSON can still be absurd: a 600 KB merchant_id would become a series name, a string
+# in every alert about it and a key held in memory.  Every string field has a limit, in
+# characters (Unicode code points, as JSON Schema's maxLength and msgspec count), and a
+# record has one in bytes; docs/events.md lists them and docs/events.schema.json says the
+# same with maxLength.  Names (a provider, a region) are short, ids longer, error texts longest.
+NAME_MAX = 64
+ID_MAX = 256
+TEXT_MAX = 2048
+LABELS_MAX = 32  # labels of one metric event; keys are names, values ids
+RECORD_MAX_BYTES = 64 * 1024
+_NAMES = ("provider", "env", "region", "api_version", "channel", "currency", "trade_state")
+_TEXTS = ("endpoint", "transport_error", "verify_error")
+_IDS = (
+    *("event_id", "service", "merchant_id", "host", "trace_id", "sdk_method", "signing_key_id"),
+    *("out_trade_no", "provider_trade_no", "provider_code", "provider_sub_code", "notify_id"),
+    *("provider_event_type", "name"),
+)
+STRING_LIMITS: dict[str, int] = {
+    **dict.fromkeys((*_NAMES, "notify_kind", "unit"), NAME_MAX),
+    **dict.fromkeys(_IDS, ID_MAX),
+    **dict.fromkeys(_TEXTS, TEXT_MAX),
+}
+
 
 # --- structs -------------------------------------------------------------------------------
 # The structs may be stricter than the contract, never looser: whatever msgspec refuses goes
@@ -73,8 +97,30 @@ METRIC_OPTIONAL_STRINGS = (*ENVELOPE_OPTIONAL_STRINGS, "unit")
 # beyond 64 bits as floats, so fields without a tighter range are held to int64 here (the
 # rest of uint64 takes the orjson path).
 _Int64 = Annotated[int, msgspec.Meta(ge=-(2**63), le=INT64_MAX)]
-_NonEmpty = Annotated[str, msgspec.Meta(min_length=1)]
-_OptStr = str | None
+
+
+def _req(f: str) -> Any:
+    """A required string field: non-empty, within its limit."""
+    return Annotated[str, msgspec.Meta(min_length=1, max_length=STRING_LIMITS[f])]
+
+
+def _opt(f: str) -> Any:
+    """An optional string field within its limit."""
+    return Annotated[str, msgspec.Meta(max_length=STRING_LIMITS[f])] | None
+
+
+def _code(f: str) -> Any:
+    """provider_code / provider_sub_code: a string within its limit or an int64."""
+    return Annotated[str, msgspec.Meta(max_length=STRING_LIMITS[f])] | _Int64 | None
+
+
+_Labels = Annotated[
+    dict[
+        Annotated[str, msgspec.Meta(max_length=NAME_MAX)],
+        Annotated[str, msgspec.Meta(max_length=ID_MAX)],
+    ],
+    msgspec.Meta(max_length=LABELS_MAX),
+]
 _Amount = Annotated[int, msgspec.Meta(ge=0, le=INT64_MAX)] | None
 _NonNegFloat = Annotated[float, msgspec.Meta(ge=0.0)]
 
@@ -89,9 +135,9 @@ def _fields(required: Sequence[tuple[str, Any]], optional: Sequence[tuple[str, A
 
 _ENVELOPE_FIELDS = (
     ("schema_version", _lit([SCHEMA_VERSION])),
-    ("event_id", _NonEmpty),
+    ("event_id", _req("event_id")),
     ("event_ts", Annotated[int, msgspec.Meta(ge=TS_MIN, lt=TS_MAX)]),
-    ("service", _NonEmpty),
+    ("service", _req("service")),
 )
 _STRUCT_OPTS: dict[str, Any] = {
     "tag_field": "event_type",
@@ -104,20 +150,20 @@ CallEvent: Any = msgspec.defstruct(
     _fields(
         (
             *_ENVELOPE_FIELDS,
-            ("provider", _NonEmpty),
-            ("merchant_id", _NonEmpty),
+            ("provider", _req("provider")),
+            ("merchant_id", _req("merchant_id")),
             ("operation", _lit(OPERATIONS)),
             ("outcome", _lit(OUTCOMES)),
             ("latency_ms", _NonNegFloat),
         ),
         (
-            *((f, _OptStr) for f in CALL_OPTIONAL_STRINGS),
+            *((f, _opt(f)) for f in CALL_OPTIONAL_STRINGS),
             ("amount_minor", _Amount),
             ("http_status", Annotated[int, msgspec.Meta(ge=0, le=599)] | None),
             ("attempt", Annotated[int, msgspec.Meta(ge=0, le=INT64_MAX)] | None),
             ("signature_verified", bool | None),
-            ("provider_code", str | _Int64 | None),
-            ("provider_sub_code", str | _Int64 | None),
+            ("provider_code", _code("provider_code")),
+            ("provider_sub_code", _code("provider_sub_code")),
             ("error_class", _lit(ERROR_CLASSES) | None),
         ),
     ),
@@ -130,14 +176,14 @@ NotificationEvent: Any = msgspec.defstruct(
     _fields(
         (
             *_ENVELOPE_FIELDS,
-            ("provider", _NonEmpty),
-            ("merchant_id", _NonEmpty),
-            ("notify_id", _NonEmpty),
+            ("provider", _req("provider")),
+            ("merchant_id", _req("merchant_id")),
+            ("notify_id", _req("notify_id")),
             ("signature_verified", bool),
             ("ack_status", _lit(ACK_STATUSES)),
         ),
         (
-            *((f, _OptStr) for f in NOTIFICATION_OPTIONAL_STRINGS),
+            *((f, _opt(f)) for f in NOTIFICATION_OPTIONAL_STRINGS),
             *((f, _Int64 | None) for f in NOTIFICATION_OPTIONAL_INTS),
             ("amount_minor", _Amount),
             ("handler_latency_ms", _NonNegFloat | None),
@@ -152,11 +198,11 @@ NotificationEvent: Any = msgspec.defstruct(
 MetricEvent: Any = msgspec.defstruct(
     "MetricEvent",
     _fields(
-        (*_ENVELOPE_FIELDS, ("name", _NonEmpty), ("value", float)),
+        (*_ENVELOPE_FIELDS, ("name", _req("name")), ("value", float)),
         (
-            *((f, _OptStr) for f in METRIC_OPTIONAL_STRINGS),
+            *((f, _opt(f)) for f in METRIC_OPTIONAL_STRINGS),
             ("kind", _lit(METRIC_KINDS) | None),
-            ("labels", dict[str, str] | None),
+            ("labels", _Labels | None),
         ),
     ),
     tag="metric",
