@@ -6,6 +6,8 @@ Fixtures (import them into a test module, or re-export them from a conftest):
 - ``dingtalk_robot``   -> :class:`RobotServer`: a DingTalk robot that checks ``timestamp`` +
   ``sign`` (HMAC-SHA256), ``access_token``, keywords and its 20/min limit; ``.url``.
 - ``wecom_robot``      -> :class:`RobotServer`: a WeCom group robot (``wecombot://``); ``.url``.
+- ``feishu_bot``       -> :class:`FeishuServer`: a signed Feishu custom bot (``feishu://``).
+- ``twilio_api``       -> :class:`TwilioServer`: Twilio's Messages API (Apprise patched to it).
 - ``webhook_server``   -> :class:`WebhookServer`: records Apprise ``json://`` posts; ``.url``.
 - ``blackhole_server`` -> :class:`BlackholeServer`: accepts TCP connections, never answers.
 - ``closed_port``      -> int: a port nothing listens on (connection refused).
@@ -363,3 +365,215 @@ def blackhole_server() -> Iterator[BlackholeServer]:
 @pytest.fixture
 def closed_port() -> int:
     return free_port()
+
+
+# --------------------------------------------------------------------------- Feishu, Twilio
+
+
+@dataclass
+class FeishuRequest:
+    """One request a fake Feishu bot received and how it answered."""
+
+    path: str
+    body: dict[str, Any]
+    code: int
+    msg: str
+    sign_ok: bool | None = None  # None: the bot has no secret
+
+    @property
+    def text(self) -> str:
+        """The visible text: a text message's content or an interactive card's header + body."""
+        if self.body.get("msg_type") == "text":
+            return str(self.body.get("content", {}).get("text", ""))
+        card = self.body.get("card", {})
+        head = card.get("header", {}).get("title", {}).get("content", "")
+        parts = [e.get("text", {}).get("content", "") for e in card.get("elements", [])]
+        return "\n".join([head, *parts])
+
+
+@dataclass
+class FeishuServer(_HttpServer):
+    """A Feishu custom bot (``POST /open-apis/bot/v2/hook/<token>``), as the real one answers:
+    HTTP 200 and ``{"code": 0, "msg": "success"}``, or HTTP 200 with ``code != 0``: 19001
+    unknown token, 19021 bad signature (or a timestamp more than an hour off), 19024 keyword
+    missing, 11232 over 100 messages a minute.  The signature it checks is Feishu's:
+    base64(HMAC-SHA256(key="{timestamp}\\n{secret}", msg=b"")).  ``fail(...)`` as RobotServer.
+    """
+
+    token: str = "b7e1c2d3-4f50-4a6b-8c7d-feishu0token"
+    secret: str | None = "fsSEC9x8y7z6w5v4u3"
+    keywords: tuple[str, ...] = ()
+    rate_limit_per_min: int = 100
+    requests: list[FeishuRequest] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        _HttpServer.__init__(self)
+        self._forced: deque[tuple[int, str]] = deque()
+        self._always: tuple[int, str] | None = None
+        self._accepted: deque[float] = deque()
+
+    @property
+    def url(self) -> str:
+        endpoint = quote(f"http://{HOST}:{self.port}/open-apis/bot/v2/hook/", safe="")
+        auth = f"{self.secret}@" if self.secret else ""
+        return f"feishu://{auth}{self.token}/?endpoint={endpoint}"
+
+    def fail(self, code: int, msg: str, times: int | None = 1) -> None:
+        with self.lock:
+            if times is None:
+                self._always = (code, msg)
+            else:
+                self._forced.extend([(code, msg)] * times)
+
+    def _sign_ok(self, body: dict[str, Any]) -> bool:
+        assert self.secret is not None
+        ts, sign = str(body.get("timestamp", "")), str(body.get("sign", ""))
+        if not ts.isdigit() or abs(time.time() - int(ts)) > 3600:
+            return False
+        key = f"{ts}\n{self.secret}".encode()
+        expected = base64.b64encode(hmac.new(key, b"", hashlib.sha256).digest()).decode()
+        return hmac.compare_digest(sign, expected)
+
+    def _judge(self, path: str, body: dict[str, Any]) -> tuple[int, str, bool | None]:
+        if path != f"/open-apis/bot/v2/hook/{self.token}":
+            return 19001, "param invalid: incoming webhook access token invalid", None
+        sign_ok = self._sign_ok(body) if self.secret else None
+        if sign_ok is False:
+            return 19021, "sign match fail or timestamp is not within one hour", sign_ok
+        if body.get("msg_type") not in ("text", "interactive"):
+            return 9499, "Bad Request", sign_ok
+        return 0, "success", sign_ok
+
+    def answer(self, path: str, headers: dict[str, str], raw: bytes) -> tuple[int, Any]:
+        try:
+            body = json.loads(raw)
+        except ValueError:
+            body = {}
+        with self.lock:
+            code, msg, sign_ok = self._judge(urlsplit(path).path, body)
+            request = FeishuRequest(path, body, code, msg, sign_ok)
+            if code == 0 and self.keywords and not any(k in request.text for k in self.keywords):
+                code, msg = 19024, "Key Words Not Found"
+            if code == 0 and self._always:
+                code, msg = self._always
+            elif code == 0 and self._forced:
+                code, msg = self._forced.popleft()
+            now = time.monotonic()
+            while self._accepted and now - self._accepted[0] >= 60:
+                self._accepted.popleft()
+            if code == 0 and len(self._accepted) >= self.rate_limit_per_min:
+                code, msg = 11232, "frequency limited"
+            if code == 0:
+                self._accepted.append(now)
+            request.code, request.msg = code, msg
+            self.requests.append(request)
+        if code == 0:
+            return 200, {"code": 0, "msg": "success", "data": {}}
+        return 200, {"code": code, "msg": msg, "data": {}}
+
+
+@dataclass
+class SmsRequest:
+    """One message-create request a fake SMS API received."""
+
+    path: str
+    form: dict[str, str]
+    status: int
+    code: int | None  # the provider's error code, None on success
+
+
+@dataclass
+class TwilioServer(_HttpServer):
+    """Twilio's Messages API (``POST /2010-04-01/Accounts/<sid>/Messages.json``, form body,
+    HTTP basic auth sid:token), as the real one answers: 201 and the message resource, or an
+    HTTP error with ``{"code", "message", "status"}``: 401/20003 bad credentials, 400/21211
+    invalid ``To``, and whatever ``fail(status, code, message)`` queues (``times=None``: until
+    ``recover()``), e.g. 429/20429 too many requests, 400/21610 unsubscribed recipient.
+
+    Apprise's Twilio plugin has no endpoint option: tests point it here by patching
+    ``NotifyTwilio.notify_sms_url`` (see :attr:`sms_url`).
+    """
+
+    sid: str = "AC0123456789abcdef0123456789abcdef"
+    auth_token: str = "f0e1d2c3b4a5968778695a4b3c2d1e0f"
+    from_phone: str = "+15551230000"
+    requests: list[SmsRequest] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        _HttpServer.__init__(self)
+        self._forced: deque[tuple[int, int, str]] = deque()
+        self._always: tuple[int, int, str] | None = None
+
+    @property
+    def sms_url(self) -> str:
+        """Value for ``NotifyTwilio.notify_sms_url`` (``{sid}`` is filled in by Apprise)."""
+        return f"http://{HOST}:{self.port}/2010-04-01/Accounts/{{sid}}/Messages.json"
+
+    def url(self, *to: str) -> str:
+        targets = "/".join(t.lstrip("+") for t in to)
+        return f"twilio://{self.sid}:{self.auth_token}@{self.from_phone.lstrip('+')}/{targets}"
+
+    def fail(self, status: int, code: int, message: str, times: int | None = 1) -> None:
+        with self.lock:
+            if times is None:
+                self._always = (status, code, message)
+            else:
+                self._forced.extend([(status, code, message)] * times)
+
+    def recover(self) -> None:
+        with self.lock:
+            self._always = None
+            self._forced.clear()
+
+    @property
+    def delivered(self) -> list[SmsRequest]:
+        with self.lock:
+            return [r for r in self.requests if r.code is None]
+
+    def _error(
+        self, path: str, headers: dict[str, str], form: dict[str, str]
+    ) -> tuple[int, int, str] | None:
+        want = base64.b64encode(f"{self.sid}:{self.auth_token}".encode()).decode()
+        if headers.get("Authorization", "") != f"Basic {want}":
+            return 401, 20003, "Authenticate"
+        if path != f"/2010-04-01/Accounts/{self.sid}/Messages.json":
+            return 404, 20404, "The requested resource was not found"
+        if not form.get("To", "").lstrip("+").isdigit() or not form.get("Body"):
+            return 400, 21211, f"The 'To' number {form.get('To')} is not a valid phone number."
+        if self._always:
+            return self._always
+        if self._forced:
+            return self._forced.popleft()
+        return None
+
+    def answer(self, path: str, headers: dict[str, str], raw: bytes) -> tuple[int, Any]:
+        form = {k: v[-1] for k, v in parse_qs(raw.decode()).items()}
+        with self.lock:
+            error = self._error(urlsplit(path).path, headers, form)
+            if error is None:
+                self.requests.append(SmsRequest(path, form, 201, None))
+                n = len(self.requests)
+                return 201, {"sid": f"SM{n:032x}", "status": "queued", "to": form["To"],
+                             "from": form.get("From"), "body": form["Body"]}  # fmt: skip
+            status, code, message = error
+            self.requests.append(SmsRequest(path, form, status, code))
+        info = f"https://www.twilio.com/docs/errors/{code}"
+        return status, {"code": code, "message": message, "more_info": info, "status": status}
+
+
+@pytest.fixture
+def feishu_bot() -> Iterator[FeishuServer]:
+    server = FeishuServer().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def twilio_api(monkeypatch: pytest.MonkeyPatch) -> Iterator[TwilioServer]:
+    """A fake Twilio API, with Apprise's Twilio plugin pointed at it for the test."""
+    from apprise.plugins.twilio import NotifyTwilio
+
+    server = TwilioServer().start()
+    monkeypatch.setattr(NotifyTwilio, "notify_sms_url", server.sms_url)
+    yield server
+    server.stop()

@@ -5,13 +5,16 @@ and worker task, so a slow or dead channel never stalls the consumer path or any
 other channel.  Each attempt is audited as a :class:`DeliveryAttempt` with the
 channel's secrets masked.
 
-Two robot kinds are sent here instead of through Apprise, because Apprise (2.3)
+Three robot kinds are sent here instead of through Apprise, because Apprise (2.3)
 answers "sent" on HTTP 200 even when the robot refused the message with a JSON
-``errcode`` != 0, and its DingTalk plugin URL-encodes the ``sign`` twice (so a
-robot with a secret answers ``310000 sign not match``).  Both use Apprise's own
-URL syntax and validation (``dingtalk://[secret@]token[/phone...]``,
-``wecombot://key``); an optional ``endpoint=`` query argument points them at
-another base URL (a proxy, or a local fake robot in tests).
+``errcode`` != 0, its DingTalk plugin URL-encodes the ``sign`` twice (so a
+robot with a secret answers ``310000 sign not match``), and its Feishu/Lark
+plugins cannot sign at all (a robot with "signature verification" on answers
+``19021``).  All use Apprise's own URL syntax and validation
+(``dingtalk://[secret@]token[/phone...]``, ``wecombot://key``,
+``feishu://[secret@]token``, ``lark://[secret@]token``); an optional ``endpoint=``
+query argument points them at another base URL (a proxy, or a local fake robot in
+tests).
 """
 
 from __future__ import annotations
@@ -49,8 +52,15 @@ MASK = "****"
 ROBOT_RATE_LIMIT_PER_MIN = 20
 DINGTALK_ENDPOINT = "https://oapi.dingtalk.com/robot/send"
 WECOM_ENDPOINT = "https://qyapi.weixin.qq.com/cgi-bin/webhook/send"
+# Feishu (China) and Lark (international) custom bots: the token is appended to this.
+FEISHU_ENDPOINT = "https://open.feishu.cn/open-apis/bot/v2/hook/"
+LARK_ENDPOINT = "https://open.larksuite.com/open-apis/bot/v2/hook/"
+# Feishu/Lark custom bots accept 100 messages a minute (and 5 a second) per bot.
+FEISHU_RATE_LIMIT_PER_MIN = 100
+# Schemes whose user part (``scheme://secret@token``) is a signing secret.
+_SIGNED_ROBOTS = ("dingtalk", "feishu", "lark")
 # Robots refuse larger payloads (DingTalk 20000 bytes, WeCom markdown 4096 bytes).
-_BODY_LIMIT_BYTES = {"dingtalk": 19000, "wecombot": 4000}
+_BODY_LIMIT_BYTES = {"dingtalk": 19000, "wecombot": 4000, "feishu": 18000, "lark": 18000}
 _DEFAULT_BODY_LIMIT = 60000
 MAX_BATCH = 200  # messages combined into one send at most
 _SENSITIVE_QUERY = re.compile(r"token|key|secret|pass|sign|auth|credential", re.I)
@@ -124,6 +134,8 @@ def url_secrets(url: str) -> set[str]:
             results = cls.parse_url(url)
     if cls is not None and results:
         private = {k for k, v in cls.template_tokens.items() if v.get("private")} | {"password"}
+        if url.split("://", 1)[0].lower() in _SIGNED_ROBOTS:
+            private.add("user")  # Apprise's Feishu/Lark plugins do not know it is a secret
         for key in private:
             value = results.get(key)
             values = value if isinstance(value, list | tuple | set) else [value]
@@ -299,9 +311,11 @@ class _AppriseSender(_Sender):
 
 
 class _RobotSender(_Sender):
-    """Base for JSON robots that answer ``{"errcode": 0, "errmsg": "ok"}`` on success."""
+    """Base for JSON robots that answer ``{"errcode": 0, "errmsg": "ok"}`` on success
+    (Feishu: ``{"code": 0, "msg": "success"}``)."""
 
     default_per_min = ROBOT_RATE_LIMIT_PER_MIN
+    code_key, msg_key = "errcode", "errmsg"
 
     def __init__(self, endpoint: str, verify: bool) -> None:
         self.endpoint = endpoint
@@ -329,11 +343,11 @@ class _RobotSender(_Sender):
             return False, f"{self.kind} HTTP {r.status_code}"
         try:
             answer = r.json()
-            errcode = int(answer.get("errcode", -1))
+            errcode = int(answer.get(self.code_key, -1))
         except (ValueError, TypeError, AttributeError):
-            return False, f"{self.kind} answered HTTP 200 without a JSON errcode"
+            return False, f"{self.kind} answered HTTP 200 without a JSON {self.code_key}"
         if errcode != 0:
-            return False, f"{self.kind} errcode {errcode}: {answer.get('errmsg', '')}"
+            return False, f"{self.kind} {self.code_key} {errcode}: {answer.get(self.msg_key, '')}"
         return True, None
 
 
@@ -407,15 +421,65 @@ class _WeComSender(_RobotSender):
         return {"key": self.key}, {"msgtype": "text", "text": {"content": content}}
 
 
+class _FeishuSender(_RobotSender):
+    """Feishu / Lark custom bot; signed (timestamp + sign in the body) when a secret is set."""
+
+    default_per_min = FEISHU_RATE_LIMIT_PER_MIN
+    code_key, msg_key = "code", "msg"
+    _COLORS: ClassVar[dict[str, str]] = {"critical": "red", "warning": "orange"}
+
+    def __init__(self, plugin: Any, url: str, clock: Clock = WALL_CLOCK) -> None:
+        self.kind = url.split("://", 1)[0].lower()
+        args = _query_args(url)
+        base = args.get("endpoint") or (FEISHU_ENDPOINT if self.kind == "feishu" else LARK_ENDPOINT)
+        super().__init__(base.rstrip("/") + "/" + quote(plugin.token, safe=""), _verify(args))
+        self.clock = clock
+        self.secret: str | None = plugin.user or None
+
+    def request(self, message: Message) -> tuple[dict[str, str], dict[str, Any]]:
+        payload: dict[str, Any] = {}
+        if self.secret:
+            payload.update(feishu_sign(self.secret, self.clock.now_ms() // 1000))
+        limit = _BODY_LIMIT_BYTES[self.kind]
+        if message.body_format == "markdown":
+            # Feishu renders markdown only inside an interactive card (as Apprise sends it).
+            title = {"tag": "plain_text", "content": message.title[:100] or "paywatch"}
+            text = {"tag": "lark_md", "content": _fit(message.body, limit)}
+            payload["msg_type"] = "interactive"
+            payload["card"] = {
+                "config": {"wide_screen_mode": True},
+                "header": {"title": title, "template": self._COLORS.get(message.severity, "blue")},
+                "elements": [{"tag": "div", "text": text}],
+            }
+        else:
+            text_only = _fit(f"{message.title}\n{message.body}", limit)
+            payload.update(msg_type="text", content={"text": text_only})
+        return {}, payload
+
+
+def feishu_sign(secret: str, timestamp_s: int) -> dict[str, str]:
+    """Feishu/Lark signed-bot body fields: ``sign`` is base64(HMAC-SHA256) keyed by
+    ``"{timestamp}\\n{secret}"`` over an empty message (Feishu's rule, unlike DingTalk's).
+
+    >>> sorted(feishu_sign("SEC", 1700000000))
+    ['sign', 'timestamp']
+    """
+    key = f"{timestamp_s}\n{secret}".encode()
+    digest = hmac.new(key, b"", hashlib.sha256).digest()
+    return {"timestamp": str(timestamp_s), "sign": base64.b64encode(digest).decode()}
+
+
 def _make_sender(url: str, clock: Clock = WALL_CLOCK) -> _Sender:
     scheme = url.split("://", 1)[0].lower()
-    if scheme in ("dingtalk", "wecombot"):
+    if scheme in ("dingtalk", "wecombot", "feishu", "lark"):
         plugin = apprise.Apprise.instantiate(url)
         if plugin is None:
             return _AppriseSender(url)  # reports the URL as invalid on every attempt
         if scheme == "dingtalk":
             return _DingTalkSender(plugin, url, clock)
-        return _WeComSender(plugin, url)
+        if scheme == "wecombot":
+            return _WeComSender(plugin, url)
+        return _FeishuSender(plugin, url, clock)
     return _AppriseSender(url)
 
 
