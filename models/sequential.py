@@ -1,0 +1,674 @@
+"""Sequential detectors: CUSUMs on the log-likelihood ratio of each window's sufficient
+statistics, so evidence accumulates across windows instead of being judged (and gated)
+one window at a time.
+
+Three families, each a vectorised bank (one numpy pass per rule and window for every
+series, slot-indexed state as in :mod:`models.bank`):
+
+- :class:`RateBank`: a share of calls (system errors, timeouts, config errors,
+  business declines, missing callbacks, verify failures, nacks).  Binomial LLR of the
+  window's ``k`` bad calls out of ``n`` against the series' learned rate ``p0``, for a
+  few alternatives ``p1 = max(r * p0, p0 + min_increase)``; quasi-likelihood
+  (divided by a learned overdispersion ``phi``).
+- :class:`LatencyBank`: the location of log-latency.  The window's median log-latency
+  ``m`` of ``n`` calls is about Normal(mu0, 1.57 sigma^2 / n) (the median's efficiency
+  on normal data); Gaussian LLR for a shift ``delta`` (latency x 1.5, x 3), with the
+  standardised value clipped so one slow call adds a bounded amount of evidence.
+- :class:`VolumeBank`: a drop of the call count.  Poisson LLR of ``k`` calls against a
+  damped-trend (Holt) forecast ``lam0`` that follows the daily curve, for drops to
+  ``rho * lam0``; quasi-likelihood as above.
+
+Each CUSUM is ``s <- min(cap, max(0, s + llr / phi))``; the detector's score is 0.5 when
+the largest of its CUSUMs reaches ``h`` (see :mod:`models.budget`: ``h = ln(k ARL0)``
+from the one false-alarm budget) and 1.0 at ``cap = h + resolve_nats``.  A window
+without calls has LLR 0: it neither adds evidence nor resets it, and an open alert
+falls below 0.5 only after ``resolve_nats`` of evidence that the series is healthy.
+
+Baselines learn only from windows whose CUSUM stays below ``suspect * h`` (never from a
+window they page on or a slowly building incident), shrunk toward the bank's pooled
+rate (the rate of every series of the rule) by ``prior_calls`` calls, so a series with
+little data starts from its level's normal.  Warm-up: ``min_windows`` windows with
+calls and ``warm_calls`` calls; before that a rate detector with a ``cold_rate`` is
+judged against that never-normal rate (a signature error needs no history) and the
+others score 0.
+
+:class:`SequentialDetector` is the one-series form (river's protocol): a bank of one
+slot, so the scalar and vectorised forms are the same code.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import dataclass, field, replace
+from typing import Any, ClassVar
+
+import numpy as np
+
+from models.bank import Columns, StateBank, column, cusum_many, decay_many, register_twin
+from models.base import Features, feature
+from models.budget import cusum_threshold, kl_bernoulli
+
+#: Variance of a sample median relative to the mean's, normal data (pi / 2).
+MEDIAN_VAR = math.pi / 2
+
+
+def _h(h: float, tests: int) -> float:
+    """``h``, or the default budget's (1 false alarm / series / 30 days, 10 s windows)."""
+    return h if h > 0 else cusum_threshold(1.0, 10.0, tests)
+
+
+@dataclass(frozen=True, slots=True)
+class RateParams:
+    """Tuning of a :class:`RateBank` (one per rule, shared by its series).
+
+    >>> p = RateParams()
+    >>> round(p.threshold, 2), round(p.cap_s, 2)
+    (13.16, 14.16)
+    """
+
+    errors_key: str = "system_errors"
+    volume_key: str = "volume"
+    ratios: tuple[float, ...] = (3.0, 20.0)  # alternatives: p1 = r * p0 ...
+    min_increase: float = 0.002  # ... or p0 + this, whichever is larger
+    p1_max: float = 0.9
+    prior_rate: float = 0.001  # the pooled prior before any data
+    prior_calls: float = 200.0  # shrinkage toward the pooled rate, in calls
+    floor: float = 0.0005  # p0 never below: 0.01 % -> 0.05 % is not an incident
+    cap: float = 0.2  # p0 never above: that rate is never normal
+    cold_rate: float = 0.0  # judged during warm-up against this rate (0: not judged)
+    halflife_s: float = 7200.0
+    h: float = 0.0  # CUSUM threshold (0: from the default budget, see with_budget)
+    resolve_nats: float = 1.0  # healthy evidence needed to fall back below h
+    suspect: float = 0.5  # windows with CUSUM >= suspect * h are not learned
+    min_windows: int = 30
+    warm_calls: float = 0.0
+    dispersion_prior: float = 20.0
+    max_dispersion: float = 10.0
+
+    @property
+    def threshold(self) -> float:
+        return _h(self.h, len(self.ratios))
+
+    @property
+    def cap_s(self) -> float:
+        return self.threshold + self.resolve_nats
+
+    def bank(self) -> RateBank:
+        return RateBank(self)
+
+    def expected_delay_s(self, p0: float, p1: float, calls_per_s: float) -> float:
+        """This detector's delay (Lorden, ``h`` over the LLR drift of its best alternative)
+        when the true share goes from ``p0`` to ``p1``; inf when no alternative drifts up.
+
+        >>> round(RateParams().expected_delay_s(0.001, 0.02, 1.0), 0)   # the oracle: 303 s
+        320.0
+        """
+        best = 0.0
+        for r in self.ratios:
+            a = min(self.p1_max, max(p0 * r, p0 + self.min_increase))
+            drift = p1 * math.log(a / p0) + (1 - p1) * math.log((1 - a) / (1 - p0))
+            best = max(best, drift)
+        return self.threshold / (best * calls_per_s) if best > 0 else math.inf
+
+
+#: Auth/config/signature/certificate errors: normally none, so a few are conclusive; judged
+#: from the first call against a 1 % rate that is never normal, the learned rate capped there.
+CONFIG_RATE = RateParams(
+    errors_key="config_errors",
+    ratios=(5.0, 1000.0),
+    prior_rate=0.0005,
+    floor=0.002,
+    cap=0.01,
+    cold_rate=0.01,
+    min_windows=6,
+)
+#: Business declines (insufficient funds, risk): a drift, never an outage signal.
+DECLINE_RATE = RateParams(
+    errors_key="business_declines", ratios=(2.0,), prior_rate=0.02, min_increase=0.02, cap=0.5
+)
+#: Timeouts alone: a provider slowing down shows here before it shows as errors.
+TIMEOUT_RATE = RateParams(errors_key="timeouts", cold_rate=0.05)
+#: System errors (provider_error, timeout, network, rate_limited).
+SYSTEM_RATE = RateParams(errors_key="system_errors", cold_rate=0.05)
+
+
+class SeqBank(StateBank):
+    """What the three banks share: the CUSUM rows ``s`` (one per alternative), the
+    pooled prior, the one-slot detector view and pickling."""
+
+    _pooled: ClassVar[tuple[str, ...]] = ()
+    params: Any
+    s: np.ndarray
+
+    def __init__(self, params: Any) -> None:
+        self.prototype = params
+        self._setup()
+        self._init_state()
+        for name in self._pooled:
+            setattr(self, name, 0.0)
+
+    def _setup(self) -> None:
+        self.params = self.prototype
+        self.keys = self._keys()
+
+    def _keys(self) -> tuple[str, ...]:
+        raise NotImplementedError
+
+    def _tests(self) -> int:
+        raise NotImplementedError
+
+    def _row_shape(self, name: str) -> tuple[int, ...]:
+        return (self._tests(),) if name == "s" else ()
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = super().__getstate__()
+        state.update({name: getattr(self, name) for name in self._pooled})
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        super().__setstate__(state)
+        for name in self._pooled:
+            setattr(self, name, state[name])
+
+    def ready(self, slots: np.ndarray) -> np.ndarray:
+        s = np.asarray(slots, np.intp)
+        out = np.zeros(s.size, bool)
+        inside = s < self.capacity
+        out[inside] = self._ready(s[inside])
+        return out
+
+    def _ready(self, slots: np.ndarray) -> np.ndarray:
+        return self.n[slots] >= self.params.min_windows
+
+    def detector(self, slot: int) -> SequentialDetector:
+        """A standalone detector holding a copy of ``slot``'s state (and the pool)."""
+        det = SequentialDetector(self.params)
+        one = det.bank
+        one._reserve(np.array([0]))
+        if 0 <= slot < self.capacity:
+            for name in self._state:
+                getattr(one, name)[..., 0] = getattr(self, name)[..., slot]
+        for name in self._pooled:
+            setattr(one, name, getattr(self, name))
+        return det
+
+    def expected_many(self, slots: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    def score_learn_many(self, slots: np.ndarray, x: Columns) -> np.ndarray:
+        raise NotImplementedError
+
+    def _cusum(self, slots: np.ndarray, llr: np.ndarray, judged: np.ndarray) -> np.ndarray:
+        """Advance the CUSUM rows of ``slots``; returns the new statistic (R, m)."""
+        p = self.params
+        s = np.clip(self.s[:, slots] + llr, 0.0, p.cap_s)
+        s = np.where(judged, s, 0.0)
+        for row, vals in zip(self.s, s, strict=True):
+            row[slots] = vals
+        return s
+
+    def _score(self, s: np.ndarray, judged: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(score per slot, calm: learnable) from the new CUSUM rows."""
+        p = self.params
+        top = s.max(axis=0)
+        score = np.where(judged, cusum_many(top, p.threshold, p.cap_s), 0.0)
+        return score, top < p.suspect * p.threshold
+
+
+def _phi(dev: np.ndarray, var: np.ndarray, prior: float, top: float) -> np.ndarray:
+    return np.clip((dev + prior) / (var + prior), 1.0, top)
+
+
+class RateBank(SeqBank):
+    """Binomial CUSUMs of a share of calls for many series (see the module docstring).
+
+    >>> bank = RateBank(RateParams(errors_key="config_errors", cold_rate=0.01, ratios=(5, 1e3)))
+    >>> calls = {"volume": np.ones(2), "config_errors": np.array([1.0, 0.0])}
+    >>> [bank.score_learn_many(np.array([0, 1]), calls).round(2).tolist() for _ in range(3)]
+    [[0.17, 0.0], [0.34, 0.0], [0.59, 0.0]]
+    """
+
+    _state = ("err", "vol", "dev", "var", "s", "n")
+    _pooled = ("pool_err", "pool_vol")
+    err: np.ndarray
+    vol: np.ndarray
+    dev: np.ndarray
+    var: np.ndarray
+    s: np.ndarray
+    pool_err: float
+    pool_vol: float
+
+    def _keys(self) -> tuple[str, ...]:
+        return (self.params.errors_key, self.params.volume_key, "window_s")
+
+    def _tests(self) -> int:
+        return len(self.params.ratios)
+
+    def _ready(self, slots: np.ndarray) -> np.ndarray:
+        p = self.params
+        return (self.n[slots] >= p.min_windows) & (self.vol[slots] >= p.warm_calls)
+
+    def prior_rate(self) -> float:
+        """The pooled rate of every series of the rule, what a new series is shrunk to."""
+        p = self.params
+        return (p.prior_rate * p.prior_calls + self.pool_err) / (p.prior_calls + self.pool_vol)
+
+    def expected_many(self, slots: np.ndarray) -> np.ndarray:
+        """``p0`` per slot: the shrunk, clamped normal rate (before the cold-start rate)."""
+        p = self.params
+        shrunk = (p.prior_calls * self.prior_rate() + self.err[slots]) / (
+            p.prior_calls + self.vol[slots]
+        )
+        return np.clip(shrunk, p.floor, p.cap)
+
+    def score_learn_many(self, slots: np.ndarray, x: Columns) -> np.ndarray:
+        slots = self._claim(slots)
+        p, m = self.params, slots.size
+        e = np.maximum(0.0, column(x, p.errors_key, 0.0, m))
+        k = np.maximum(e, column(x, p.volume_key, 0.0, m))
+        ready = self._ready(slots)
+        base = self.expected_many(slots)
+        p0 = base if p.cold_rate <= 0 else np.where(ready, base, np.maximum(base, p.cold_rate))
+        judged = ready if p.cold_rate <= 0 else np.ones(m, bool)
+        dev, var = self.dev[slots], self.var[slots]
+        phi = _phi(dev, var, p.dispersion_prior, p.max_dispersion)
+        r = np.asarray(p.ratios)[:, None]
+        p1 = np.maximum(np.minimum(p.p1_max, np.maximum(p0 * r, p0 + p.min_increase)), p0)
+        llr = e * np.log(p1 / p0) + (k - e) * np.log((1.0 - p1) / (1.0 - p0))
+        s = self._cusum(slots, llr / phi, judged)
+        score, calm = self._score(s, judged)
+        self._learn(slots, x, e, k, base, calm, ready)
+        self.n[slots] += k > 0
+        return score
+
+    def _learn(
+        self,
+        slots: np.ndarray,
+        x: Columns,
+        e: np.ndarray,
+        k: np.ndarray,
+        base: np.ndarray,
+        learn: np.ndarray,
+        ready: np.ndarray,
+    ) -> None:
+        """Baseline from windows below ``suspect * h``; dispersion from those of ready series."""
+        p, m = self.params, slots.size
+        d = decay_many(x, p.halflife_s, m)
+        calm_ready = learn & ready
+        err, vol = self.err[slots], self.vol[slots]
+        self.err[slots] = np.where(learn, d * err + e, err)
+        self.vol[slots] = np.where(learn, d * vol + k, vol)
+        # Overdispersion from calm windows of ready series, residuals clipped at 4 sigma.
+        v = k * base * (1.0 - base)
+        dev, var = self.dev[slots], self.var[slots]
+        self.dev[slots] = np.where(
+            calm_ready, d * dev + np.minimum((e - k * base) ** 2, 16 * v), dev
+        )
+        self.var[slots] = np.where(calm_ready, d * var + v, var)
+        dp = float(np.max(d)) if np.ndim(d) else float(d)
+        used = learn & (k > 0)
+        self.pool_err = dp * self.pool_err + float(e[used].sum())
+        self.pool_vol = dp * self.pool_vol + float(k[used].sum())
+
+
+@dataclass(frozen=True, slots=True)
+class LatencyParams:
+    """Tuning of a :class:`LatencyBank`.
+
+    >>> round(LatencyParams().threshold, 2)
+    13.16
+    """
+
+    p50_key: str = "latency_p50"
+    volume_key: str = "volume"
+    ratios: tuple[float, ...] = (1.5, 3.0)  # alternatives: latency x r (log shift ln r)
+    sigma_prior: float = 0.5  # spread of log-latency before data
+    prior_windows: float = 10.0  # ... and its weight, in windows
+    clip: float = 1.5  # standardised median clipped to [-clip-delta', delta'+clip]
+    halflife_s: float = 3600.0
+    h: float = 0.0
+    resolve_nats: float = 1.0
+    suspect: float = 0.5
+    min_windows: int = 30
+    warm_calls: float = 30.0
+
+    @property
+    def threshold(self) -> float:
+        return _h(self.h, len(self.ratios))
+
+    @property
+    def cap_s(self) -> float:
+        return self.threshold + self.resolve_nats
+
+    def bank(self) -> LatencyBank:
+        return LatencyBank(self)
+
+
+class LatencyBank(SeqBank):
+    """Gaussian CUSUMs of the window's median log-latency (see the module docstring).
+
+    >>> bank = LatencyBank(LatencyParams(min_windows=5, warm_calls=0))
+    >>> slots = np.array([0])
+    >>> def window(ms):
+    ...     return {"volume": 4.0, "latency_p50": np.array([ms])}
+    >>> for i in range(40):
+    ...     _ = bank.score_learn_many(slots, window(150.0 if i % 2 else 260.0))
+    >>> round(float(bank.expected_many(slots)[0]))
+    197
+    >>> [float(bank.score_learn_many(slots, window(600.0))[0]) >= 0.5 for _ in range(3)]
+    [False, True, True]
+    """
+
+    _state = ("mu_num", "mu_den", "v_num", "v_den", "s", "n")
+    mu_num: np.ndarray
+    mu_den: np.ndarray
+    v_num: np.ndarray
+    v_den: np.ndarray
+    s: np.ndarray
+
+    def _keys(self) -> tuple[str, ...]:
+        return (self.params.p50_key, self.params.volume_key, "window_s")
+
+    def _tests(self) -> int:
+        return len(self.params.ratios)
+
+    def _ready(self, slots: np.ndarray) -> np.ndarray:
+        p = self.params
+        return (self.n[slots] >= p.min_windows) & (self.mu_den[slots] >= p.warm_calls)
+
+    def expected_many(self, slots: np.ndarray) -> np.ndarray:
+        """Typical (median) latency in ms per slot; NaN before any data."""
+        den = self.mu_den[slots]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return np.where(den > 0, np.exp(self.mu_num[slots] / den), np.nan)
+
+    def score_learn_many(self, slots: np.ndarray, x: Columns) -> np.ndarray:
+        slots = self._claim(slots)
+        p, m = self.params, slots.size
+        k = np.maximum(0.0, column(x, p.volume_key, 0.0, m))
+        med = column(x, p.p50_key, 0.0, m)
+        has = (k > 0) & (med > 0)
+        y = np.log(np.where(has, med, 1.0))
+        mu_num, mu_den = self.mu_num[slots], self.mu_den[slots]
+        mu0 = np.where(mu_den > 0, mu_num / np.where(mu_den > 0, mu_den, 1.0), y)
+        v_num, v_den = self.v_num[slots], self.v_den[slots]
+        sig2 = (p.prior_windows * p.sigma_prior**2 + v_num) / (p.prior_windows + v_den)
+        n = np.maximum(k, 1.0)
+        se = np.sqrt(MEDIAN_VAR * sig2 / n)
+        ready = self._ready(slots)
+        dprime = np.log(np.asarray(p.ratios))[:, None] / se  # (R, m)
+        z = np.clip((y - mu0) / se, -p.clip - dprime, dprime + p.clip)
+        llr = np.where(has, dprime * z - 0.5 * dprime * dprime, 0.0)
+        s = self._cusum(slots, llr, ready)
+        score, calm = self._score(s, ready)
+        # Learn the location (weighted by calls) and the spread from calm windows.
+        learn = calm & has
+        d = decay_many(x, p.halflife_s, m)
+        self.mu_num[slots] = np.where(learn, d * mu_num + n * y, mu_num)
+        self.mu_den[slots] = np.where(learn, d * mu_den + n, mu_den)
+        resid = np.minimum(n * (y - mu0) ** 2 / MEDIAN_VAR, 16.0 * sig2)
+        spread = learn & (mu_den > 0)
+        self.v_num[slots] = np.where(spread, d * v_num + resid, v_num)
+        self.v_den[slots] = np.where(spread, d * v_den + 1.0, v_den)
+        self.n[slots] += has
+        return score
+
+
+@dataclass(frozen=True, slots=True)
+class VolumeParams:
+    """Tuning of a :class:`VolumeBank`.
+
+    >>> round(VolumeParams().threshold, 2)
+    13.16
+    """
+
+    volume_key: str = "volume"
+    ratios: tuple[float, ...] = (0.4, 0.05)  # alternatives: the rate drops to rho * lam0
+    level_halflife_s: float = 1200.0
+    trend_halflife_s: float = 3600.0
+    damping: float = 0.98  # per window: the trend fades when not renewed
+    clip_sigma: float = 4.0  # what one window may teach the level, in sigmas
+    dispersion_prior: float = 20.0
+    max_dispersion: float = 50.0
+    h: float = 0.0
+    resolve_nats: float = 1.0
+    suspect: float = 0.5
+    min_windows: int = 60
+
+    @property
+    def threshold(self) -> float:
+        return _h(self.h, len(self.ratios))
+
+    @property
+    def cap_s(self) -> float:
+        return self.threshold + self.resolve_nats
+
+    def bank(self) -> VolumeBank:
+        return VolumeBank(self)
+
+
+class VolumeBank(SeqBank):
+    """Poisson CUSUMs of a drop of the call count against a damped-trend forecast.
+
+    >>> bank = VolumeBank(VolumeParams(min_windows=10))
+    >>> slots = np.array([0])
+    >>> for _ in range(30):
+    ...     _ = bank.score_learn_many(slots, {"volume": np.array([20.0])})
+    >>> [round(float(bank.score_learn_many(slots, {"volume": np.array([v])})[0]), 2)
+    ...  for v in (14.0, 0.0)]           # 2 calls/s: one empty window is conclusive
+    [0.0, 1.0]
+    """
+
+    _state = ("level", "trend", "dev", "var", "s", "n")
+    level: np.ndarray
+    trend: np.ndarray
+    dev: np.ndarray
+    var: np.ndarray
+    s: np.ndarray
+
+    def _keys(self) -> tuple[str, ...]:
+        return (self.params.volume_key, "window_s")
+
+    def _tests(self) -> int:
+        return len(self.params.ratios)
+
+    def expected_many(self, slots: np.ndarray) -> np.ndarray:
+        """Calls expected in the next window per slot."""
+        p = self.params
+        return np.maximum(self.level[slots] + p.damping * self.trend[slots], 0.0)
+
+    def score_learn_many(self, slots: np.ndarray, x: Columns) -> np.ndarray:
+        slots = self._claim(slots)
+        p, m = self.params, slots.size
+        k = np.maximum(0.0, column(x, p.volume_key, 0.0, m))
+        n = self.n[slots]
+        level, trend = self.level[slots], self.trend[slots]
+        lam0 = self.expected_many(slots)
+        ready = n >= p.min_windows
+        phi = _phi(self.dev[slots], self.var[slots], p.dispersion_prior, p.max_dispersion)
+        rho = np.asarray(p.ratios)[:, None]
+        llr = k * np.log(rho) + lam0 * (1.0 - rho)
+        s = self._cusum(slots, llr / phi, ready)
+        score, calm = self._score(s, ready)
+        # Holt's damped trend, learned from calm windows, each innovation clipped.
+        a = 1.0 - decay_many(x, p.level_halflife_s, m)
+        b = 1.0 - decay_many(x, p.trend_halflife_s, m)
+        width = p.clip_sigma * np.sqrt(phi * lam0 + 1.0)
+        innov = np.clip(k - lam0, -width, width)
+        new_level = np.where(n == 0, k, lam0 + a * innov)
+        new_trend = np.where(n == 0, 0.0, p.damping * trend + b * (new_level - level - trend))
+        self.level[slots] = np.where(calm, new_level, level)
+        self.trend[slots] = np.where(calm, new_trend, trend)
+        d = 1.0 - a
+        fit = calm & ready
+        dev, var = self.dev[slots], self.var[slots]
+        self.dev[slots] = np.where(fit, d * dev + np.minimum(innov**2, 16 * (phi * lam0 + 1)), dev)
+        self.var[slots] = np.where(fit, d * var + lam0, var)
+        self.n[slots] = n + 1
+        return score
+
+
+class CallbackParams:
+    """The three callback shares judged together (one rule): missing of created, verify
+    failures and nacks of callbacks."""
+
+    def __init__(self, h: float = 0.0, min_windows: int = 30) -> None:
+        tests = 6  # three shares x two alternatives
+        hh = _h(h, tests)
+        base = RateParams(volume_key="callbacks", h=hh, min_windows=min_windows)
+        self.parts: dict[str, RateParams] = {
+            "missing": replace(
+                base, errors_key="missing_callbacks", volume_key="created", prior_rate=0.01
+            ),
+            "verify": replace(base, errors_key="verify_failures", cold_rate=0.02, floor=0.002),
+            "nacks": replace(base, errors_key="nacks", prior_rate=0.005),
+        }
+        self.min_windows = min_windows
+        self.threshold = hh
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, CallbackParams) and other.parts == self.parts
+
+    def __hash__(self) -> int:
+        return hash(tuple(self.parts.values()))
+
+    def bank(self) -> CallbackBank:
+        return CallbackBank(self)
+
+
+@dataclass
+class CallbackBank:
+    """Three :class:`RateBank` s, the score their largest (``worst`` names it)."""
+
+    params: CallbackParams
+    banks: dict[str, RateBank] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.banks = {name: RateBank(p) for name, p in self.params.parts.items()}
+        self.keys = tuple(dict.fromkeys(k for b in self.banks.values() for k in b.keys))
+        self.last: dict[str, np.ndarray] = {}
+
+    def __len__(self) -> int:
+        return max(len(b) for b in self.banks.values())
+
+    def forget(self, slots: np.ndarray) -> None:
+        for b in self.banks.values():
+            b.forget(slots)
+
+    def ready(self, slots: np.ndarray) -> np.ndarray:
+        return np.logical_or.reduce([b.ready(slots) for b in self.banks.values()])
+
+    def score_learn_many(self, slots: np.ndarray, x: Columns) -> np.ndarray:
+        scores = [b.score_learn_many(slots, x) for b in self.banks.values()]
+        return np.max(scores, axis=0)
+
+    def components_many(self, slot: int) -> dict[str, float]:
+        """Each share's CUSUM score for ``slot`` (what ``worst`` picks from)."""
+        out = {}
+        for name, b in self.banks.items():
+            top = float(b.s[:, slot].max()) if slot < b.capacity else 0.0
+            out[name] = float(cusum_many(np.array(top), b.params.threshold, b.params.cap_s))
+        return out
+
+    def expected_many(self, slots: np.ndarray) -> np.ndarray:
+        return self.banks["missing"].expected_many(slots)
+
+    def detector(self, slot: int) -> SequentialDetector:
+        det = SequentialDetector(self.params)
+        one = det.bank
+        assert isinstance(one, CallbackBank)
+        for name, b in self.banks.items():
+            one.banks[name] = b.detector(slot).bank
+        return det
+
+
+class SequentialDetector:
+    """One series' sequential detector (river's protocol): a bank of one slot.
+
+    >>> det = SequentialDetector(CONFIG_RATE)     # no history: judged at once
+    >>> [det.score_learn_one({"volume": 1, "config_errors": 1}) >= 0.5 for _ in range(3)]
+    [False, False, True]
+    >>> round(det.expected({}), 4)
+    0.01
+    """
+
+    __slots__ = ("bank", "params")
+    _ONE = np.array([0])
+
+    def __init__(self, params: Any) -> None:
+        self.params = params
+        self.bank: Any = params.bank()
+
+    def __getstate__(self) -> tuple[Any, Any]:
+        return (self.params, self.bank)
+
+    def __setstate__(self, state: tuple[Any, Any]) -> None:
+        self.params, self.bank = state
+
+    def _x(self, x: Features) -> dict[str, np.ndarray | float]:
+        return {k: np.array([feature(x, k)]) for k in self.bank.keys if k != "window_s"} | {
+            "window_s": feature(x, "window_s", 10.0)
+        }
+
+    @property
+    def ready(self) -> bool:
+        return bool(self.bank.ready(self._ONE)[0])
+
+    def score_learn_one(self, x: Features) -> float:
+        return float(self.bank.score_learn_many(self._ONE, self._x(x))[0])
+
+    def score_one(self, x: Features) -> float:
+        return float(copy.deepcopy(self.bank).score_learn_many(self._ONE, self._x(x))[0])
+
+    def learn_one(self, x: Features) -> SequentialDetector:
+        self.score_learn_one(x)
+        return self
+
+    def expected(self, x: Features | None = None) -> float:
+        if isinstance(self.bank, SeqBank):
+            self.bank._reserve(self._ONE)
+        return float(self.bank.expected_many(self._ONE)[0])
+
+    def worst(self, x: Features) -> str:
+        """The callback share scoring highest (``missing`` for the other families)."""
+        if isinstance(self.bank, CallbackBank):
+            comp = self.bank.components_many(0)
+            return max(comp, key=comp.__getitem__)
+        return "missing"
+
+
+def _twin(det: SequentialDetector) -> Any:
+    """The bank of a fresh detector (a warmed-up one keeps the per-series path)."""
+    return det.params.bank() if len(det.bank) == 0 else None
+
+
+register_twin(SequentialDetector, _twin)
+
+
+def budgeted(params: Any, false_alarms_per_30d: float, window_s: float) -> Any:
+    """``params`` with its threshold derived from the budget (``h = ln(k * ARL0)``)."""
+    if isinstance(params, CallbackParams):
+        return CallbackParams(
+            cusum_threshold(false_alarms_per_30d, window_s, 6), params.min_windows
+        )
+    return replace(params, h=cusum_threshold(false_alarms_per_30d, window_s, len(params.ratios)))
+
+
+__all__ = [
+    "CONFIG_RATE",
+    "DECLINE_RATE",
+    "SYSTEM_RATE",
+    "TIMEOUT_RATE",
+    "CallbackBank",
+    "CallbackParams",
+    "LatencyBank",
+    "LatencyParams",
+    "RateBank",
+    "RateParams",
+    "SequentialDetector",
+    "VolumeBank",
+    "VolumeParams",
+    "budgeted",
+    "kl_bernoulli",
+]
