@@ -2,7 +2,10 @@
 
 A provider-wide alert is printed once; alerts of the same rule on series beneath
 it (its operations and merchants) are folded into a count instead of thirty
-lines, the way inhibition keeps a pager quiet.
+lines, the way inhibition keeps a pager quiet.  When one series beneath carries
+the broader alert's trouble (:func:`~stream.alerting.inhibit.carries`: one
+merchant's broken keys), it is the other way round: that series is printed and
+the broader alerts fold into it.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ from collections import Counter
 from datetime import UTC, datetime
 from typing import TextIO
 
+from stream.alerting.inhibit import carries
 from stream.alerting.record import AlertRecord
 from stream.series import is_beneath, series_text
 
@@ -32,10 +36,10 @@ class ConsoleNotifier:
     def __init__(self, stream: TextIO | None = None, color: str = "auto") -> None:
         self.out = stream or sys.stdout
         self.color = color == "always" or (color == "auto" and self.out.isatty())
-        # (rule, frozen series) of printed firing alerts, to fold alerts beneath them.
-        self.shown: dict[str, tuple[str, dict[str, str]]] = {}
-        self.folded: dict[str, str] = {}  # child fingerprint -> parent fingerprint
-        self.fold_counts: Counter[str] = Counter()  # parent fingerprint -> series folded
+        # Printed firing alerts by fingerprint, to fold related alerts into them.
+        self.shown: dict[str, AlertRecord] = {}
+        self.folded: dict[str, str] = {}  # folded fingerprint -> the shown one it folds into
+        self.fold_counts: Counter[str] = Counter()  # shown fingerprint -> series folded in
         self.fired = 0
         self.resolved = 0
 
@@ -43,26 +47,21 @@ class ConsoleNotifier:
         return f"{_COLORS[key]}{text}{_RESET}" if self.color else text
 
     def notify(self, records: list[AlertRecord]) -> None:
-        folded_now: list[str] = []
+        firing_now = [r for r in records if r.status == "firing"]
         # Broader series first so a provider alert is shown before those beneath it.
         for rec in sorted(records, key=lambda r: (r.window_end, len(r.series))):
             fp = rec.fingerprint
             if rec.status == "firing":
-                parent = next(
-                    (
-                        pfp
-                        for pfp, (rule, s) in self.shown.items()
-                        if rule == rec.rule and is_beneath(rec.series, s)
-                    ),
-                    None,
-                )
-                if parent is not None and fp not in self.shown:
-                    self.folded[fp] = parent
-                    if not self.fold_counts[parent]:
-                        folded_now.append(parent)
-                    self.fold_counts[parent] += 1
+                if fp in self.shown or fp in self.folded:
+                    continue  # an escalation of what is already on screen
+                into = self._folds_into(rec, firing_now)
+                if into is not None:
+                    self.folded[fp] = into
+                    if not self.fold_counts[into]:
+                        self._fold_note(self.shown[into], rec)  # once, under the shown alert
+                    self.fold_counts[into] += 1
                     continue
-                self.shown[fp] = (rec.rule, rec.series)
+                self.shown[fp] = rec
                 self.fired += 1
                 self._line(rec)
             else:
@@ -71,14 +70,31 @@ class ConsoleNotifier:
                 if self.shown.pop(fp, None) is not None:
                     self.resolved += 1
                     self._line(rec, folded=self.fold_counts.pop(fp, 0))
-        for parent in folded_now:
-            _, series = self.shown[parent]
-            where = series_text(series)
-            print(
-                f"           └─ series beneath {where} are affected too (folded into this alert)",
-                file=self.out,
-            )
         self.out.flush()
+
+    def _fold_note(self, shown: AlertRecord, folded: AlertRecord) -> None:
+        where = series_text(shown.series)
+        if is_beneath(folded.series, shown.series):
+            text = f"series beneath {where} are affected too (folded into this alert)"
+        else:  # a broader alert folded into the series that carries its trouble
+            text = f"{series_text(folded.series)} folded into {where}, which carries it"
+        print(f"           └─ {text}", file=self.out)
+
+    def _folds_into(self, rec: AlertRecord, firing_now: list[AlertRecord]) -> str | None:
+        """The shown alert ``rec`` folds into: a child carrying it, else a broader one."""
+        for child in [*self.shown.values(), *firing_now]:
+            if child.rule == rec.rule and carries(rec, child):
+                # The carrier is printed (now or before); fold into it once it is.
+                if child.fingerprint not in self.shown:
+                    self.shown[child.fingerprint] = child
+                    self.fired += 1
+                    self._line(child)
+                return child.fingerprint
+        for pfp, shown in self.shown.items():
+            beneath = shown.rule == rec.rule and is_beneath(rec.series, shown.series)
+            if beneath and not carries(shown, rec):
+                return pfp
+        return None
 
     def _line(self, rec: AlertRecord, folded: int = 0) -> None:
         if rec.status == "firing":
