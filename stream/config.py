@@ -54,6 +54,60 @@ class KafkaConfig:
     # Processes that decode batches beside the consumer (-1: one when the machine has
     # a second core, 0: decode inline). Decoding is the costliest step per event.
     decode_workers: int = -1
+    # Security, for every client paywatch makes (docs/operations.md "Kafka security"):
+    # PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL.  SASL mechanisms: PLAIN, SCRAM-SHA-256,
+    # SCRAM-SHA-512, with a username and a password (write ${KAFKA_PASSWORD}: from the
+    # environment).  SSL: a CA file to trust the brokers, and a certificate with its key
+    # for client authentication (mTLS); empty = the system's CAs, no client certificate.
+    security_protocol: str = "PLAINTEXT"
+    sasl_mechanism: str = ""
+    sasl_plain_username: str = ""
+    sasl_plain_password: str = ""
+    ssl_cafile: str = ""
+    ssl_certfile: str = ""
+    ssl_keyfile: str = ""
+
+
+SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
+SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
+
+
+def check_kafka_security(k: KafkaConfig) -> None:
+    """A security setting that cannot work is a ``ConfigError`` naming its key."""
+    protocol = k.security_protocol
+    if protocol not in SECURITY_PROTOCOLS:
+        raise ConfigError(
+            f"kafka.security_protocol: must be one of {', '.join(SECURITY_PROTOCOLS)}; "
+            f"got {protocol!r}"
+        )
+    sasl = ("sasl_mechanism", "sasl_plain_username", "sasl_plain_password")
+    if protocol.startswith("SASL_"):
+        if k.sasl_mechanism not in SASL_MECHANISMS:
+            raise ConfigError(
+                f"kafka.sasl_mechanism: {protocol} needs one of {', '.join(SASL_MECHANISMS)}; "
+                f"got {k.sasl_mechanism!r}"
+            )
+        for key in sasl[1:]:
+            if not getattr(k, key):
+                raise ConfigError(f"kafka.{key}: {protocol} with {k.sasl_mechanism} needs it")
+    else:
+        for key in sasl:
+            if getattr(k, key):
+                raise ConfigError(
+                    f"kafka.{key}: set only with security_protocol SASL_PLAINTEXT or SASL_SSL "
+                    f"(it is {protocol})"
+                )
+    files = ("ssl_cafile", "ssl_certfile", "ssl_keyfile")
+    for key in files:
+        path = getattr(k, key)
+        if path and protocol not in ("SSL", "SASL_SSL"):
+            raise ConfigError(
+                f"kafka.{key}: set only with security_protocol SSL or SASL_SSL (it is {protocol})"
+            )
+        if path and not os.path.isfile(path):
+            raise ConfigError(f"kafka.{key}: file not found: {path}")
+    if k.ssl_keyfile and not k.ssl_certfile:
+        raise ConfigError("kafka.ssl_keyfile: needs ssl_certfile (the certificate it belongs to)")
 
 
 @dataclass
@@ -121,6 +175,27 @@ class ConfigErrorsRuleConfig:
 
 
 @dataclass
+class TimeoutsRuleConfig:
+    """Timeouts alone (a share of calls, sequential): a provider slowing down shows here
+    before its system-error rate moves."""
+
+    enabled: bool = True
+    rule: str = "timeouts"
+    min_windows: int = 30
+
+
+@dataclass
+class DeclinesRuleConfig:
+    """Business declines (insufficient funds, risk): a slow drift, info severity only."""
+
+    enabled: bool = True
+    rule: str = "business_declines"
+    # Levels judged ([] = the levels without merchant_id).
+    levels: list[list[str]] = field(default_factory=list)
+    min_windows: int = 60
+
+
+@dataclass
 class LatencyRuleConfig:
     enabled: bool = True
     rule: str = "latency"
@@ -152,6 +227,29 @@ class CallbacksRuleConfig:
     # Levels judged ([] = {provider} and {provider, signing_key_id}: one merchant's few
     # callbacks a window are too few to judge, and a provider-wide loss shows at the top).
     levels: list[list[str]] = field(default_factory=list)
+
+
+@dataclass
+class DuplicateCallbacksRuleConfig:
+    """Duplicate callbacks (the provider delivering a callback again) against a learned rate."""
+
+    enabled: bool = True
+    rule: str = "duplicate_callbacks"
+    # Levels judged ([] = {provider}: a storm of redeliveries is the provider's).
+    levels: list[list[str]] = field(default_factory=list)
+    min_windows: int = 30
+
+
+@dataclass
+class AmountMismatchRuleConfig:
+    """Callbacks whose amount differs from the order's: pages on any sustained mismatch."""
+
+    enabled: bool = True
+    rule: str = "amount_mismatch"
+    # Levels judged ([] = {provider, merchant_id}: whose orders are paid wrongly).
+    levels: list[list[str]] = field(default_factory=list)
+    # Share of callbacks that may mismatch before evidence builds up (never learned).
+    tolerated_rate: float = 0.001
 
 
 @dataclass
@@ -195,11 +293,21 @@ class SLORuleConfig:
 
 @dataclass
 class DetectorsConfig:
+    # The one false-alarm budget: false alarms per series and rule per 30 days under
+    # normal traffic. Every sequential detector's CUSUM threshold derives from it
+    # (h = ln(tests x ARL0), see docs/detection.md), whatever the traffic volume.
+    false_alarms_per_series_per_30d: float = 1.0
     error_rate: ErrorRateRuleConfig = field(default_factory=ErrorRateRuleConfig)
+    timeouts: TimeoutsRuleConfig = field(default_factory=TimeoutsRuleConfig)
     config_errors: ConfigErrorsRuleConfig = field(default_factory=ConfigErrorsRuleConfig)
+    business_declines: DeclinesRuleConfig = field(default_factory=DeclinesRuleConfig)
     latency: LatencyRuleConfig = field(default_factory=LatencyRuleConfig)
     volume: VolumeRuleConfig = field(default_factory=VolumeRuleConfig)
     callbacks: CallbacksRuleConfig = field(default_factory=CallbacksRuleConfig)
+    duplicate_callbacks: DuplicateCallbacksRuleConfig = field(
+        default_factory=DuplicateCallbacksRuleConfig
+    )
+    amount_mismatch: AmountMismatchRuleConfig = field(default_factory=AmountMismatchRuleConfig)
     multivariate: MultivariateRuleConfig = field(default_factory=MultivariateRuleConfig)
     metrics: MetricsRuleConfig = field(default_factory=MetricsRuleConfig)
     slos: list[SLORuleConfig] = field(default_factory=list)
@@ -209,8 +317,14 @@ class DetectorsConfig:
 class LifecycleConfig:
     # Consecutive anomalous windows before pending becomes firing.
     for_windows: int = 1
-    # Consecutive quiet windows before firing becomes resolved (hysteresis).
+    # Consecutive quiet windows before firing becomes resolved (hysteresis).  Only
+    # windows judged healthy that carried calls count: an empty window is no evidence.
     keep_firing_for_windows: int = 3
+    # ... and those healthy windows must carry at least this many calls between them.
+    resolve_min_calls: int = 20
+    # A firing series with no evidence at all (no calls, no judgement) for this long
+    # resolves: it went away, and an alert must not stay open forever.
+    stale_after_s: float = 1800.0
 
 
 @dataclass
@@ -375,6 +489,89 @@ class MetricsConfig:
     # Prometheus metrics on http://host:port/metrics (0 turns them off).
     port: int = 9108
     host: str = "0.0.0.0"
+    # Payment-health metrics (paywatch_payment_*), updated once per closed window for
+    # the roll-up levels (provider, provider+operation). Merchant series only when
+    # merchant_series is on; either way at most max_series series are exported (the
+    # rest are counted in paywatch_payment_series_dropped_total).
+    payments: bool = True
+    merchant_series: bool = False
+    max_series: int = 2000
+
+
+ACTION_KINDS = ("http", "command")
+ACTION_TRIGGERS = ("firing", "resolved", "escalation")
+
+
+@dataclass
+class ActionConfig:
+    """One automatic action on alerts (see docs/actions.md): an HTTP call or a local command."""
+
+    name: str = ""
+    kind: str = "http"  # http | command
+    # When it runs: firing (a new episode), resolved, escalation (severity went up).
+    on: list[str] = field(default_factory=lambda: ["firing"])
+    # Which alerts: label matchers as in routes (rule, signal, severity, provider, ...),
+    # and/or the routes the alert goes to ([] = any route).
+    match: dict[str, str] = field(default_factory=dict)
+    match_re: dict[str, str] = field(default_factory=dict)
+    routes: list[str] = field(default_factory=list)
+    # Only alerts that name overdue orders (missing-callback evidence).
+    needs_evidence: bool = False
+    # http: POST to url; the body is signed with HMAC-SHA256 using the secret in the
+    # environment variable secret_env. body: a JSON template ({} = the contract body).
+    url: str = ""
+    secret_env: str = ""
+    headers: dict[str, str] = field(default_factory=dict)
+    body: dict[str, Any] = field(default_factory=dict)
+    # command: argv (no shell); the request body arrives on stdin.
+    command: list[str] = field(default_factory=list)
+    timeout_s: float = 10.0
+    max_attempts: int = 3
+    backoff_s: float = 1.0  # first retry delay, doubled per retry, capped at max_backoff_s
+    max_backoff_s: float = 30.0
+    max_runs_per_hour: int = 60  # rate limit of this action (runs, not attempts)
+    cooldown_s: float = 300.0  # per alert fingerprint and trigger
+    dry_run: bool = False
+
+
+@dataclass
+class ActionsConfig:
+    """Automatic actions on alerts; ``enabled: false`` is the kill switch for all of them."""
+
+    enabled: bool = True
+    dry_run: bool = False  # every action: audit what would be sent, send nothing
+    max_concurrent: int = 4
+    # Overdue orders a callback alert names at most (oldest first), and kept in all.
+    evidence_max_orders: int = 1000
+    max_overdue_orders: int = 100_000
+    definitions: list[ActionConfig] = field(default_factory=list)
+
+    def check(self) -> None:
+        if self.max_concurrent < 1 or self.evidence_max_orders < 0 or self.max_overdue_orders < 0:
+            raise ConfigError("actions: max_concurrent must be >= 1, the order bounds >= 0")
+        names = [a.name for a in self.definitions]
+        for i, a in enumerate(self.definitions):
+            where = f"actions.definitions[{i}]"
+            if not a.name or names.count(a.name) > 1:
+                raise ConfigError(f"{where}.name: every action needs a name of its own")
+            if a.kind not in ACTION_KINDS:
+                raise ConfigError(f"{where}.kind: must be {' or '.join(ACTION_KINDS)}")
+            bad = [t for t in a.on if t not in ACTION_TRIGGERS]
+            if bad or not a.on:
+                raise ConfigError(f"{where}.on: use {', '.join(ACTION_TRIGGERS)}")
+            if a.kind == "http" and not a.url.startswith(("http://", "https://")):
+                raise ConfigError(f"{where}.url: an http action needs an http(s):// URL")
+            if a.kind == "http" and not a.secret_env:
+                raise ConfigError(f"{where}.secret_env: name the variable holding the secret")
+            if a.kind == "command" and not a.command:
+                raise ConfigError(f"{where}.command: a command action needs its argv")
+            if a.max_attempts < 1 or a.max_runs_per_hour < 1:
+                raise ConfigError(f"{where}: max_attempts and max_runs_per_hour must be >= 1")
+            for key in ("timeout_s", "backoff_s", "max_backoff_s"):
+                _positive(f"{where}.{key}", getattr(a, key))
+            if a.cooldown_s < 0:
+                raise ConfigError(f"{where}.cooldown_s: must be >= 0")
+            _check_regexes(where, a.match_re)
 
 
 @dataclass
@@ -385,16 +582,23 @@ class Config:
     alerts: LifecycleConfig = field(default_factory=LifecycleConfig)
     notify: NotifyConfig = field(default_factory=NotifyConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
+    actions: ActionsConfig = field(default_factory=ActionsConfig)
 
     def validate(self) -> Config:
         """Cross-field checks that types alone cannot express."""
+        self.actions.check()
         self._check_windows()
         self._check_detectors()
         self._check_outputs()
+        check_kafka_security(self.kafka)
         return self
 
     def _check_windows(self) -> None:
         _positive("windows.size_s", self.windows.size_s)
+        _positive(
+            "detectors.false_alarms_per_series_per_30d",
+            self.detectors.false_alarms_per_series_per_30d,
+        )
         if self.windows.hop_s < 0:
             raise ConfigError("windows.hop_s: must be >= 0")
         if self.windows.hop_s and (self.windows.size_s * 1000) % (self.windows.hop_s * 1000):
@@ -434,6 +638,8 @@ class Config:
                 det.latency,
                 det.volume,
                 det.callbacks,
+                det.duplicate_callbacks,
+                det.amount_mismatch,
                 det.multivariate,
                 det.metrics,
             )
@@ -465,7 +671,7 @@ class Config:
         for key in ("error_rate", "config_errors", "latency", "volume"):
             if getattr(det, key).min_windows < 0:
                 raise ConfigError(f"detectors.{key}.min_windows: must be >= 0")
-        for key in ("volume", "multivariate", "callbacks"):
+        for key in ("volume", "multivariate", "callbacks", "duplicate_callbacks", "amount_mismatch"):
             allowed = (*DIMENSIONS, "signing_key_id") if key == "callbacks" else DIMENSIONS
             for i, level in enumerate(getattr(det, key).levels):
                 if not level or any(dim not in allowed for dim in level):
@@ -477,6 +683,9 @@ class Config:
         """Lifecycle, notifications, metrics and Kafka settings."""
         if self.alerts.for_windows < 1 or self.alerts.keep_firing_for_windows < 1:
             raise ConfigError("alerts: for_windows and keep_firing_for_windows must be >= 1")
+        if self.alerts.resolve_min_calls < 0:
+            raise ConfigError("alerts.resolve_min_calls: must be >= 0")
+        _positive("alerts.stale_after_s", self.alerts.stale_after_s)
         if self.notify.language not in ("en", "zh"):
             raise ConfigError("notify.language: must be 'en' or 'zh'")
         self.notify_routes()
@@ -489,6 +698,8 @@ class Config:
             raise ConfigError("notify.console.color: must be auto, always or never")
         if not 0 <= self.metrics.port <= 65535:
             raise ConfigError("metrics.port: must be a TCP port (0 turns metrics off)")
+        if self.metrics.max_series < 1:
+            raise ConfigError("metrics.max_series: must be >= 1")
         if self.kafka.max_batch < 1:
             raise ConfigError("kafka.max_batch: must be >= 1")
 
@@ -664,3 +875,49 @@ def load_config(path: str | Path | None, env: typing.Mapping[str, str] | None = 
         return config_from_dict(data, env)
     except ConfigError as exc:
         raise ConfigError(f"{p}: {exc}") from None
+
+
+# -- introspection: what `paywatch config check` prints and docs/config.md is tested against --
+
+
+@dataclass(frozen=True)
+class ConfigKey:
+    """One key a config file may set: ``path`` as written in docs (``windows.size_s``; a key
+    of every entry of a list of sections reads ``detectors.slos[].rule``), type and default."""
+
+    path: str
+    type: Any
+    default: Any
+
+
+def config_keys(cls: type = Config, prefix: str = "") -> list[ConfigKey]:
+    """Every leaf key of ``cls`` with its default, in declaration order.
+
+    >>> [k for k in config_keys() if k.path == "windows.size_s"]
+    [ConfigKey(path='windows.size_s', type=<class 'float'>, default=10.0)]
+    """
+    hints = typing.get_type_hints(cls)
+    keys: list[ConfigKey] = []
+    for f in dataclasses.fields(cls):
+        path = f"{prefix}{f.name}"
+        tp = hints[f.name]
+        if f.default is not dataclasses.MISSING:
+            default: Any = f.default
+        elif f.default_factory is not dataclasses.MISSING:
+            default = f.default_factory()
+        else:
+            default = dataclasses.MISSING
+        (inner,) = typing.get_args(tp) if typing.get_origin(tp) is list else (None,)
+        if dataclasses.is_dataclass(tp):
+            keys += config_keys(typing.cast(type, tp), f"{path}.")
+        elif inner is not None and dataclasses.is_dataclass(inner):
+            keys.append(ConfigKey(path, tp, default))
+            keys += config_keys(typing.cast(type, inner), f"{path}[].")
+        else:
+            keys.append(ConfigKey(path, tp, default))
+    return keys
+
+
+def config_to_dict(cfg: Config) -> dict[str, Any]:
+    """The configuration as plain YAML-ready data, every default filled in."""
+    return dataclasses.asdict(cfg)

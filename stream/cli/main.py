@@ -1,4 +1,4 @@
-"""The `paywatch` command: run, demo, simulate, backtest, tune, broker, alerts.
+"""The `paywatch` command: run, demo, simulate, backtest, tune, broker, alerts, config.
 
 User mistakes (a wrong flag, a missing file, a bad config key, an unreachable
 broker) end with one line on stderr that says what to do, never a traceback.
@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 
 from stream.cli.alerts import cmd_alerts
 from stream.cli.backtest import cmd_backtest
+from stream.cli.config_check import cmd_config
 from stream.cli.inputs import UserError
 from stream.cli.parser import build_parser
 from stream.cli.run import cmd_broker, cmd_demo, cmd_run, cmd_tune
@@ -26,6 +27,7 @@ VERBS: dict[str, Callable[[argparse.Namespace], int]] = {
     "tune": cmd_tune,
     "broker": cmd_broker,
     "alerts": cmd_alerts,
+    "config": cmd_config,
 }
 
 

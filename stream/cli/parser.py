@@ -46,7 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-v", "--verbose", action="store_true", help="log debug details")
     sub = p.add_subparsers(dest="verb", metavar="VERB", parser_class=_Parser)
     sub.required = True
-    for add_verb in (_run, _demo, _simulate, _backtest, _tune, _broker, _alerts):
+    for add_verb in (_run, _demo, _simulate, _backtest, _tune, _broker, _alerts, _config):
         add_verb(sub)
     return p
 
@@ -305,3 +305,30 @@ def _alerts_ack(acts: Any) -> None:
     ack.add_argument("id", help="alert_id (or a unique prefix) or fingerprint")
     _who(ack, "note for the history")
     _source(ack, kafka=True, history=True)
+
+
+# -- config check ---------------------------------------------------------------------------
+
+
+def _config(sub: Any) -> None:
+    cf = sub.add_parser(
+        "config",
+        help="check a config file and show what it means before deploying it",
+        description="Work with paywatch's YAML configuration (reference: docs/config.md).",
+    )
+    acts = cf.add_subparsers(dest="action", metavar="ACTION", parser_class=_Parser)
+    acts.required = True
+    check = acts.add_parser(
+        "check",
+        help="validate; print the effective config (defaults filled in, secrets masked), "
+        "the routes and which channels each alert class reaches",
+        description="Validate a config as `paywatch run` loads it (${VAR} substituted from "
+        "the environment) and check every receiver is a usable Apprise URL. Prints the "
+        "effective configuration as YAML with every default filled in and secrets masked, "
+        "then, as comments, the routes and which routes and channels each alert class "
+        "(rule x severity) reaches. Exit code 0 when valid; 2 with one line naming the key "
+        "when not.",
+    )
+    check.add_argument(
+        "--config", type=_existing_file, help="YAML config (without one: the built-in defaults)"
+    )
