@@ -10,34 +10,42 @@ their alerts).
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 from typing import Any, Generic, Protocol, TypeVar
 
 from models.base import Detector
-from models.callbacks import CallbackDetector
-from models.combinators import Combined, GuardedBy, VolumeGate
-from models.error_rate import ConfigErrorDetector, ErrorRateDetector
-from models.latency import LatencyDetector, LatencyParams
 from models.metric import MetricDetector
 from models.multivariate import MultivariateDetector
-from models.threshold import ErrorRateThreshold, StaticSLO
-from models.volume import VolumeDetector
+from models.sequential import (
+    CONFIG_RATE,
+    DECLINE_RATE,
+    SYSTEM_RATE,
+    TIMEOUT_RATE,
+    CallbackParams,
+    LatencyParams,
+    SequentialDetector,
+    VolumeParams,
+    budgeted,
+)
+from models.threshold import StaticSLO
 from stream.config import (
     CallbacksRuleConfig,
     Config,
     ConfigErrorsRuleConfig,
+    DeclinesRuleConfig,
     DetectorsConfig,
     ErrorRateRuleConfig,
     LatencyRuleConfig,
     MetricsRuleConfig,
     MultivariateRuleConfig,
     SLORuleConfig,
+    TimeoutsRuleConfig,
     VolumeRuleConfig,
 )
 from stream.judge.describe import (
     Describe,
-    DescribeErrors,
+    DescribeShare,
     DescribeSLO,
     describe_callbacks,
     describe_config,
@@ -64,6 +72,9 @@ class Levels:
     calls: list[Dims]
     coarse: list[Dims]  # without merchant_id (merchants are few calls a window), else the first
     notifications: list[Dims]
+    # The false-alarm budget and the window length every sequential threshold derives from.
+    false_alarms: float = 1.0
+    window_s: float = 10.0
 
     @classmethod
     def of(cls, levels: list[list[str]]) -> Levels:
@@ -113,32 +124,6 @@ def _levels(configured: list[list[str]], default: list[Dims]) -> list[Dims]:
 
 
 @dataclass(frozen=True)
-class _ErrorRateFactory:
-    """Static threshold, plus the learned baseline when enabled (picklable, unlike a closure)."""
-
-    static: ErrorRateThreshold
-    learned: bool
-    min_windows: int
-    min_volume: float = 0.0
-
-    def __call__(self) -> Detector:
-        if not self.learned:
-            return self.static
-        # After an outage the CUSUM sits at its cap and drifts down by n * (p1 - p0) per
-        # window: with p1 only 3x a 0.15 % baseline that takes minutes, during which the
-        # recovered series flaps. A cap just above the threshold and an alternative at
-        # least half a point above the baseline bring it down in two or three windows,
-        # and a 0.2 % -> 0.7 % rise at 2 000 calls still pages within about two.
-        learned = VolumeGate(
-            ErrorRateDetector(min_windows=self.min_windows, cusum_cap=13.0, min_increase=0.005),
-            self.min_volume,
-        )
-        # The static threshold vetoes learning from windows it pages on, cold start included.
-        guarded = GuardedBy(learned, self.static)
-        return Combined(guarded, self.static)  # the first one's baseline is what people see
-
-
-@dataclass(frozen=True)
 class _CriticalRate:
     """Critical whatever the score once the error rate reaches the configured level."""
 
@@ -165,47 +150,46 @@ class _SLOCritical:
         return self.slo.level(x) == "critical"
 
 
+def _sequential(params: Any, lv: Levels) -> Callable[[], Detector]:
+    """A factory of sequential detectors whose threshold derives from the budget."""
+    return partial(SequentialDetector, budgeted(params, lv.false_alarms, lv.window_s))
+
+
 def _error_rate_parts(er: ErrorRateRuleConfig, lv: Levels) -> list[RulePart]:
-    static = ErrorRateThreshold(er.threshold, er.min_volume, er.confidence, "system_errors")
+    # Sequential at every level: evidence accumulates, so a merchant's few calls a
+    # window count too (no minimum volume); critical once the rate reaches the level.
     critical = _CriticalRate(er.critical_threshold, er.min_volume)
-    # Learned baselines where there is traffic to learn from (roll-ups); a merchant's
-    # few calls a window are judged by the static, confidence-bounded threshold only.
-    fine = [x for x in lv.calls if x not in lv.coarse]
-    return [
-        RulePart(
-            _ErrorRateFactory(static, learned, er.min_windows, er.learned_min_volume),
-            levels,
-            DescribeErrors(er.threshold, learned),
-            critical_when=critical,
-        )
-        for levels, learned in ((lv.coarse, er.learned), (fine, False))
-        if levels
-    ]
+    params = replace(SYSTEM_RATE, min_windows=er.min_windows)
+    describe = DescribeShare("system_errors", "system errors")
+    return [RulePart(_sequential(params, lv), lv.calls, describe, critical_when=critical)]
+
+
+def _timeout_parts(to: TimeoutsRuleConfig, lv: Levels) -> list[RulePart]:
+    params = replace(TIMEOUT_RATE, min_windows=to.min_windows)
+    return [RulePart(_sequential(params, lv), lv.calls, DescribeShare("timeouts", "timeouts"))]
+
+
+def _decline_parts(bd: DeclinesRuleConfig, lv: Levels) -> list[RulePart]:
+    params = replace(DECLINE_RATE, min_windows=bd.min_windows)
+    describe = DescribeShare("business_declines", "business declines")
+    return [RulePart(_sequential(params, lv), _levels(bd.levels, lv.coarse), describe)]
 
 
 def _config_error_parts(ce: ConfigErrorsRuleConfig, lv: Levels) -> list[RulePart]:
-    make = partial(ConfigErrorDetector, min_windows=ce.min_windows)
-    return [RulePart(make, lv.calls, describe_config)]
-
-
-# Standard error of a sample quantile relative to the mean's (normal data, roughly).
-_QUANTILE_SE = {"p50": 1.25, "p95": 2.11, "p99": 3.77}
+    # Judged from the first call (no history needed): 2-3 failing calls page.
+    params = replace(CONFIG_RATE, min_windows=ce.min_windows)
+    return [RulePart(_sequential(params, lv), lv.calls, describe_config)]
 
 
 def _latency_parts(lt: LatencyRuleConfig, lv: Levels) -> list[RulePart]:
-    # p99 of a 10 s window is mostly its slowest call (one timeout makes it 10 s):
-    # judge p50 and p95, unless configured otherwise.
-    params = LatencyParams(
-        keys=tuple(f"latency_{q}" for q in lt.quantiles),
-        se_coef=tuple(_QUANTILE_SE[q] for q in lt.quantiles),
-        min_windows=lt.min_windows,
-        min_volume=lt.min_volume,
-    )
-    return [RulePart(partial(LatencyDetector, params), lv.calls, describe_latency)]
+    # Median log-latency, sequential: no minimum volume (one call a window counts).
+    params = LatencyParams(min_windows=lt.min_windows)
+    return [RulePart(_sequential(params, lv), lv.calls, describe_latency)]
 
 
 def _volume_parts(vo: VolumeRuleConfig, lv: Levels) -> list[RulePart]:
-    make = partial(VolumeDetector, min_windows=vo.min_windows)
+    # Every window counts here, an empty one most of all: no gate.
+    make = _sequential(VolumeParams(min_windows=vo.min_windows), lv)
     return [RulePart(make, _levels(vo.levels, lv.coarse), describe_volume, gate=None)]
 
 
@@ -216,7 +200,7 @@ def _callback_parts(cb: CallbacksRuleConfig, lv: Levels) -> list[RulePart]:
     per_key = [x for x in levels if "signing_key_id" in x]
     groups = (([x for x in levels if x not in per_key], None), (per_key, "verify_failures"))
     return [
-        RulePart(CallbackDetector, group, describe_callbacks, gate=gate)
+        RulePart(_sequential(CallbackParams(), lv), group, describe_callbacks, gate=gate)
         for group, gate in groups
         if group
     ]
@@ -266,7 +250,9 @@ def _on(section: T) -> list[T]:
 #: Every signal, in judging order.
 CATALOG: tuple[RuleSpec[Any], ...] = (
     RuleSpec("error_rate", lambda d: _on(d.error_rate), _error_rate_parts, "system_errors"),
+    RuleSpec("timeouts", lambda d: _on(d.timeouts), _timeout_parts, "timeouts"),
     RuleSpec("config_error", lambda d: _on(d.config_errors), _config_error_parts, "config_errors"),
+    RuleSpec("business_declines", lambda d: _on(d.business_declines), _decline_parts, None, "info"),
     RuleSpec("latency", lambda d: _on(d.latency), _latency_parts),
     RuleSpec("volume", lambda d: _on(d.volume), _volume_parts),
     RuleSpec("notification", lambda d: _on(d.callbacks), _callback_parts),
@@ -278,8 +264,12 @@ CATALOG: tuple[RuleSpec[Any], ...] = (
 
 def build_rules(config: Config) -> list[Rule]:
     """The rule set a config asks for (defaults: every signal, sensible levels)."""
-    levels = Levels.of(config.windows.levels)
     window_s = config.windows.size_s
+    levels = replace(
+        Levels.of(config.windows.levels),
+        false_alarms=config.detectors.false_alarms_per_series_per_30d,
+        window_s=window_s,
+    )
     return [
         DetectorRule(
             section.rule,

@@ -38,19 +38,25 @@ def _ms(v: float) -> str:
 
 
 @dataclass(frozen=True)
-class DescribeErrors:
-    """System-error summary; names the learned baseline only where one is learned."""
+class DescribeShare:
+    """A share of calls (system errors, timeouts, declines) against the learned normal.
 
-    threshold: float
-    learned: bool
+    >>> import numpy as np
+    >>> from models.sequential import TIMEOUT_RATE, SequentialDetector
+    >>> x = Row({"volume": np.array([40.0]), "timeouts": np.array([3.0])}, {}, 0)
+    >>> DescribeShare("timeouts", "timeouts")(x, 0.001, SequentialDetector(TIMEOUT_RATE)).text
+    '7.5% timeouts in 40 calls (normal 0.10%)'
+    """
+
+    key: str
+    label: str
 
     def __call__(self, x: Row, expected: float, det: Detector) -> Described:
-        vol, err = x["volume"], x["system_errors"]
-        rate = err / vol if vol else 0.0
-        text = f"{rate:.1%} system errors in {vol:.0f} calls ("
-        if self.learned:
-            text += f"normal {expected:.2%}, "
-        return Described(rate, err, text + f"pages above {self.threshold:.0%})")
+        vol, bad = x["volume"], x[self.key]
+        rate = bad / vol if vol else 0.0
+        return Described(
+            rate, bad, f"{rate:.1%} {self.label} in {vol:.0f} calls (normal {expected:.2%})"
+        )
 
 
 def describe_config(x: Row, expected: float, det: Detector) -> Described:
@@ -61,12 +67,13 @@ def describe_config(x: Row, expected: float, det: Detector) -> Described:
 
 
 def describe_latency(x: Row, expected: float, det: Detector) -> Described:
-    p95 = x["latency_p95"]
+    """Median latency against the series' typical (learned) median."""
+    p50 = x["latency_p50"]
     text = (
-        f"p95 latency {_ms(p95)} (normal {_ms(expected)}), p99 {_ms(x['latency_p99'])}, "
+        f"median latency {_ms(p50)} (normal {_ms(expected)}), p95 {_ms(x['latency_p95'])}, "
         f"{x['volume']:.0f} calls"
     )
-    return Described(p95, x["volume"], text)
+    return Described(p50, x["volume"], text)
 
 
 def describe_volume(x: Row, expected: float, det: Detector) -> Described:
