@@ -19,7 +19,12 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
 from stream.alerting.silences import ControlEvent
-from stream.ingest.kafka_client import KafkaUnavailable, ensure_topics, start_client
+from stream.ingest.kafka_client import (
+    KafkaUnavailable,
+    Security,
+    ensure_topics,
+    start_client,
+)
 
 
 def control_key(event: ControlEvent) -> bytes:
@@ -36,11 +41,18 @@ def control_key(event: ControlEvent) -> bytes:
 
 
 async def publish_control(
-    bootstrap: str, topic: str, event: ControlEvent, *, timeout_s: float = 10.0
+    bootstrap: str,
+    topic: str,
+    event: ControlEvent,
+    *,
+    timeout_s: float = 10.0,
+    security: Security | None = None,
 ) -> None:
-    """Publish one control event and wait for the broker's ack (used by ``paywatch alerts``)."""
-    await ensure_topics(bootstrap, [topic], timeout_s=timeout_s)
+    """Publish one control event and wait for the broker's ack (used by ``paywatch alerts``);
+    ``security``: :func:`~stream.ingest.kafka_client.security_kwargs` of the config."""
+    await ensure_topics(bootstrap, [topic], timeout_s=timeout_s, security=security)
     producer = AIOKafkaProducer(
+        **(security or {}),
         bootstrap_servers=bootstrap,
         client_id="paywatch-cli",
         acks="all",

@@ -126,10 +126,13 @@ def _until_ms(text: str, now: int) -> int:
 
 def _publish(args: argparse.Namespace, event: Any) -> None:
     from stream.alerting.control import publish_control
+    from stream.ingest.kafka_client import security_kwargs
 
     cfg = _config(args)
     k = cfg.kafka
-    asyncio.run(publish_control(k.bootstrap_servers, k.control_topic, event))
+    asyncio.run(
+        publish_control(k.bootstrap_servers, k.control_topic, event, security=security_kwargs(k))
+    )
 
 
 def _silence(args: argparse.Namespace, now: int) -> int:

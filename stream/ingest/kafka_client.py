@@ -1,14 +1,70 @@
-"""Starting aiokafka clients and creating topics, with one error for an unreachable broker."""
+"""Starting aiokafka clients and creating topics, with one error for an unreachable broker,
+and the connection settings (security included) every client paywatch creates shares."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Iterable
+import ssl
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaConnectionError, TopicAlreadyExistsError
+from aiokafka.helpers import create_ssl_context
+
+from stream.config import ConfigError, KafkaConfig, check_kafka_security
+
+Security = Mapping[str, Any]  # aiokafka keyword arguments: security_protocol, sasl_*, ssl_context
+
+
+def security_kwargs(cfg: KafkaConfig) -> dict[str, Any]:
+    """The aiokafka keyword arguments of ``kafka.security_protocol`` and its settings.
+
+    Checked first (a bad combination is a ``ConfigError`` naming the key); SSL gets an
+    ``ssl_context`` from the CA, certificate and key files (aiokafka takes no file names).
+
+    >>> security_kwargs(KafkaConfig())
+    {'security_protocol': 'PLAINTEXT'}
+    >>> cfg = KafkaConfig(security_protocol="SASL_PLAINTEXT", sasl_mechanism="SCRAM-SHA-512",
+    ...                   sasl_plain_username="u", sasl_plain_password="p")
+    >>> sorted(security_kwargs(cfg).items())  # doctest: +NORMALIZE_WHITESPACE
+    [('sasl_mechanism', 'SCRAM-SHA-512'), ('sasl_plain_password', 'p'),
+     ('sasl_plain_username', 'u'), ('security_protocol', 'SASL_PLAINTEXT')]
+    """
+    check_kafka_security(cfg)
+    protocol = cfg.security_protocol
+    out: dict[str, Any] = {"security_protocol": protocol}
+    if protocol.startswith("SASL_"):
+        out["sasl_mechanism"] = cfg.sasl_mechanism
+        out["sasl_plain_username"] = cfg.sasl_plain_username
+        out["sasl_plain_password"] = cfg.sasl_plain_password
+    if protocol in ("SSL", "SASL_SSL"):
+        out["ssl_context"] = _ssl_context(cfg)
+    return out
+
+
+def _ssl_context(cfg: KafkaConfig) -> ssl.SSLContext:
+    """aiokafka's context from the files; a file that is not what it should be is a
+    ``ConfigError`` naming its key."""
+    try:
+        ctx = create_ssl_context(cafile=cfg.ssl_cafile or None)
+    except (ssl.SSLError, OSError) as exc:
+        raise ConfigError(f"kafka.ssl_cafile: cannot use {cfg.ssl_cafile}: {exc}") from None
+    if cfg.ssl_certfile:
+        try:
+            ctx.load_cert_chain(cfg.ssl_certfile, cfg.ssl_keyfile or None)
+        except (ssl.SSLError, OSError) as exc:
+            raise ConfigError(
+                f"kafka.ssl_certfile: cannot use {cfg.ssl_certfile}"
+                f"{' with ' + cfg.ssl_keyfile if cfg.ssl_keyfile else ''}: {exc}"
+            ) from None
+    return ctx
+
+
+def client_kwargs(cfg: KafkaConfig) -> dict[str, Any]:
+    """``bootstrap_servers`` and the security settings: what every client is built with."""
+    return {"bootstrap_servers": cfg.bootstrap_servers, **security_kwargs(cfg)}
 
 
 class KafkaUnavailable(RuntimeError):
@@ -35,10 +91,18 @@ async def start_client(
 
 
 async def ensure_topics(
-    bootstrap: str, topics: Iterable[str], partitions: int = 1, timeout_s: float = 15.0
+    bootstrap: str,
+    topics: Iterable[str],
+    partitions: int = 1,
+    timeout_s: float = 15.0,
+    *,
+    security: Security | None = None,
 ) -> None:
-    """Create the topics that do not exist yet (existing ones are left alone)."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=10000)
+    """Create the topics that do not exist yet (existing ones are left alone);
+    ``security``: :func:`security_kwargs` of the config."""
+    admin = AIOKafkaAdminClient(
+        bootstrap_servers=bootstrap, request_timeout_ms=10000, **(security or {})
+    )
     await start_client(admin, bootstrap, timeout_s=timeout_s)
     try:
         existing = set(await admin.list_topics())

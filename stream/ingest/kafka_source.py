@@ -10,7 +10,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from stream.config import KafkaConfig
 from stream.ingest.events import SourceColumns
-from stream.ingest.kafka_client import start_client
+from stream.ingest.kafka_client import client_kwargs, start_client
 from stream.ingest.source import Batch, Offsets
 
 
@@ -21,7 +21,7 @@ class KafkaEventSource:
         self.cfg = cfg
         self.consumer = AIOKafkaConsumer(
             cfg.events_topic,
-            bootstrap_servers=cfg.bootstrap_servers,
+            **client_kwargs(cfg),
             group_id=cfg.group_id,
             client_id=cfg.client_id,
             enable_auto_commit=False,

@@ -18,7 +18,7 @@ from aiokafka.errors import KafkaError
 
 from stream.clock import WALL_CLOCK, Clock
 from stream.config import KafkaConfig
-from stream.ingest.kafka_client import start_client
+from stream.ingest.kafka_client import client_kwargs, start_client
 
 log = logging.getLogger("paywatch.control")
 
@@ -43,7 +43,7 @@ class ControlReader:
         self.records = 0
         self.consumer = AIOKafkaConsumer(
             cfg.control_topic,
-            bootstrap_servers=cfg.bootstrap_servers,
+            **client_kwargs(cfg),
             client_id=f"{cfg.client_id}-control",
             group_id=None,  # no group: this worker gets every partition
             enable_auto_commit=False,

@@ -4,24 +4,93 @@
 decides topics, keys, values and headers); :class:`KafkaPublisher` sends them
 and waits for the broker's acks, :class:`~stream.live.memory.MemoryPublisher`
 keeps them in a list (tests).
+
+Alert records are bounded on the wire (:func:`bounded_alert`: strings and hints
+cut with a marker), so one is always far below Kafka's 1 MB default.  A record
+the broker still refuses for its own sake (too large, corrupt) never stops the
+worker: it is logged, counted and sent again trimmed to a minimum; errors of the
+connection (the broker away, a leader moving) are retried until they pass, so
+nothing is committed past an unpublished record.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 import orjson
 from aiokafka import AIOKafkaProducer
+from aiokafka.errors import (
+    CorruptRecordException,
+    KafkaError,
+    KafkaTimeoutError,
+    MessageSizeTooLargeError,
+    RecordListTooLargeError,
+    RecordTooLargeError,
+)
 
 from stream.config import KafkaConfig
 from stream.ingest.dlq import dlq_record
 from stream.ingest.events import Rejected
-from stream.ingest.kafka_client import start_client
+from stream.ingest.kafka_client import client_kwargs, start_client
+
+log = logging.getLogger("paywatch.publisher")
 
 AlertObject = Mapping[str, Any]  # one alert v1 JSON object (AlertRecord.to_dict())
+OnError = Callable[[str, BaseException], None]  # (output, error): counted by the worker
+
+# Bounds of an alert record on the wire: each string (summary, series values, hint
+# values) and the number of hints.  Inputs are bounded already (docs/events.md), so this
+# only bites on a record made from something unforeseen; ~16 KiB at the very most.
+ALERT_STRING_MAX = 1024
+ALERT_HINTS_MAX = 10
+# What the broker refuses for the record's own sake: the record is trimmed and sent again.
+_PER_RECORD = (
+    MessageSizeTooLargeError,
+    RecordTooLargeError,
+    RecordListTooLargeError,
+    CorruptRecordException,
+)
+_RETRY_MAX_S = 10.0
+
+
+def _cut(text: str, limit: int) -> str:
+    """``text`` within ``limit`` characters, with a marker saying how much was cut.
+
+    >>> _cut("abcdefghij" * 10, 30)
+    'abcdefghijabcd…[+86 characters]'
+    """
+    if len(text) <= limit:
+        return text
+    marker = "…[+{} characters]"
+    keep = max(0, limit - len(marker.format(len(text))))
+    return text[:keep] + marker.format(len(text) - keep)
+
+
+def bounded_alert(rec: AlertObject, limit: int = ALERT_STRING_MAX) -> AlertObject:
+    """The alert v1 object with long strings cut and at most ``ALERT_HINTS_MAX`` hints
+    (the same object when nothing needs cutting).  Identity fields (ids, fingerprint,
+    rule) are short by construction and kept whole."""
+    series = rec.get("series") or {}
+    hints = rec.get("hints") or []
+    summary = str(rec.get("summary") or "")
+    if (
+        len(summary) <= limit
+        and len(hints) <= ALERT_HINTS_MAX
+        and all(len(str(v)) <= limit for v in series.values())
+        and all(len(str(h.get("value", ""))) <= limit for h in hints)
+    ):
+        return rec
+    out = dict(rec)
+    out["series"] = {k: _cut(str(v), limit) for k, v in series.items()}
+    out["summary"] = _cut(summary, limit)
+    out["hints"] = [
+        {**h, "value": _cut(str(h.get("value", "")), limit)} for h in hints[:ALERT_HINTS_MAX]
+    ]
+    return out
 
 
 @dataclass(frozen=True)
@@ -40,7 +109,9 @@ def messages(
     """Alerts keyed by fingerprint (one partition per episode), then DLQ records keyed by
     where the record came from, with the reason in a header."""
     out = [
-        Message(cfg.alerts_topic, str(rec["fingerprint"]).encode(), orjson.dumps(rec))
+        Message(
+            cfg.alerts_topic, str(rec["fingerprint"]).encode(), orjson.dumps(bounded_alert(rec))
+        )
         for rec in alerts
     ]
     for rej in rejected:
@@ -67,17 +138,35 @@ class Publisher(Protocol):
         """Alert v1 objects to the alerts topic, rejections to the DLQ; returns when acked."""
 
 
-class KafkaPublisher:
-    """Produces alert v1 records and DLQ records; waits for the broker's acks."""
+def trimmed(cfg: KafkaConfig, m: Message) -> Message:
+    """The smallest faithful form of a message the broker refused for its size: an alert
+    keeps its identity, status, numbers and a short summary; a DLQ record its reason and
+    source without the raw text.  The message gets a ``trimmed`` header."""
+    obj = orjson.loads(m.value)
+    if m.topic == cfg.alerts_topic:
+        obj = {**bounded_alert(obj, 128), "hints": []}
+    else:
+        obj = {**obj, "raw": ""}
+    return replace(m, value=orjson.dumps(obj), headers=(*m.headers, ("trimmed", b"1")))
 
-    def __init__(self, cfg: KafkaConfig) -> None:
+
+class KafkaPublisher:
+    """Produces alert v1 records and DLQ records; waits for the broker's acks.
+
+    ``on_error(output, exc)`` hears of every record the broker refused ("alerts" or
+    "dlq") and every retried connection error ("broker"): the worker counts them.
+    """
+
+    def __init__(self, cfg: KafkaConfig, *, on_error: OnError | None = None, **overrides: Any):
         self.cfg = cfg
+        self.on_error = on_error
         self.producer = AIOKafkaProducer(
-            bootstrap_servers=cfg.bootstrap_servers,
+            **client_kwargs(cfg),
             client_id=f"{cfg.client_id}-publisher",
             acks="all",
             linger_ms=2,
             request_timeout_ms=cfg.request_timeout_ms,
+            **overrides,
         )
 
     async def start(self) -> None:
@@ -88,11 +177,52 @@ class KafkaPublisher:
 
     async def publish(self, alerts: Sequence[AlertObject], rejected: Sequence[Rejected]) -> None:
         """Send everything, then wait until the broker has acknowledged all of it."""
-        futures = [
-            await self.producer.send(
-                m.topic, m.value, key=m.key, headers=list(m.headers) if m.headers else None
-            )
-            for m in messages(self.cfg, alerts, rejected)
-        ]
-        if futures:
-            await asyncio.gather(*futures)
+        pending = messages(self.cfg, alerts, rejected)
+        delay = 0.5
+        while pending:
+            pending = await self._send_all(pending)
+            if pending:  # the broker is away or moving: the same records again, later
+                await asyncio.sleep(delay)
+                delay = min(2 * delay, _RETRY_MAX_S)
+
+    async def _send_all(self, batch: list[Message]) -> list[Message]:
+        """One attempt at every message; returns those to retry for a connection error.
+        A message refused for its own sake is replaced by its trimmed form, once."""
+        sent: list[tuple[Message, Any]] = []
+        retry: list[Message] = []
+        for m in batch:
+            try:
+                fut = await self.producer.send(
+                    m.topic, m.value, key=m.key, headers=list(m.headers) if m.headers else None
+                )
+            except KafkaError as exc:
+                self._refused(m, exc, retry)
+                continue
+            sent.append((m, fut))
+        results = await asyncio.gather(*(f for _, f in sent), return_exceptions=True)
+        for (m, _), res in zip(sent, results, strict=True):
+            if isinstance(res, KafkaError):
+                self._refused(m, res, retry)
+            elif isinstance(res, BaseException):
+                raise res
+        return retry
+
+    def _refused(self, m: Message, exc: KafkaError, retry: list[Message]) -> None:
+        output = "alerts" if m.topic == self.cfg.alerts_topic else "dlq"
+        if isinstance(exc, _PER_RECORD):
+            self._report(output, exc)
+            if dict(m.headers).get("trimmed"):
+                log.error("%s record %r refused even trimmed (%s); dropped", output, m.key, exc)
+                return
+            log.error("%s record %r refused (%s); sending it trimmed", output, m.key, exc)
+            retry.append(trimmed(self.cfg, m))
+        elif exc.retriable or isinstance(exc, KafkaTimeoutError):
+            self._report("broker", exc)
+            log.warning("publishing to %s failed (%s); retrying", m.topic, exc)
+            retry.append(m)
+        else:  # authorisation, a missing topic: nothing a retry or a trim would change
+            raise exc
+
+    def _report(self, output: str, exc: BaseException) -> None:
+        if self.on_error is not None:
+            self.on_error(output, exc)

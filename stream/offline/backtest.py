@@ -19,7 +19,7 @@ from typing import IO, Any
 
 import orjson
 
-from stream.config import Config
+from stream.config import Config, KafkaConfig
 from stream.ingest.dlq import dlq_record
 from stream.ingest.events import Source, SourceColumns
 from stream.judge.features import JudgedWindow
@@ -86,12 +86,17 @@ def replay_batches(
     yield pipeline.flush()
 
 
-def input_batches(source: str | Path, batch_size: int = 5000) -> Batches:
-    """Batches of a JSONL file, or of a Kafka topic given as ``kafka://HOST:PORT/TOPIC?...``."""
+def input_batches(
+    source: str | Path, batch_size: int = 5000, kafka: KafkaConfig | None = None
+) -> Batches:
+    """Batches of a JSONL file, or of a Kafka topic given as ``kafka://HOST:PORT/TOPIC?...``
+    (read with the security settings of ``kafka``, when given)."""
     if isinstance(source, str) and source.startswith("kafka://"):
+        from stream.ingest.kafka_client import security_kwargs
         from stream.offline.kafka_replay import kafka_batches, parse_kafka_url
 
-        return kafka_batches(parse_kafka_url(source), batch_size)
+        security = security_kwargs(kafka) if kafka is not None else None
+        return kafka_batches(parse_kafka_url(source), batch_size, security)
     return read_batches(Path(source), batch_size)
 
 
@@ -136,7 +141,8 @@ def backtest_events(
                 on_alerts(wire)
             n_alerts += len(result.alerts)
 
-        for result in replay_batches(pipeline, input_batches(input_path, config.kafka.max_batch)):
+        batches = input_batches(input_path, config.kafka.max_batch, config.kafka)
+        for result in replay_batches(pipeline, batches):
             take(result)
             if dlq_fh is not None:
                 for rej in result.rejected:

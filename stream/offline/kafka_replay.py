@@ -25,7 +25,7 @@ import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from stream.ingest.events import Source
-from stream.ingest.kafka_client import KafkaUnavailable, start_client
+from stream.ingest.kafka_client import KafkaUnavailable, Security, start_client
 from stream.offline.labels import parse_time_ms
 
 
@@ -68,9 +68,13 @@ def parse_kafka_url(url: str) -> KafkaSpec:
 Record = tuple[int, int, int, bytes | None]  # (event_ts, partition, offset, value)
 
 
-async def read_topic(spec: KafkaSpec, idle_s: float = 5.0) -> list[Record]:
-    """Every record of the topic's partitions up to their current end, in range."""
+async def read_topic(
+    spec: KafkaSpec, idle_s: float = 5.0, security: Security | None = None
+) -> list[Record]:
+    """Every record of the topic's partitions up to their current end, in range
+    (``security``: :func:`~stream.ingest.kafka_client.security_kwargs` of the config)."""
     consumer = AIOKafkaConsumer(
+        **(security or {}),
         bootstrap_servers=spec.bootstrap,
         group_id=None,
         enable_auto_commit=False,
@@ -134,7 +138,7 @@ _last: tuple[KafkaSpec, list[Record]] | None = None
 
 
 def kafka_batches(
-    spec: KafkaSpec, batch_size: int = 5000
+    spec: KafkaSpec, batch_size: int = 5000, security: Security | None = None
 ) -> Iterator[tuple[list[bytes | None], list[Source]]]:
     """The selected records in event-time order, as pipeline batches.
 
@@ -146,7 +150,7 @@ def kafka_batches(
     if _last is not None and _last[0] == spec:
         records = _last[1]
     else:
-        records = asyncio.run(read_topic(spec))
+        records = asyncio.run(read_topic(spec, security=security))
         _last = (spec, records)
     for i in range(0, len(records), batch_size):
         chunk = records[i : i + batch_size]

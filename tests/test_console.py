@@ -1,0 +1,57 @@
+"""The console notifier: provider alerts printed once, series beneath folded into them."""
+
+from __future__ import annotations
+
+import io
+
+from stream.alerting.console import ConsoleNotifier
+from stream.alerting.record import AlertRecord
+
+T = 1_767_225_600_000
+PARENT = {"provider": "alipay"}
+CHILD = {"provider": "alipay", "operation": "create_payment"}
+
+
+def rec(status: str, series: dict[str, str], window_end: int) -> AlertRecord:
+    fp = "fp-" + "-".join(series.values())
+    return AlertRecord(
+        f"a-{fp}",
+        fp,
+        status,
+        "critical",
+        "system_error_rate",
+        "error_rate",
+        series,
+        started_at=T,
+        resolved_at=window_end if status == "resolved" else None,
+        window_end=window_end,
+        summary=f"{'/'.join(series.values())}: errors",
+    )
+
+
+def test_a_parent_resolved_in_the_batch_that_folds_a_child_beneath_it() -> None:
+    """A backlog closes several windows in one batch: the child fires (window 2) beneath the
+    firing parent, which resolves in window 3 of the same batch.  This raised KeyError and
+    took the worker down; now the fold note is printed, then the resolution."""
+    out = io.StringIO()
+    console = ConsoleNotifier(out, color="never")
+    console.notify([rec("firing", PARENT, T + 10_000)])
+    console.notify([rec("firing", CHILD, T + 20_000), rec("resolved", PARENT, T + 30_000)])
+    lines = out.getvalue().splitlines()
+    assert len(lines) == 3
+    assert "FIRING" in lines[0] and "alipay: errors" in lines[0]
+    assert lines[1].strip() == "└─ series beneath alipay are affected too (folded into this alert)"
+    assert "RESOLVED" in lines[2] and "(1 series beneath were folded into it)" in lines[2]
+    assert (console.fired, console.resolved) == (1, 1)
+    # The child's own resolution later is folded (not printed), and nothing is left behind.
+    console.notify([rec("resolved", CHILD, T + 40_000)])
+    assert len(out.getvalue().splitlines()) == 3
+    assert console.shown == {} and console.folded == {} and not console.fold_counts
+
+
+def test_children_folded_beneath_a_parent_that_stays_firing() -> None:
+    out = io.StringIO()
+    console = ConsoleNotifier(out, color="never")
+    console.notify([rec("firing", PARENT, T + 10_000), rec("firing", CHILD, T + 10_000)])
+    lines = out.getvalue().splitlines()
+    assert len(lines) == 2 and "FIRING" in lines[0] and "└─ series beneath alipay" in lines[1]
