@@ -32,6 +32,7 @@ from stream.ingest.events import (
 from stream.ingest.taxonomy import ErrorTaxonomy
 from stream.sim.simulate import (
     INCIDENT_KINDS,
+    RANDOM_SUITE,
     Incident,
     SimConfig,
     default_incident_suite,
@@ -40,6 +41,7 @@ from stream.sim.simulate import (
     labels,
     merchant_ids,
     parse_incident,
+    random_incident_suite,
     simulate,
     write_jsonl,
     write_labels,
@@ -472,8 +474,8 @@ def test_labels_are_the_ground_truth(suite_cfg: SimConfig, tmp_path: Path) -> No
     path = tmp_path / "labels.json"
     write_labels(suite_cfg, path)
     got = orjson.loads(path.read_bytes())
-    assert [x["kind"] for x in got] == list(INCIDENT_KINDS)
-    assert all(x["is_incident"] == (x["kind"] != "promotion") for x in got)
+    assert [x["kind"] for x in got] == [i.kind for i in suite_cfg.incidents]
+    assert all(x["is_incident"] == INCIDENT_KINDS[x["kind"]].is_incident for x in got)
     outage = got[0]
     assert outage["series"] == {"provider": "alipay"}
     assert suite_cfg.start_ms < outage["start_ms"] < outage["end_ms"] < suite_cfg.end_ms
@@ -574,3 +576,90 @@ def test_generator_is_fast() -> None:
     n = sum(1 for _ in simulate(cfg))
     rate = n / (time.perf_counter() - t)
     assert n > 30_000 and rate > 30_000, f"{rate:,.0f} events/s"
+
+
+# --------------------------------------------------------------------------- issue 11 kinds
+
+
+@pytest.fixture(scope="module")
+def kinds_cfg() -> SimConfig:
+    """Ten minutes, flat traffic, one of each new kind in its own two minutes."""
+    incs = [
+        Incident("timeouts", 60, 100, provider="wechatpay", magnitude=0.2),
+        Incident("gradual_degradation", 180, 100, provider="alipay", magnitude=0.6),
+        Incident("latency_degradation", 300, 100, merchant_id="M1002", magnitude=3.0),
+        Incident("maintenance", 420, 100, provider="paypal", magnitude=1.0),
+        Incident("merchant_quiet", 420, 100, merchant_id="M1003"),
+        Incident("lull", 540, 50, magnitude=0.6),
+    ]
+    return SimConfig(seed=5, duration_s=600, rate=60, daily=False, incidents=incs)
+
+
+@pytest.fixture(scope="module")
+def kinds(kinds_cfg: SimConfig) -> list[Event]:
+    return list(simulate(kinds_cfg))
+
+
+def test_timeouts_only_raise_timeouts(kinds_cfg: SimConfig, kinds: list[Event]) -> None:
+    _, t0, t1 = _inc(kinds_cfg, "timeouts")
+    during, before = _during_and_before(_calls(kinds, provider="wechatpay"), t0, t1)
+    timeout = lambda e: _klass(e) == "timeout"  # noqa: E731
+    assert _share(before, timeout) < 0.01 and 0.15 < _share(during, timeout) < 0.3
+    other = lambda e: _system(e) and _klass(e) != "timeout"  # noqa: E731
+    assert _share(during, other) < 0.01
+
+
+def test_gradual_degradation_rises_over_its_span(kinds_cfg: SimConfig, kinds: list[Event]) -> None:
+    _, t0, t1 = _inc(kinds_cfg, "gradual_degradation")
+    calls = _calls(kinds, provider="alipay")
+    mid = (t0 + t1) // 2
+    first, second = _between(calls, t0, mid), _between(calls, mid, t1)
+    assert _share(first, _system) < 0.2 < _share(second, _system) < 0.6
+
+
+def test_merchant_latency_slows_only_that_merchant(
+    kinds_cfg: SimConfig, kinds: list[Event]
+) -> None:
+    _, t0, t1 = _inc(kinds_cfg, "latency_degradation")
+
+    def median(events: list[Event]) -> float:
+        return float(np.median([e["latency_ms"] for e in events]))
+
+    during, before = _during_and_before(_calls(kinds, merchant_id="M1002"), t0, t1)
+    assert median(during) > 2.2 * median(before)
+    others, others_before = _during_and_before(_calls(kinds, merchant_id="M1001"), t0, t1)
+    assert median(others) < 1.3 * median(others_before)
+
+
+def test_confounders_move_traffic(kinds_cfg: SimConfig, kinds: list[Event]) -> None:
+    _, t0, t1 = _inc(kinds_cfg, "maintenance")
+    during, before = _during_and_before(_calls(kinds, provider="paypal"), t0, t1)
+    assert len(during) == 0 < len(before)
+    during, before = _during_and_before(_calls(kinds, merchant_id="M1003"), t0, t1)
+    assert len(during) == 0 < len(before)
+    _, t0, t1 = _inc(kinds_cfg, "lull")
+    mid = (t0 + t1) // 2
+    dip = _between(_calls(kinds), mid - 10_000, mid + 10_000)
+    normal = _between(_calls(kinds), t0 - 200_000, t0 - 180_000)  # before the maintenance
+    assert len(dip) < 0.6 * len(normal)
+
+
+def test_labels_carry_the_true_parameters(kinds_cfg: SimConfig) -> None:
+    by_kind = {lab["kind"]: lab for lab in labels(kinds_cfg)}
+    t = by_kind["timeouts"]["truth"]
+    assert t["stat"] == "rate" and t["p0"] < 0.002 and t["p1"] == pytest.approx(0.2, abs=0.002)
+    # wechatpay carries 45 % of 60 calls/s.
+    assert t["calls_per_s"] == pytest.approx(0.45 * 60, rel=0.01)
+    assert by_kind["latency_degradation"]["truth"]["ratio"] == 3.0
+    m = by_kind["maintenance"]["truth"]
+    assert m["stat"] == "volume" and m["rate1"] == 0.0 and m["rate0"] > 0
+    assert not by_kind["lull"]["is_incident"] and not by_kind["maintenance"]["is_incident"]
+
+
+def test_random_suite_is_seeded_and_covers_every_kind_of_the_table() -> None:
+    a = random_incident_suite(3, 4 * 3600)
+    assert [i.spec() for i in a] == [i.spec() for i in random_incident_suite(3, 4 * 3600)]
+    assert [i.spec() for i in a] != [i.spec() for i in random_incident_suite(4, 4 * 3600)]
+    assert sorted(i.kind for i in a) == sorted(k for k, *_ in RANDOM_SUITE)
+    ends = [(i.start_s, i.start_s + i.duration_s) for i in a]
+    assert all(e0 <= s1 for (_, e0), (s1, _) in itertools.pairwise(ends))  # no overlap

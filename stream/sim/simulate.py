@@ -77,7 +77,9 @@ INCIDENT_KINDS: dict[str, IncidentKind] = {
     "provider_outage": IncidentKind(
         0.8, "share of the provider's calls that fail", True, ("provider",), "error_rate"
     ),
-    "latency_degradation": IncidentKind(5.0, "latency multiplier", False, ("provider",), "latency"),
+    "latency_degradation": IncidentKind(
+        5.0, "latency multiplier", False, ("provider", "merchant_id"), "latency"
+    ),
     "merchant_misconfig": IncidentKind(
         1.0, "share of the merchant's calls that fail", True, ("merchant_id",), "error_rate"
     ),
@@ -91,8 +93,51 @@ INCIDENT_KINDS: dict[str, IncidentKind] = {
         1.0, "share of callbacks failing verification", True, ("provider",), "notification",
         on_calls=False,
     ),
+    "timeouts": IncidentKind(
+        0.02, "share of calls that time out", True, ("provider", "merchant_id"), "error_rate"
+    ),
+    "gradual_degradation": IncidentKind(
+        0.1, "share of calls failing at the end (rising linearly from 0)", True,
+        ("provider", "merchant_id"), "error_rate",
+    ),
     "promotion": IncidentKind(3.0, "traffic multiplier", False, (), "volume", is_incident=False),
+    # Money problems in callbacks: the provider redelivering what it delivered (each
+    # affected callback once more), and callbacks whose amount is not the order's.
+    "duplicate_storm": IncidentKind(
+        0.5, "share of callbacks delivered again", True, ("provider",), "duplicate_callbacks",
+        on_calls=False,
+    ),
+    "amount_mismatch": IncidentKind(
+        0.2, "share of callbacks with a wrong amount", True, ("provider", "merchant_id"),
+        "amount_mismatch", on_calls=False,
+    ),
+    # Confounders: normal business an alert on is a false positive.
+    "lull": IncidentKind(
+        0.6, "share of the traffic gone at the lull's deepest (a smooth dip)", True, (),
+        "volume", is_incident=False,
+    ),
+    "maintenance": IncidentKind(
+        0.9, "share of the provider's traffic moved away during planned maintenance", True,
+        ("provider",), "volume", is_incident=False,
+    ),
+    "merchant_quiet": IncidentKind(
+        1.0, "share of the merchant's traffic that stops (closed, not broken)", True,
+        ("merchant_id",), "volume", is_incident=False,
+    ),
 }  # fmt: skip
+
+#: Kinds that change how much traffic there is (the rest change what calls return).
+_VOLUME_KINDS = frozenset({"traffic_drop", "promotion", "lull", "maintenance", "merchant_quiet"})
+
+
+def _volume_factor(inc: Incident, frac: float) -> float:
+    """Traffic multiplier of a volume incident ``frac`` of the way through it."""
+    if inc.kind == "promotion":
+        return inc.magnitude
+    if inc.kind == "lull":  # a smooth dip, deepest half-way: a night, not a cut
+        return 1.0 - inc.magnitude * math.sin(math.pi * min(1.0, max(0.0, frac)))
+    return 1.0 - inc.magnitude
+
 
 _MUTATING = frozenset({"create_payment", "close_payment", "refund", "capture", "transfer"})
 _BLOCK_MS = 5_000  # shortest block; traffic intensity is constant within one
@@ -321,6 +366,64 @@ def default_incident_suite(
     ]
 
 
+#: What ``random_incident_suite`` draws: (kind, target, magnitude range, duration range s).
+#: Targets: ``provider``, ``small_provider`` (moderate volume), ``big_merchant`` (ranks
+#: 2-8), ``mid_merchant`` (ranks 5-20), ``small_merchant`` (ranks 25+), ``none``.
+RANDOM_SUITE: tuple[tuple[str, str, tuple[float, float], tuple[float, float]], ...] = (
+    ("provider_outage", "provider", (0.3, 0.9), (120, 420)),
+    ("provider_outage", "small_provider", (0.015, 0.04), (600, 1200)),  # small shift
+    ("timeouts", "small_provider", (0.015, 0.04), (600, 1200)),  # timeouts only
+    ("merchant_misconfig", "small_merchant", (1.0, 1.0), (300, 900)),  # low volume
+    ("merchant_misconfig", "big_merchant", (0.5, 1.0), (180, 600)),  # keys, every provider
+    ("latency_degradation", "mid_merchant", (2.5, 4.0), (300, 600)),  # merchant latency
+    ("gradual_degradation", "provider", (0.1, 0.3), (600, 1200)),
+    ("traffic_drop", "provider", (0.6, 0.95), (180, 420)),
+    ("promotion", "big_merchant", (2.0, 4.0), (600, 1200)),  # confounders from here on
+    ("lull", "none", (0.4, 0.6), (1200, 2400)),
+    ("maintenance", "small_provider", (0.9, 1.0), (300, 900)),
+    ("merchant_quiet", "mid_merchant", (1.0, 1.0), (600, 1800)),
+)
+
+
+def random_incident_suite(
+    seed: int, duration_s: float, merchants: int = 60, warmup_s: float = 3600.0,
+    providers: Mapping[str, float] | None = None,
+) -> list[Incident]:  # fmt: skip
+    """Every entry of :data:`RANDOM_SUITE` once, in a random order, with random magnitude,
+    duration, target and start (each in its own slot after ``warmup_s`` of normal traffic).
+
+    >>> suite = random_incident_suite(1, 4 * 3600)
+    >>> len(suite), all(i.start_s >= 3600 for i in suite)
+    (12, True)
+    >>> [i.spec() for i in suite] == [i.spec() for i in random_incident_suite(1, 4 * 3600)]
+    True
+    """
+    rng = np.random.default_rng([seed, 0x5EED])
+    names = list(providers or DEFAULT_PROVIDER_SHARES)
+    shares = providers or DEFAULT_PROVIDER_SHARES
+    small = [p for p in names if shares[p] <= 0.15] or names
+    mids = merchant_ids(merchants)
+    pools = {
+        "provider": names, "small_provider": small, "big_merchant": mids[1:8],
+        "mid_merchant": mids[4:20], "small_merchant": mids[24:] or mids[-1:], "none": [""],
+    }  # fmt: skip
+    order = rng.permutation(len(RANDOM_SUITE)).tolist()
+    slot = (duration_s - warmup_s) / len(RANDOM_SUITE)
+    if slot < 300:
+        raise ValueError(f"duration_s={duration_s:g} is too short for the random suite")
+    out = []
+    for k, idx in enumerate(order):
+        kind, target, (m0, m1), (d0, d1) = RANDOM_SUITE[idx]
+        length = round(min(float(rng.uniform(d0, d1)), slot * 0.8), 1)
+        start = round(warmup_s + k * slot + float(rng.uniform(0, slot - length)), 1)
+        who = str(rng.choice(pools[target]))
+        key = "merchant_id" if "merchant" in target else "provider"
+        kw = {key: who} if who else {}
+        magnitude = round(float(rng.uniform(m0, m1)), 4)
+        out.append(Incident(kind, start, length, magnitude=magnitude, **kw))
+    return sorted(out, key=lambda i: i.start_s)
+
+
 def demo_config(duration_s: float = 180.0, seed: int = 7, start_ms: int | None = None) -> SimConfig:
     """Accelerated demo: normal traffic for half the run, a ~30 s Alipay outage, then recovery."""
     outage = Incident(
@@ -342,8 +445,10 @@ def labels(cfg: SimConfig) -> list[dict[str, Any]]:
     A promotion is listed with ``is_incident: False``: alerting on it is a false positive.
     """
     out = []
+    sim = _Sim(cfg) if cfg.incidents else None
     for inc in cfg.incidents:
         start = cfg.start_ms + int(inc.start_s * 1000)
+        assert sim is not None
         out.append(
             {
                 "kind": inc.kind,
@@ -354,6 +459,7 @@ def labels(cfg: SimConfig) -> list[dict[str, Any]]:
                 "signal": INCIDENT_KINDS[inc.kind].signal,
                 "magnitude": inc.magnitude,
                 "spec": inc.spec(),
+                "truth": sim.truth(inc, start),
             }
         )
     return out
@@ -814,6 +920,7 @@ class _Sim:
                 table[r, k] = pr
         table[:, 0] = 1.0 - table.sum(axis=1)
         self.cum_table = np.cumsum(table, axis=1)
+        self.row_probs = table  # per row, the probability of each outcome (ground truth)
 
         # Pre-built event pieces.
         self.row_static: list[dict[str, Any]] = []
@@ -891,6 +998,14 @@ class _Sim:
             if inc.kind in ("callback_loss", "cert_rotation"):
                 by_kind = self.losses if inc.kind == "callback_loss" else self.rotations
                 by_kind[p].append((s, e, mi, inc.magnitude))
+        # Duplicate storms and amount mismatches, likewise (every provider when none is named).
+        self.storms: list[list[tuple[int, int, int, float]]] = [[] for _ in self.providers]
+        self.mismatches: list[list[tuple[int, int, int, float]]] = [[] for _ in self.providers]
+        for inc, s, e, p, mi in self.incs:
+            if inc.kind in ("duplicate_storm", "amount_mismatch"):
+                by_kind = self.storms if inc.kind == "duplicate_storm" else self.mismatches
+                for q in range(len(self.providers)) if p < 0 else [p]:
+                    by_kind[q].append((s, e, mi, inc.magnitude))
         self.notify_hosts = [_pods("pay-notify", _PROFILES[p].region) for p in self.providers]
         self.heap: list[tuple[int, int, dict[str, Any]]] = []
 
@@ -921,6 +1036,69 @@ class _Sim:
         if op is not None:
             mask &= np.array([o == op for o in self.row_op])[None, :]
         return mask.ravel()
+
+    # -- ground truth ----------------------------------------------------------
+
+    def _class_share(self, mask: np.ndarray, classes: tuple[str, ...]) -> float:
+        """Normal share of the calls of ``mask`` (cells) whose result is of ``classes``
+        (``system``: every system error)."""
+        cols = np.array(
+            [f is not None and (f.fields.get("error_class") in classes
+                                or ("system" in classes and f.system)) for f in self.fails]
+        )  # fmt: skip
+        per_row = self.row_probs[:, cols].sum(axis=1)
+        w = np.where(mask, self.cell_w, 0.0)
+        rows = np.tile(np.arange(self.nrows), self.cfg.merchants)
+        total = float(w.sum())
+        return float((w * per_row[rows]).sum() / total) if total > 0 else 0.0
+
+    def truth(self, inc: Incident, start_ms: int) -> dict[str, Any]:
+        """The true parameters of an incident on its series, for an oracle delay: the
+        normal call rate of the series at its start and what changes (rates or shares)."""
+        p = self.providers.index(inc.provider) if inc.provider else -1
+        mi = self.mids.index(inc.merchant_id) if inc.merchant_id else -1
+        mask = self._cell_mask(p, mi, inc.operation)
+        calls = self.cfg.rate * self._intensity(start_ms) * float(self.cell_w[mask].sum())
+        out: dict[str, Any] = {"calls_per_s": round(calls, 6)}
+        m = inc.magnitude
+        stat = {"provider_outage": ("system",), "gradual_degradation": ("system",),
+                "timeouts": ("timeout",),
+                "merchant_misconfig": ("signature", "auth_config", "certificate")}  # fmt: skip
+        if inc.kind in stat:
+            p0 = self._class_share(mask, stat[inc.kind])
+            out |= {"stat": "rate", "p0": round(p0, 6), "p1": round(m + (1 - m) * p0, 6)}
+            if inc.kind == "gradual_degradation":
+                out["ramp_s"] = inc.duration_s
+        elif inc.kind == "latency_degradation":
+            out |= {"stat": "latency", "ratio": m, "sigma_log": 0.45}
+        elif inc.kind in ("duplicate_storm", "amount_mismatch"):
+            create = self._cell_mask(p, mi, "create_payment")
+            cb = self.cfg.rate * self._intensity(start_ms) * float(self.cell_w[create].sum())
+            cb *= 1 - self.cfg.abandon_rate
+            # Duplicates: ~1 % normally; a storm adds m redeliveries per callback.
+            p0, p1 = (0.01, (m + 0.01) / (1 + m)) if inc.kind == "duplicate_storm" else (
+                0.0002, m + (1 - m) * 0.0002)
+            out |= {"stat": "rate", "calls_per_s": round(cb, 6), "p0": p0, "p1": round(p1, 6)}
+        elif inc.kind in ("callback_loss", "cert_rotation"):
+            create = self._cell_mask(p, mi, "create_payment")
+            cb = self.cfg.rate * self._intensity(start_ms) * float(self.cell_w[create].sum())
+            cb *= 1 - self.cfg.abandon_rate
+            p0 = self.cfg.abandon_rate if inc.kind == "callback_loss" else 0.0
+            out |= {"stat": "rate", "calls_per_s": round(cb, 6), "p0": p0,
+                    "p1": round(m + (1 - m) * p0, 6)}  # fmt: skip
+        else:  # volume kinds: Poisson rates before and during (at the deepest)
+            out |= {"stat": "volume", "rate0": round(calls, 6),
+                    "rate1": round(calls * _volume_factor(inc, 0.5), 6)}  # fmt: skip
+        return out
+
+    def _outage_pick(self, prov: np.ndarray, u: np.ndarray) -> np.ndarray:
+        """Per call, one of its provider's outage failures (system errors and timeouts)."""
+        pick = np.zeros(prov.size, dtype=np.int64)
+        for q in np.unique(prov).tolist():
+            ids, cumw = self.outage_choices[q]
+            rows = prov == q
+            pick[rows] = ids[np.minimum(np.searchsorted(cumw, u[rows]), ids.size - 1)]
+        return pick
 
     def _platform_key(self, p: int, merchant: int, version: int) -> str:
         """The provider's callback-signing key id for a merchant; a rotation bumps ``version``."""
@@ -967,9 +1145,9 @@ class _Sim:
         weights = self.cell_w
         mid = (t0 + t1) // 2
         active = [(inc, s, e, p, mi) for inc, s, e, p, mi in self.incs if s <= mid < e]
-        for inc, _, _, p, mi in active:
-            if inc.kind in ("traffic_drop", "promotion"):
-                factor = 1 - inc.magnitude if inc.kind == "traffic_drop" else inc.magnitude
+        for inc, s, e, p, mi in active:
+            if inc.kind in _VOLUME_KINDS:
+                factor = _volume_factor(inc, (mid - s) / max(1, e - s))
                 weights = np.where(self._cell_mask(p, mi, inc.operation), weights * factor, weights)
         total = float(weights.sum())
         n = int(rng.poisson(cfg.rate * load * total * (t1 - t0) / 1000.0))
@@ -984,7 +1162,7 @@ class _Sim:
         tpl = (self.cum_table[row] < u[:, :1]).sum(axis=1)
         tpl = np.minimum(tpl, self.cum_table.shape[1] - 1)
         lat_scale = np.ones(n)
-        for inc, _, _, p, mi in active:
+        for inc, s, e, p, mi in active:
             hit = (prov == p) if p >= 0 else np.ones(n, dtype=bool)
             if mi >= 0:
                 hit &= merchant == mi
@@ -1000,6 +1178,11 @@ class _Sim:
             elif inc.kind == "merchant_misconfig":
                 pick = self.misconfig_tpl[prov]
                 tpl = np.where(hit & (draw < inc.magnitude), pick, tpl)
+            elif inc.kind == "gradual_degradation":
+                share = inc.magnitude * (mid - s) / max(1, e - s)
+                tpl = np.where(hit & (draw < share), self._outage_pick(prov, rng.random(n)), tpl)
+            elif inc.kind == "timeouts":
+                tpl = np.where(hit & (draw < inc.magnitude), self.timeout_tpl[prov], tpl)
             elif inc.kind == "latency_degradation":
                 lat_scale = np.where(hit, lat_scale * inc.magnitude, lat_scale)
                 p_timeout = min(0.3, 0.01 * (inc.magnitude - 1))
@@ -1140,6 +1323,9 @@ class _Sim:
         else:
             ack = "acked"
         mismatch = pool.u() < 0.0002
+        for s, e, mi, share in self.mismatches[p]:  # draws only while one is on: same streams
+            if s <= ts < e and mi in (-1, mch) and pool.u() < share:
+                mismatch = True
         skew = int(80 * pool.z())
         self._seq += 1
         ev = {
@@ -1169,6 +1355,9 @@ class _Sim:
         elif ack == "acked" and pool.u() < 0.004:  # the provider sends it twice anyway
             nxt = ts + int(500 + pool.u() * 20_000)
             self._deliver(base, amount, p, mch, nxt, attempt + 1, True)
+        for s, e, mi, share in self.storms[p] if attempt == 1 else ():
+            if s <= ts < e and mi in (-1, mch) and pool.u() < share:  # a storm: once more
+                self._deliver(base, amount, p, mch, ts + int(1000 + pool.u() * 4000), 2, True)
 
     # -- metrics -------------------------------------------------------------
 
