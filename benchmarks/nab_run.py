@@ -3,7 +3,11 @@
 Every CSV under ``<nab>/data`` goes through ``backtest_csv`` with the one built-in
 configuration; the scores it writes are scored with ``models.nab`` against
 ``<nab>/labels/combined_windows.json``, the threshold swept once over the corpus per
-profile as NAB does.  The last line is ``nab_standard=NN.N``.
+profile as NAB does.  Then, in the same command, ``benchmarks.nab_loco`` prints the
+leave-one-category-out figures of the metric detector (setting and threshold chosen
+without the category scored) beside its in-sample one, and the same figures for the
+windowed-Gaussian and river HalfSpaceTrees baselines on the same files (``--no-loco``
+skips them).  The last line is ``nab_standard=NN.N`` (in-sample, as NAB publishes).
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from typing import TextIO
 
 import numpy as np
 
+from benchmarks.nab_loco import report
 from models.metric import DEFAULT_THRESHOLD
 from models.nab import PROFILES, CorpusScore, NabFile, score_corpus, windows_to_indices
 from stream.offline.csv_series import backtest_csv
@@ -30,10 +35,14 @@ def _read_scores(path: Path) -> np.ndarray:
 
 
 def run_corpus(
-    root: Path, files: list[str] | None = None, out: TextIO = sys.stdout
+    root: Path,
+    files: list[str] | None = None,
+    out: TextIO = sys.stdout,
+    keep: dict[str, np.ndarray] | None = None,
 ) -> dict[str, CorpusScore]:
     """Backtest and score the NAB corpus at ``root`` (or only the ``files`` given, relative
-    to ``root/data``); returns the result per profile."""
+    to ``root/data``); returns the result per profile (and fills ``keep`` with the score
+    arrays by file, when given)."""
     data = root / "data"
     labels_path = root / "labels" / "combined_windows.json"
     if not data.is_dir() or not labels_path.is_file():
@@ -60,6 +69,8 @@ def run_corpus(
             scores = _read_scores(scores_path)
             windows = windows_to_indices(timestamps, labels.get(rel, []))
             nab_files.append(NabFile(rel, scores, windows))
+            if keep is not None:
+                keep[rel] = scores
             rows[rel] = summary["rows"]
             print(
                 f"[{k}/{len(rels)}] {rel}: {summary['rows']} rows, "
@@ -89,12 +100,24 @@ def run_corpus(
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m benchmarks.nab_run", description=__doc__)
     ap.add_argument("nab_dir", type=Path, help="NAB checkout: data/ and labels/")
+    ap.add_argument(
+        "--no-loco", action="store_true", help="skip the leave-one-category-out and baselines"
+    )
     args = ap.parse_args(argv)
+    keep: dict[str, np.ndarray] = {}
     try:
-        results = run_corpus(args.nab_dir)
+        results = run_corpus(args.nab_dir, keep=keep)
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    cats = {rel.split("/")[0] for rel in keep}
+    if not args.no_loco and len(cats) < 2:
+        print("\nleave-one-category-out skipped: it needs at least two categories")
+    elif not args.no_loco:
+        print("\n== leave-one-category-out and baselines (benchmarks.nab_loco)", flush=True)
+        known = {"MetricDetector shipped": keep}
+        report(args.nab_dir, ("MetricDetector", "WindowedGaussian", "HalfSpaceTrees"), known=known)
+    print("\nin-sample (setting and threshold chosen on these files, as NAB publishes):")
     print(f"nab_reward_low_FN_rate={results['reward_low_FN_rate'].normalised:.1f}")
     print(f"nab_reward_low_FP_rate={results['reward_low_FP_rate'].normalised:.1f}")
     print(f"nab_standard={results['standard'].normalised:.1f}")

@@ -53,6 +53,30 @@ def test_scores_out_has_one_row_per_input_row_in_order(tmp_path: Path) -> None:
     assert flags == [int(s >= summary["threshold"]) for s in sc]
     assert flags[600] == 1 and sum(flags) == 1  # the spike, and nothing else
     assert summary["rows"] == 800 and summary["alerts_fired"] == 1
+    assert summary["missing_values"] == 0
+
+
+def test_empty_values_are_gaps_not_errors(tmp_path: Path) -> None:
+    src = tmp_path / "cpu_web.csv"
+    _series_csv(src)
+    lines = src.read_text().splitlines()
+    # Gaps as exporters write them: empty fields, NaN, null; one of them inside the episode.
+    for row, spelling in ((100, ""), (301, "NaN"), (450, "null"), (603, "")):
+        stamp = lines[row + 1].split(",")[0]
+        lines[row + 1] = f"{stamp},{spelling}"
+    src.write_text("\n".join(lines) + "\n")
+    scores, alerts = tmp_path / "scores.csv", tmp_path / "alerts.jsonl"
+    summary = backtest_csv(src, scores, alerts)
+    assert summary["rows"] == 800 and summary["missing_values"] == 4
+    with scores.open(newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert len(rows) == 800
+    for i in (100, 301, 450, 603):
+        assert rows[i]["value"] == "nan" and float(rows[i]["anomaly_score"]) == 0.0
+    flags = [int(r["alert"]) for r in rows]
+    assert flags[600] == 1 and sum(flags) == 1  # the spike is still found, and only it
+    recs = [json.loads(line) for line in alerts.read_text().splitlines()]
+    assert [r["status"] for r in recs] == ["firing", "resolved"]
 
 
 def test_alerts_out_is_alert_v1_firing_then_resolved_and_deterministic(tmp_path: Path) -> None:
@@ -91,7 +115,7 @@ def test_alerts_out_is_alert_v1_firing_then_resolved_and_deterministic(tmp_path:
         ("timestamp,value\n2014-04-01 00:00:00,1.0\nyesterday,2.0\n", ":3: bad timestamp"),
         ("timestamp,value\n2014-04-01 00:00:00,1.0,7\n", ":2: expected 2 columns"),
         ("time,val\n2014-04-01 00:00:00,1.0\n", ":1: header"),
-        ("timestamp,value\n2014-04-01 00:00:00,nan\n", "not finite"),
+        ("timestamp,value\n2014-04-01 00:00:00,inf\n", "not finite"),
         ("", "empty file"),
         ("timestamp,value\n", "no data rows"),
     ],

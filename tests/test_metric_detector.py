@@ -13,7 +13,7 @@ from models.metric import DEFAULT_THRESHOLD, MetricDetector
 def _run(det: MetricDetector, values: list[float]) -> list[float]:
     out = []
     for v in values:
-        x = {"value": v, "timestamp": 0.0}
+        x = {"value": v}
         out.append(det.score_one(x))
         det.learn_one(x)
     return out
@@ -46,7 +46,7 @@ def test_level_shift_alerts_once_then_becomes_normal() -> None:
     assert all(i < 1120 for i in fired), fired  # the new level is learnt, no endless paging
 
 
-def test_scores_in_unit_interval_and_cold_start_is_silent() -> None:
+def test_scores_in_unit_interval_and_the_first_warmup_points_score_0() -> None:
     rng = np.random.default_rng(7)
     walk = np.cumsum(rng.normal(0, 1, 3000)) + rng.standard_cauchy(3000)
     det = MetricDetector()
@@ -84,3 +84,87 @@ def test_spike_in_a_quiet_regime_alerts_though_inside_the_long_run_range() -> No
     scores = _run(MetricDetector(), values.tolist())
     fired = [i for i, s in enumerate(scores) if s >= DEFAULT_THRESHOLD]
     assert fired == [1700]
+
+
+def test_missing_values_score_zero_and_change_nothing() -> None:
+    values = _noisy_flat(900, seed=4)
+    values[800] = 80.0
+    gappy: list[float | None] = []
+    for i, v in enumerate(values):
+        gappy.append(v)
+        if i % 50 == 7:  # a gap every 50 points, in every spelling a feed may use
+            gappy.extend([None, math.nan, math.inf])
+    det = MetricDetector()
+    scores = []
+    for v in gappy:
+        x = {"value": v}
+        scores.append(det.score_one(x))
+        det.learn_one(x)
+    present = [s for v, s in zip(gappy, scores, strict=True) if v is not None and math.isfinite(v)]
+    missing = [s for v, s in zip(gappy, scores, strict=True) if v is None or not math.isfinite(v)]
+    assert present == _run(MetricDetector(), values)  # as if the gaps were not there
+    assert missing and set(missing) == {0.0}
+    assert det.n == 900
+
+
+def test_repeated_sample_is_not_learnt_twice() -> None:
+    values = _noisy_flat(700, seed=6)
+    once, twice = MetricDetector(), MetricDetector()
+    s_once, s_twice = [], []
+    for i, v in enumerate(values):
+        x = {"value": v, "timestamp": 60.0 * i}
+        s_once.append(once.score_one(x))
+        once.learn_one(x)
+        s_twice.append(twice.score_one(x))
+        twice.learn_one(x)
+        twice.learn_one(x)  # the same sample delivered again
+    assert s_twice == s_once and twice.n == once.n == 700
+
+
+def test_plateau_at_an_abnormal_level_stays_firing_until_it_recovers() -> None:
+    # CPU of a web tier around 50 %, then stuck at 95 % for 60 points, then back.
+    values = _noisy_flat(1300, seed=8)
+    rng = np.random.default_rng(9)
+    values[1000:1060] = (95.0 + rng.uniform(-1.0, 1.0, 60)).tolist()
+    scores = _run(MetricDetector(), values)
+    assert scores[1000] >= 0.9  # the onset
+    assert min(scores[1000:1060]) >= DEFAULT_THRESHOLD  # every point of the plateau
+    assert max(scores[1070:]) < DEFAULT_THRESHOLD  # recovered: quiet again
+    assert max(scores[300:1000]) < DEFAULT_THRESHOLD
+
+
+def test_flat_series_is_silent_and_any_change_from_it_alerts() -> None:
+    values = [5.0] * 600 + [5.5] + [5.0] * 100
+    scores = _run(MetricDetector(), values)
+    assert set(scores[:600]) == {0.0}
+    assert scores[600] >= 0.9
+    assert max(scores[601:]) < DEFAULT_THRESHOLD
+
+
+def test_periodic_series_with_a_dip_alerts_at_the_dip_only() -> None:
+    # Daily cycle 50 ± 5; at the top of a day's cycle the value drops to 44 for 6 points:
+    # inside the long-run range (the troughs reach 44), wrong for that time of day.
+    values = _noisy_flat(2000, seed=10)
+    peak = 96 * 15 + 24  # sin peaks a quarter period into each cycle
+    for i in range(peak - 3, peak + 3):
+        values[i] -= 11.0
+    assert min(values) < values[peak] + 2.0  # not a new extreme
+    scores = _run(MetricDetector(), values)
+    fired = [i for i, s in enumerate(scores) if s >= DEFAULT_THRESHOLD and i >= 150]
+    assert fired and peak - 3 <= fired[0] <= peak + 3
+    assert all(peak - 3 <= i <= peak + 12 for i in fired), fired
+
+
+def test_first_30_points_score_0_then_clear_anomalies_score_with_lower_confidence() -> None:
+    rng = np.random.default_rng(11)
+    quiet = (20.0 + rng.normal(0.0, 1.0, 200)).tolist()
+    det = MetricDetector()
+    scores = _run(det, quiet)
+    assert scores[:30] == [0.0] * 30 and max(scores[30:]) < DEFAULT_THRESHOLD
+    spiky = list(quiet)
+    spiky[40] = 60.0  # 40 standard deviations out, at the 41st point
+    det2 = MetricDetector()
+    early = _run(det2, spiky[:40])
+    assert det2.confidence() < 0.5  # the history behind the score is short, and says so
+    assert det2.score_one({"value": spiky[40]}) >= 0.8
+    assert early[:30] == [0.0] * 30 and det.confidence() == 1.0

@@ -2,6 +2,8 @@
 
 The series runs through ``models.metric.MetricDetector`` in file order; scores go to
 ``--scores-out`` (one row per input row) and alert v1 records to ``--alerts-out``.
+An empty value (or ``nan``, ``null``, ``NA``, ``None``) is a gap in the data: the row
+is kept, scores 0, is not learnt, and neither opens nor resolves an alert.
 Everything is derived from event time, so the same file always gives the same output.
 """
 
@@ -27,6 +29,8 @@ SIGNAL = "metric"
 RESOLVE_AFTER = 12
 # Rows behind the "expected" value (rolling median) reported in alerts.
 EXPECTED_WINDOW = 100
+# Value spellings read as a gap in the data (compared lower-case, stripped).
+MISSING = frozenset({"", "nan", "null", "na", "n/a", "none"})
 
 
 def parse_timestamp(text: str) -> float:
@@ -51,7 +55,8 @@ def parse_timestamp(text: str) -> float:
 
 
 def read_metric_csv(path: str | Path) -> tuple[list[str], np.ndarray]:
-    """Read a ``timestamp,value`` CSV: timestamps verbatim, values as float64.
+    """Read a ``timestamp,value`` CSV: timestamps verbatim, values as float64, NaN
+    where the value is missing (an empty field or one of ``MISSING``).
 
     Raises ValueError with one line naming the file and line of the first bad row.
     """
@@ -83,6 +88,10 @@ def read_metric_csv(path: str | Path) -> tuple[list[str], np.ndarray]:
                     parse_timestamp(ts)
                 except ValueError:
                     raise ValueError(f"{p}:{line}: bad timestamp {ts!r}") from None
+                if raw.strip().lower() in MISSING:
+                    timestamps.append(ts)
+                    values.append(math.nan)
+                    continue
                 try:
                     v = float(raw)
                 except ValueError:
@@ -135,7 +144,8 @@ def _alert(
 
 
 def score_series(values: np.ndarray, detector: MetricDetector | None = None) -> np.ndarray:
-    """Scores of ``values`` in order (score, then learn, as a live stream would)."""
+    """Scores of ``values`` in order (score, then learn, as a live stream would); NaN is
+    a missing value (score 0, not learnt)."""
     det = detector if detector is not None else MetricDetector()
     out = np.empty(len(values), dtype=np.float64)
     for i, v in enumerate(values.tolist()):
@@ -169,6 +179,7 @@ def backtest_csv(
         "input": str(path),
         "rows": len(values),
         "threshold": threshold,
+        "missing_values": int(np.isnan(values).sum()),
         "alerts_fired": sum(1 for a in episodes.alerts if a["status"] == "firing"),
         "max_score": float(scores.max()) if len(scores) else 0.0,
         "seconds": round(time.perf_counter() - t0, 3),
@@ -189,6 +200,8 @@ class _Episodes:
         self.below = 0
 
     def row(self, i: int, t_ms: int, v: float, expected: float, s: float) -> None:
+        if math.isnan(v):
+            return  # a gap in the data says nothing about the episode
         if s >= self.threshold:
             self.flags[i] = 1
             self.below = 0
@@ -239,7 +252,8 @@ def _replay(
         det.learn_one(x)
         scores[i] = s
         expected = float(np.median(recent)) if recent else v
-        recent.append(v)
+        if not math.isnan(v):
+            recent.append(v)
         episodes.row(i, times_ms[i], v, expected, s)
     return scores, episodes
 
