@@ -79,7 +79,7 @@ class RateParams:
     cold_rate: float = 0.0  # judged during warm-up against this rate (0: not judged)
     halflife_s: float = 7200.0
     h: float = 0.0  # CUSUM threshold (0: from the default budget, see with_budget)
-    resolve_nats: float = 1.0  # healthy evidence needed to fall back below h
+    resolve_nats: float = 1.0  # hysteresis: healthy evidence (nats) that ends an alarm
     suspect: float = 0.5  # windows with CUSUM >= suspect * h are not learned
     min_windows: int = 30
     warm_calls: float = 0.0
@@ -140,6 +140,7 @@ class SeqBank(StateBank):
     _pooled: ClassVar[tuple[str, ...]] = ()
     params: Any
     s: np.ndarray
+    alarm: np.ndarray  # 1.0 while the slot pages (hysteresis)
 
     def __init__(self, params: Any) -> None:
         self.prototype = params
@@ -208,12 +209,23 @@ class SeqBank(StateBank):
             row[slots] = vals
         return s
 
-    def _score(self, s: np.ndarray, judged: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(score per slot, calm: learnable) from the new CUSUM rows."""
+    def _score(
+        self, slots: np.ndarray, s: np.ndarray, judged: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """(score per slot, calm: learnable) from the new CUSUM rows.
+
+        Hysteresis (the reverse test): once the largest CUSUM reached ``h`` the slot stays
+        anomalous (score >= 0.5) until it has fallen to ``h - resolve_nats``, i.e. until
+        the calls since carried that much evidence of health.
+        """
         p = self.params
         top = s.max(axis=0)
-        score = np.where(judged, cusum_many(top, p.threshold, p.cap_s), 0.0)
-        return score, top < p.suspect * p.threshold
+        h = p.threshold
+        alarm = judged & ((top >= h) | ((self.alarm[slots] > 0) & (top > h - p.resolve_nats)))
+        self.alarm[slots] = alarm
+        score = cusum_many(top, h, p.cap_s)
+        score = np.where(alarm, np.maximum(score, 0.5), np.where(judged, score, 0.0))
+        return score, top < p.suspect * h
 
 
 def _phi(dev: np.ndarray, var: np.ndarray, prior: float, top: float) -> np.ndarray:
@@ -229,7 +241,7 @@ class RateBank(SeqBank):
     [[0.17, 0.0], [0.34, 0.0], [0.59, 0.0]]
     """
 
-    _state = ("err", "vol", "dev", "var", "s", "n")
+    _state = ("err", "vol", "dev", "var", "s", "alarm", "n")
     _pooled = ("pool_err", "pool_vol")
     err: np.ndarray
     vol: np.ndarray
@@ -277,7 +289,7 @@ class RateBank(SeqBank):
         p1 = np.maximum(np.minimum(p.p1_max, np.maximum(p0 * r, p0 + p.min_increase)), p0)
         llr = e * np.log(p1 / p0) + (k - e) * np.log((1.0 - p1) / (1.0 - p0))
         s = self._cusum(slots, llr / phi, judged)
-        score, calm = self._score(s, judged)
+        score, calm = self._score(slots, s, judged)
         self._learn(slots, x, e, k, base, calm, ready)
         self.n[slots] += k > 0
         return score
@@ -360,7 +372,7 @@ class LatencyBank(SeqBank):
     [False, True, True]
     """
 
-    _state = ("mu_num", "mu_den", "v_num", "v_den", "s", "n")
+    _state = ("mu_num", "mu_den", "v_num", "v_den", "s", "alarm", "n")
     mu_num: np.ndarray
     mu_den: np.ndarray
     v_num: np.ndarray
@@ -401,7 +413,7 @@ class LatencyBank(SeqBank):
         z = np.clip((y - mu0) / se, -p.clip - dprime, dprime + p.clip)
         llr = np.where(has, dprime * z - 0.5 * dprime * dprime, 0.0)
         s = self._cusum(slots, llr, ready)
-        score, calm = self._score(s, ready)
+        score, calm = self._score(slots, s, ready)
         # Learn the location (weighted by calls) and the spread from calm windows.
         learn = calm & has
         d = decay_many(x, p.halflife_s, m)
@@ -460,7 +472,7 @@ class VolumeBank(SeqBank):
     [0.0, 1.0]
     """
 
-    _state = ("level", "trend", "dev", "var", "s", "n")
+    _state = ("level", "trend", "dev", "var", "s", "alarm", "n")
     level: np.ndarray
     trend: np.ndarray
     dev: np.ndarray
@@ -490,7 +502,7 @@ class VolumeBank(SeqBank):
         rho = np.asarray(p.ratios)[:, None]
         llr = k * np.log(rho) + lam0 * (1.0 - rho)
         s = self._cusum(slots, llr / phi, ready)
-        score, calm = self._score(s, ready)
+        score, calm = self._score(slots, s, ready)
         # Holt's damped trend, learned from calm windows, each innovation clipped.
         a = 1.0 - decay_many(x, p.level_halflife_s, m)
         b = 1.0 - decay_many(x, p.trend_halflife_s, m)

@@ -1,0 +1,183 @@
+"""Sequential detectors (models/sequential.py) on small synthetic window streams, no broker:
+each incident kind is detected within its bound and pages once; normal traffic stays
+within the false-alarm budget; empty windows neither add evidence nor reset it."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from models.budget import cusum_threshold, oracle_delay_latency_s, oracle_delay_rate_s
+from models.sequential import (
+    CONFIG_RATE,
+    DECLINE_RATE,
+    SYSTEM_RATE,
+    TIMEOUT_RATE,
+    CallbackParams,
+    LatencyParams,
+    RateBank,
+    RateParams,
+    SequentialDetector,
+    VolumeParams,
+)
+
+W = 10.0  # window length, s
+ONE = np.array([0])
+
+
+def _episodes(paged: np.ndarray) -> int:
+    """Rising edges of the paging flag: how many times it would page."""
+    p = paged.astype(int)
+    return int(np.count_nonzero(np.diff(np.r_[0, p]) == 1))
+
+
+def _run_rate(params: RateParams, calls: np.ndarray, bad: np.ndarray) -> np.ndarray:
+    bank = params.bank()
+    key = params.errors_key
+    out = np.empty(calls.size)
+    for i in range(calls.size):
+        x = {"volume": calls[i : i + 1], key: bad[i : i + 1], "window_s": W}
+        out[i] = bank.score_learn_many(ONE, x)[0]
+    return out
+
+
+def _shift(rng: np.random.Generator, rate: float, p0: float, p1: float, before: int, during: int):
+    calls = rng.poisson(rate * W, before + during).astype(float)
+    p = np.r_[np.full(before, p0), np.full(during, p1)]
+    return calls, rng.binomial(calls.astype(int), p).astype(float)
+
+
+def test_timeouts_small_shift_at_one_call_per_second_pages_within_minutes_once() -> None:
+    rng = np.random.default_rng(1)
+    before, during = 720, 120  # 2 h normal, 20 min of 0.1 % -> 2 % timeouts
+    calls, bad = _shift(rng, 1.0, 0.001, 0.02, before, during)
+    paged = _run_rate(TIMEOUT_RATE, calls, bad) >= 0.5
+    assert not paged[:before].any()
+    delay = (np.argmax(paged[before:]) + 1) * W
+    h = cusum_threshold(1.0, W, 2)
+    assert paged[before:].any() and delay <= 3 * oracle_delay_rate_s(0.001, 0.02, 1.0, h)
+    assert _episodes(paged) == 1
+
+
+def test_system_error_outage_at_high_volume_pages_in_one_window() -> None:
+    rng = np.random.default_rng(2)
+    calls, bad = _shift(rng, 50.0, 0.003, 0.6, 400, 12)
+    paged = _run_rate(SYSTEM_RATE, calls, bad) >= 0.5
+    assert not paged[:400].any() and paged[400] and _episodes(paged) == 1
+
+
+def test_signature_errors_of_a_new_small_merchant_page_after_three_calls() -> None:
+    # One call every 20 s, every call SIGN_ERROR, no history at all: cold start.
+    calls = np.tile([1.0, 0.0], 10)
+    paged = _run_rate(CONFIG_RATE, calls, calls.copy()) >= 0.5
+    first = int(np.argmax(paged))
+    assert paged.any() and calls[: first + 1].sum() <= 3 and _episodes(paged) == 1
+
+
+def test_one_stray_config_error_at_volume_does_not_page() -> None:
+    calls = np.full(200, 500.0)
+    bad = np.zeros(200)
+    bad[[50, 120]] = 1.0
+    assert not (_run_rate(CONFIG_RATE, calls, bad) >= 0.5).any()
+
+
+def test_business_decline_drift_pages_once() -> None:
+    rng = np.random.default_rng(3)
+    calls, bad = _shift(rng, 5.0, 0.03, 0.12, 720, 180)
+    paged = _run_rate(DECLINE_RATE, calls, bad) >= 0.5
+    assert not paged[:720].any() and paged[720:].any() and _episodes(paged) == 1
+
+
+def test_empty_windows_neither_add_evidence_nor_reset_it() -> None:
+    bank = SYSTEM_RATE.bank()
+    for _ in range(60):
+        bank.score_learn_many(ONE, {"volume": np.array([20.0]), "system_errors": np.zeros(1)})
+    bank.score_learn_many(ONE, {"volume": np.array([20.0]), "system_errors": np.array([2.0])})
+    s = bank.s[:, 0].copy()
+    assert s.max() > 0
+    for _ in range(30):
+        score = bank.score_learn_many(ONE, {"volume": np.zeros(1), "system_errors": np.zeros(1)})
+    assert np.array_equal(bank.s[:, 0], s) and score[0] == 0.5 * s.max() / SYSTEM_RATE.threshold
+
+
+def _latency_stream(rng, rate, mu_ms, sigma, windows, factor_from, factor):
+    scores = np.empty(windows)
+    det = LatencyParams().bank()
+    for i in range(windows):
+        n = rng.poisson(rate * W)
+        f = factor if i >= factor_from else 1.0
+        lat = mu_ms * f * np.exp(sigma * rng.standard_normal(n))
+        p50 = float(np.sort(lat)[max(0, int(np.ceil(0.5 * n)) - 1)]) if n else np.nan
+        x = {"volume": np.array([float(n)]), "latency_p50": np.array([p50]), "window_s": W}
+        scores[i] = det.score_learn_many(ONE, x)[0]
+    return scores
+
+
+def test_latency_triples_at_a_small_merchant_pages_once() -> None:
+    rng = np.random.default_rng(4)
+    paged = _latency_stream(rng, 0.4, 200.0, 0.4, 720 + 48, 720, 3.0) >= 0.5
+    assert not paged[:720].any() and paged[720:].any()
+    delay = (np.argmax(paged[720:]) + 1) * W
+    h = cusum_threshold(1.0, W, 2)
+    assert delay <= max(2 * oracle_delay_latency_s(3.0, 0.4, 0.4, h), 60.0)
+    assert _episodes(paged) == 1
+
+
+def test_provider_outage_drops_volume_and_a_slow_lull_does_not() -> None:
+    rng = np.random.default_rng(5)
+    t = np.arange(4 * 360)  # 4 h; traffic halves over the last 2 h (a nightly lull)
+    lull = np.where(t < 720, 1.0, 1.0 - 0.5 * (t - 720) / 720)
+    bank = VolumeParams().bank()
+    scores = np.array(
+        [
+            bank.score_learn_many(ONE, {"volume": np.array([v]), "window_s": W})[0]
+            for v in rng.poisson(50.0 * lull).astype(float)
+        ]
+    )
+    assert not (scores >= 0.5).any()
+    outage = [
+        bank.score_learn_many(ONE, {"volume": np.zeros(1), "window_s": W})[0] for _ in range(3)
+    ]
+    assert outage[0] >= 0.5
+
+
+def test_missing_callbacks_page_through_the_callback_detector() -> None:
+    rng = np.random.default_rng(6)
+    det = SequentialDetector(CallbackParams())
+    paged = []
+    for i in range(600):
+        created = float(rng.poisson(20))
+        p_missing = 0.01 if i < 500 else 0.5
+        x = {
+            "created": created,
+            "callbacks": created,
+            "missing_callbacks": float(rng.binomial(int(created), p_missing)),
+            "verify_failures": 0.0,
+            "nacks": 0.0,
+            "window_s": W,
+        }
+        paged.append(det.score_learn_one(x) >= 0.5)
+    arr = np.array(paged)
+    assert not arr[:500].any() and arr[500] and _episodes(arr) == 1
+    assert det.worst({}) == "missing"
+
+
+def test_false_alarms_within_budget_over_seven_days_at_low_volume() -> None:
+    # 7 days of normal traffic for 80 series at ~1 call/s (error shares 0.1 % and 0.3 %)
+    # through one bank directly: one numpy call per window for all of them.
+    rng = np.random.default_rng(7)
+    windows, m = 7 * 8640, 80
+    slots = np.arange(m)
+    p = np.where(slots < m // 2, 0.001, 0.003)
+    budget = 7 / 30 * m  # one false alarm per series per 30 days: 18.7
+    bank: RateBank = SYSTEM_RATE.bank()
+    was = np.zeros(m, bool)
+    alarms = 0
+    calls = rng.poisson(W, (windows, m))
+    bad = rng.binomial(calls, p).astype(float)
+    vol = calls.astype(float)
+    for i in range(windows):
+        x = {"volume": vol[i], "system_errors": bad[i], "window_s": W}
+        now = bank.score_learn_many(slots, x) >= 0.5
+        alarms += int(np.count_nonzero(now & ~was))
+        was = now
+    assert alarms <= budget, (alarms, budget)
