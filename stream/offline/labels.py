@@ -99,7 +99,10 @@ def _read_json(p: Path, raw: bytes) -> list[dict[str, Any]]:
             raise LabelsError(f"{where}: missing {exc.args[0]!r}") from None
         except ValueError as exc:
             raise LabelsError(f"{where}: {exc}") from None
-        out.append(_label(where, item.get("kind"), start, end, series, item.get("is_incident")))
+        lab = _label(where, item.get("kind"), start, end, series, item.get("is_incident"))
+        if isinstance(item.get("truth"), dict):  # the simulator's true parameters (oracle)
+            lab["truth"] = item["truth"]
+        out.append(lab)
     return out
 
 
