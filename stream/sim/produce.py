@@ -1,6 +1,7 @@
-"""Produce v1 events to Kafka the way payment services do (key ``provider|merchant_id``).
+"""Produce simulated v1 events to Kafka the way payment services do (key ``provider|merchant_id``).
 
-Used by ``paywatch simulate --to-kafka``, the demo and the integration tests.
+Used by ``paywatch simulate --to-kafka``, the demo and the integration tests; services use
+:mod:`stream.produce` (build, validate, send), whose key rule this shares.
 With ``speed`` > 0 events are paced so event time runs ``speed`` times faster
 than the wall clock, which is how the demo shows an hour of traffic in a minute.
 """
@@ -16,13 +17,7 @@ import orjson
 from aiokafka import AIOKafkaProducer
 
 from stream.ingest.kafka_client import start_client
-
-
-def event_key(event: dict[str, Any]) -> bytes:
-    """Partitioning key: one merchant's traffic stays in order on one partition."""
-    if "provider" in event and "merchant_id" in event:
-        return f"{event['provider']}|{event['merchant_id']}".encode()
-    return str(event.get("service", "")).encode()
+from stream.produce import event_key  # the one key rule, shared with services' producers
 
 
 async def produce_events(
