@@ -105,7 +105,7 @@ class MetricDetector:
     does not exceed every one of the previous ``suppress`` points is damped by
     ``damp``: one incident should alert once, at its first and strongest point.
 
-    State, not only change: when a value scores at least ``hold_at`` and lies
+    State, not only change: when a value scores at least ``hold_at`` (0.7) and lies
     outside the 1st–99th percentile band learnt so far, that band is frozen.
     While it is frozen, each value is also scored against it (the level ratio
     above, on the value itself), so a plateau at an abnormal level keeps scoring
@@ -152,7 +152,7 @@ class MetricDetector:
         suppress: int = 100,
         damp: float = 0.1,
         hold: int = 96,
-        hold_at: float = 0.5,
+        hold_at: float = 0.7,
         eps: float = 1e-6,
     ) -> None:
         self.history = history
