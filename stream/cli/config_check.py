@@ -28,7 +28,8 @@ from stream.judge.judgement import SEVERITIES
 # Labels an alert class fixes; any other label (the series: provider, operation,
 # merchant_id) depends on which series alerts, so a route matching on it is conditional.
 CLASS_LABELS = ("rule", "signal", "severity")
-_SECRET_KEY = re.compile(r"pass(word)?|secret|token|api_?key|credential", re.I)
+# Keys whose values are secrets (Kafka SASL passwords, action headers such as Authorization).
+_SECRET_KEY = re.compile(r"pass(word)?|secret|token|api_?key|credential|authoriz|auth(?!or)", re.I)
 
 
 def cmd_config(args: argparse.Namespace) -> int:
@@ -94,6 +95,8 @@ def masked(value: Any, key: str = "") -> Any:
 
     >>> masked({"receivers": ["dingtalk://SEC1@TOK2/"], "sasl_password": "x", "port": 1})
     {'receivers': ['dingtalk://****@****/'], 'sasl_password': '****', 'port': 1}
+    >>> masked({"headers": {"Authorization": "Bearer abc", "X-Team": "pay"}})
+    {'headers': {'Authorization': '****', 'X-Team': 'pay'}}
     """
     if isinstance(value, dict):
         return {k: masked(v, str(k)) for k, v in value.items()}
