@@ -259,6 +259,15 @@ class MultivariateRuleConfig:
     enabled: bool = False
     rule: str = "multivariate"
     levels: list[list[str]] = field(default_factory=list)
+    # Any river anomaly model or drift detector by dotted path, with its parameters
+    # ("" = MinMaxScaler | HalfSpaceTrees(n_trees=10, height=8, window_size=250)).
+    # Anomaly models judge the window's feature vector; drift detectors (river.drift.*)
+    # follow one of its features, named by `feature`.
+    model: str = ""
+    params: dict[str, Any] = field(default_factory=dict)
+    feature: str = ""
+    # Windows a series' model learns from before it may alert.
+    min_windows: int = 500
 
 
 @dataclass
@@ -486,13 +495,16 @@ def check_routes(routes: typing.Sequence[RouteConfig]) -> None:
 
 @dataclass
 class MetricsConfig:
-    # Prometheus metrics on http://host:port/metrics (0 turns them off).
+    # Prometheus metrics on http://host:port/metrics, with /healthz and /readyz beside
+    # them (0 turns all three off).
     port: int = 9108
     host: str = "0.0.0.0"
+    # /readyz answers 503 while more records than this wait on the assigned partitions.
+    ready_max_lag: int = 10_000
     # Payment-health metrics (paywatch_payment_*), updated once per closed window for
     # the roll-up levels (provider, provider+operation). Merchant series only when
     # merchant_series is on; either way at most max_series series are exported (the
-    # rest are counted in paywatch_payment_series_dropped_total).
+    # rest are counted in paywatch_payment_series_dropped).
     payments: bool = True
     merchant_series: bool = False
     max_series: int = 2000
@@ -575,6 +587,23 @@ class ActionsConfig:
 
 
 @dataclass
+class StateConfig:
+    """Checkpoints of the worker's state to ``kafka.state_topic`` (docs/operations.md)."""
+
+    # Windows, detectors and open episodes are checkpointed, with the offsets they cover,
+    # and restored at start-up and when the same partitions are assigned again.
+    checkpoint: bool = True
+    # Wall-clock seconds between checkpoints (a restart replays at most this much).
+    checkpoint_every_s: float = 30.0
+    # Also checkpoint right after a batch whose alerts changed state, so a restart
+    # does not publish them again.
+    checkpoint_on_alert: bool = True
+    # Checkpoints are split into records of at most this many bytes (Kafka's default
+    # message size limit is 1 MiB).
+    chunk_bytes: int = 512 * 1024
+
+
+@dataclass
 class Config:
     kafka: KafkaConfig = field(default_factory=KafkaConfig)
     windows: WindowConfig = field(default_factory=WindowConfig)
@@ -583,6 +612,7 @@ class Config:
     notify: NotifyConfig = field(default_factory=NotifyConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     actions: ActionsConfig = field(default_factory=ActionsConfig)
+    state: StateConfig = field(default_factory=StateConfig)
 
     def validate(self) -> Config:
         """Cross-field checks that types alone cannot express."""
@@ -671,13 +701,32 @@ class Config:
         for key in ("error_rate", "config_errors", "latency", "volume"):
             if getattr(det, key).min_windows < 0:
                 raise ConfigError(f"detectors.{key}.min_windows: must be >= 0")
-        for key in ("volume", "multivariate", "callbacks", "duplicate_callbacks", "amount_mismatch"):
+        self._check_river()
+        for key in (
+            "volume",
+            "multivariate",
+            "callbacks",
+            "duplicate_callbacks",
+            "amount_mismatch",
+        ):
             allowed = (*DIMENSIONS, "signing_key_id") if key == "callbacks" else DIMENSIONS
             for i, level in enumerate(getattr(det, key).levels):
                 if not level or any(dim not in allowed for dim in level):
                     raise ConfigError(
                         f"detectors.{key}.levels[{i}]: use dimensions of windows.levels"
                     )
+
+    def _check_river(self) -> None:
+        """A river model named by dotted path must exist and take its parameters."""
+        mv = self.detectors.multivariate
+        if not (mv.model or mv.params):
+            return
+        from models.river_plug import check_river_model  # imports river only when named
+
+        try:
+            check_river_model(mv.model or "river.anomaly.HalfSpaceTrees", mv.params, mv.feature)
+        except ValueError as exc:
+            raise ConfigError(f"detectors.multivariate.model: {exc}") from None
 
     def _check_outputs(self) -> None:
         """Lifecycle, notifications, metrics and Kafka settings."""

@@ -23,7 +23,7 @@ from models.base import Detector, expected_of, is_ready, score_learn, severity
 from stream.judge.describe import Describe
 from stream.judge.features import JudgedWindow, Row, bank_columns
 from stream.judge.hints import root_cause_hints
-from stream.judge.judgement import Judgement, fingerprint
+from stream.judge.judgement import Judgement, fingerprint, severity_rank
 from stream.series import series_text
 from stream.windows.registry import Dims, SeriesRegistry
 
@@ -88,6 +88,16 @@ class DetectorRule:
             fp = self.fp.pop(sid, None)
             if fp is not None:
                 self.sid_of_fp.pop(fp, None)
+
+    def ready_detector(self, sid: int) -> Detector | None:
+        """The ready detector judging ``sid`` (a bank's: a copy of its row), else None.
+
+        For read-outs such as the expected value on ``/metrics``; never learns."""
+        if self.bank is not None:
+            ready = bool(self.bank.ready(np.array([sid], np.int64))[0])
+            return self.bank.detector(sid) if ready else None
+        det = self.models.get(sid)
+        return det if det is not None and is_ready(det) else None
 
     def _fingerprint(self, sid: int, registry: SeriesRegistry) -> str:
         fp = self.fp.get(sid)
@@ -161,7 +171,7 @@ class DetectorRule:
         sev = severity(score, impact) if anomalous else "info"
         if anomalous and self.critical_when is not None and self.critical_when(x):
             sev = "critical"
-        if sev == "critical" and self.max_severity != "critical":
+        if severity_rank(sev) > severity_rank(self.max_severity):  # e.g. river models: info
             sev = self.max_severity
         if anomalous and sev == "info" and self.max_severity != "info":
             anomalous = False  # anomalous but hurting (almost) nobody: no page

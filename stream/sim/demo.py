@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from stream.alerting.console import ConsoleNotifier
+from stream.alerting.record import AlertRecord
 from stream.clock import WALL_CLOCK
 from stream.config import Config
 from stream.ingest.kafka_client import ensure_topics
@@ -73,7 +74,7 @@ async def _demo(duration_s: float, seed: int, out: Any) -> int:
         console = ConsoleNotifier(stream=out)
         stop_worker = asyncio.Event()
         worker = asyncio.create_task(
-            run_worker(cfg, stop_worker, [console.notify], progress_every_s=3600)
+            run_worker(cfg, stop_worker, [_paged(console.notify)], progress_every_s=3600)
         )
         try:
             await _produce(say, cfg, plan, console, deadline=wall0 + duration_s - 3)
@@ -91,6 +92,11 @@ async def _demo(duration_s: float, seed: int, out: Any) -> int:
     return 0
 
 
+def _paged(notify: Callable[[list[AlertRecord]], None]) -> Callable[[list[AlertRecord]], None]:
+    """Only what would page reaches the console: info alerts stay on the alerts topic."""
+    return lambda records: notify([r for r in records if r.severity != "info"])
+
+
 def _demo_config(bootstrap: str) -> tuple[Config, Path]:
     """Defaults pointed at the local broker, tuned for a quick group join; and its history."""
     cfg = Config()
@@ -98,6 +104,15 @@ def _demo_config(bootstrap: str) -> tuple[Config, Path]:
     history = Path(tempfile.mkdtemp(prefix="paywatch-demo-")) / "history.db"
     cfg.notify.history_path = str(history)
     cfg.metrics.port = 0  # a demo must not collide with a real worker's metrics port
+    # An online river model on provider-level feature vectors, live by default: its
+    # alerts are info (capped by the catalog), go to the alerts topic and not the console.
+    mv = cfg.detectors.multivariate
+    mv.enabled, mv.levels, mv.min_windows = True, [["provider"]], 30
+    mv.model, mv.params = (
+        "river.anomaly.HalfSpaceTrees",
+        {"n_trees": 10, "window_size": 20, "seed": 1},
+    )
+    cfg.validate()
     k = cfg.kafka
     k.bootstrap_servers = bootstrap
     k.session_timeout_ms, k.heartbeat_interval_ms, k.fetch_max_wait_ms = 6000, 1000, 20
