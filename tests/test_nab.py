@@ -147,3 +147,30 @@ def test_nab_run_bad_directory_is_one_line(tmp_path: Path, capsys) -> None:
     assert main([str(tmp_path / "missing")]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error:") and "not a NAB directory" in err and "\n" not in err
+
+
+def test_nab_run_prints_held_out_figures_and_baselines(tmp_path: Path, capsys) -> None:
+    from benchmarks.nab_run import main
+
+    # Two categories, one spiky series each: every category is held out once.
+    (tmp_path / "labels").mkdir()
+    windows = {}
+    for cat, at in (("catA", 800), ("catB", 850)):
+        (tmp_path / "data" / cat).mkdir(parents=True)
+        rows = ["timestamp,value"]
+        for i in range(1000):
+            v = 10.0 + (i % 5) * 0.2 + (40.0 if i == at else 0.0)
+            rows.append(
+                f"2020-01-{1 + i // 288:02d} {(i % 288) // 12:02d}:{(i % 12) * 5:02d}:00,{v}"
+            )
+        (tmp_path / "data" / cat / "s.csv").write_text("\n".join(rows) + "\n")
+        start, end = rows[1 + at - 20].split(",")[0], rows[1 + at + 29].split(",")[0]
+        windows[f"{cat}/s.csv"] = [[start + ".000000", end + ".000000"]]
+    (tmp_path / "labels" / "combined_windows.json").write_text(json.dumps(windows))
+    assert main([str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "== leave-one-category-out" in out
+    assert out.count("held out catA") == 6 and out.count("held out catB") == 6  # 3 x 2 readings
+    for name in ("MetricDetector", "WindowedGaussian", "HalfSpaceTrees"):
+        assert f"{name} (alerts):" in out and f"{name} (rows):" in out
+    assert out.strip().splitlines()[-1].startswith("nab_standard=")
