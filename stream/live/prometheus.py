@@ -11,20 +11,31 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from aiokafka import TopicPartition
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from stream.config import ConfigError
+from stream.config import Config, ConfigError
 from stream.ingest.dlq import reason_code
 from stream.ingest.events import Rejected
+from stream.live.health import WorkerHealth, serve_metrics
+from stream.live.payment_metrics import PaymentMetrics
 from stream.pipeline import PipelineStats
 
 LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.2, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 
 
 class WorkerMetrics:
-    def __init__(self, port: int = 0, host: str = "0.0.0.0") -> None:
+    def __init__(
+        self,
+        port: int = 0,
+        host: str = "0.0.0.0",
+        config: Config | None = None,
+        health: WorkerHealth | None = None,
+    ) -> None:
         self.registry = CollectorRegistry()
         r = self.registry
+        # Payment health (paywatch_payment_*), fed once per closed window by the worker.
+        config = config or Config()
+        self.payments = PaymentMetrics(config, r) if config.metrics.payments else None
         self.events = Counter("paywatch_events", "Valid events decoded", ["event_type"], registry=r)
         self.dlq = Counter("paywatch_dlq", "Records written to the DLQ", ["reason"], registry=r)
         self.late = Counter("paywatch_late_events", "Events behind the watermark", registry=r)
@@ -48,7 +59,8 @@ class WorkerMetrics:
         self.server: Any = None
         if port:
             try:
-                self.server, _ = start_http_server(port, addr=host, registry=r)
+                # /metrics, /healthz and /readyz (stream.live.health) from one server.
+                self.server, _ = serve_metrics(port, host, r, health)
             except OSError as exc:
                 raise ConfigError(
                     f"metrics.port: cannot serve metrics on {host}:{port} ({exc.strerror}); "

@@ -30,12 +30,15 @@ from stream.alerting.record import AlertRecord
 from stream.clock import WALL_CLOCK, Clock
 from stream.config import Config
 from stream.ingest.decode_pool import DecodePool, OrderedDecoder, default_workers
-from stream.ingest.kafka_client import ensure_topics
+from stream.ingest.kafka_client import ensure_topics, security_kwargs
 from stream.ingest.kafka_source import KafkaEventSource
 from stream.ingest.source import Batch, EventSource, Offsets
 from stream.live.control_reader import ControlReader
+from stream.live.health import BrokerProbe, WorkerHealth
 from stream.live.prometheus import WorkerMetrics
 from stream.live.publisher import AlertObject, KafkaPublisher, Publisher
+from stream.live.rebalance import PartitionHandover
+from stream.live.state_store import Checkpointer, KafkaStateStore, StateStore
 from stream.pipeline import Pipeline, PipelineStats, StepResult
 
 log = logging.getLogger("paywatch.worker")
@@ -70,6 +73,7 @@ async def run_worker(
     source: EventSource | None = None,
     publisher: Publisher | None = None,
     clock: Clock = WALL_CLOCK,
+    state_store: StateStore | None = None,
 ) -> PipelineStats:
     """Consume until ``stop`` is set; returns the pipeline's counters.
 
@@ -81,17 +85,30 @@ async def run_worker(
     ``source`` and ``publisher`` default to Kafka's; given both (tests), the worker
     touches no broker: no topics are created and the control topic is not followed.
     ``clock`` is the wall clock of alert times, idle windows and notifications.
+    With ``state.checkpoint``, the state is checkpointed to ``state_store`` (default: the
+    state topic, on Kafka) and restored when partitions are assigned; on stop the last
+    batch is finished, alerts flushed, the state checkpointed and the offsets committed.
     """
     k = config.kafka
     on_kafka = source is None or publisher is None
+    health = WorkerHealth(config.metrics.ready_max_lag)  # /readyz; errors survived, counted
     if notify and notifications is None:
         notifications = Notifications(config)  # first: a bad history path is a config error
     await _ensure_topics(config, notifications, on_kafka)
     pipeline = Pipeline(config, live=True)
     source = source or KafkaEventSource(k, **(consumer_overrides or {}))
-    publisher = publisher or KafkaPublisher(k)
+    if state_store is None and on_kafka and config.state.checkpoint:
+        state_store = KafkaStateStore(k, config.state.chunk_bytes)
+    checkpointer = None
+    if state_store is not None and config.state.checkpoint:
+        checkpointer = Checkpointer(pipeline, state_store, k, config.state, clock)
+    handover = PartitionHandover(pipeline, checkpointer, clock, k.events_topic)
+    source.on_rebalance(handover)  # before start: the first assignment restores the state
+    publisher = publisher or KafkaPublisher(k, on_error=health.output_error)
     # Dispatching and history writes run in their own thread, off the consumer's loop.
     background = None if notifications is None else InOrderThread(notifications, clock)
+    if notifications is not None and background is not None:
+        background.on_error = notifications.on_error = health.output_error
     control = None
     if background is not None and on_kafka:
         control = ControlReader(k, background.apply_control, clock=clock)
@@ -102,13 +119,20 @@ async def run_worker(
             await background.notifications.start()
         await publisher.start()
         stack.push_async_callback(publisher.stop)
+        if state_store is not None:
+            await state_store.start()
+            stack.push_async_callback(state_store.stop)
         await source.start()
         stack.push_async_callback(source.stop)
         if control is not None:
             await control.start()
             stack.push_async_callback(control.stop)
-        metrics = WorkerMetrics(config.metrics.port, config.metrics.host)
+        metrics = WorkerMetrics(config.metrics.port, config.metrics.host, config, health)
         stack.callback(metrics.close)
+        if on_kafka:
+            probe = BrokerProbe(k, health)
+            probe.start()
+            stack.push_async_callback(probe.stop)
         workers = default_workers() if k.decode_workers < 0 else k.decode_workers
         pool = DecodePool(workers) if workers else None
         if pool is not None:
@@ -125,7 +149,10 @@ async def run_worker(
             metrics=metrics,
             observe=observe,
             progress_every_s=progress_every_s,
+            health=health,
+            checkpointer=checkpointer,
         )
+        handover.loop = loop
         log.info(
             "consuming %s from %s as group %s", k.events_topic, k.bootstrap_servers, k.group_id
         )
@@ -141,7 +168,9 @@ async def _ensure_topics(
     try:
         if on_kafka:
             await ensure_topics(
-                k.bootstrap_servers, [k.events_topic, k.dlq_topic, k.alerts_topic, k.control_topic]
+                k.bootstrap_servers,
+                [k.events_topic, k.dlq_topic, k.alerts_topic, k.control_topic, k.state_topic],
+                security=security_kwargs(k),
             )
     except BaseException:
         if notifications is not None:
@@ -176,6 +205,8 @@ class ConsumeLoop:
         observe: BatchObserver | None = None,
         progress_every_s: float = 10.0,
         gauges_every_s: float = 1.0,
+        health: WorkerHealth | None = None,
+        checkpointer: Checkpointer | None = None,
     ) -> None:
         self.pipeline = pipeline
         self.source = source
@@ -188,7 +219,14 @@ class ConsumeLoop:
         self.progress_every_s = progress_every_s
         self.gauges_every_s = gauges_every_s
         self.decoder: OrderedDecoder[tuple[Batch, float]] = OrderedDecoder(pool)
+        self.health = health or WorkerHealth()
         self.done: Offsets = {}  # next offset per partition whose batch is finished
+        self.checkpointer = checkpointer
+        self.running = True
+        self.paused = False  # a rebalance is under way: nothing is read
+        self._stepping = False
+        self._drained = asyncio.Event()  # a batch finished (pause() waits for the last)
+        self._resumed = asyncio.Event()
         self._last_gauges = -math.inf
         self._last_report = clock.monotonic()
         self._last_records = 0
@@ -200,7 +238,10 @@ class ConsumeLoop:
         try:
             while not stop.is_set() or len(decoder):
                 self.housekeeping()
-                reading = not stop.is_set() and not decoder.full
+                reading = not stop.is_set() and not decoder.full and not self.paused
+                if self.paused and fetch is None and not len(decoder):
+                    await self._until_resumed(stop)  # a rebalance: every batch read is done
+                    continue
                 if reading and fetch is None:
                     fetch = self.fetch()
                 if len(decoder) and (decoder.head_ready() or not reading):
@@ -214,16 +255,40 @@ class ConsumeLoop:
                         continue  # the child finished first: window its batch
                 batch = await fetch
                 fetch = None
+                if self.paused:
+                    continue  # read across a rebalance: the assignment resets the positions
                 if batch.values:
                     self.decode(batch)
                 elif not len(decoder):
                     await self.idle(batch)
         finally:
+            self.health.stopping = True
+            self.running = False
+            self._drained.set()
             if fetch is not None:
                 fetch.cancel()
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await fetch
+        if self.checkpointer is not None:  # graceful stop: the state of every batch finished
+            await self.checkpointer.checkpoint(self.done)
         await self.source.flush_commits()
+
+    async def pause(self) -> None:
+        """Stop reading (a rebalance); returns once every batch read so far is finished."""
+        self.paused = True
+        self._resumed.clear()
+        while self.running and (self._stepping or len(self.decoder)):
+            self._drained.clear()
+            await self._drained.wait()
+
+    def resume(self) -> None:
+        self.paused = False
+        self._resumed.set()
+
+    async def _until_resumed(self, stop: asyncio.Event) -> None:
+        while self.paused and not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._resumed.wait(), 0.1)
 
     def fetch(self) -> asyncio.Future[Batch]:
         return asyncio.ensure_future(self.source.next_batch(timeout_ms=100))
@@ -235,14 +300,24 @@ class ConsumeLoop:
     async def step(self) -> None:
         """Window and judge the oldest decoded batch, then finish it."""
         decoded, (batch, received) = await self.decoder.next()
-        now, started = self.clock.now_ms(), time.perf_counter()
-        result = self.pipeline.process_decoded(decoded, len(batch.values), now)
-        await self.finish(result, batch, now, received, started)
+        self._stepping = True
+        try:
+            now, started = self.clock.now_ms(), time.perf_counter()
+            result = self.pipeline.process_decoded(decoded, len(batch.values), now)
+            await self.finish(result, batch, now, received, started)
+        finally:
+            self._stepping = False
+            self._drained.set()
 
     async def idle(self, batch: Batch) -> None:
         """Nothing arrived: let the watermark follow the clock through the silence."""
-        now, started = self.clock.now_ms(), time.perf_counter()
-        await self.finish(self.pipeline.tick(now), batch, now, started, started)
+        self._stepping = True
+        try:
+            now, started = self.clock.now_ms(), time.perf_counter()
+            await self.finish(self.pipeline.tick(now), batch, now, started, started)
+        finally:
+            self._stepping = False
+            self._drained.set()
 
     async def finish(
         self, result: StepResult, batch: Batch, now: int, received: float, started: float
@@ -252,6 +327,8 @@ class ConsumeLoop:
             result, wire, BatchTiming(len(batch.values), received, started, time.perf_counter())
         )
         self.commit(batch)
+        if self.checkpointer is not None:
+            self.checkpointer.after_batch(self.done, bool(result.alerts))
         self.notify(result, now)
 
     async def publish(self, result: StepResult) -> list[AlertObject]:
@@ -264,6 +341,9 @@ class ConsumeLoop:
         if self.metrics is not None:
             latency = timing.acked - timing.started if result.closed else None
             self.metrics.observe(self.pipeline.state.stats, result.rejected, wire, latency)
+            if result.judged and self.metrics.payments is not None:  # newest window only
+                st = self.pipeline.state
+                self.metrics.payments.update(result.judged[-1], st.rules, st.lifecycle.firing())
         if self.observe is not None:
             self.observe(result, timing)
 
@@ -280,7 +360,10 @@ class ConsumeLoop:
             self.background.tick()
         if result.alerts:
             for sink in self.sinks:
-                sink(result.alerts)
+                try:  # a display must never stop consumption
+                    sink(result.alerts)
+                except Exception as exc:
+                    self.health.output_error("sink", exc)
 
     def housekeeping(self) -> None:
         """Gauges about once a second, a progress line every ``progress_every_s``."""
@@ -290,6 +373,7 @@ class ConsumeLoop:
             self._last_gauges = now
             self.metrics.state(state.lifecycle.firing(), state.windows.registry.active)
             self.metrics.consumer_lag(self.source.end_offsets(), self.done)
+        self.health.observe_offsets(self.source.end_offsets(), self.done)
         if now - self._last_report >= self.progress_every_s:
             elapsed = now - self._last_report
             stats = state.stats
