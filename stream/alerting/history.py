@@ -29,7 +29,7 @@ from typing import Any
 
 from stream.alerting.record import AlertRecord
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 _SCHEMA_V1 = """
 CREATE TABLE alert_records (
@@ -92,8 +92,23 @@ CREATE TABLE mutes (
 );
 CREATE INDEX mutes_alert ON mutes (alert_id);
 """
+# v2: the audit of automatic actions (one row per run, or per run decided against).
+_SCHEMA_V2 = """
+CREATE TABLE action_runs (
+    id INTEGER PRIMARY KEY,
+    ts_ms INTEGER NOT NULL, action TEXT NOT NULL, kind TEXT NOT NULL, trigger TEXT NOT NULL,
+    alert_id TEXT NOT NULL, fingerprint TEXT, run_id TEXT, result TEXT NOT NULL,
+    attempts INTEGER NOT NULL, duration_ms REAL, status INTEGER, orders INTEGER,
+    target TEXT, detail TEXT
+);
+CREATE INDEX action_runs_alert ON action_runs (alert_id);
+"""
+_ACTION_COLUMNS = (
+    "ts_ms", "action", "kind", "trigger", "alert_id", "fingerprint", "run_id", "result",
+    "attempts", "duration_ms", "status", "orders", "target", "detail",
+)  # fmt: skip
 # Index i migrates user_version i to i + 1.
-_MIGRATIONS: tuple[str, ...] = (_SCHEMA_V1,)
+_MIGRATIONS: tuple[str, ...] = (_SCHEMA_V1, _SCHEMA_V2)
 
 
 class HistoryError(Exception):
@@ -338,6 +353,23 @@ class AlertHistory:
             )
         return did
 
+    def record_action(self, run: Any) -> int:
+        """Store one action audit record (an ``actions.ActionRun``); returns its id."""
+        cols = _ACTION_COLUMNS
+        marks = ", ".join("?" * len(cols))
+        with self._tx() as db:
+            cur = db.execute(
+                f"INSERT INTO action_runs ({', '.join(cols)}) VALUES ({marks})",
+                tuple(getattr(run, c) for c in cols),
+            )
+        return int(cur.lastrowid or 0)
+
+    def list_actions(self, alert_id: str) -> list[dict[str, Any]]:
+        """The action audit of one episode, oldest first."""
+        return self._rows(
+            "SELECT * FROM action_runs WHERE alert_id = ? ORDER BY ts_ms, id", (alert_id,)
+        )
+
     def record_ack(
         self, target: str, alert_ids: Sequence[str], author: str, ts_ms: int, comment: str = ""
     ) -> list[str]:
@@ -494,6 +526,7 @@ class AlertHistory:
             "deliveries": deliveries,
             "acks": self._rows("SELECT * FROM acks WHERE alert_id = ? ORDER BY ts_ms", (aid,)),
             "mutes": self._rows("SELECT * FROM mutes WHERE alert_id = ? ORDER BY ts_ms", (aid,)),
+            "actions": self.list_actions(aid),
         }
 
     def list_silences(self, active_at_ms: int | None = None) -> list[dict[str, Any]]:
@@ -601,7 +634,7 @@ def format_alert_detail(detail: Mapping[str, Any]) -> list[str]:
     for rec in detail["records"]:
         ts = int(rec.get("window_end") or 0)
         events.append((ts, f"record {rec['status']}: value {rec.get('value')} "
-                           f"expected {rec.get('expected')}"))  # fmt: skip
+                           f"expected {rec.get('expected')}" + _evidence_text(rec)))  # fmt: skip
     for n in detail["notifications"]:
         events.append((n["ts_ms"], f"notified ({n['kind']}) via {n['route']}: {n['title']}"))
     for d in detail["deliveries"]:
@@ -612,5 +645,31 @@ def format_alert_detail(detail: Mapping[str, Any]) -> list[str]:
         events.append((k["ts_ms"], f"acked by {k['author']}{note}"))
     for m in detail["mutes"]:
         events.append((m["ts_ms"], m["reason"] or "unmuted"))
+    for r in detail.get("actions", ()):
+        events.append((r["ts_ms"], format_action_run(r)))
     lines += [f"  {_clock(ts)}  {text}" for ts, text in sorted(events, key=lambda e: e[0])]
     return lines
+
+
+def _evidence_text(rec: Mapping[str, Any]) -> str:
+    """``; 20 overdue orders reported, 20 recovered, 0 still missing`` (callback alerts)."""
+    mc = (rec.get("evidence") or {}).get("missing_callbacks")
+    if not isinstance(mc, Mapping):
+        return ""
+    return (f"; {mc.get('reported')} overdue orders reported, {mc.get('recovered')} recovered, "
+            f"{mc.get('still_missing')} still missing")  # fmt: skip
+
+
+def format_action_run(r: Mapping[str, Any]) -> str:
+    """One audit line: what ran, why (trigger), the result, how long, and the detail.
+
+    >>> format_action_run({"action": "requery", "kind": "http", "trigger": "firing",
+    ...     "result": "ok", "attempts": 2, "duration_ms": 41.5, "orders": 20,
+    ...     "target": "http://pay/q", "detail": "#1 HTTP 503; #2 HTTP 200"})[:74]
+    'action requery (http, on firing) ok after 2 attempt(s) in 42 ms, 20 orders'
+    """
+    took = f" after {r.get('attempts')} attempt(s) in {float(r.get('duration_ms') or 0):.0f} ms"
+    ran = bool(r.get("attempts"))
+    return (f"action {r.get('action')} ({r.get('kind')}, on {r.get('trigger')}) {r.get('result')}"
+            f"{took if ran else ''}, {r.get('orders') or 0} orders → {r.get('target')}: "
+            f"{r.get('detail') or ''}")  # fmt: skip

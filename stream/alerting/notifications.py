@@ -22,6 +22,7 @@ from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+from stream.alerting.actions import ActionRun, ActionRunner
 from stream.alerting.delivery import Deliverer, DeliveryAttempt, Message
 from stream.alerting.dispatch import Dispatcher
 from stream.alerting.history import AlertHistory, HistoryError, default_path
@@ -64,7 +65,9 @@ class Notifications:
     []
     """
 
-    def __init__(self, config: Config, *, history: AlertHistory | None = None) -> None:
+    def __init__(
+        self, config: Config, *, history: AlertHistory | None = None, clock: Clock = WALL_CLOCK
+    ) -> None:
         routes, rules = config.notify_routes()
         self.routes = [r.name for r in routes]
         if history is None:
@@ -95,7 +98,16 @@ class Notifications:
             on_attempt=self._audit if history is not None else None,
         )
         self._sendable = {n for n, t in targets.items() if t.channels or t.fallback}
+        # Automatic actions run in the event loop's tasks, never in this thread's way.
+        self.actions = ActionRunner(
+            config.actions,
+            routes_for=lambda labels: [r.name for r in self.dispatcher.router.routes_for(labels)],
+            audit=self._audit_action if history is not None else None,
+            clock=clock,
+        )
         self.submitted = 0
+        # Hears of every error caught here (the worker counts them); logged either way.
+        self.on_error: Callable[[str, BaseException], None] | None = None
         self.control_applied = 0
         self.control_rejected = 0
         self._started = False
@@ -104,17 +116,25 @@ class Notifications:
         assert self.history is not None
         self.history.record_delivery(attempt)
 
+    def _audit_action(self, run: ActionRun) -> None:
+        assert self.history is not None
+        self.history.record_action(run)
+
     async def start(self) -> None:
+        await self.actions.start()
         await self.deliverer.start()
         self._started = True
 
     def on_alerts(self, records: Iterable[AlertRecord], now_ms: int) -> None:
         """Take a batch's alert records (already published); never raises."""
+        records = list(records)
         for rec in records:
             try:
                 self.dispatcher.on_alert(rec, now_ms)
             except Exception as exc:  # one odd record or a history hiccup must not stop the worker
                 log.error("alert %s not taken for notification: %s", rec.alert_id, exc)
+                self._failed(exc)
+        self.actions.submit(records, now_ms)  # after history has the records
 
     def tick(self, now_ms: int) -> list[Message]:
         """Queue the messages that became due; returns them (for logs and tests)."""
@@ -122,6 +142,7 @@ class Notifications:
             due = self.dispatcher.tick(now_ms)
         except Exception as exc:
             log.error("notification dispatch failed: %s", exc)
+            self._failed(exc)
             return []
         for msg in due:
             if msg.route in self._sendable:
@@ -130,6 +151,10 @@ class Notifications:
             else:
                 log.debug("route %s has no receivers; %s kept in history", msg.route, msg.title)
         return due
+
+    def _failed(self, exc: BaseException) -> None:
+        if self.on_error is not None:
+            self.on_error("notifications", exc)
 
     def apply_control(self, raw: bytes | str | None, now_ms: int) -> bool:
         """Apply one control-topic record; a bad one is logged with the reason and skipped."""
@@ -167,6 +192,7 @@ class Notifications:
 
     async def stop(self, drain_s: float = 2.0) -> None:
         """Give queued deliveries up to ``drain_s`` to finish, then stop (call ``tick`` first)."""
+        await self.actions.stop(drain_s)
         if self._started:
             if drain_s > 0:
                 await self.deliverer.drain(drain_s)
@@ -189,6 +215,7 @@ class InOrderThread:
         self.clock = clock
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="paywatch-dispatch")
         self._tick_queued = threading.Event()
+        self.on_error: Callable[[str, BaseException], None] | None = None  # the worker counts
 
     def _call(self, fn: Callable[..., Any], *args: Any) -> None:
         try:
@@ -196,12 +223,13 @@ class InOrderThread:
         except RuntimeError:  # shut down: the worker is stopping
             log.warning("notifications stopped; %s dropped", getattr(fn, "__name__", fn))
 
-    @staticmethod
-    def _guard(fn: Callable[..., Any], *args: Any) -> None:
+    def _guard(self, fn: Callable[..., Any], *args: Any) -> None:
         try:
             fn(*args)
-        except Exception:  # the wrapped methods catch their own errors; this is a bug guard
+        except Exception as exc:  # the wrapped methods catch their own errors; a bug guard
             log.exception("notification work failed")
+            if self.on_error is not None:
+                self.on_error("notifications", exc)
 
     def on_alerts(self, records: Iterable[AlertRecord], now_ms: int) -> None:
         self._call(self.notifications.on_alerts, list(records), now_ms)

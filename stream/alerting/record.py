@@ -49,6 +49,9 @@ class AlertRecord:
     summary: str = ""
     hints: list[dict[str, Any]] = field(default_factory=list)
     schema_version: int = SCHEMA_VERSION
+    # Optional facts behind the alert (e.g. the orders whose callback is overdue, and how
+    # many came back): published only when present, so records without it are unchanged.
+    evidence: dict[str, Any] | None = None
 
     @property
     def firing(self) -> bool:
@@ -81,8 +84,8 @@ class AlertRecord:
         return series_text(self.series)
 
     def to_dict(self) -> dict[str, Any]:
-        """The alert v1 JSON object, keys in the published order."""
-        return {
+        """The alert v1 JSON object, keys in the published order (``evidence`` last, when set)."""
+        out = {
             "schema_version": self.schema_version,
             "alert_id": self.alert_id,
             "fingerprint": self.fingerprint,
@@ -101,6 +104,9 @@ class AlertRecord:
             "summary": self.summary,
             "hints": self.hints,
         }
+        if self.evidence is not None:
+            out["evidence"] = self.evidence
+        return out
 
     @classmethod
     def from_dict(cls, obj: Mapping[str, Any]) -> AlertRecord:
@@ -132,4 +138,5 @@ class AlertRecord:
             summary=str(obj.get("summary") or ""),
             hints=list(obj.get("hints") or []),
             schema_version=int(obj.get("schema_version") or SCHEMA_VERSION),
+            evidence=dict(obj["evidence"]) if isinstance(obj.get("evidence"), Mapping) else None,
         )

@@ -66,6 +66,10 @@ _T: dict[str, dict[str, str]] = {
         "lp": " (",
         "rp": ")",
         "colon": ": ",
+        "overdue": "Overdue orders",
+        "overdue_n": "{n} whose callback never came: {orders}",
+        "recovery": "Recovery",
+        "recovered_n": "{r} of {n} orders recovered, {m} still missing",
     },
     "zh": {
         "critical": "严重",
@@ -94,6 +98,10 @@ _T: dict[str, dict[str, str]] = {
         "lp": "（",
         "rp": "）",
         "colon": "：",
+        "overdue": "超时订单",
+        "overdue_n": "{n} 笔未收到回调：{orders}",
+        "recovery": "找回",
+        "recovered_n": "{n} 笔中已找回 {r} 笔，仍缺 {m} 笔",
     },
 }
 _SIGNALS = {
@@ -103,6 +111,8 @@ _SIGNALS = {
         "volume": "volume",
         "notification": "payment callbacks",
         "metric": "metric",
+        "duplicate_callbacks": "duplicate callbacks",
+        "amount_mismatch": "amount mismatch",
     },
     "zh": {
         "error_rate": "错误率",
@@ -110,6 +120,8 @@ _SIGNALS = {
         "volume": "交易量",
         "notification": "支付回调",
         "metric": "指标",
+        "duplicate_callbacks": "重复回调",
+        "amount_mismatch": "金额不符",
     },
 }
 
@@ -165,8 +177,13 @@ def format_series(series: Mapping[str, Any]) -> str:
     return " / ".join(parts) if parts else "*"
 
 
+# Signals whose value is a share of callbacks, though their name does not say "rate".
+_RATIO_SIGNALS = ("duplicate_callbacks", "amount_mismatch")
+
+
 def _is_ratio(signal: str, *values: float | None) -> bool:
-    if not any(w in signal for w in ("rate", "ratio", "share", "notification")):
+    words = ("rate", "ratio", "share", "notification", *_RATIO_SIGNALS)
+    if not any(w in signal for w in words):
         return False
     return all(v is None or 0.0 <= v <= 1.0 for v in values)
 
@@ -283,6 +300,39 @@ def _alert_detail(rec: Mapping[str, Any], now_ms: int, lang: str, fmt: str) -> l
     hints = _hints(rec, lang)
     if hints:
         lines.append(_label("hints", lang, fmt) + hints)
+    lines.extend(_evidence_lines(rec, lang, fmt))
+    return lines
+
+
+def _evidence_lines(rec: Mapping[str, Any], lang: str, fmt: str, shown: int = 5) -> list[str]:
+    """Missing-callback evidence: the overdue orders (firing), how many came back (both).
+
+    >>> ev = {"missing_callbacks": {"orders": [{"provider": "alipay", "merchant_id": "m1",
+    ...       "out_trade_no": ["T1", "T2"]}], "reported": 2, "recovered": 2, "still_missing": 0}}
+    >>> _evidence_lines({"status": "resolved", "evidence": ev}, "en", "text")
+    ['Recovery: 2 of 2 orders recovered, 0 still missing']
+    >>> ev["missing_callbacks"]["recovered"] = 0
+    >>> _evidence_lines({"status": "firing", "evidence": ev}, "zh", "text")[0]
+    '超时订单：2 笔未收到回调：m1 T1、T2'
+    """
+    mc = (rec.get("evidence") or {}).get("missing_callbacks")
+    if not isinstance(mc, Mapping):
+        return []
+    t = _T[lang]
+    n, r = int(mc.get("reported") or 0), int(mc.get("recovered") or 0)
+    lines = []
+    if rec.get("status") == "firing" and not r:
+        sep = "、" if lang == "zh" else ", "
+        parts = [
+            f"{g.get('merchant_id')} {sep.join(list(g.get('out_trade_no') or [])[:shown])}"
+            for g in list(mc.get("orders") or [])[:shown]
+            if isinstance(g, Mapping)
+        ]
+        text = t["overdue_n"].format(n=n, orders="; ".join(parts))
+        lines.append(_label("overdue", lang, fmt) + text)
+    else:
+        text = t["recovered_n"].format(n=n, r=r, m=int(mc.get("still_missing") or 0))
+        lines.append(_label("recovery", lang, fmt) + text)
     return lines
 
 
@@ -304,7 +354,8 @@ def _resolved_line(rec: Mapping[str, Any], lang: str, fmt: str, compact: bool) -
         return f"- {tag} {where}{t['colon']}{lasted}{t['lp']}{span}{t['rp']}"
     head = _bold(f"{tag} {rec.get('rule', '?')}", fmt)
     sig = _signal_name(str(rec.get("signal", "")), lang)
-    return f"{head}{t['lp']}{sig}{t['rp']}\n\n{where}{t['colon']}{lasted}{t['lp']}{span}{t['rp']}"
+    text = f"{head}{t['lp']}{sig}{t['rp']}\n\n{where}{t['colon']}{lasted}{t['lp']}{span}{t['rp']}"
+    return "\n\n".join([text, *_evidence_lines(rec, lang, fmt)])
 
 
 def _firing_line(rec: Mapping[str, Any], lang: str, fmt: str) -> str:

@@ -17,6 +17,7 @@ from typing import Any, Generic, Protocol, TypeVar
 from models.base import Detector
 from models.metric import MetricDetector
 from models.multivariate import MultivariateDetector
+from models.river_plug import RiverFactory
 from models.sequential import (
     CONFIG_RATE,
     DECLINE_RATE,
@@ -43,6 +44,7 @@ from stream.config import (
     TimeoutsRuleConfig,
     VolumeRuleConfig,
 )
+from stream.judge import callback_integrity as integrity
 from stream.judge.describe import (
     Describe,
     DescribeShare,
@@ -206,9 +208,26 @@ def _callback_parts(cb: CallbacksRuleConfig, lv: Levels) -> list[RulePart]:
     ]
 
 
+def _duplicate_parts(cfg: Any, lv: Levels) -> list[RulePart]:
+    make, levels = integrity.duplicate_parts(cfg, lv.notifications)
+    return [RulePart(make, levels, integrity.describe_duplicates, gate="callbacks")]
+
+
+def _amount_parts(cfg: Any, lv: Levels) -> list[RulePart]:
+    make, levels = integrity.amount_parts(cfg, lv.notifications)
+    return [RulePart(make, levels, integrity.describe_amount_mismatch, gate="callbacks")]
+
+
 def _multivariate_parts(mv: MultivariateRuleConfig, lv: Levels) -> list[RulePart]:
     levels = _levels(mv.levels, lv.calls[:1])
-    return [RulePart(MultivariateDetector, levels, describe_multivariate)]
+    make: Callable[[], Detector]
+    if mv.model or mv.params:  # a river model named in the config (validated at load)
+        path = mv.model or "river.anomaly.HalfSpaceTrees"
+        params = tuple(sorted(mv.params.items()))
+        make = RiverFactory(path, params, mv.feature, mv.min_windows)
+    else:
+        make = partial(MultivariateDetector, min_windows=mv.min_windows)
+    return [RulePart(make, levels, describe_multivariate)]
 
 
 def _slo_parts(s: SLORuleConfig, lv: Levels) -> list[RulePart]:
@@ -256,6 +275,8 @@ CATALOG: tuple[RuleSpec[Any], ...] = (
     RuleSpec("latency", lambda d: _on(d.latency), _latency_parts),
     RuleSpec("volume", lambda d: _on(d.volume), _volume_parts),
     RuleSpec("notification", lambda d: _on(d.callbacks), _callback_parts),
+    RuleSpec("duplicate_callbacks", lambda d: _on(d.duplicate_callbacks), _duplicate_parts),
+    RuleSpec("amount_mismatch", lambda d: _on(d.amount_mismatch), _amount_parts),
     RuleSpec("multivariate", lambda d: _on(d.multivariate), _multivariate_parts, None, "info"),
     RuleSpec("slo", lambda d: d.slos, _slo_parts),
     RuleSpec("metric", lambda d: _on(d.metrics), _metric_parts, None, "warning"),

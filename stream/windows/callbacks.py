@@ -5,6 +5,11 @@ order, keyed ``provider|merchant_id|out_trade_no``, with a deadline in event
 time; a notification for it removes it, and an order whose deadline passes is
 a missing callback.  Pending orders are kept in insertion order (~ event time),
 which both expiry and the eviction of the oldest rely on.
+
+Expired orders are not forgotten at once: their keys stay in an *overdue* map
+(bounded, oldest first), so an alert can name the orders whose callback never
+came (:func:`overdue_orders`), and a callback that arrives after all counts as a
+recovery (:func:`recover_orders`).
 """
 
 from __future__ import annotations
@@ -77,13 +82,21 @@ def settle_orders(pending: dict[str, PendingOrder], keys: list[str]) -> None:
     deque(map(pending.pop, keys, repeat(None)), maxlen=0)  # pop all, C speed
 
 
-def expire_orders(pending: dict[str, PendingOrder], before_ms: int) -> np.ndarray | None:
+def expire_orders(
+    pending: dict[str, PendingOrder],
+    before_ms: int,
+    overdue: dict[str, int] | None = None,
+    max_overdue: int = 0,
+) -> np.ndarray | None:
     """Remove the orders whose deadline is before ``before_ms``; returns the series ids
-    they count a missing callback for (with repeats), None when none expired.
+    they count a missing callback for (with repeats), None when none expired.  With
+    ``overdue``, the expired keys move there (key -> deadline), at most ``max_overdue``
+    of them (the oldest go first).
 
     >>> pending = {"a|m|1": (5, (0, 2)), "a|m|2": (9, (0,))}
-    >>> expire_orders(pending, 6).tolist(), list(pending)
-    ([0, 2], ['a|m|2'])
+    >>> late: dict[str, int] = {}
+    >>> expire_orders(pending, 6, late, 10).tolist(), list(pending), late
+    ([0, 2], ['a|m|2'], {'a|m|1': 5})
     """
     if not pending:
         return None
@@ -94,6 +107,65 @@ def expire_orders(pending: dict[str, PendingOrder], before_ms: int) -> np.ndarra
         expired.append(order)
     if not expired:
         return None
-    for key in list(pending)[: len(expired)]:
+    keys = list(pending)[: len(expired)]
+    for key in keys:
         del pending[key]
+    if overdue is not None and max_overdue > 0:
+        overdue.update(zip(keys, (o[0] for o in expired), strict=True))
+        trim_oldest(overdue, max_overdue)
     return np.array([s for o in expired for s in o[1]], dtype=np.int64)
+
+
+def trim_oldest(orders: dict[str, int], limit: int) -> None:
+    """Drop the oldest entries (insertion order) beyond ``limit``."""
+    extra = len(orders) - limit
+    if extra > 0:
+        for key in list(orders)[:extra]:
+            del orders[key]
+
+
+def recover_orders(overdue: dict[str, int], keys: list[str]) -> list[str]:
+    """Overdue orders whose callback has now arrived: removed, and returned (as given).
+
+    >>> late = {"a|m|1": 5, "a|m|2": 6}
+    >>> recover_orders(late, ["a|m|2", "a|m|9"]), late
+    (['a|m|2'], {'a|m|1': 5})
+    """
+    if not overdue:
+        return []
+    hits = overdue.keys() & set(keys)  # set operations run in C: batches are large
+    if not hits:
+        return []
+    found = [k for k in keys if k in hits and overdue.pop(k, None) is not None]
+    return found
+
+
+def overdue_orders(
+    overdue: dict[str, int], series: dict[str, str], limit: int
+) -> tuple[list[dict[str, object]], list[str], int]:
+    """The overdue orders beneath ``series`` (``provider`` and maybe ``merchant_id``).
+
+    Returns (groups per provider and merchant, oldest first, each with at most the
+    ``limit`` oldest ``out_trade_no`` in all; the keys listed; how many there are in
+    all).  Series of other dimensions (a signing key) have no orders.
+
+    >>> late = {"a|m1|1": 5, "b|m1|2": 6, "a|m2|3": 7, "a|m1|4": 8}
+    >>> groups, keys, total = overdue_orders(late, {"provider": "a"}, 2)
+    >>> [f"{g['merchant_id']}:{g['out_trade_no']}" for g in groups], keys, total
+    (["m1:['1']", "m2:['3']"], ['a|m1|1', 'a|m2|3'], 3)
+    """
+    if not overdue or set(series) - {"provider", "merchant_id"} or "provider" not in series:
+        return [], [], 0
+    prefix = series["provider"] + "|"
+    if "merchant_id" in series:
+        prefix += series["merchant_id"] + "|"
+    matched = [k for k in overdue if k.startswith(prefix)]
+    groups: dict[tuple[str, str], list[str]] = {}
+    for key in matched[:limit]:
+        provider, merchant, trade = key.split("|", 2)
+        groups.setdefault((provider, merchant), []).append(trade)
+    listed: list[dict[str, object]] = [
+        {"provider": p, "merchant_id": m, "out_trade_no": trades}
+        for (p, m), trades in groups.items()
+    ]
+    return listed, matched[:limit], len(matched)
