@@ -25,12 +25,12 @@ without calls has LLR 0: it neither adds evidence nor resets it, and an open ale
 falls below 0.5 only after ``resolve_nats`` of evidence that the series is healthy.
 
 Baselines learn only from windows whose CUSUM stays below ``suspect * h`` (never from a
-window they page on or a slowly building incident), shrunk toward the bank's pooled
-rate (the rate of every series of the rule) by ``prior_calls`` calls, so a series with
-little data starts from its level's normal.  Warm-up: ``min_windows`` windows with
-calls and ``warm_calls`` calls; before that a rate detector with a ``cold_rate`` is
-judged against that never-normal rate (a signature error needs no history) and the
-others score 0.
+window they page on or a slowly building incident), shrunk toward a prior rate (the
+rule's ``prior_rate``, or with ``pooled`` the bank's pooled rate of every series) by
+``prior_calls`` calls, so a series with little data starts from a sane normal.
+Warm-up: ``min_windows`` windows with calls and ``warm_calls`` calls; before that a
+rate detector with a ``cold_rate`` is judged against that never-normal rate (a
+signature error needs no history) and the others score 0.
 
 :class:`SequentialDetector` is the one-series form (river's protocol): a bank of one
 slot, so the scalar and vectorised forms are the same code.
@@ -73,7 +73,11 @@ class RateParams:
     min_increase: float = 0.002  # ... or p0 + this, whichever is larger
     p1_max: float = 0.9
     prior_rate: float = 0.001  # the pooled prior before any data
-    prior_calls: float = 200.0  # shrinkage toward the pooled rate, in calls
+    prior_calls: float = 200.0  # shrinkage toward the prior rate, in calls
+    # Learn the prior from every series of the bank (the rule's pooled rate).  Off by
+    # default: a per-series detector cannot see the pool, and banks must judge exactly
+    # as per-series detectors do.
+    pooled: bool = False
     floor: float = 0.0005  # p0 never below: 0.01 % -> 0.05 % is not an incident
     cap: float = 0.2  # p0 never above: that rate is never normal
     cold_rate: float = 0.0  # judged during warm-up against this rate (0: not judged)
@@ -238,7 +242,7 @@ class RateBank(SeqBank):
     >>> bank = RateBank(RateParams(errors_key="config_errors", cold_rate=0.01, ratios=(5, 1e3)))
     >>> calls = {"volume": np.ones(2), "config_errors": np.array([1.0, 0.0])}
     >>> [bank.score_learn_many(np.array([0, 1]), calls).round(2).tolist() for _ in range(3)]
-    [[0.17, 0.0], [0.34, 0.0], [0.59, 0.0]]
+    [[0.17, 0.0], [0.34, 0.0], [0.67, 0.0]]
     """
 
     _state = ("err", "vol", "dev", "var", "s", "alarm", "n")
@@ -260,6 +264,12 @@ class RateBank(SeqBank):
     def _ready(self, slots: np.ndarray) -> np.ndarray:
         p = self.params
         return (self.n[slots] >= p.min_windows) & (self.vol[slots] >= p.warm_calls)
+
+    def ready(self, slots: np.ndarray) -> np.ndarray:
+        """Judging: warmed up, or from the first call with a ``cold_rate``."""
+        if self.params.cold_rate > 0:
+            return np.ones(np.asarray(slots).size, bool)
+        return super().ready(slots)
 
     def prior_rate(self) -> float:
         """The pooled rate of every series of the rule, what a new series is shrunk to."""
@@ -319,6 +329,8 @@ class RateBank(SeqBank):
         )
         self.var[slots] = np.where(calm_ready, d * var + v, var)
         dp = float(np.max(d)) if np.ndim(d) else float(d)
+        if not p.pooled:
+            return
         used = learn & (k > 0)
         self.pool_err = dp * self.pool_err + float(e[used].sum())
         self.pool_vol = dp * self.pool_vol + float(k[used].sum())
@@ -601,8 +613,8 @@ class SequentialDetector:
     >>> det = SequentialDetector(CONFIG_RATE)     # no history: judged at once
     >>> [det.score_learn_one({"volume": 1, "config_errors": 1}) >= 0.5 for _ in range(3)]
     [False, False, True]
-    >>> round(det.expected({}), 4)
-    0.01
+    >>> det.ready, round(det.expected({}), 4)      # judging, though still warming up
+    (True, 0.0055)
     """
 
     __slots__ = ("bank", "params")
