@@ -1,4 +1,9 @@
-"""The events topic read by a Kafka consumer group (aiokafka), as an :class:`EventSource`."""
+"""The events topic read by a Kafka consumer group (aiokafka), as an :class:`EventSource`.
+
+The group's rebalances reach the worker through :meth:`KafkaEventSource.on_rebalance`
+(aiokafka's ``ConsumerRebalanceListener``): on revocation the worker finishes its
+batches, checkpoints and commits; on assignment it restores and says where to resume.
+"""
 
 from __future__ import annotations
 
@@ -6,12 +11,38 @@ import asyncio
 import contextlib
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 
 from stream.config import KafkaConfig
 from stream.ingest.events import SourceColumns
 from stream.ingest.kafka_client import client_kwargs, start_client
-from stream.ingest.source import Batch, Offsets
+from stream.ingest.source import Batch, Offsets, Rebalance
+
+
+class _Listener(ConsumerRebalanceListener):
+    """aiokafka's callbacks, for the events topic's partitions, to a :class:`Rebalance`."""
+
+    def __init__(self, source: KafkaEventSource) -> None:
+        self.source = source
+
+    async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+        handler, topic = self.source.handler, self.source.cfg.events_topic
+        if handler is not None:
+            await handler.revoked({tp.partition for tp in revoked if tp.topic == topic})
+
+    async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+        handler, topic = self.source.handler, self.source.cfg.events_topic
+        if handler is None:
+            return
+        consumer = self.source.consumer
+        # Nothing is handed out while the worker restores (the fetcher starts at once).
+        consumer.pause(*assigned)
+        try:
+            seeks = await handler.assigned({tp.partition for tp in assigned if tp.topic == topic})
+            for partition, offset in seeks.items():
+                consumer.seek(TopicPartition(topic, partition), offset)
+        finally:
+            consumer.resume(*assigned)
 
 
 class KafkaEventSource:
@@ -20,7 +51,6 @@ class KafkaEventSource:
     def __init__(self, cfg: KafkaConfig, **overrides: Any) -> None:
         self.cfg = cfg
         self.consumer = AIOKafkaConsumer(
-            cfg.events_topic,
             **client_kwargs(cfg),
             group_id=cfg.group_id,
             client_id=cfg.client_id,
@@ -36,9 +66,14 @@ class KafkaEventSource:
         self._to_commit: Offsets = {}
         self._committer: asyncio.Task[None] | None = None
         self._commit_error: BaseException | None = None
+        self.handler: Rebalance | None = None
+
+    def on_rebalance(self, handler: Rebalance) -> None:
+        self.handler = handler
 
     async def start(self) -> None:
         await start_client(self.consumer, self.cfg.bootstrap_servers)
+        self.consumer.subscribe([self.cfg.events_topic], listener=_Listener(self))
 
     async def stop(self) -> None:
         with contextlib.suppress(Exception):  # already raised to the loop, if it could be

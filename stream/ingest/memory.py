@@ -1,9 +1,14 @@
 """An :class:`~stream.ingest.source.EventSource` over records held in memory (tests, no broker).
 
 Records go to partitions of one topic and get offsets as in Kafka; batches are
-read from the last position, partition by partition, and commits are recorded,
+read from the last position, partition by partition (or, given ``shuffle``, from
+a random subset of partitions in a random order and amounts, as a consumer
+fetching several brokers may see them), and commits are recorded,
 so a test can wait for the positive event "everything committed" instead of
-sleeping, and can read the lag the worker reports.
+sleeping, and can read the lag the worker reports.  Rebalances are simulated:
+every partition is assigned before the first batch, :meth:`MemorySource.reassign`
+moves to another set (revoke, then assign, resuming at the committed offsets or
+where the handler says), as a consumer group does.
 
 >>> import asyncio
 >>> src = MemorySource([b"a", b"b", b"c"], partitions=2, max_batch=2)
@@ -19,12 +24,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import random
 from collections.abc import Callable, Iterable
 
 from aiokafka import TopicPartition
 
 from stream.ingest.events import Source, SourceColumns
-from stream.ingest.source import Batch, Offsets
+from stream.ingest.source import Batch, Offsets, Rebalance
 
 
 class MemorySource:
@@ -37,6 +43,7 @@ class MemorySource:
         topic: str = "events",
         partitions: int = 1,
         max_batch: int = 1000,
+        shuffle: int | None = None,
     ) -> None:
         self.topic = topic
         self.max_batch = max_batch
@@ -46,6 +53,10 @@ class MemorySource:
         self.started = self.stopped = False
         self.polls = 0  # calls of next_batch
         self._round_robin = 0
+        self._shuffle = None if shuffle is None else random.Random(shuffle)
+        self._handler: Rebalance | None = None
+        self.assignment: set[int] = set()
+        self._next_assignment: set[int] | None = set(range(partitions))
         self._arrived = asyncio.Event()  # a record was appended
         self._progress = asyncio.Event()  # the reader polled or committed
         self.extend(records)
@@ -73,11 +84,42 @@ class MemorySource:
     async def stop(self) -> None:
         self.stopped = True
 
+    def on_rebalance(self, handler: Rebalance) -> None:
+        self._handler = handler
+
+    def reassign(self, partitions: set[int]) -> None:
+        """Before the next batch: revoke the current partitions and assign ``partitions``."""
+        self._next_assignment = set(partitions)
+        self._arrived.set()
+
+    async def _rebalance(self) -> None:
+        new, self._next_assignment = self._next_assignment, None
+        assert new is not None
+        if self._handler is not None:
+            await self._handler.revoked(self.assignment)
+        self.assignment = new
+        for p in new:  # as Kafka: resume at the committed offset
+            self.position[self._tp(p)] = self.committed.get(self._tp(p), 0)
+        if self._handler is not None:
+            for p, offset in (await self._handler.assigned(new)).items():
+                self.position[self._tp(p)] = offset
+
+    def _takes(self) -> list[tuple[int, int]]:
+        """(partition, how many records) to read now, in reading order."""
+        order = sorted(self.assignment)
+        if self._shuffle is None:
+            return [(p, self.max_batch) for p in order]
+        rng = self._shuffle
+        rng.shuffle(order)
+        return [(p, rng.randint(0, self.max_batch)) for p in order[: rng.randint(1, len(order))]]
+
     async def next_batch(self, timeout_ms: int = 200) -> Batch:
         """Up to ``max_batch`` unread records; waits up to ``timeout_ms`` for one to arrive."""
         self.polls += 1
         self._progress.set()
-        if not self.lag(self.position):
+        if self._next_assignment is not None:
+            await self._rebalance()
+        if not self._unread():
             self._arrived.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._arrived.wait(), timeout_ms / 1000)
@@ -85,10 +127,10 @@ class MemorySource:
         partitions: list[int] = []
         record_offsets: list[int] = []
         offsets: Offsets = {}
-        for p, log in enumerate(self.logs):
-            tp = self._tp(p)
+        for p, most in self._takes():
+            log, tp = self.logs[p], self._tp(p)
             start = self.position[tp]
-            taken = log[start : start + self.max_batch - len(values)]
+            taken = log[start : start + min(most, self.max_batch - len(values))]
             if not taken:
                 continue
             values.extend(taken)
@@ -107,6 +149,9 @@ class MemorySource:
 
     def end_offsets(self) -> dict[TopicPartition, int | None]:
         return {self._tp(p): len(log) for p, log in enumerate(self.logs)}
+
+    def _unread(self) -> int:
+        return sum(len(self.logs[p]) - self.position[self._tp(p)] for p in self.assignment)
 
     def lag(self, upto: Offsets | None = None) -> int:
         """Records beyond ``upto`` (default: the committed offsets), over all partitions."""

@@ -28,6 +28,17 @@ class Batch:
     offsets: Offsets  # next offset to commit per partition
 
 
+class Rebalance(Protocol):
+    """Told when the partitions a worker reads change (a consumer group rebalance)."""
+
+    async def revoked(self, partitions: set[int]) -> None:
+        """Before ``partitions`` go: finish what was read from them, checkpoint, commit."""
+
+    async def assigned(self, partitions: set[int]) -> dict[int, int]:
+        """``partitions`` are read from now on; returns where to resume some of them
+        (partition -> next offset, e.g. a checkpoint's); the rest resume where committed."""
+
+
 class EventSource(Protocol):
     """A partitioned log of raw event records, read in batches by one worker."""
 
@@ -47,3 +58,6 @@ class EventSource(Protocol):
 
     def end_offsets(self) -> Mapping[TopicPartition, int | None]:
         """The log end offset of each assigned partition, as last seen (None: not yet known)."""
+
+    def on_rebalance(self, handler: Rebalance) -> None:
+        """Call ``handler`` when partitions are assigned or revoked (before any is read)."""

@@ -85,9 +85,7 @@ async def run_worker(
     ``source`` and ``publisher`` default to Kafka's; given both (tests), the worker
     touches no broker: no topics are created and the control topic is not followed.
     ``clock`` is the wall clock of alert times, idle windows and notifications.
-    With ``state.checkpoint``, the state is checkpointed to ``state_store`` (default: the
-    state topic, on Kafka) and restored when partitions are assigned; on stop the last
-    batch is finished, alerts flushed, the state checkpointed and the offsets committed.
+    State is checkpointed to ``state_store`` (default: the state topic), restored on assignment.
     """
     k = config.kafka
     on_kafka = source is None or publisher is None
@@ -97,12 +95,7 @@ async def run_worker(
     await _ensure_topics(config, notifications, on_kafka)
     pipeline = Pipeline(config, live=True)
     source = source or KafkaEventSource(k, **(consumer_overrides or {}))
-    if state_store is None and on_kafka and config.state.checkpoint:
-        state_store = KafkaStateStore(k, config.state.chunk_bytes)
-    checkpointer = None
-    if state_store is not None and config.state.checkpoint:
-        checkpointer = Checkpointer(pipeline, state_store, k, config.state, clock)
-    handover = PartitionHandover(pipeline, checkpointer, clock, k.events_topic)
+    store, checkpointer, handover = _checkpoints(config, pipeline, state_store, on_kafka, clock)
     source.on_rebalance(handover)  # before start: the first assignment restores the state
     publisher = publisher or KafkaPublisher(k, on_error=health.output_error)
     # Dispatching and history writes run in their own thread, off the consumer's loop.
@@ -117,27 +110,14 @@ async def run_worker(
             # Registered first, so it runs last: delivery drains after Kafka is closed.
             stack.push_async_callback(background.stop, drain_s)
             await background.notifications.start()
-        await publisher.start()
-        stack.push_async_callback(publisher.stop)
-        if state_store is not None:
-            await state_store.start()
-            stack.push_async_callback(state_store.stop)
-        await source.start()
-        stack.push_async_callback(source.stop)
-        if control is not None:
-            await control.start()
-            stack.push_async_callback(control.stop)
+        await _started(stack, publisher, store, source, control)
         metrics = WorkerMetrics(config.metrics.port, config.metrics.host, config, health)
         stack.callback(metrics.close)
         if on_kafka:
             probe = BrokerProbe(k, health)
             probe.start()
             stack.push_async_callback(probe.stop)
-        workers = default_workers() if k.decode_workers < 0 else k.decode_workers
-        pool = DecodePool(workers) if workers else None
-        if pool is not None:
-            stack.callback(pool.close)
-            await pool.warm_up()
+        pool = await _decode_pool(stack, k.decode_workers)
         loop = ConsumeLoop(
             pipeline,
             source,
@@ -158,6 +138,40 @@ async def run_worker(
         )
         await loop.run(stop)
     return pipeline.state.stats
+
+
+async def _started(stack: contextlib.AsyncExitStack, *parts: Any) -> None:
+    """Start each part (None: absent); stopped in reverse order when ``stack`` closes."""
+    for part in parts:
+        if part is not None:
+            await part.start()
+            stack.push_async_callback(part.stop)
+
+
+async def _decode_pool(stack: contextlib.AsyncExitStack, configured: int) -> DecodePool | None:
+    workers = default_workers() if configured < 0 else configured
+    if not workers:
+        return None
+    pool = DecodePool(workers)
+    stack.callback(pool.close)
+    await pool.warm_up()
+    return pool
+
+
+def _checkpoints(
+    config: Config, pipeline: Pipeline, store: StateStore | None, on_kafka: bool, clock: Clock
+) -> tuple[StateStore | None, Checkpointer | None, PartitionHandover]:
+    """The state store (the state topic on Kafka), when to checkpoint to it, and the
+    rebalance handler that checkpoints on revocation and restores on assignment."""
+    checkpointer = None
+    if not config.state.checkpoint:
+        store = None
+    elif store is None and on_kafka:
+        store = KafkaStateStore(config.kafka, config.state.chunk_bytes)
+    if store is not None:
+        checkpointer = Checkpointer(pipeline, store, config.kafka, config.state, clock)
+    topic = config.kafka.events_topic
+    return store, checkpointer, PartitionHandover(pipeline, checkpointer, clock, topic)
 
 
 async def _ensure_topics(

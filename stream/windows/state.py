@@ -4,11 +4,16 @@ Windows are built from tumbling *panes* of ``hop`` length; a window of ``size``
 is the sum of the last ``size / hop`` panes, so hopping windows cost one pane of
 work per event, and tumbling windows are the case ``hop == size``.
 
-A pane closes when the watermark — the newest event time seen minus the
-allowed lateness — passes its end.  An event whose pane has already closed is
-*late*: counted per series, never silently dropped.  Lateness is judged against
-the watermark as it stood before the event in stream order, so the same stream
-gives the same windows whatever the batching (live batches or file chunks).
+Event time is kept per input partition, as Kafka Streams does: a partition's
+watermark is the newest event time seen in it minus the allowed lateness, and
+the stream's watermark is the minimum over the partitions that hold the clock
+(every partition seen, or the set given to :meth:`WindowState.hold_clock` —
+live, the assigned partitions that are not idle), never moving back.  A pane
+closes when the stream's watermark passes its end.  An event is *late* when its
+pane is behind its own partition's watermark as it stood before the event in
+stream order (or already closed): counted per series, never silently dropped.
+So catching up a backlog, a skewed partition or any fetch interleaving gives the
+same windows, and the same stream gives the same windows whatever the batching.
 
 Memory is bounded: at most ``max_series_per_level`` series per level (the rest
 fold into an ``__other__`` series, counted), series idle for ``idle_evict`` are
@@ -33,6 +38,7 @@ from stream.windows.callbacks import (
     created_orders,
     expire_orders,
     order_keys,
+    recover_orders,
     settle_orders,
 )
 from stream.windows.columns import (
@@ -69,6 +75,10 @@ class ClosedWindow:
     latency: np.ndarray  # (n, 3) p50/p95/p99 ms; NaN without calls
     metrics: np.ndarray  # (n, 5) count, sum, max, last_ts, last
     late: np.ndarray  # (n,) late events per series since the previous window
+    # The window's latency histograms (see stream.windows.histogram): sorted keys
+    # ``series_id * N_BUCKETS + bucket`` and their counts.
+    hist_keys: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    hist_counts: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
 
     def column(self, name: str) -> np.ndarray:
         return self.counts[:, COL[name]]
@@ -89,22 +99,33 @@ class WindowState:
     max_pending_orders: int = 1_000_000
     idle_evict_ms: int = 3_600_000
     max_series_per_level: int = 100_000
+    # Expired orders kept by key (provider|merchant_id|out_trade_no -> deadline ms),
+    # oldest first, so alerts can name them and late callbacks count as recovered.
+    max_overdue_orders: int = 100_000
     registry: SeriesRegistry = field(init=False)
     notification_levels: list[Dims] = field(init=False)
     open: dict[int, Pane] = field(default_factory=dict)
     recent: deque[tuple[int, np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = field(
         default_factory=deque
     )
-    max_ts: int | None = None
+    max_ts: int | None = None  # newest event time over all partitions
+    part_max: dict[int, int] = field(default_factory=dict)  # newest event time per partition
+    holding: set[int] | None = None  # partitions that hold the clock (None: every one seen)
+    stream_wm: int | None = None  # min over holding partitions' watermarks, monotone
     forced_watermark: int | None = None  # lower bound set from outside (idle live stream)
     closed_until: int | None = None  # end of the newest closed pane
     pending: dict[str, PendingOrder] = field(default_factory=dict)
     late_counts: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
     late_total: int = 0
+    overdue: dict[str, int] = field(default_factory=dict)
+    recovered: list[str] = field(default_factory=list)  # overdue keys whose callback came
     orders_evicted: int = 0
     series_evicted: int = 0
 
     def __setstate__(self, state: dict[str, object]) -> None:
+        state.setdefault("overdue", {})  # checkpoints from before overdue orders were kept
+        state.setdefault("recovered", [])
+        state.setdefault("max_overdue_orders", 100_000)
         self.__dict__.update(state)
         self.late_counts = native(self.late_counts, np.int64)
 
@@ -151,7 +172,7 @@ class WindowState:
 
     @property
     def watermark(self) -> int | None:
-        wm = None if self.max_ts is None else self.max_ts - self.lateness_ms
+        wm = self.stream_wm
         if self.forced_watermark is not None:
             wm = self.forced_watermark if wm is None else max(wm, self.forced_watermark)
         return wm
@@ -186,6 +207,7 @@ class WindowState:
             n_late += self._add_metrics(metrics, str_arr, late[2])
         batch_max = max(int(p.ts.max()) for p in parts if len(p))
         self.max_ts = batch_max if self.max_ts is None else max(self.max_ts, batch_max)
+        self._advance_stream()
         self.late_total += n_late
         return n_late
 
@@ -203,14 +225,13 @@ class WindowState:
             order = order_of(np.concatenate(seqs))  # type: ignore[arg-type]
         else:  # no record positions: treat calls, then notifications, then metrics as the order
             order = np.arange(len(ts))
-        t = ts[order]
-        prior = np.iinfo(np.int64).min // 2 if self.max_ts is None else self.max_ts
-        running = np.maximum.accumulate(np.r_[prior, t[:-1]])
-        wm_sorted = np.maximum(running, prior) - self.lateness_ms
-        if self.forced_watermark is not None:
-            wm_sorted = np.maximum(wm_sorted, self.forced_watermark)
-        wm = np.empty_like(wm_sorted)
-        wm[order] = wm_sorted
+        part = np.concatenate(
+            [
+                p.partition if p.partition.size == len(p) else np.zeros(len(p), np.int32)
+                for p in parts
+            ]
+        )
+        wm = self._partition_watermarks(ts, part, order)
         pane = ts - np.mod(ts, self.hop_ms)
         late = pane + self.hop_ms <= wm
         if self.closed_until is not None:
@@ -220,6 +241,41 @@ class WindowState:
             out.append(late[at : at + len(p)])
             at += len(p)
         return out
+
+    def _partition_watermarks(
+        self, ts: np.ndarray, part: np.ndarray, order: np.ndarray
+    ) -> np.ndarray:
+        """Per event, its partition's watermark just before it in stream order (``order``);
+        updates the newest event time of each partition."""
+        wm = np.empty(len(ts), np.int64)
+        p_sorted = part[order]
+        for p in np.unique(p_sorted).tolist():
+            at = order[p_sorted == p]  # this partition's events, in stream order
+            t = ts[at]
+            prior = self.part_max.get(p, np.iinfo(np.int64).min // 2)
+            running = np.maximum.accumulate(np.r_[prior, t[:-1]])
+            wm[at] = running - self.lateness_ms
+            self.part_max[p] = max(prior, int(t.max()))
+        if self.forced_watermark is not None:
+            np.maximum(wm, self.forced_watermark, out=wm)
+        return wm
+
+    def hold_clock(self, partitions: set[int] | None) -> None:
+        """Which partitions hold the stream's clock back (None: every partition seen).
+
+        A held partition with no event yet stops windows from closing until it has
+        one (or is released): its events could still be older than the others'.
+        """
+        self.holding = None if partitions is None else set(partitions)
+        self._advance_stream()
+
+    def _advance_stream(self) -> None:
+        held = self.part_max.keys() if self.holding is None else self.holding
+        if not held or any(p not in self.part_max for p in held):
+            return
+        wm = min(self.part_max[p] for p in held) - self.lateness_ms
+        if self.stream_wm is None or wm > self.stream_wm:
+            self.stream_wm = wm
 
     def _grow(self) -> None:
         n = len(self.registry)
@@ -349,9 +405,12 @@ class WindowState:
         sid_levels = self._level_sids(atoms, self.notification_levels, str_arr, whole=True)
         self._rollup(atoms.of_event, sid_levels, notes.ts, keep, notification_cells(notes))
         matched = keep & (notes.out_trade_no >= 0)
-        if matched.any() and self.pending:
+        if matched.any() and (self.pending or self.overdue):
             keys = order_keys(atoms, atoms.of_event[matched], notes.out_trade_no[matched], str_arr)
             settle_orders(self.pending, keys)
+            if self.overdue:  # a callback after its deadline: the order is recovered
+                self.recovered.extend(recover_orders(self.overdue, keys))
+                del self.recovered[: -self.max_overdue_orders]  # bounded if nobody drains it
         return int(late.sum())
 
     def _add_metrics(self, metrics: MetricColumns, str_arr: np.ndarray, late: np.ndarray) -> int:
@@ -420,14 +479,19 @@ class WindowState:
         self.closed_until = end
         late = self.late_counts[:n].copy()
         self.late_counts[:n] = 0
-        return ClosedWindow(end - self.size_ms, end, counts, latency, mstats, late)
+        return ClosedWindow(end - self.size_ms, end, counts, latency, mstats, late, keys, cnt)
 
     def _expire_orders(self, pane_end: int, pane: Pane) -> None:
         """Orders whose callback deadline passed inside this pane count as missing callbacks."""
-        sids = expire_orders(self.pending, pane_end)
+        sids = expire_orders(self.pending, pane_end, self.overdue, self.max_overdue_orders)
         if sids is not None:
             pane.ensure_rows(len(self.registry))
             np.add.at(pane.counts[:, COL["missing_callbacks"]], sids, 1)
+
+    def drain_recovered(self) -> list[str]:
+        """Keys of overdue orders whose callback arrived since the last call."""
+        out, self.recovered = self.recovered, []
+        return out
 
     def evict_idle(self, protect: set[int] | None = None) -> np.ndarray:
         """Forget series idle for longer than ``idle_evict``; returns their (now free) ids."""

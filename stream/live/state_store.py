@@ -1,0 +1,314 @@
+"""Checkpoints of the worker's state, tied to the offsets they cover.
+
+A checkpoint is the pipeline's :meth:`~stream.pipeline.Pipeline.snapshot` (windows,
+detectors, open episodes; the state codec, no pickle) together with the next offset
+of every partition it has read.  It is keyed by the consumer group, the events topic
+and the *set* of partitions the worker owns: the whole worker's state moves as one
+(it is not split per partition), and comes back when the same set is assigned again —
+after a restart, a crash or a rebalance that gives the set back.  Restoring seeks the
+partitions to the checkpoint's offsets, so the events after it are read again and
+the state is exactly what it was (alerts they produce again keep their ``alert_id``).
+
+On Kafka (:class:`KafkaStateStore`) a checkpoint is written to ``kafka.state_topic``
+(compacted in production) as chunks of at most ``state.chunk_bytes`` followed by a
+header naming them; chunks alternate between two slots, so writing a checkpoint never
+overwrites the chunks of the one the current header names (a crash mid-write leaves
+the previous checkpoint whole).  :class:`MemoryStateStore` keeps them in a dict (tests).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import msgspec
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+
+from stream.clock import Clock
+from stream.config import KafkaConfig, StateConfig
+from stream.ingest.kafka_client import client_kwargs, start_client
+from stream.ingest.source import Offsets
+from stream.pipeline import Pipeline, StateError
+
+log = logging.getLogger("paywatch.state")
+
+HEADER_VERSION = 1
+
+
+@dataclass
+class Checkpoint:
+    """One stored state and the next offset per partition of the events topic it covers."""
+
+    seq: int
+    offsets: dict[int, int]
+    blob: bytes
+    written_ms: int = 0
+
+
+class StateStore(Protocol):
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+    async def load(self, key: str) -> Checkpoint | None:
+        """The newest whole checkpoint under ``key`` (None: there is none)."""
+
+    async def save(self, key: str, checkpoint: Checkpoint) -> None:
+        """Store ``checkpoint`` under ``key``; returns once it is durable."""
+
+
+@dataclass
+class MemoryStateStore:
+    """Checkpoints in a dict: what a test restarts a worker with."""
+
+    saved: dict[str, Checkpoint] = field(default_factory=dict)
+    saves: int = 0
+
+    async def start(self) -> None:
+        return None
+
+    async def stop(self) -> None:
+        return None
+
+    async def load(self, key: str) -> Checkpoint | None:
+        return self.saved.get(key)
+
+    async def save(self, key: str, checkpoint: Checkpoint) -> None:
+        self.saved[key] = checkpoint
+        self.saves += 1
+
+
+class _Header(msgspec.Struct):
+    v: int
+    seq: int
+    slot: int
+    chunks: int
+    sha256: str
+    offsets: dict[int, int]
+    written_ms: int
+
+
+class _Chunk(msgspec.Struct):
+    seq: int
+    i: int
+    data: bytes
+
+
+class KafkaStateStore:
+    """Checkpoints as records of the state topic: chunks, then a header naming them."""
+
+    def __init__(self, cfg: KafkaConfig, chunk_bytes: int = 512 * 1024) -> None:
+        self.cfg = cfg
+        self.chunk_bytes = chunk_bytes
+        self.producer = AIOKafkaProducer(
+            **client_kwargs(cfg),
+            client_id=f"{cfg.client_id}-state",
+            acks="all",
+            max_request_size=chunk_bytes + 64 * 1024,
+        )
+
+    async def start(self) -> None:
+        await start_client(self.producer, self.cfg.bootstrap_servers, what=" (state topic)")
+
+    async def stop(self) -> None:
+        await self.producer.stop()
+
+    async def save(self, key: str, checkpoint: Checkpoint) -> None:
+        blob, size, slot = checkpoint.blob, self.chunk_bytes, checkpoint.seq % 2
+        pieces = [blob[i : i + size] for i in range(0, len(blob), size)] or [b""]
+        topic = self.cfg.state_topic
+        sent = [
+            await self.producer.send(
+                topic,
+                msgspec.msgpack.encode(_Chunk(checkpoint.seq, i, piece)),
+                key=f"{key}/{slot}/{i}".encode(),
+            )
+            for i, piece in enumerate(pieces)
+        ]
+        await asyncio.gather(*sent)
+        header = _Header(
+            HEADER_VERSION,
+            checkpoint.seq,
+            slot,
+            len(pieces),
+            hashlib.sha256(blob).hexdigest(),
+            checkpoint.offsets,
+            checkpoint.written_ms,
+        )
+        await self.producer.send_and_wait(topic, msgspec.msgpack.encode(header), key=key.encode())
+
+    async def load(self, key: str) -> Checkpoint | None:
+        latest = await self._read_latest(key)
+        raw = latest.get(key)
+        if raw is None:
+            return None
+        try:
+            head = msgspec.msgpack.decode(raw, type=_Header)
+        except msgspec.DecodeError as exc:
+            log.warning("checkpoint header %s is not readable (%s): starting without it", key, exc)
+            return None
+        if head.v != HEADER_VERSION:
+            log.warning("checkpoint %s has header version %s: starting without it", key, head.v)
+            return None
+        parts = []
+        for i in range(head.chunks):
+            chunk = latest.get(f"{key}/{head.slot}/{i}")
+            piece = None if chunk is None else msgspec.msgpack.decode(chunk, type=_Chunk)
+            if piece is None or piece.seq != head.seq:
+                log.warning("checkpoint %s #%d is incomplete: starting without it", key, head.seq)
+                return None
+            parts.append(piece.data)
+        blob = b"".join(parts)
+        if hashlib.sha256(blob).hexdigest() != head.sha256:
+            log.warning("checkpoint %s #%d is corrupt: starting without it", key, head.seq)
+            return None
+        return Checkpoint(head.seq, head.offsets, blob, head.written_ms)
+
+    async def _read_latest(self, key: str) -> dict[str, bytes]:
+        """The newest value of every record key under ``key``, reading the topic to its end."""
+        consumer = AIOKafkaConsumer(
+            **client_kwargs(self.cfg),
+            group_id=None,
+            enable_auto_commit=False,
+            fetch_max_wait_ms=50,
+            request_timeout_ms=self.cfg.request_timeout_ms,
+            max_partition_fetch_bytes=self.chunk_bytes + 64 * 1024,
+        )
+        await start_client(consumer, self.cfg.bootstrap_servers, what=" (state topic)")
+        latest: dict[str, bytes] = {}
+        try:
+            await consumer.topics()
+            ids = consumer.partitions_for_topic(self.cfg.state_topic) or set()
+            tps = [TopicPartition(self.cfg.state_topic, p) for p in sorted(ids)]
+            if not tps:
+                return latest
+            consumer.assign(tps)
+            await consumer.seek_to_beginning(*tps)
+            ends = await consumer.end_offsets(tps)
+            todo = {tp for tp in tps if ends.get(tp)}
+            while todo:
+                got = await consumer.getmany(*todo, timeout_ms=500)
+                for records in got.values():
+                    for r in records:
+                        k = r.key.decode() if r.key else ""
+                        if (k == key or k.startswith(key + "/")) and r.value is not None:
+                            latest[k] = r.value
+                for tp in list(todo):
+                    # highwater() is what the last fetch answer said (end_offsets can be
+                    # short on some brokers when producers batch).
+                    hw = consumer.highwater(tp)
+                    if hw is not None and await consumer.position(tp) >= hw:
+                        todo.discard(tp)
+        finally:
+            await consumer.stop()
+        return latest
+
+
+def state_key(cfg: KafkaConfig, partitions: set[int]) -> str:
+    """The checkpoint key of a worker owning ``partitions`` of the events topic."""
+    return f"{cfg.group_id}/{cfg.events_topic}/{','.join(map(str, sorted(partitions)))}"
+
+
+class Checkpointer:
+    """When to checkpoint the pipeline, and restoring it when partitions are assigned.
+
+    Checkpoints are taken between batches (so the state matches the offsets of every
+    batch finished), every ``state.checkpoint_every_s`` of the clock and, with
+    ``state.checkpoint_on_alert``, after a batch whose alerts changed state.  The
+    snapshot is taken at once; storing it runs in the background, one at a time.
+    """
+
+    def __init__(
+        self,
+        pipeline: Pipeline,
+        store: StateStore,
+        kafka: KafkaConfig,
+        cfg: StateConfig,
+        clock: Clock,
+    ) -> None:
+        self.pipeline = pipeline
+        self.store = store
+        self.kafka = kafka
+        self.cfg = cfg
+        self.clock = clock
+        self.partitions: set[int] | None = None  # what the pipeline's state covers
+        self.positions: dict[int, int] = {}  # next offset per partition the state covers
+        self.seq = 0
+        self.written = 0  # checkpoints stored
+        self.restored: Checkpoint | None = None
+        self._last = clock.monotonic()
+        self._dirty = False
+        self._saving: asyncio.Task[None] | None = None
+
+    def after_batch(self, done: Offsets, alerts: bool) -> None:
+        """A batch is finished (published, committed): checkpoint now if it is due."""
+        self._dirty = True
+        self._take_positions(done)
+        due = self.clock.monotonic() - self._last >= self.cfg.checkpoint_every_s
+        if (due or (alerts and self.cfg.checkpoint_on_alert)) and self._idle():
+            self._saving = asyncio.ensure_future(self._save(self._snapshot()))
+
+    async def checkpoint(self, done: Offsets) -> None:
+        """Checkpoint now and wait until it is stored (revocation, shutdown)."""
+        self._take_positions(done)
+        if self._saving is not None:
+            await asyncio.shield(self._saving)
+        if self._dirty and self.partitions:
+            await self._save(self._snapshot())
+
+    async def restore(self, partitions: set[int]) -> dict[int, int]:
+        """``partitions`` are assigned: take their checkpoint (when there is one for this very
+        set and the state in memory is not theirs already); returns where to resume."""
+        if partitions == self.partitions:
+            return {}  # the state in memory is theirs and newer than any checkpoint
+        key = state_key(self.kafka, partitions)
+        try:
+            found = await self.store.load(key)
+            if found is not None:
+                self.pipeline.restore(found.blob)
+        except StateError as exc:
+            log.warning(
+                "checkpoint %s not restored: %s; starting from the state in memory", key, exc
+            )
+            found = None
+        except Exception as exc:  # the store unreachable: run on, without it
+            log.warning("checkpoint %s not read (%s); starting from the state in memory", key, exc)
+            found = None
+        self.partitions = set(partitions)
+        self._dirty = True
+        if found is None:
+            self.positions = {p: o for p, o in self.positions.items() if p in partitions}
+            return {}
+        log.info("restored checkpoint %s #%d (offsets %s)", key, found.seq, found.offsets)
+        self.restored, self.seq = found, found.seq
+        self.positions = {p: o for p, o in found.offsets.items() if p in partitions}
+        return dict(self.positions)
+
+    def _take_positions(self, done: Offsets) -> None:
+        for tp, offset in done.items():
+            if self.partitions is None or tp.partition in self.partitions:
+                self.positions[tp.partition] = offset
+
+    def _idle(self) -> bool:
+        return self._saving is None or self._saving.done()
+
+    def _snapshot(self) -> tuple[str, Checkpoint]:
+        self.seq += 1
+        self._last = self.clock.monotonic()
+        self._dirty = False
+        key = state_key(self.kafka, self.partitions or set())
+        return key, Checkpoint(
+            self.seq, dict(self.positions), self.pipeline.snapshot(), self.clock.now_ms()
+        )
+
+    async def _save(self, item: tuple[str, Checkpoint]) -> None:
+        key, cp = item
+        try:
+            await self.store.save(key, cp)
+            self.written += 1
+        except Exception as exc:  # a lost checkpoint costs a longer replay, not the worker
+            log.warning("checkpoint %s #%d not stored: %s", key, cp.seq, exc)
+            self._dirty = True
