@@ -182,6 +182,9 @@ def summary(results: Sequence[SeedResult]) -> dict[str, Any]:
         "false_per_hour": sum(len(r.false_alerts) for r in results) / hours if hours else 0.0,
         "max_episodes": max((i.max_episodes for i in incs), default=0),
         "confounder_alerts": dict(conf),
+        "false_by_rule": dict(
+            Counter(str(e["rule"]) for r in results for e in r.false_alerts).most_common()
+        ),
         "hours": hours,
     }
 
@@ -194,7 +197,8 @@ def print_summary(name: str, s: Mapping[str, Any]) -> None:
         f"{'∞ (missed)' if not math.isfinite(worst) else f'{worst:.1f}'}, median delay "
         f"{_fmt(s['median_delay_s'])} s, false alerts/h {s['false_per_hour']:.2f} over "
         f"{s['hours']:.0f} h, max episodes per incident per series {s['max_episodes']}, "
-        f"alerts during confounders {s['confounder_alerts'] or 0}"
+        f"alerts during confounders {s['confounder_alerts'] or 0}; false alerts by rule "
+        f"{s['false_by_rule'] or 0}"
     )
 
 

@@ -19,6 +19,7 @@ the same ids as the live run.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -26,6 +27,14 @@ from typing import Any
 from stream.alerting.record import AlertRecord
 from stream.judge.judgement import Judgement, alert_id, severity_rank
 from stream.series import series_labels
+
+#: Signals whose value is a share of the window's calls (errors of a class): their
+#: recovery is a reverse test, the log-likelihood ratio of the baseline share against
+#: the share seen while firing, summed over the healthy windows' calls.
+RATE_SIGNALS = frozenset({"error_rate", "timeouts", "config_error", "business_declines"})
+#: Evidence (nats) the healthy windows must give the baseline over the incident's share:
+#: e^6.9 = 1000 to 1, so a few lucky error-free windows inside an incident do not end it.
+RESOLVE_LLR = 6.9
 
 #: Signals whose detectors judge the count of the window itself (a drop to zero is
 #: their anomaly), so every judged window is evidence whatever its call volume.
@@ -46,6 +55,13 @@ class _Episode:
     alert_id: str = ""
     quiet_calls: int = 0  # calls of the healthy windows since the last anomalous one
     last_evidence_end: int = 0  # end of the last window that carried evidence either way
+    # Rate signals: calls and events of the class from the episode's start to its last
+    # anomalous window (the incident's share), and of the healthy run since then.
+    fire_calls: int = 0
+    fire_events: float = 0.0
+    run_calls: int = 0
+    run_events: float = 0.0
+    healthy_llr: float = 0.0  # reverse test: nats for the baseline since the last anomaly
 
 
 @dataclass
@@ -119,6 +135,10 @@ class AlertLifecycle:
             self.episodes[fp] = ep
         ep.anomalous_windows += 1
         ep.quiet_windows = ep.quiet_calls = 0
+        ep.healthy_llr = 0.0
+        ep.fire_calls += max(0, j.volume) + ep.run_calls
+        ep.fire_events += max(0.0, j.value) * max(0, j.volume) + ep.run_events
+        ep.run_calls, ep.run_events = 0, 0.0
         ep.last_anomalous_end = ep.last_evidence_end = j.window_end
         if not ep.firing and ep.anomalous_windows >= self.for_windows:
             ep.firing = True
@@ -148,6 +168,13 @@ class AlertLifecycle:
         ep.last_evidence_end = j.window_end
         healthy = j.signal in EVIDENCE_WITHOUT_CALLS
         ep.quiet_calls += self.resolve_min_calls if healthy else max(0, j.volume)
+        ep.run_calls += max(0, j.volume)
+        ep.run_events += max(0.0, j.value) * max(0, j.volume)
+        if j.signal in RATE_SIGNALS:
+            llr = _reverse_llr(ep, j, self.resolve_min_calls)
+            ep.healthy_llr = max(0.0, ep.healthy_llr + llr)
+            if ep.healthy_llr < RESOLVE_LLR:
+                return []
         if (
             ep.quiet_windows < self.keep_firing_for_windows
             or ep.quiet_calls < self.resolve_min_calls
@@ -213,3 +240,25 @@ class AlertLifecycle:
             summary=summary,
             hints=list(j.hints) if j else [],
         )
+
+
+def _reverse_llr(ep: _Episode, j: Judgement, prior_calls: int = 20) -> float:
+    """Log-likelihood ratio of one healthy window's calls: baseline share (``expected``)
+    against the episode's share from its start to its last anomalous window (the
+    anomalous windows alone overstate it: they are the unlucky ones; ``prior_calls``
+    clean calls are added, so one failure in a small merchant's three calls is not
+    taken for a 33 % share).  Positive when the
+    window looks like the baseline; one error at a tiny baseline makes it strongly negative.
+
+    >>> ep = _Episode("r", "timeouts", {}, 0, fire_calls=100, fire_events=4.0)
+    >>> j = Judgement("r", "timeouts", {}, 0, 10_000, 0.0, False, "info", 0.0, 0.001, "", 20)
+    >>> round(_reverse_llr(ep, j), 2)      # 20 calls without a timeout: 0.66 nats for health
+    0.66
+    """
+    n = max(0, j.volume)
+    if n == 0 or ep.fire_calls <= 0:
+        return 0.0
+    p0 = min(max(j.expected, 1e-4), 0.5)
+    p1 = min(max(ep.fire_events / (ep.fire_calls + prior_calls), 2 * p0), 1 - 1e-6)
+    k = min(n, max(0.0, j.value) * n)
+    return k * math.log(p0 / p1) + (n - k) * math.log((1 - p0) / (1 - p1))
