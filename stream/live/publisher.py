@@ -61,7 +61,7 @@ def _cut(text: str, limit: int) -> str:
     """``text`` within ``limit`` characters, with a marker saying how much was cut.
 
     >>> _cut("abcdefghij" * 10, 30)
-    'abcdefghijabcd…[+86 characters]'
+    'abcdefghijab…[+88 characters]'
     """
     if len(text) <= limit:
         return text
