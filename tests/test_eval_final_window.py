@@ -21,9 +21,12 @@ def test_backtest_does_not_judge_the_final_partial_window(tmp_path: Path) -> Non
     summary = backtest_events(
         events, Config(), None, progress=None, on_alerts=alerts.extend, pipeline=pipeline
     )
-    assert alerts == []
     last_event = pipeline.state.windows.max_ts
     assert last_event is not None and summary.last_ms is not None
+    # Judged, the cut window paged a traffic drop on every provider; now nothing is
+    # said about it (other rules' alerts on earlier windows are not this test's business).
+    assert not [a for a in alerts if a["rule"] == "traffic_drop"]
+    assert all(int(a["window_end"]) <= last_event - last_event % 10_000 for a in alerts)  # type: ignore[call-overload]
     # Every window before the cut was judged; the one the input ended inside was not.
     assert summary.last_ms == last_event - last_event % 10_000
     assert summary.stats.windows_closed == 120
