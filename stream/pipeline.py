@@ -67,7 +67,7 @@ class StepResult:
 
 @dataclass
 class PipelineState:
-    """Everything the pipeline remembers; pickles for checkpoints."""
+    """Everything the pipeline remembers; checkpointed by :meth:`Pipeline.snapshot`."""
 
     windows: WindowState
     lifecycle: AlertLifecycle

@@ -5,7 +5,7 @@ code the reader did not choose.  This codec follows pickle's *state* protocol
 (``__getstate__`` / ``__setstate__``, which paywatch's classes already define)
 but none of its ``__reduce__`` machinery:
 
-- containers (list, tuple, dict, set, deque, defaultdict of a builtin type),
+- containers (list, tuple, dict, OrderedDict, Counter, set, deque, defaultdict),
   numpy arrays and scalars (dtype string, shape and raw bytes), ``array.array``,
   enums and plain Python values are written as tagged msgpack arrays;
 - an object is written as its class path and its state; on reading, only
@@ -36,7 +36,7 @@ import enum
 import functools
 import importlib
 import types
-from collections import defaultdict, deque
+from collections import Counter, OrderedDict, defaultdict, deque
 from collections.abc import Callable
 from typing import Any, cast
 
@@ -54,7 +54,7 @@ _DEFAULT_FACTORIES: dict[str, Callable[[], Any]] = {
 }
 
 (LIST, TUPLE, DICT, SET, FROZENSET, DEQUE, NDARRAY, NDOBJ, NPSCALAR, OBJ, REF, FRESH) = range(12)
-(PYARRAY, ENUM, DEFAULTDICT, TYPE, BIGINT) = range(12, 17)
+(PYARRAY, ENUM, DEFAULTDICT, TYPE, BIGINT, ODICT, COUNTER) = range(12, 19)
 _CALLABLES = (
     types.FunctionType,
     types.BuiltinFunctionType,
@@ -132,8 +132,8 @@ class _Encoder:
     def _enc_mutable(self, o: Any, t: type) -> Any:
         if t is list:
             return [LIST, *map(self.enc, o)]
-        if t is dict:
-            return [DICT, *self._pairs(o)]
+        if t is dict or t is OrderedDict or t is Counter:
+            return [{dict: DICT, OrderedDict: ODICT, Counter: COUNTER}[t], *self._pairs(o)]
         if t is defaultdict:
             name = getattr(o.default_factory, "__name__", "")
             factory = name if _DEFAULT_FACTORIES.get(name) is o.default_factory else None
@@ -204,8 +204,9 @@ class _Decoder:
             out: list[Any] = self._keep([])
             out.extend(self.dec(v, _at(fresh, i)) for i, v in enumerate(node[1:]))
             return out
-        if tag == DICT:
-            return self._dict(self._keep({}), node[1:], fresh)
+        if tag in (DICT, ODICT, COUNTER):
+            made = {DICT: dict, ODICT: OrderedDict, COUNTER: Counter}[tag]()
+            return self._dict(self._keep(made), node[1:], fresh)
         if tag == DEFAULTDICT:
             factory = None if node[1] is None else _DEFAULT_FACTORIES[node[1]]
             if node[1] is None and isinstance(fresh, defaultdict):

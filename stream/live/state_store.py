@@ -238,6 +238,7 @@ class Checkpointer:
         self.positions: dict[int, int] = {}  # next offset per partition the state covers
         self.seq = 0
         self.written = 0  # checkpoints stored
+        self.failed = 0  # snapshots that could not be taken
         self.restored: Checkpoint | None = None
         self._last = clock.monotonic()
         self._dirty = False
@@ -249,15 +250,18 @@ class Checkpointer:
         self._take_positions(done)
         due = self.clock.monotonic() - self._last >= self.cfg.checkpoint_every_s
         if (due or (alerts and self.cfg.checkpoint_on_alert)) and self._idle():
-            self._saving = asyncio.ensure_future(self._save(self._snapshot()))
+            item = self._snapshot()
+            if item is not None:
+                self._saving = asyncio.ensure_future(self._save(item))
 
     async def checkpoint(self, done: Offsets) -> None:
         """Checkpoint now and wait until it is stored (revocation, shutdown)."""
         self._take_positions(done)
         if self._saving is not None:
             await asyncio.shield(self._saving)
-        if self._dirty and self.partitions:
-            await self._save(self._snapshot())
+        item = self._snapshot() if self._dirty and self.partitions else None
+        if item is not None:
+            await self._save(item)
 
     async def restore(self, partitions: set[int]) -> dict[int, int]:
         """``partitions`` are assigned: take their checkpoint (when there is one for this very
@@ -295,14 +299,21 @@ class Checkpointer:
     def _idle(self) -> bool:
         return self._saving is None or self._saving.done()
 
-    def _snapshot(self) -> tuple[str, Checkpoint]:
-        self.seq += 1
+    def _snapshot(self) -> tuple[str, Checkpoint] | None:
+        """The state now, or None when it cannot be written (logged and counted: the worker
+        runs on; a restart then replays from the last checkpoint that could)."""
         self._last = self.clock.monotonic()
+        try:
+            blob = self.pipeline.snapshot()
+        except Exception as exc:
+            self.failed += 1
+            if self.failed == 1 or self.failed % 100 == 0:
+                log.error("checkpoint not taken (%d so far): %s", self.failed, exc)
+            return None
+        self.seq += 1
         self._dirty = False
         key = state_key(self.kafka, self.partitions or set())
-        return key, Checkpoint(
-            self.seq, dict(self.positions), self.pipeline.snapshot(), self.clock.now_ms()
-        )
+        return key, Checkpoint(self.seq, dict(self.positions), blob, self.clock.now_ms())
 
     async def _save(self, item: tuple[str, Checkpoint]) -> None:
         key, cp = item

@@ -17,8 +17,8 @@ same windows, and the same stream gives the same windows whatever the batching.
 
 Memory is bounded: at most ``max_series_per_level`` series per level (the rest
 fold into an ``__other__`` series, counted), series idle for ``idle_evict`` are
-evicted, and pending orders are capped.  All state is plain and pickles for
-checkpoints.
+evicted, and pending orders are capped.  All state is plain and goes
+through the state codec (stream/state_codec.py) for checkpoints.
 """
 
 from __future__ import annotations
