@@ -123,7 +123,7 @@ async def test_email_for_firing_then_recovery_and_alerts_list_show(
     capsys: Any,
 ) -> None:
     cfg = notify_config(kafka_config, tmp_path, [route("oncall", smtp_server.url())])
-    during, after = split(traffic(), T0 + OUTAGE[0] + 50_000)
+    during, after = split(traffic(spread=True), T0 + OUTAGE[0] + 50_000)
     async with worker(cfg) as notes:
         await produce(cfg, during)
         assert await wait_until(lambda: len(smtp_server.messages) >= 1, timeout=15)
@@ -180,7 +180,7 @@ async def test_dingtalk_errcode_is_retried_then_falls_back_to_webhook(
             route("backup", webhook_server.url, match={"rule": "only-as-a-fallback"}),
         ],
     )
-    during, after = split(traffic(), T0 + OUTAGE[0] + 50_000)
+    during, after = split(traffic(spread=True), T0 + OUTAGE[0] + 50_000)
     dingtalk_robot.fail(310000, "keywords not in content", times=1)  # then it accepts
     async with worker(cfg):
         await produce(cfg, during)
@@ -311,7 +311,7 @@ async def test_cli_silence_mutes_a_running_worker_until_it_expires_then_ack(
             }
         )
     )
-    during, _ = split(traffic(), T0 + OUTAGE[0] + 50_000)
+    during, _ = split(traffic(spread=True), T0 + OUTAGE[0] + 50_000)
     async with worker(cfg) as notes:
         r = await asyncio.to_thread(
             cli, "alerts", "silence", "--match", "provider=alipay", "--match", "severity=~crit.*",
