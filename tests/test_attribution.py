@@ -33,7 +33,7 @@ def merchant_hint(share: float) -> list[dict[str, Any]]:
 
 def page(records: list[AlertRecord]) -> tuple[list[tuple[str, ...]], Dispatcher]:
     # One group for everything, so the test sees exactly which alerts a message names.
-    d = Dispatcher([RouteConfig("oncall", group_by=[], group_wait_s=30)])
+    d = Dispatcher([RouteConfig("oncall", group_by=(), group_wait_s=30)])
     for r in records:
         d.on_alert(r, T0 + 10 * S)
     return [m.alert_ids for m in d.tick(T0 + 60 * S)], d

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from stream.alerting.lifecycle import AlertLifecycle
 from stream.alerting.record import AlertRecord
 from stream.judge.judgement import Judgement
@@ -26,7 +28,7 @@ def judge(i: int, anomalous: bool, volume: int, signal: str = "error_rate") -> J
     )
 
 
-def run(life: AlertLifecycle, windows: list[tuple[bool, int] | None]) -> list[AlertRecord]:
+def run(life: AlertLifecycle, windows: Sequence[tuple[bool, int] | None]) -> list[AlertRecord]:
     """One window per item: (anomalous, calls), or None when the series is not judged at all."""
     out: list[AlertRecord] = []
     for i, w in enumerate(windows):
