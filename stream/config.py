@@ -773,6 +773,21 @@ class Config:
             raise ConfigError(f"notify.routes: {exc}") from None
         return routes, rules
 
+    def builtin_inhibit_rules(self) -> list[InhibitRule]:
+        """Inhibit rules on while ``notify.default_inhibit``, beside the configured ones:
+        timeouts are system errors, so a system-error alert mutes the timeouts alert of
+        the same series (one incident, one page).  Matched on signals, which renaming a
+        rule does not change; ``equal`` on every series dimension.
+
+        >>> (rule,) = Config().builtin_inhibit_rules()
+        >>> rule.source_match, rule.target_match, rule.equal
+        ({'signal': 'error_rate'}, {'signal': 'timeouts'}, ('provider', 'operation', 'merchant_id'))
+        """
+        if not self.notify.default_inhibit:
+            return []
+        dims = tuple(dict.fromkeys(d for level in self.windows.levels for d in level))
+        return [InhibitRule({"signal": "error_rate"}, {"signal": "timeouts"}, dims)]
+
 
 def _positive(key: str, value: float) -> None:
     if not value > 0:

@@ -5,18 +5,22 @@ it (its operations and merchants) are folded into a count instead of thirty
 lines, the way inhibition keeps a pager quiet.  When one series beneath carries
 the broader alert's trouble (:func:`~stream.alerting.inhibit.carries`: one
 merchant's broken keys), it is the other way round: that series is printed and
-the broader alerts fold into it.
+the broader alerts fold into it.  Inhibit rules given (the built-in ones: a
+system-error alert mutes the timeouts alert of its series) fold their targets too.
 """
 
 from __future__ import annotations
 
 import sys
 from collections import Counter
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import TextIO
 
-from stream.alerting.inhibit import carries
+from stream.alerting.inhibit import carries, inhibits
+from stream.alerting.matchers import from_config, matches_all
 from stream.alerting.record import AlertRecord
+from stream.config import InhibitRule
 from stream.series import is_beneath, series_text
 
 _COLORS = {
@@ -33,12 +37,19 @@ def _hms(ms: int) -> str:
 
 
 class ConsoleNotifier:
-    def __init__(self, stream: TextIO | None = None, color: str = "auto") -> None:
+    def __init__(
+        self,
+        stream: TextIO | None = None,
+        color: str = "auto",
+        inhibit_rules: Sequence[InhibitRule] = (),
+    ) -> None:
         self.out = stream or sys.stdout
+        self.inhibit_rules = list(inhibit_rules)
         self.color = color == "always" or (color == "auto" and self.out.isatty())
         # Printed firing alerts by fingerprint, to fold related alerts into them.
         self.shown: dict[str, AlertRecord] = {}
         self.folded: dict[str, str] = {}  # folded fingerprint -> the shown one it folds into
+        self.folded_recs: dict[str, AlertRecord] = {}  # folded fingerprint -> its record
         self.fold_counts: Counter[str] = Counter()  # shown fingerprint -> series folded in
         self.fired = 0
         self.resolved = 0
@@ -48,15 +59,16 @@ class ConsoleNotifier:
 
     def notify(self, records: list[AlertRecord]) -> None:
         firing_now = [r for r in records if r.status == "firing"]
-        # Broader series first so a provider alert is shown before those beneath it.
-        for rec in sorted(records, key=lambda r: (r.window_end, len(r.series))):
+        # Broader series first so a provider alert is shown before those beneath it;
+        # inhibit-rule targets last, so their sources are on screen to fold into.
+        for rec in sorted(records, key=lambda r: (r.window_end, self._target(r), len(r.series))):
             fp = rec.fingerprint
             if rec.status == "firing":
                 if fp in self.shown or fp in self.folded:
                     continue  # an escalation of what is already on screen
                 into = self._folds_into(rec, firing_now)
                 if into is not None:
-                    self.folded[fp] = into
+                    self.folded[fp], self.folded_recs[fp] = into, rec
                     if not self.fold_counts[into]:
                         self._fold_note(self.shown[into], rec)  # once, under the shown alert
                     self.fold_counts[into] += 1
@@ -66,6 +78,7 @@ class ConsoleNotifier:
                 self._line(rec)
             else:
                 if self.folded.pop(fp, None) is not None:
+                    self.folded_recs.pop(fp, None)
                     continue
                 if self.shown.pop(fp, None) is not None:
                     self.resolved += 1
@@ -76,8 +89,10 @@ class ConsoleNotifier:
         where = series_text(shown.series)
         if is_beneath(folded.series, shown.series):
             text = f"series beneath {where} are affected too (folded into this alert)"
-        else:  # a broader alert folded into the series that carries its trouble
+        elif is_beneath(shown.series, folded.series):  # the series beneath carries it
             text = f"{series_text(folded.series)} folded into {where}, which carries it"
+        else:  # an inhibit rule's target (e.g. the timeouts of this very series)
+            text = f"{folded.rule} of {series_text(folded.series)} is part of it (folded in)"
         print(f"           └─ {text}", file=self.out)
 
     def _folds_into(self, rec: AlertRecord, firing_now: list[AlertRecord]) -> str | None:
@@ -94,7 +109,20 @@ class ConsoleNotifier:
             beneath = shown.rule == rec.rule and is_beneath(rec.series, shown.series)
             if beneath and not carries(shown, rec):
                 return pfp
+            if any(inhibits(r, shown.labels, rec.labels) for r in self.inhibit_rules):
+                return pfp
+        for ffp, folded in self.folded_recs.items():  # beneath an alert folded itself
+            beneath = folded.rule == rec.rule and is_beneath(rec.series, folded.series)
+            if beneath and not carries(folded, rec):
+                return self.folded[ffp]
         return None
+
+    def _target(self, rec: AlertRecord) -> bool:
+        """Whether an inhibit rule may fold ``rec`` into another alert."""
+        return any(
+            matches_all(from_config(r.target_match, r.target_match_re), rec.labels)
+            for r in self.inhibit_rules
+        )
 
     def _line(self, rec: AlertRecord, folded: int = 0) -> None:
         if rec.status == "firing":

@@ -80,7 +80,7 @@ class Notifications:
         self.silences = SilenceSet()
         self.dispatcher = Dispatcher(
             routes,
-            rules,
+            [*rules, *config.builtin_inhibit_rules()],
             self.silences,
             default_inhibit=config.notify.default_inhibit,
             history=history,

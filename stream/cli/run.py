@@ -28,7 +28,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     cfg = load_config(args.config, args.bootstrap)
     sinks = []
     if cfg.notify.console.enabled:
-        sinks.append(ConsoleNotifier(color=cfg.notify.console.color).notify)
+        _, rules = cfg.notify_routes()
+        console = ConsoleNotifier(
+            color=cfg.notify.console.color,
+            inhibit_rules=[*rules, *cfg.builtin_inhibit_rules()],
+        )
+        sinks.append(console.notify)
     asyncio.run(_until_signal(lambda stop: run_worker(cfg, stop, sinks)))
     return 0
 

@@ -71,7 +71,7 @@ async def _demo(duration_s: float, seed: int, out: Any) -> int:
         k = cfg.kafka
         await ensure_topics(broker.bootstrap, [k.events_topic, k.dlq_topic, k.alerts_topic])
         _announce(say, cfg, plan, start_ms)
-        console = ConsoleNotifier(stream=out)
+        console = ConsoleNotifier(stream=out, inhibit_rules=cfg.builtin_inhibit_rules())
         stop_worker = asyncio.Event()
         worker = asyncio.create_task(
             run_worker(cfg, stop_worker, [_paged(console.notify)], progress_every_s=3600)
