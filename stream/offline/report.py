@@ -17,7 +17,7 @@ from __future__ import annotations
 import html
 import itertools
 import math
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -346,7 +346,7 @@ def chart_specs(
     labels: Sequence[Mapping[str, Any]] | None,
     limit: int = MAX_CHARTS,
 ) -> list[ChartSpec]:
-    """The alerting (rule, series) to chart, worst first: severity, score, episodes."""
+    """The alerting (rule, series) to chart, worst first: severity, score, breadth."""
     by_key: dict[tuple[str, Any], list[Mapping[str, Any]]] = defaultdict(list)
     for a in alerts:
         by_key[(str(a["rule"]), series_key(a["series"]))].append(a)
@@ -376,7 +376,19 @@ def chart_specs(
             if series_matches(tr.series, lab["series"])
         ]
         specs.append(ChartSpec(tr, dict(recs[0]["series"]), sorted(spans), lab_spans, worst))
-    specs.sort(key=lambda c: (-severity_rank(c.worst[0]), -c.worst[1], -c.worst[2], c.trace.rule))
+    # Ties (sequential scores saturate at 1.0): broader series first, then the rule
+    # alerting on the most series (the incident's main signal), then the most episodes.
+    reach = Counter(c.trace.rule for c in specs)
+    specs.sort(
+        key=lambda c: (
+            -severity_rank(c.worst[0]),
+            -c.worst[1],
+            len(c.series),
+            -reach[c.trace.rule],
+            -c.worst[2],
+            c.trace.rule,
+        )
+    )
     return specs[:limit]
 
 
