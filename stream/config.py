@@ -359,7 +359,8 @@ class NotifyConfig:
     # console and the alerts topic only.
     routes: list[dict[str, Any]] = field(default_factory=list)
     inhibit_rules: list[dict[str, Any]] = field(default_factory=list)
-    # A provider-wide alert mutes the same rule's alerts on series beneath it.
+    # A provider-wide alert mutes the same rule's alerts on series beneath it, and a
+    # system-error alert the timeouts alert of its series (builtin_inhibit_rules).
     default_inhibit: bool = True
     # SQLite file for alert, notification and delivery history ("" = the default
     # under $XDG_DATA_HOME/paywatch, "off" = keep none).
