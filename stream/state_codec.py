@@ -7,7 +7,8 @@ but none of its ``__reduce__`` machinery:
 
 - containers (list, tuple, dict, OrderedDict, Counter, set, deque, defaultdict),
   numpy arrays and scalars (dtype string, shape and raw bytes), ``array.array``,
-  enums and plain Python values are written as tagged msgpack arrays;
+  ``random.Random`` (its state: numbers), enums and plain Python values are written
+  as tagged msgpack arrays;
 - an object is written as its class path and its state; on reading, only
   classes from the allowed packages (:data:`ALLOWED`) are instantiated, with
   ``cls.__new__`` and their own ``__setstate__`` (or plain attribute setting) —
@@ -35,6 +36,7 @@ import array
 import enum
 import functools
 import importlib
+import random
 import types
 from collections import Counter, OrderedDict, defaultdict, deque
 from collections.abc import Callable
@@ -54,7 +56,7 @@ _DEFAULT_FACTORIES: dict[str, Callable[[], Any]] = {
 }
 
 (LIST, TUPLE, DICT, SET, FROZENSET, DEQUE, NDARRAY, NDOBJ, NPSCALAR, OBJ, REF, FRESH) = range(12)
-(PYARRAY, ENUM, DEFAULTDICT, TYPE, BIGINT, ODICT, COUNTER) = range(12, 19)
+(PYARRAY, ENUM, DEFAULTDICT, TYPE, BIGINT, ODICT, COUNTER, RANDOM) = range(12, 20)
 _CALLABLES = (
     types.FunctionType,
     types.BuiltinFunctionType,
@@ -150,6 +152,8 @@ class _Encoder:
             return [NDARRAY, o.dtype.str, list(o.shape), np.ascontiguousarray(o).tobytes()]
         if t is array.array:
             return [PYARRAY, o.typecode, o.tobytes()]
+        if t is random.Random:  # river models' generators: their state is plain numbers
+            return [RANDOM, self.enc(o.getstate())]
         if isinstance(o, enum.Enum):
             return [ENUM, _class_path(t), self.enc(o.value)]
         if not t.__module__.startswith(ALLOWED):
@@ -233,6 +237,10 @@ class _Decoder:
             pa = self._keep(array.array(node[1]))
             pa.frombytes(node[2])
             return pa
+        if tag == RANDOM:
+            rng = self._keep(random.Random())
+            rng.setstate(self.dec(node[1]))
+            return rng
         if tag == ENUM:
             cls = _load_class(node[1])
             return self._keep(cls(self.dec(node[2])))

@@ -55,6 +55,29 @@ def test_a_restored_pipeline_decides_what_the_uninterrupted_one_decides() -> Non
     assert second.state.stats == whole.state.stats
 
 
+def test_a_river_model_checkpoints_with_its_random_generator() -> None:
+    """The demo's HalfSpaceTrees holds a ``random.Random``: the checkpoint carries its
+    state, and the restored model judges as the uninterrupted one."""
+    river = {
+        "enabled": True,
+        "levels": [["provider"]],
+        "min_windows": 3,
+        "model": "river.anomaly.HalfSpaceTrees",
+        "params": {"n_trees": 3, "window_size": 5, "seed": 1},
+    }
+    cfg = {"metrics": {"port": 0}, "detectors": {"multivariate": river}}
+    values = [orjson.dumps(e) for e in traffic()]
+    half = len(values) // 2
+    whole = Pipeline(config_from_dict(cfg))
+    want = feed(whole, values)
+    first = Pipeline(config_from_dict(cfg))
+    before = feed(first, values[:half])
+    second = Pipeline(config_from_dict(cfg))
+    second.restore(first.snapshot())
+    assert before + feed(second, values[half:], half) == want
+    assert any(a["rule"] == "multivariate" for a in want)
+
+
 def test_checkpoints_that_cannot_be_taken_say_why() -> None:
     p = Pipeline(config())
     head, body = msgspec.msgpack.decode(p.snapshot())
