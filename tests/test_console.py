@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io
 
 from stream.alerting.console import ConsoleNotifier
 from stream.alerting.record import AlertRecord
+from stream.config import Config
 
 T = 1_767_225_600_000
 PARENT = {"provider": "alipay"}
@@ -55,3 +57,20 @@ def test_children_folded_beneath_a_parent_that_stays_firing() -> None:
     console.notify([rec("firing", PARENT, T + 10_000), rec("firing", CHILD, T + 10_000)])
     lines = out.getvalue().splitlines()
     assert len(lines) == 2 and "FIRING" in lines[0] and "└─ series beneath alipay" in lines[1]
+
+
+def test_the_timeouts_of_an_outage_fold_into_its_system_error_alert() -> None:
+    """The built-in inhibit rule on the console: same series, timeouts beneath system
+    errors — even when the timeouts alert comes first in the batch; its operations too."""
+    out = io.StringIO()
+    console = ConsoleNotifier(out, color="never", inhibit_rules=Config().builtin_inhibit_rules())
+    timeouts = [
+        dataclasses.replace(rec("firing", s, T + 10_000), rule="timeouts", signal="timeouts",
+                            fingerprint=f"to-{len(s)}", severity="warning")
+        for s in (PARENT, CHILD)
+    ]  # fmt: skip
+    console.notify([*timeouts, rec("firing", PARENT, T + 10_000)])
+    lines = out.getvalue().splitlines()
+    assert len(lines) == 2 and "FIRING   critical system_error_rate" in lines[0]
+    assert lines[1].strip() == "└─ timeouts of alipay is part of it (folded in)"
+    assert console.fired == 1 and set(console.folded) == {"to-1", "to-2"}

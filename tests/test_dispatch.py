@@ -20,7 +20,7 @@ from stream.alerting.matchers import Matcher
 from stream.alerting.record import AlertRecord
 from stream.alerting.routes import route_targets
 from stream.alerting.silences import ControlEvent, Recurrence, Silence, SilenceSet
-from stream.config import InhibitRule, RouteConfig, RouteConfigError
+from stream.config import Config, InhibitRule, RouteConfig, RouteConfigError
 from tests.factories import make_alert, resolved
 from tests.servers import WebhookServer, wait_until, webhook_server  # noqa: F401
 
@@ -351,6 +351,25 @@ def test_configured_inhibit_rule_with_equal_labels() -> None:
         d.on_alert(r, T0)
     sent = {a for m in d.tick(T0 + 30 * S) for a in m.alert_ids}
     assert sent == {drop.alert_id, other.alert_id}
+
+
+def test_builtin_rule_an_outage_pages_once_not_once_per_rule() -> None:
+    """Timeouts are system errors: the timeouts alert of a series with a system-error
+    alert is muted (and its merchants with it); another series' timeouts still page."""
+    rules = Config().builtin_inhibit_rules()
+    d = Dispatcher([route(group_by=("...",))], rules, SilenceSet())
+    errors = rec({"provider": "alipay"}, rule="system_error_rate")
+    timeouts = rec({"provider": "alipay"}, rule="timeouts", signal="timeouts", severity="warning")
+    beneath = rec(
+        {"provider": "alipay", "merchant_id": "m1"}, rule="timeouts", signal="timeouts",
+        severity="warning",
+    )  # fmt: skip
+    other = rec({"provider": "paypal"}, rule="timeouts", signal="timeouts", severity="warning")
+    for r in (errors, timeouts, beneath, other):
+        d.on_alert(r, T0)
+    sent = {a for m in d.tick(T0 + 30 * S) for a in m.alert_ids}
+    assert sent == {errors.alert_id, other.alert_id}
+    assert d.inhibitor.mute_reason(timeouts) == f"inhibited by {errors.alert_id}"
 
 
 def test_inhibit_rule_from_config() -> None:
