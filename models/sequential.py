@@ -45,7 +45,15 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from models.bank import Columns, StateBank, column, cusum_many, decay_many, register_twin
+from models.bank import (
+    Columns,
+    StateBank,
+    column,
+    cusum_many,
+    decay_many,
+    put_rows,
+    register_twin,
+)
 from models.base import Features, feature
 from models.budget import cusum_threshold, kl_bernoulli
 
@@ -218,15 +226,34 @@ class SeqBank(StateBank):
     ) -> tuple[np.ndarray, np.ndarray]:
         """(score per slot, calm: learnable) from the new CUSUM rows.
 
-        Hysteresis (the reverse test): once the largest CUSUM reached ``h`` the slot stays
-        anomalous (score >= 0.5) until it has fallen to ``h - resolve_nats``, i.e. until
-        the calls since carried that much evidence of health.
+        Hysteresis (the reverse test): once a CUSUM reached ``h`` the slot stays anomalous
+        (score >= 0.5) until it has fallen to ``h - resolve_nats``, i.e. until the calls
+        since carried that much evidence of health.  That evidence is weighed against
+        the sharpest alternative that signalled (rows go from the mildest to the
+        sharpest change; ``alarm`` holds 1 + its row): milder rows are held at or below
+        it, else after a large incident the mildest row (x3 of a 0.2 % rate drifts down
+        by ~0.002 nats a call) would keep a cured series paging for half an hour.
         """
         p = self.params
+        h, rows = p.threshold, np.arange(s.shape[0])[:, None]
+        was = self.alarm[slots] > 0
+        crossed = np.where(s >= h, rows, -1).max(axis=0)  # sharpest row at h, -1: none
+        prev = self.alarm[slots].astype(np.intp) - 1
+        fired = np.where(was, np.maximum(prev, crossed), crossed)
+        held = fired >= 0
+        if held.any():
+            lead = s[np.maximum(fired, 0), np.arange(s.shape[1])]
+            s = np.where(held & (rows < fired), np.minimum(s, lead), s)
         top = s.max(axis=0)
-        h = p.threshold
-        alarm = judged & ((top >= h) | ((self.alarm[slots] > 0) & (top > h - p.resolve_nats)))
-        self.alarm[slots] = alarm
+        alarm = judged & held & ((top >= h) | (was & (top > h - p.resolve_nats)))
+        # Renewal: an alarm that ended restarts its CUSUM from 0 (Page's procedure after
+        # a signal).  Left at ``h - resolve_nats`` one error would page again at once, and
+        # a baseline above ``suspect * h`` would stay frozen: ``ARL0 >= e^h`` holds only
+        # for a CUSUM started at 0.
+        s = np.where(was & ~alarm, 0.0, s)
+        top = s.max(axis=0)
+        put_rows(self.s, slots, s)
+        self.alarm[slots] = np.where(alarm, 1.0 + fired, 0.0)
         score = cusum_many(top, h, p.cap_s)
         score = np.where(alarm, np.maximum(score, 0.5), np.where(judged, score, 0.0))
         return score, top < p.suspect * h
