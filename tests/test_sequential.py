@@ -181,3 +181,21 @@ def test_false_alarms_within_budget_over_seven_days_at_low_volume() -> None:
         alarms += int(np.count_nonzero(now & ~was))
         was = now
     assert alarms <= budget, (alarms, budget)
+
+
+def test_a_cured_merchant_series_stops_paging_and_a_stray_error_does_not_page_again() -> None:
+    # A merchant at 5 calls a window, 0.2 % errors; a 40 % outage for 5 minutes; then
+    # healthy with one stray error a window in 60.  The x3 alternative drifts back
+    # by ~0.01 nats a window: recovery is judged against the x20 one that signalled
+    # (~0.2 nats a window) and the CUSUM restarts from 0 once the alarm ends.
+    params = SYSTEM_RATE
+    calls = np.full(600 + 30 + 300, 5.0)
+    bad = np.zeros(calls.size)
+    bad[:600:100] = 1.0
+    bad[600:630] = 2.0
+    bad[630 + 59 :: 60] = 1.0
+    paged = _run_rate(params, calls, bad) >= 0.5
+    assert paged[600:630].any() and not paged[:600].any()
+    after = paged[630:]
+    assert not after[20:].any(), f"still paging {np.flatnonzero(after)[-1]} windows after"
+    assert _episodes(paged) == 1
