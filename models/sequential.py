@@ -486,6 +486,10 @@ class VolumeParams:
     resolve_nats: float = 1.0
     suspect: float = 0.5
     min_windows: int = 60
+    # Fleet demand: the median of calls / forecast over the bank's series expecting at
+    # least this many calls, once there are this many (below: no fleet, factor 1).
+    demand_min_calls: float = 10.0
+    demand_min_series: int = 3
 
     @property
     def threshold(self) -> float:
@@ -529,6 +533,22 @@ class VolumeBank(SeqBank):
         p = self.params
         return np.maximum(self.level[slots] + p.damping * self.trend[slots], 0.0)
 
+    def demand(self, k: np.ndarray, lam0: np.ndarray, ready: np.ndarray) -> float:
+        """The fleet's demand factor this window, at most 1: the median of calls over
+        forecast of the series judged together.
+
+        Demand scales every series' rate at once (``lambda_i = g * lambda0_i``: a lull,
+        the night); a failure takes a provider's share away.  The median is the robust
+        estimate of ``g`` that one provider's series (a minority) cannot move, so a
+        provider's drop is judged against ``g * lambda0`` and a fleet-wide dip is not a
+        drop.  A single series (the one-slot detector) has no fleet: factor 1.
+        """
+        p = self.params
+        use = ready & (lam0 >= p.demand_min_calls)
+        if int(np.count_nonzero(use)) < p.demand_min_series:
+            return 1.0
+        return float(min(1.0, np.median(k[use] / lam0[use])))
+
     def score_learn_many(self, slots: np.ndarray, x: Columns) -> np.ndarray:
         slots = self._claim(slots)
         p, m = self.params, slots.size
@@ -539,7 +559,8 @@ class VolumeBank(SeqBank):
         ready = n >= p.min_windows
         phi = _phi(self.dev[slots], self.var[slots], p.dispersion_prior, p.max_dispersion)
         rho = np.asarray(p.ratios)[:, None]
-        llr = k * np.log(rho) + lam0 * (1.0 - rho)
+        lam = self.demand(k, lam0, ready) * lam0
+        llr = k * np.log(rho) + lam * (1.0 - rho)
         s = self._cusum(slots, llr / phi, ready)
         score, calm = self._score(slots, s, ready)
         # Holt's damped trend, learned from calm windows, each innovation clipped.

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from models.bank import Columns
 from models.budget import cusum_threshold, oracle_delay_latency_s, oracle_delay_rate_s
 from models.sequential import (
     CONFIG_RATE,
@@ -35,7 +36,7 @@ def _run_rate(params: RateParams, calls: np.ndarray, bad: np.ndarray) -> np.ndar
     key = params.errors_key
     out = np.empty(calls.size)
     for i in range(calls.size):
-        x = {"volume": calls[i : i + 1], key: bad[i : i + 1], "window_s": W}
+        x: Columns = {"volume": calls[i : i + 1], key: bad[i : i + 1], "window_s": W}
         out[i] = bank.score_learn_many(ONE, x)[0]
     return out
 
@@ -107,7 +108,7 @@ def _latency_stream(rng, rate, mu_ms, sigma, windows, factor_from, factor):
         f = factor if i >= factor_from else 1.0
         lat = mu_ms * f * np.exp(sigma * rng.standard_normal(n))
         p50 = float(np.sort(lat)[max(0, int(np.ceil(0.5 * n)) - 1)]) if n else np.nan
-        x = {"volume": np.array([float(n)]), "latency_p50": np.array([p50]), "window_s": W}
+        x: Columns = {"volume": np.array([float(n)]), "latency_p50": np.array([p50]), "window_s": W}
         scores[i] = det.score_learn_many(ONE, x)[0]
     return scores
 
