@@ -15,14 +15,16 @@ series, slot-indexed state as in :mod:`models.bank`):
   on normal data); Gaussian LLR for a shift ``delta`` (latency x 1.5, x 3), with the
   standardised value clipped so one slow call adds a bounded amount of evidence.
 - :class:`VolumeBank`: a drop of the call count.  Poisson LLR of ``k`` calls against a
-  damped-trend (Holt) forecast ``lam0`` that follows the daily curve, for drops to
-  ``rho * lam0``; quasi-likelihood as above.
+  damped-trend (Holt) forecast ``lam0`` times the fleet's demand this window (the
+  median of calls over forecast of the bank's series), for drops to ``rho`` times
+  that; quasi-likelihood as above.
 
 Each CUSUM is ``s <- min(cap, max(0, s + llr / phi))``; the detector's score is 0.5 when
 the largest of its CUSUMs reaches ``h`` (see :mod:`models.budget`: ``h = ln(k ARL0)``
 from the one false-alarm budget) and 1.0 at ``cap = h + resolve_nats``.  A window
 without calls has LLR 0: it neither adds evidence nor resets it, and an open alert
-falls below 0.5 only after ``resolve_nats`` of evidence that the series is healthy.
+falls below 0.5 only after ``resolve_nats`` of evidence that the series is healthy,
+weighed against the sharpest alternative that signalled; then the CUSUM restarts at 0.
 
 Baselines learn only from windows whose CUSUM stays below ``suspect * h`` (never from a
 window they page on or a slowly building incident), shrunk toward a prior rate (the
@@ -152,7 +154,8 @@ class SeqBank(StateBank):
     _pooled: ClassVar[tuple[str, ...]] = ()
     params: Any
     s: np.ndarray
-    alarm: np.ndarray  # 1.0 while the slot pages (hysteresis)
+    alarm: np.ndarray  # 1 + the row that signalled while the slot pages, else 0
+    _step: np.ndarray  # the last window's LLR per row (transient, not pickled)
 
     def __init__(self, params: Any) -> None:
         self.prototype = params
@@ -215,6 +218,7 @@ class SeqBank(StateBank):
     def _cusum(self, slots: np.ndarray, llr: np.ndarray, judged: np.ndarray) -> np.ndarray:
         """Advance the CUSUM rows of ``slots``; returns the new statistic (R, m)."""
         p = self.params
+        self._step = llr  # this window's evidence per row, for _score's recovery test
         s = np.clip(self.s[:, slots] + llr, 0.0, p.cap_s)
         s = np.where(judged, s, 0.0)
         for row, vals in zip(self.s, s, strict=True):
@@ -230,9 +234,11 @@ class SeqBank(StateBank):
         (score >= 0.5) until it has fallen to ``h - resolve_nats``, i.e. until the calls
         since carried that much evidence of health.  That evidence is weighed against
         the sharpest alternative that signalled (rows go from the mildest to the
-        sharpest change; ``alarm`` holds 1 + its row): milder rows are held at or below
-        it, else after a large incident the mildest row (x3 of a 0.2 % rate drifts down
-        by ~0.002 nats a call) would keep a cured series paging for half an hour.
+        sharpest change; ``alarm`` holds 1 + its row): in a window that favours the
+        normal model, milder rows are held at or below it, else after a large incident
+        the mildest row (x3 of a 0.2 % rate drifts down by ~0.003 nats a call) would
+        keep a cured series paging for half an hour.  A window that favours a milder
+        alternative (a traffic drop of 80 % between rho 0.4 and 0.05) keeps it.
         """
         p = self.params
         h, rows = p.threshold, np.arange(s.shape[0])[:, None]
@@ -243,7 +249,8 @@ class SeqBank(StateBank):
         held = fired >= 0
         if held.any():
             lead = s[np.maximum(fired, 0), np.arange(s.shape[1])]
-            s = np.where(held & (rows < fired), np.minimum(s, lead), s)
+            against = np.broadcast_to(self._step, s.shape) <= 0  # window favours normal
+            s = np.where(held & (rows < fired) & against, np.minimum(s, lead), s)
         top = s.max(axis=0)
         alarm = judged & held & ((top >= h) | (was & (top > h - p.resolve_nats)))
         # Renewal: an alarm that ended restarts its CUSUM from 0 (Page's procedure after
