@@ -497,6 +497,8 @@ class VolumeParams:
     # least this many calls, once there are this many (below: no fleet, factor 1).
     demand_min_calls: float = 10.0
     demand_min_series: int = 3
+    # Alternatives at or below this ratio mean "traffic gone": judged without demand.
+    gone_rho: float = 0.1
 
     @property
     def threshold(self) -> float:
@@ -566,7 +568,9 @@ class VolumeBank(SeqBank):
         ready = n >= p.min_windows
         phi = _phi(self.dev[slots], self.var[slots], p.dispersion_prior, p.max_dispersion)
         rho = np.asarray(p.ratios)[:, None]
-        lam = self.demand(k, lam0, ready) * lam0
+        # Demand explains a partial dip, never traffic gone: a fleet falling silent pages.
+        g = np.where(rho > p.gone_rho, self.demand(k, lam0, ready), 1.0)
+        lam = g * lam0
         llr = k * np.log(rho) + lam * (1.0 - rho)
         s = self._cusum(slots, llr / phi, ready)
         score, calm = self._score(slots, s, ready)
