@@ -1076,8 +1076,11 @@ class _Sim:
             cb = self.cfg.rate * self._intensity(start_ms) * float(self.cell_w[create].sum())
             cb *= 1 - self.cfg.abandon_rate
             # Duplicates: ~1 % normally; a storm adds m redeliveries per callback.
-            p0, p1 = (0.01, (m + 0.01) / (1 + m)) if inc.kind == "duplicate_storm" else (
-                0.0002, m + (1 - m) * 0.0002)
+            p0, p1 = (
+                (0.01, (m + 0.01) / (1 + m))
+                if inc.kind == "duplicate_storm"
+                else (0.0002, m + (1 - m) * 0.0002)
+            )
             out |= {"stat": "rate", "calls_per_s": round(cb, 6), "p0": p0, "p1": round(p1, 6)}
         elif inc.kind in ("callback_loss", "cert_rotation"):
             create = self._cell_mask(p, mi, "create_payment")
