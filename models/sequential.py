@@ -68,8 +68,26 @@ def _h(h: float, tests: int) -> float:
     return h if h > 0 else cusum_threshold(1.0, 10.0, tests)
 
 
+class _Thresholds:
+    """The CUSUM threshold of a detector's parameters, from its budget and its alternatives."""
+
+    __slots__ = ()
+    h: float
+    ratios: tuple[float, ...]
+    resolve_nats: float
+
+    @property
+    def threshold(self) -> float:
+        return _h(self.h, len(self.ratios))
+
+    @property
+    def cap_s(self) -> float:
+        """Where evidence is capped: a recovery then needs ``resolve_nats`` to clear."""
+        return self.threshold + self.resolve_nats
+
+
 @dataclass(frozen=True, slots=True)
-class RateParams:
+class RateParams(_Thresholds):
     """Tuning of a :class:`RateBank` (one per rule, shared by its series).
 
     >>> p = RateParams()
@@ -99,14 +117,6 @@ class RateParams:
     warm_calls: float = 0.0
     dispersion_prior: float = 20.0
     max_dispersion: float = 10.0
-
-    @property
-    def threshold(self) -> float:
-        return _h(self.h, len(self.ratios))
-
-    @property
-    def cap_s(self) -> float:
-        return self.threshold + self.resolve_nats
 
     def bank(self) -> RateBank:
         return RateBank(self)
@@ -371,7 +381,7 @@ class RateBank(SeqBank):
 
 
 @dataclass(frozen=True, slots=True)
-class LatencyParams:
+class LatencyParams(_Thresholds):
     """Tuning of a :class:`LatencyBank`.
 
     >>> round(LatencyParams().threshold, 2)
@@ -390,14 +400,6 @@ class LatencyParams:
     suspect: float = 0.5
     min_windows: int = 30
     warm_calls: float = 30.0
-
-    @property
-    def threshold(self) -> float:
-        return _h(self.h, len(self.ratios))
-
-    @property
-    def cap_s(self) -> float:
-        return self.threshold + self.resolve_nats
 
     def bank(self) -> LatencyBank:
         return LatencyBank(self)
@@ -474,7 +476,7 @@ class LatencyBank(SeqBank):
 
 
 @dataclass(frozen=True, slots=True)
-class VolumeParams:
+class VolumeParams(_Thresholds):
     """Tuning of a :class:`VolumeBank`.
 
     >>> round(VolumeParams().threshold, 2)
@@ -499,14 +501,6 @@ class VolumeParams:
     demand_min_series: int = 3
     # Alternatives at or below this ratio mean "traffic gone": judged without demand.
     gone_rho: float = 0.1
-
-    @property
-    def threshold(self) -> float:
-        return _h(self.h, len(self.ratios))
-
-    @property
-    def cap_s(self) -> float:
-        return self.threshold + self.resolve_nats
 
     def bank(self) -> VolumeBank:
         return VolumeBank(self)
