@@ -27,7 +27,7 @@ import socket
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from email import policy
 from email.message import EmailMessage
@@ -46,6 +46,19 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind((HOST, 0))
         return int(s.getsockname()[1])
+
+
+async def wait_until_async(
+    check: Callable[[], Awaitable[bool]], timeout: float, every_s: float = 0.2
+) -> bool:
+    """Poll an awaitable ``check`` (a broker read, an HTTP probe in a thread) until it is
+    true or ``timeout`` seconds pass; returns whether it became true."""
+    deadline = time.monotonic() + timeout
+    while not await check():
+        if time.monotonic() > deadline:
+            return False
+        await asyncio.sleep(every_s)
+    return True
 
 
 async def wait_until(predicate: Callable[[], bool], timeout: float = 5.0) -> bool:

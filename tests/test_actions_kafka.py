@@ -14,7 +14,6 @@ from typing import Any
 import orjson
 import pytest
 
-from stream.alerting.history import AlertHistory
 from stream.alerting.notifications import Notifications
 from stream.alerting.record import AlertRecord
 from stream.clock import ManualClock
@@ -24,7 +23,15 @@ from stream.live.worker import run_worker
 from stream.sim.produce import produce_events
 from tests.merchant_server import MerchantQueryServer, produce_callbacks
 from tests.servers import wait_until
-from tests.test_actions_recovery import LOST, SECRET, T0, WALL, callback, traffic
+from tests.test_actions_recovery import (
+    LOST,
+    SECRET,
+    T0,
+    WALL,
+    assert_all_recovered,
+    callback,
+    traffic,
+)
 from tests.test_worker_kafka import read_topic
 
 
@@ -101,15 +108,4 @@ async def test_lost_callbacks_are_requeried_and_come_back_through_kafka(
               if a["rule"] == "callbacks"]  # fmt: skip
     assert [a["status"] for a in alerts] == ["firing", "resolved"]
     firing, done = alerts
-    assert firing["evidence"]["missing_callbacks"]["reported"] == 20
-    counts = {key: done["evidence"]["missing_callbacks"][key]
-              for key in ("reported", "recovered", "still_missing")}  # fmt: skip
-    assert counts == {"reported": 20, "recovered": 20, "still_missing": 0}
-
-    with AlertHistory(cfg.notify.history_path) as h:
-        detail = h.show_alert(firing["alert_id"])
-    assert detail is not None
-    (run,) = detail["actions"]
-    assert (run["result"], run["orders"], run["attempts"]) == ("ok", 20, 1)
-    told = [n for n in detail["notifications"] if n["kind"] == "notify"]
-    assert "20 of 20 orders recovered, 0 still missing" in told[-1]["body"]
+    assert_all_recovered(firing, done, cfg.notify.history_path)

@@ -110,6 +110,25 @@ def merchant(monkeypatch: pytest.MonkeyPatch) -> Any:
     server.stop()
 
 
+def assert_all_recovered(
+    firing: dict[str, Any], resolved: dict[str, Any], history_path: str
+) -> None:
+    """The 20 lost orders were reported, all came back, and the history says so: one
+    action run, ok at the first attempt, and the follow-up notification's counts."""
+    assert firing["evidence"]["missing_callbacks"]["reported"] == 20
+    counts = {k: resolved["evidence"]["missing_callbacks"][k]
+              for k in ("reported", "recovered", "still_missing")}  # fmt: skip
+    assert counts == {"reported": 20, "recovered": 20, "still_missing": 0}
+
+    with AlertHistory(history_path) as h:
+        detail = h.show_alert(firing["alert_id"])
+    assert detail is not None
+    (run,) = detail["actions"]
+    assert (run["result"], run["orders"], run["attempts"]) == ("ok", 20, 1)
+    told = [n for n in detail["notifications"] if n["kind"] == "notify"]
+    assert "20 of 20 orders recovered, 0 still missing" in told[-1]["body"]
+
+
 async def test_twenty_lost_callbacks_are_queried_recovered_and_the_alert_resolves(
     tmp_path: Path, merchant: Any, capsys: Any
 ) -> None:
@@ -142,18 +161,7 @@ async def test_twenty_lost_callbacks_are_queried_recovered_and_the_alert_resolve
     assert [o["out_trade_no"] for o in request["body"]["orders"]] == by_merchant
     (firing,) = w.alerts("firing")
     (resolved,) = w.alerts("resolved")
-    assert firing["evidence"]["missing_callbacks"]["reported"] == 20
-    counts = {k: resolved["evidence"]["missing_callbacks"][k]
-              for k in ("reported", "recovered", "still_missing")}  # fmt: skip
-    assert counts == {"reported": 20, "recovered": 20, "still_missing": 0}
-
-    with AlertHistory(cfg.notify.history_path) as h:
-        detail = h.show_alert(firing["alert_id"])
-    assert detail is not None
-    (run,) = detail["actions"]
-    assert (run["result"], run["orders"], run["attempts"]) == ("ok", 20, 1)
-    told = [n for n in detail["notifications"] if n["kind"] == "notify"]
-    assert "20 of 20 orders recovered, 0 still missing" in told[-1]["body"]
+    assert_all_recovered(firing, resolved, cfg.notify.history_path)
     assert paywatch_main(["alerts", "show", firing["alert_id"], "--history",
                           cfg.notify.history_path]) == 0  # fmt: skip
     out = capsys.readouterr().out

@@ -22,6 +22,7 @@ from stream.ingest.kafka_client import ensure_topics
 from stream.live.worker import run_worker
 from stream.offline.kafka_replay import KafkaSpec, read_topic
 from stream.sim.broker import LocalBroker, free_port
+from tests.servers import wait_until_async
 from tests.traffic import traffic
 
 OUTAGE_S = float(os.environ.get("PAYWATCH_OUTAGE_S", "5"))  # 30 for the figure
@@ -38,13 +39,7 @@ def readyz(port: int) -> tuple[int, dict[str, Any]]:
 
 
 async def wait_for(check: Any, timeout: float) -> bool:
-    loop = asyncio.get_running_loop()
-    end = loop.time() + timeout
-    while loop.time() < end:
-        if await asyncio.to_thread(check):
-            return True
-        await asyncio.sleep(0.2)
-    return False
+    return await wait_until_async(lambda: asyncio.to_thread(check), timeout)
 
 
 async def produce(cfg: Config, values: list[bytes]) -> None:
@@ -123,10 +118,7 @@ async def test_the_worker_rides_out_a_broker_restart(tmp_path: Any) -> None:
 
 
 async def wait_for_async(read: Any, n: int, timeout: float) -> bool:
-    loop = asyncio.get_running_loop()
-    end = loop.time() + timeout
-    while loop.time() < end:
-        if len(await read()) >= n:
-            return True
-        await asyncio.sleep(0.3)
-    return False
+    async def enough() -> bool:
+        return len(await read()) >= n
+
+    return await wait_until_async(enough, timeout, every_s=0.3)

@@ -23,6 +23,7 @@ from stream.live.state_store import KafkaStateStore, state_key
 from stream.live.worker import run_worker
 from stream.offline.backtest import backtest_events
 from stream.sim.produce import produce_events
+from tests.servers import wait_until_async
 from tests.test_replay_equivalence import alert_keys, write_jsonl
 from tests.test_worker_kafka import WatchedSource, read_topic
 from tests.traffic import OUTAGE, T0, traffic
@@ -114,14 +115,9 @@ def start_worker(config: Path, log: Path) -> subprocess.Popen[bytes]:
 async def until(
     done: Callable[[], Awaitable[bool]], what: str, log: Path, timeout_s: float = 60
 ) -> None:
-    try:
-        async with asyncio.timeout(timeout_s):
-            while not await done():
-                await asyncio.sleep(0.2)  # polling the broker for a positive event
-    except TimeoutError:
-        raise AssertionError(
-            f"no {what} in {timeout_s}s; worker log:\n{log.read_text()[-4000:]}"
-        ) from None
+    """Wait for a positive event on the broker; on a time-out, show the worker's log."""
+    if not await wait_until_async(done, timeout_s):
+        raise AssertionError(f"no {what} in {timeout_s}s; worker log:\n{log.read_text()[-4000:]}")
 
 
 async def test_a_worker_killed_mid_incident_is_continued_from_its_checkpoint(
