@@ -42,6 +42,7 @@ from apprise import NotifyFormat, NotifyType
 from apprise.manager_plugins import NotificationManager
 
 from stream.clock import WALL_CLOCK, Clock
+from stream.clock import sleep as clock_sleep
 from stream.judge.judgement import severity_rank
 
 log = logging.getLogger(__name__)
@@ -78,6 +79,9 @@ class Message:
     severity: str  # critical | warning | info
     route: str  # route name from config
     body_format: str = "markdown"  # markdown | text
+    # The notification log's name for it (the dispatcher numbers what it emits), so a
+    # restarted worker knows which messages it still owes; "" outside the log.
+    id: str = ""
 
 
 @dataclass(frozen=True)
@@ -558,7 +562,7 @@ class _ChannelWorker:
                 # Over (or at the last slot of) the limit: wait for a slot, then carry
                 # everything queued by then in one combined message instead of dropping.
                 if remaining == 0:
-                    await asyncio.sleep(self.limiter.wait_s())
+                    await clock_sleep(self.owner.clock, self.limiter.wait_s())
                 while not self.queue.empty() and len(batch) < MAX_BATCH:
                     batch.append(self.queue.get_nowait())
             ok = False
@@ -585,7 +589,7 @@ class _ChannelWorker:
                     batch.append(self.queue.get_nowait())
                 message = combine([t.message for t in batch], limit)
             while self.limiter.remaining() == 0:
-                await asyncio.sleep(self.limiter.wait_s())
+                await clock_sleep(self.owner.clock, self.limiter.wait_s())
             self.limiter.take()
             try:
                 # asyncio.timeout, not wait_for: 3.11's wait_for can swallow a cancel that
@@ -627,7 +631,7 @@ class _ChannelWorker:
                     delay,
                     error,
                 )
-                await asyncio.sleep(delay)
+                await clock_sleep(owner.clock, delay)
             else:
                 log.error(
                     "notification to %s failed %d times, giving up: %s", label, attempt, error
@@ -665,6 +669,7 @@ class Deliverer:
         max_backoff_s: float = 60.0,
         send_timeout_s: float = 15.0,
         on_attempt: Callable[[DeliveryAttempt], None] | None = None,
+        on_done: Callable[[Message, bool], None] | None = None,
         clock: Clock = WALL_CLOCK,
         max_audit: int = 1000,
         rate_window_s: float = 60.0,
@@ -681,6 +686,9 @@ class Deliverer:
         self.max_backoff_s = max_backoff_s
         self.send_timeout_s = send_timeout_s
         self.on_attempt = on_attempt
+        # Told once per submitted message when it is delivered or given up (after any
+        # fallback), on the event loop: the notification log forgets it then.
+        self.on_done = on_done
         self.clock = clock
         self._audit: deque[DeliveryAttempt] = deque(maxlen=max_audit)
         # Registered before any URL is parsed: Apprise logs bad tokens verbatim.
@@ -809,6 +817,7 @@ class Deliverer:
                     fallback_from=fallback_from,
                 )
             )
+            self._done(message, False)
             return
         tracker = _Tracker(message, route, len(workers), fallback_from)
         self._pending += 1
@@ -840,9 +849,19 @@ class Deliverer:
                 )
             else:
                 log.error("notification %s was not delivered", ",".join(tracker.message.alert_ids))
+                self._done(tracker.message, False)
+        else:
+            self._done(tracker.message, True)
         self._pending -= 1
         if self._pending == 0:
             self._idle.set()
+
+    def _done(self, message: Message, delivered: bool) -> None:
+        if self.on_done is not None:
+            try:
+                self.on_done(message, delivered)
+            except Exception:  # the log failing must not stop delivery
+                log.exception("on_done callback failed")
 
     def _record(self, attempt: DeliveryAttempt) -> None:
         self._audit.append(attempt)

@@ -38,6 +38,9 @@ if TYPE_CHECKING:
     from stream.alerting.history import AlertHistory
 
 CRITICAL = severity_rank("critical")
+# Episodes (alert_ids) remembered as over, so a replayed firing record never re-pages;
+# a replay reaches back at most a checkpoint interval, far fewer episodes than this.
+ENDED_KEPT = 10_000
 
 
 @dataclass
@@ -108,6 +111,8 @@ class Dispatcher:
         self._groups = Groups()
         self._outbox: list[Message] = []
         self._clock = 0
+        self._ended: dict[str, int] = {}  # alert_id → window_end of its resolution
+        self._seq = 0  # messages emitted so far: each message's id in the notification log
         self.evaluations = 0  # group evaluations run so far (a progress mark for live tests)
 
     # -- inputs -----------------------------------------------------------------------
@@ -121,7 +126,11 @@ class Dispatcher:
         rec = record if isinstance(record, AlertRecord) else AlertRecord.from_dict(record)
         if self.history is not None:
             self.history.record_alert(rec, now_ms)
+        if rec.alert_id in self._ended:
+            return False  # the episode is over: a replayed record (after a crash)
         cur = self._alerts.get(rec.fingerprint)
+        if not rec.firing:
+            self._end(rec)
         if cur is not None:
             if cur.alert_id == rec.alert_id:
                 if not cur.firing:  # episode over: anything more is a replayed duplicate
@@ -141,6 +150,11 @@ class Dispatcher:
         self.inhibitor.invalidate()
         self._route(alert, now_ms)
         return True
+
+    def _end(self, rec: AlertRecord) -> None:
+        self._ended[rec.alert_id] = rec.window_end
+        if len(self._ended) > ENDED_KEPT:
+            del self._ended[next(iter(self._ended))]
 
     def ack(self, target: str, author: str, now_ms: int, comment: str = "") -> list[str]:
         """Acknowledge by alert_id or fingerprint: stops repeats and escalation.
@@ -207,6 +221,8 @@ class Dispatcher:
             ],
             "silences": self.silences.to_list(),
             "outbox": [asdict(m) for m in self._outbox],
+            "ended": list(self._ended.items()),
+            "seq": self._seq,
         }
 
     def restore(self, state: Mapping[str, Any]) -> None:
@@ -217,6 +233,8 @@ class Dispatcher:
         if state.get("version") != 1:
             raise ValueError(f"dispatcher state version {state.get('version')!r} is not 1")
         self._clock = int(state.get("clock") or 0)
+        self._ended = {str(a): int(w) for a, w in state.get("ended", ())}
+        self._seq = int(state.get("seq") or 0)
         self._alerts = {}
         for item in state.get("alerts", ()):
             a = _Alert.of(AlertRecord.from_dict(item["record"]))
@@ -419,7 +437,9 @@ class Dispatcher:
         )
         told = list(firing) or list(resolved)
         worst = max(told, key=lambda a: a.rank)
+        self._seq += 1
         msg = Message(
+            id=str(self._seq),
             title=title,
             body=body,
             alert_ids=tuple(a.alert_id for a in [*firing, *resolved]),

@@ -18,9 +18,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from dataclasses import asdict
+from typing import Any, TypeVar
 
 from stream.alerting.actions import ActionRun, ActionRunner
 from stream.alerting.delivery import Deliverer, DeliveryAttempt, Message
@@ -33,6 +34,12 @@ from stream.clock import WALL_CLOCK, Clock
 from stream.config import Config, ConfigError
 
 log = logging.getLogger("paywatch.notify")
+
+T = TypeVar("T")
+# Messages just emitted and the notification log's state that names them: a journal
+# makes the state durable, then hands the messages to delivery (write-ahead).
+Journal = Callable[[list[Message], dict[str, Any]], None]
+LOG_VERSION = 1
 
 
 def history_file(config: Config) -> str | None:
@@ -96,6 +103,8 @@ class Notifications:
             max_backoff_s=d.max_backoff_s,
             send_timeout_s=d.send_timeout_s,
             on_attempt=self._audit if history is not None else None,
+            on_done=self._delivered,
+            clock=clock,
         )
         self._sendable = {n for n, t in targets.items() if t.channels or t.fallback}
         # Automatic actions run in the event loop's tasks, never in this thread's way.
@@ -111,6 +120,14 @@ class Notifications:
         self.control_applied = 0
         self.control_rejected = 0
         self._started = False
+        # The notification log (see :meth:`snapshot`): messages emitted and not yet
+        # delivered or given up, by id; with a journal, nothing is sent before the log
+        # naming it is durable.
+        self.journal: Journal | None = None
+        self.on_settled: Callable[[Message], None] | None = None  # a message left the log
+        self.owed: dict[str, Message] = {}
+        self.positions: dict[int, int] = {}  # alerts-topic offsets the log covers (the feed)
+        self._log_lock = threading.Lock()
 
     def _audit(self, attempt: DeliveryAttempt) -> None:
         assert self.history is not None
@@ -125,8 +142,14 @@ class Notifications:
         await self.deliverer.start()
         self._started = True
 
-    def on_alerts(self, records: Iterable[AlertRecord], now_ms: int) -> None:
-        """Take a batch's alert records (already published); never raises."""
+    def on_alerts(
+        self,
+        records: Iterable[AlertRecord],
+        now_ms: int,
+        positions: Mapping[int, int] | None = None,
+    ) -> None:
+        """Take a batch's alert records (already published); never raises.  ``positions``:
+        the alerts-topic offsets after them (the feed), kept in the notification log."""
         records = list(records)
         for rec in records:
             try:
@@ -135,6 +158,8 @@ class Notifications:
                 log.error("alert %s not taken for notification: %s", rec.alert_id, exc)
                 self._failed(exc)
         self.actions.submit(records, now_ms)  # after history has the records
+        if positions:
+            self.positions.update(positions)
 
     def tick(self, now_ms: int) -> list[Message]:
         """Queue the messages that became due; returns them (for logs and tests)."""
@@ -144,13 +169,73 @@ class Notifications:
             log.error("notification dispatch failed: %s", exc)
             self._failed(exc)
             return []
+        sendable = []
         for msg in due:
             if msg.route in self._sendable:
-                self.deliverer.submit(msg)
-                self.submitted += 1
+                sendable.append(msg)
             else:
                 log.debug("route %s has no receivers; %s kept in history", msg.route, msg.title)
+        if sendable and self.journal is not None:
+            with self._log_lock:
+                self.owed.update((m.id, m) for m in sendable)
+            self.journal(sendable, self.snapshot())  # it submits once the log is durable
+        else:
+            self.submit(sendable)
         return due
+
+    def submit(self, messages: Iterable[Message]) -> None:
+        for msg in messages:
+            self.deliverer.submit(msg)
+            self.submitted += 1
+
+    def _delivered(self, message: Message, ok: bool) -> None:
+        with self._log_lock:
+            settled = self.owed.pop(message.id, None)
+        if settled is not None and self.on_settled is not None:
+            self.on_settled(settled)
+
+    # -- the notification log -------------------------------------------------------------
+
+    def snapshot(self) -> dict[str, Any]:
+        """The notification log: the dispatcher's state (alerts, groups and what each told,
+        acks, timers, episodes over), the messages still owed, and the alerts-topic
+        offsets it covers.  Call from the thread that dispatches."""
+        with self._log_lock:
+            owed = [asdict(m) for m in self.owed.values()]
+        return {
+            "v": LOG_VERSION,
+            "dispatcher": self.dispatcher.snapshot(),
+            "owed": owed,
+            "positions": {str(p): o for p, o in self.positions.items()},
+        }
+
+    def log_now(self) -> None:
+        """Hand the notification log as it is now to the journal (a checkpoint)."""
+        if self.journal is not None:
+            self.journal([], self.snapshot())
+
+    def forget(self) -> None:
+        """Another worker owns these alerts now: no state, no timers, nothing owed here
+        (silences stay: every worker follows the control topic)."""
+        self.dispatcher.restore({"version": 1})
+        with self._log_lock:
+            self.owed = {}
+        self.positions = {}
+
+    def restore(self, state: Mapping[str, Any]) -> dict[int, int]:
+        """Take over a :meth:`snapshot`: the dispatcher as it was, the messages it still owed
+        queued again (delivery was not confirmed); returns the offsets to resume from."""
+        if state.get("v") != LOG_VERSION:
+            raise ValueError(f"notification log version {state.get('v')!r} is not {LOG_VERSION}")
+        self.dispatcher.restore(state["dispatcher"])
+        owed = [Message(**{**m, "alert_ids": tuple(m["alert_ids"])}) for m in state["owed"]]
+        with self._log_lock:
+            self.owed = {m.id: m for m in owed}
+        self.positions = {int(p): int(o) for p, o in state["positions"].items()}
+        if owed:
+            log.info("sending %d notifications the previous owner had not confirmed", len(owed))
+            self.submit(owed)
+        return dict(self.positions)
 
     def _failed(self, exc: BaseException) -> None:
         if self.on_error is not None:
@@ -231,8 +316,20 @@ class InOrderThread:
             if self.on_error is not None:
                 self.on_error("notifications", exc)
 
-    def on_alerts(self, records: Iterable[AlertRecord], now_ms: int) -> None:
-        self._call(self.notifications.on_alerts, list(records), now_ms)
+    def on_alerts(
+        self,
+        records: Iterable[AlertRecord],
+        now_ms: int,
+        positions: Mapping[int, int] | None = None,
+    ) -> None:
+        self._call(self.notifications.on_alerts, list(records), now_ms, positions)
+
+    def log_now(self) -> None:
+        self._call(self.notifications.log_now)
+
+    async def call(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run ``fn(*args)`` in the thread, in order with the other calls; its result."""
+        return await asyncio.wrap_future(self._executor.submit(fn, *args))
 
     def apply_control(self, raw: bytes | str | None, now_ms: int) -> None:
         self._call(self.notifications.apply_control, raw, now_ms)

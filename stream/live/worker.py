@@ -35,6 +35,7 @@ from stream.ingest.kafka_source import KafkaEventSource
 from stream.ingest.source import Batch, EventSource, Offsets
 from stream.live.control_reader import ControlReader
 from stream.live.health import BrokerProbe, WorkerHealth
+from stream.live.notify_feed import NotifyFeed
 from stream.live.prometheus import WorkerMetrics
 from stream.live.publisher import AlertObject, KafkaPublisher, Publisher
 from stream.live.rebalance import PartitionHandover
@@ -91,7 +92,8 @@ async def run_worker(
     on_kafka = source is None or publisher is None
     health = WorkerHealth(config.metrics.ready_max_lag)  # /readyz; errors survived, counted
     if notify and notifications is None:
-        notifications = Notifications(config)  # first: a bad history path is a config error
+        # First: a bad history path is a config error.
+        notifications = Notifications(config, clock=clock)
     await _ensure_topics(config, notifications, on_kafka)
     pipeline = Pipeline(config, live=True)
     source = source or KafkaEventSource(k, **(consumer_overrides or {}))
@@ -102,15 +104,13 @@ async def run_worker(
     background = None if notifications is None else InOrderThread(notifications, clock)
     if notifications is not None and background is not None:
         background.on_error = notifications.on_error = health.output_error
-    control = None
-    if background is not None and on_kafka:
-        control = ControlReader(k, background.apply_control, clock=clock)
+    control, feed = _followers(config, background, store, on_kafka, clock, drain_s)
     async with contextlib.AsyncExitStack() as stack:
         if background is not None:
             # Registered first, so it runs last: delivery drains after Kafka is closed.
             stack.push_async_callback(background.stop, drain_s)
             await background.notifications.start()
-        await _started(stack, publisher, store, source, control)
+        await _started(stack, publisher, store, source, control, feed)
         metrics = WorkerMetrics(config.metrics.port, config.metrics.host, config, health)
         stack.callback(metrics.close)
         if on_kafka:
@@ -124,7 +124,7 @@ async def run_worker(
             publisher,
             clock=clock,
             sinks=sinks or (),
-            background=background,
+            background=background if feed is None else None,
             pool=pool,
             metrics=metrics,
             observe=observe,
@@ -138,6 +138,23 @@ async def run_worker(
         )
         await loop.run(stop)
     return pipeline.state.stats
+
+
+def _followers(
+    config: Config,
+    background: InOrderThread | None,
+    store: StateStore | None,
+    on_kafka: bool,
+    clock: Clock,
+    drain_s: float,
+) -> tuple[ControlReader | None, NotifyFeed | None]:
+    """On Kafka, with notifications: the control topic's reader, and the dispatcher's feed —
+    it reads the alerts topic itself, one owner per alert, and keeps its notification log
+    in the state topic (:mod:`stream.live.notify_feed`)."""
+    if background is None or not on_kafka:
+        return None, None
+    control = ControlReader(config.kafka, background.apply_control, clock=clock)
+    return control, NotifyFeed(config, background, store, clock=clock, drain_s=drain_s)
 
 
 async def _started(stack: contextlib.AsyncExitStack, *parts: Any) -> None:
