@@ -308,6 +308,7 @@ class WebhookServer(_HttpServer):
         super().__init__()
         self.status = 200
         self.posts: list[dict[str, Any]] = []
+        self.refused = 0  # requests answered with another status than 200
 
     @property
     def url(self) -> str:
@@ -315,6 +316,7 @@ class WebhookServer(_HttpServer):
 
     def answer(self, path: str, headers: dict[str, str], raw: bytes) -> tuple[int, Any]:
         with self.lock:
+            self.refused += self.status != 200
             if self.status == 200:
                 self.posts.append(json.loads(raw))
             return self.status, {}
