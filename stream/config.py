@@ -344,7 +344,9 @@ class ConsoleConfig:
 
 @dataclass
 class DeliveryConfig:
-    max_attempts: int = 4
+    # 15 attempts ride out a receiver down ~9 minutes (1+2+4+…+60 s between them);
+    # the route's fallback is used only after the last.
+    max_attempts: int = 15
     # First retry delay; doubled on each retry (with jitter), capped at max_backoff_s.
     backoff_s: float = 1.0
     max_backoff_s: float = 60.0
@@ -594,7 +596,8 @@ class StateConfig:
     # Windows, detectors and open episodes are checkpointed, with the offsets they cover,
     # and restored at start-up and when the same partitions are assigned again.
     checkpoint: bool = True
-    # Wall-clock seconds between checkpoints (a restart replays at most this much).
+    # Wall-clock seconds between checkpoints (a restart replays at most this much); the
+    # dispatcher's notification log is checkpointed as often (and before every send).
     checkpoint_every_s: float = 30.0
     # Also checkpoint right after a batch whose alerts changed state, so a restart
     # does not publish them again.
@@ -602,6 +605,11 @@ class StateConfig:
     # Checkpoints are split into records of at most this many bytes (Kafka's default
     # message size limit is 1 MiB).
     chunk_bytes: int = 512 * 1024
+
+
+# state.chunk_bytes bounds: a chunk is one record of the state topic (plus 64 KiB of slack).
+MIN_CHUNK_BYTES = 1024
+MAX_CHUNK_BYTES = 64 * 1024 * 1024
 
 
 @dataclass
@@ -622,7 +630,18 @@ class Config:
         self._check_detectors()
         self._check_outputs()
         check_kafka_security(self.kafka)
+        self._check_state()
         return self
+
+    def _check_state(self) -> None:
+        st = self.state
+        _positive("state.checkpoint_every_s", st.checkpoint_every_s)
+        if not MIN_CHUNK_BYTES <= st.chunk_bytes <= MAX_CHUNK_BYTES:
+            raise ConfigError(
+                f"state.chunk_bytes: must be between {MIN_CHUNK_BYTES} and {MAX_CHUNK_BYTES} "
+                f"(each chunk is one record of kafka.state_topic; keep it under the broker's "
+                f"message.max.bytes, 1 MiB by default); got {st.chunk_bytes}"
+            )
 
     def _check_windows(self) -> None:
         _positive("windows.size_s", self.windows.size_s)

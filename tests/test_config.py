@@ -42,6 +42,12 @@ def test_every_key_is_optional_and_overrides_apply(tmp_path: Path) -> None:
             "windows.levels[0]: unknown dimension 'country'",
         ),
         ("kafka: [1, 2]\n", "kafka: expected a mapping"),
+        ("state:\n  checkpoint_every_s: 0\n", "state.checkpoint_every_s: must be > 0"),
+        ("state:\n  checkpoint_every_s: soon\n", "state.checkpoint_every_s: expected a number"),
+        ("state:\n  chunk_bytes: 100\n", "state.chunk_bytes: must be between 1024 and"),
+        ("state:\n  chunk_bytes: 1e12\n", "state.chunk_bytes: expected an integer"),
+        ("state:\n  checkpoint: maybe\n", "state.checkpoint: expected"),
+        ("state:\n  every_s: 5\n", "state.every_s: unknown key"),
         ("windows: {size_s: [\n", "not valid YAML at line"),
     ],
 )
