@@ -16,8 +16,10 @@ import orjson
 import yaml
 
 from stream.alerting.delivery import Message
+from stream.alerting.history import AlertHistory
 from stream.alerting.notifications import Notifications
 from stream.alerting.record import AlertRecord
+from stream.cli.main import main as paywatch_main
 from stream.config import Config
 from stream.ingest.kafka_client import ensure_topics
 from stream.live.notify_feed import log_key
@@ -156,3 +158,27 @@ async def test_kill_9_mid_incident_pages_once_and_recovers_once(
     # Nothing lost: the alert fired and resolved under one alert_id.
     assert {a["status"] for a in provider} == {"firing", "resolved"}
     assert len({a["alert_id"] for a in provider}) == 1
+
+
+def test_alerts_reads_the_history_files_of_two_workers_as_one(tmp_path: Path, capsys: Any) -> None:
+    """The worker that fired the alert died; the one that took over told the recovery.
+    Each wrote its own file: `paywatch alerts` given both shows one alert, whole."""
+    end = T0 + 60_000
+    page = Message("[CRITICAL] alipay", "b", ("a1",), "g", "critical", "oncall", id="1")
+    back = Message("[RESOLVED] alipay", "b", ("a1",), "g", "critical", "oncall", id="2")
+    files = [tmp_path / "host-a.db", tmp_path / "host-b.db"]
+    for path, record, message, at in ((files[0], firing(), page, T0 + 1000),
+                                      (files[1], resolved(end), back, end + 1000)):  # fmt: skip
+        with AlertHistory(path) as history:
+            history.record_alert(record, at)
+            history.record_notification(message, at)
+    both = [arg for f in files for arg in ("--history", str(f))]
+    assert paywatch_main(["alerts", "list", *both]) == 0
+    _header, line = capsys.readouterr().out.splitlines()
+    assert line.startswith("a1") and "RESOLVED" in line and "not notified" not in line
+    assert paywatch_main(["alerts", "show", "a1", *both]) == 0
+    detail = capsys.readouterr().out
+    assert "record firing" in detail and "record resolved" in detail
+    assert detail.count("notified (notify) via oncall") == 2
+    assert paywatch_main(["alerts", "list", "--history", str(tmp_path / "nope.db")]) == 2
+    assert "no alert history at" in capsys.readouterr().err

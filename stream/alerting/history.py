@@ -111,6 +111,32 @@ _ACTION_COLUMNS = (
 _MIGRATIONS: tuple[str, ...] = (_SCHEMA_V1, _SCHEMA_V2)
 
 
+# One alert written by two workers: resolved wins, the earliest first sighting and
+# notification, the latest sighting, value and mute, any ack.
+_MERGE_ALERTS = """
+INSERT INTO main.alerts SELECT * FROM src.alerts WHERE true
+ON CONFLICT (alert_id) DO UPDATE SET
+    status = CASE WHEN 'resolved' IN (alerts.status, excluded.status) THEN 'resolved'
+                  ELSE excluded.status END,
+    resolved_at = COALESCE(alerts.resolved_at, excluded.resolved_at),
+    first_seen_ms = MIN(alerts.first_seen_ms, excluded.first_seen_ms),
+    last_seen_ms = MAX(alerts.last_seen_ms, excluded.last_seen_ms),
+    first_notified_ms = CASE WHEN alerts.first_notified_ms IS NULL
+                             THEN excluded.first_notified_ms
+                             WHEN excluded.first_notified_ms IS NULL
+                             THEN alerts.first_notified_ms
+                             ELSE MIN(alerts.first_notified_ms, excluded.first_notified_ms) END,
+    acked_ms = COALESCE(alerts.acked_ms, excluded.acked_ms),
+    acked_by = COALESCE(alerts.acked_by, excluded.acked_by),
+    muted = CASE WHEN excluded.last_seen_ms >= alerts.last_seen_ms THEN excluded.muted
+                 ELSE alerts.muted END
+"""
+
+
+def _columns(db: sqlite3.Connection, table: str) -> list[str]:
+    return [str(r[1]) for r in db.execute(f"PRAGMA main.table_info({table})")]
+
+
 class HistoryError(Exception):
     """The history file cannot be used, or a query argument is wrong (one line)."""
 
@@ -205,6 +231,55 @@ class AlertHistory:
             self._db.executescript(
                 f"BEGIN IMMEDIATE; {_MIGRATIONS[v]} PRAGMA user_version = {v + 1}; COMMIT;"
             )
+
+    @classmethod
+    def merged(cls, paths: Sequence[str | os.PathLike[str]]) -> AlertHistory:
+        """Several history files read as one, in memory (each worker writes the file on its
+        own machine; the alerts move with the notify group's partition when a worker dies).
+        An alert written by two workers (a hand-over) becomes one row: the later status,
+        the first notification, every record, notification and delivery attempt."""
+        merged = cls(":memory:")
+        for path in paths:
+            if not Path(path).is_file():
+                raise HistoryError(f"no alert history at {path}")
+            cls(path).close()  # refuses a newer schema, migrates an older one
+            merged._merge(str(path))
+        merged.path = " + ".join(map(str, paths))  # what error messages name
+        return merged
+
+    def _merge(self, path: str) -> None:
+        with self._lock:  # ATTACH cannot run inside a transaction
+            self._db.execute("ATTACH DATABASE ? AS src", (path,))
+        try:
+            with self._tx() as db:
+                db.execute(
+                    "INSERT OR IGNORE INTO alert_records (alert_id, fingerprint, status, "
+                    "window_end, received_ms, record) SELECT alert_id, fingerprint, status, "
+                    "window_end, received_ms, record FROM src.alert_records"
+                )
+                db.execute(_MERGE_ALERTS)
+                for table, link, key in (
+                    ("notifications", "notification_alerts", "notification_id"),
+                    ("deliveries", "delivery_alerts", "delivery_id"),
+                ):
+                    shift = db.execute(f"SELECT COALESCE(MAX(id), 0) FROM main.{table}")
+                    offset = int(shift.fetchone()[0])
+                    cols = ", ".join(c for c in _columns(db, table) if c != "id")
+                    db.execute(
+                        f"INSERT INTO main.{table} (id, {cols}) "
+                        f"SELECT id + {offset}, {cols} FROM src.{table}"
+                    )
+                    db.execute(
+                        f"INSERT OR IGNORE INTO main.{link} (alert_id, {key}) "
+                        f"SELECT alert_id, {key} + {offset} FROM src.{link}"
+                    )
+                db.execute("INSERT OR IGNORE INTO main.silences SELECT * FROM src.silences")
+                for table in ("acks", "mutes", "action_runs"):
+                    cols = ", ".join(c for c in _columns(db, table) if c != "id")
+                    db.execute(f"INSERT INTO main.{table} ({cols}) SELECT {cols} FROM src.{table}")
+        finally:
+            with self._lock:
+                self._db.execute("DETACH DATABASE src")
 
     @contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:

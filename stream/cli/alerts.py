@@ -33,26 +33,28 @@ def _config(args: argparse.Namespace) -> Config:
     return load_config(args.config, getattr(args, "bootstrap", None))
 
 
-def _history_path(args: argparse.Namespace) -> Path | None:
-    """--history, else the config's notify.history_path; None when history is off."""
+def _history_paths(args: argparse.Namespace) -> list[Path] | None:
+    """--history (repeated: several workers' files), else the config's
+    notify.history_path; None when history is off."""
     from stream.alerting.notifications import history_file
 
-    if args.history is not None:
-        return Path(args.history)
+    if args.history:
+        return [Path(p) for p in args.history]
     path = history_file(_config(args))
-    return Path(path) if path is not None else None
+    return [Path(path)] if path is not None else None
 
 
 def _open_history(args: argparse.Namespace, required: bool = True) -> Any:
     from stream.alerting.history import AlertHistory
 
-    path = _history_path(args)
-    if path is None or not path.is_file():
+    paths = _history_paths(args)
+    missing = None if paths is None else next((p for p in paths if not p.is_file()), None)
+    if paths is None or missing is not None:
         if not required:
             return None
-        where = "notify.history_path is off" if path is None else f"no alert history at {path}"
+        where = "notify.history_path is off" if paths is None else f"no alert history at {missing}"
         raise UserError(f"{where}; pass --history FILE (the file a worker writes)")
-    return AlertHistory(path)
+    return AlertHistory(paths[0]) if len(paths) == 1 else AlertHistory.merged(paths)
 
 
 def _list(args: argparse.Namespace, now: int) -> int:

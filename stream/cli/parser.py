@@ -239,7 +239,13 @@ def _source(p: argparse.ArgumentParser, kafka: bool, history: bool) -> None:
     if kafka:
         p.add_argument("--bootstrap", help="Kafka bootstrap servers (overrides the config)")
     if history:
-        p.add_argument("--history", type=Path, help="history file (default: notify.history_path)")
+        p.add_argument(
+            "--history",
+            type=Path,
+            action="append",
+            help="history file (default: notify.history_path); repeat it to read the files "
+            "of several workers as one",
+        )
 
 
 def _who(p: argparse.ArgumentParser, why: str, required: bool = False) -> None:
