@@ -54,6 +54,14 @@ class KafkaConfig:
     # Processes that decode batches beside the consumer (-1: one when the machine has
     # a second core, 0: decode inline). Decoding is the costliest step per event.
     decode_workers: int = -1
+    # How several workers share the work (docs/reliability.md "Scaling out"): "tasks" keeps
+    # one state per partition of the events topic for the series keyed by provider and
+    # merchant_id, and judges every broader series (provider, operation, metric) once in the
+    # group, in roll-up tasks fed through the repartition topic; "single" keeps one state
+    # for every partition a worker reads (right with one worker only; in-memory tests).
+    scale_out: str = "tasks"
+    # The repartition topic of the roll-up tasks ("": <events_topic>.repartition.by-provider).
+    repartition_topic: str = ""
     # Security, for every client paywatch makes (docs/operations.md "Kafka security"):
     # PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL.  SASL mechanisms: PLAIN, SCRAM-SHA-256,
     # SCRAM-SHA-512, with a username and a password (write ${KAFKA_PASSWORD}: from the
@@ -147,21 +155,17 @@ class ErrorRateRuleConfig:
 
     enabled: bool = True
     rule: str = "system_error_rate"
-    # Error rate that pages (warning) and that is critical.
-    threshold: float = 0.05
+    # Error rate from which an alert is critical, measured over at least min_volume
+    # calls (the sequential detector decides whether it pages at all).
     critical_threshold: float = 0.20
-    # Fewer calls than this in a window are never judged: one failure at a tiny
-    # merchant is not an incident.
     min_volume: int = 20
-    # Lower confidence bound used so small samples need stronger evidence.
-    confidence: float = 0.95
-    # Also page on a rise against the series' own learned baseline (binomial test
-    # plus CUSUM), which catches 0.1 % -> 2 % long before a static threshold does.
-    learned: bool = True
-    # Cold start: windows a learned detector must see before it may page.
+    # Cold start: windows with calls before the learned rate is used (until then a
+    # series is judged against 5 %, a rate never normal).
     min_windows: int = 30
-    # The learned test speaks only on windows with this many calls; below it the
-    # static, confidence-bounded threshold alone decides.
+    # Read but unused since the sequential detector (kept so older files load).
+    threshold: float = 0.05
+    confidence: float = 0.95
+    learned: bool = True
     learned_min_volume: int = 100
 
 
@@ -631,6 +635,10 @@ class Config:
         self._check_outputs()
         check_kafka_security(self.kafka)
         self._check_state()
+        if self.kafka.scale_out not in ("tasks", "single"):
+            raise ConfigError(
+                f"kafka.scale_out: must be tasks or single; got {self.kafka.scale_out!r}"
+            )
         return self
 
     def _check_state(self) -> None:

@@ -276,6 +276,15 @@ class Pipeline:
         self.partition_wall = {p: self.partition_wall.get(p, wall_ms) for p in partitions}
         self._hold(wall_ms, force=True)
 
+    def see_partitions(self, newest: dict[int, int], wall_ms: int) -> StepResult:
+        """Live roll-up tasks: source partitions have reached these event times (markers
+        sent after their events); closes the windows that lets close."""
+        for p in newest:
+            self.partition_wall[p] = wall_ms
+        self._hold(wall_ms)
+        self.state.windows.see_partitions(newest)
+        return self._close(self.state.windows.close_ready(), wall_ms)
+
     def _partitions_active(self, batch: DecodedBatch, wall_ms: int) -> None:
         parts = [c.partition for c in (batch.calls, batch.notifications, batch.metrics)]
         for p in np.unique(np.concatenate(parts)).tolist():

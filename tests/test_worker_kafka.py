@@ -12,6 +12,7 @@ from collections.abc import Callable
 from typing import Any
 
 import orjson
+from aiokafka import TopicPartition
 
 from stream.alerting.record import AlertRecord
 from stream.clock import ManualClock
@@ -56,8 +57,22 @@ class WatchedSource(KafkaEventSource):
                 await self._progress.wait()
 
     async def all_committed(self, produced: int) -> None:
-        """Until the worker committed ``produced`` records (one partition): all published."""
-        await self.until(lambda: sum(self.committed.values()) >= produced)
+        """Until the worker committed ``produced`` records of the events topic and its roll-up
+        tasks every record shipped to them: all judged and published."""
+        topic = self.cfg.events_topic
+        await self.until(
+            lambda: sum(o for tp, o in self.committed.items() if tp.topic == topic) >= produced
+        )
+        for other in self.topics[1:]:  # shipments were acknowledged before that commit
+            spec = KafkaSpec(self.cfg.bootstrap_servers, other)
+            ends: dict[int, int] = {}
+            for _, partition, offset, _ in await replay_topic(spec, idle_s=1.0):
+                ends[partition] = max(ends.get(partition, 0), offset + 1)
+            await self.until(
+                lambda t=other, e=ends: all(  # type: ignore[misc]
+                    self.committed.get(TopicPartition(t, p), 0) >= o for p, o in e.items()
+                )
+            )
 
     async def polled(self, times: int = 2) -> None:
         """Until the worker asked for records ``times`` more times (a full loop has run)."""

@@ -16,7 +16,7 @@ from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from stream.config import KafkaConfig
 from stream.ingest.events import SourceColumns
 from stream.ingest.kafka_client import client_kwargs, start_client
-from stream.ingest.source import Batch, Offsets, Rebalance
+from stream.ingest.source import Batch, Offsets, Rebalance, TopicRebalance
 
 
 class _Listener(ConsumerRebalanceListener):
@@ -27,7 +27,9 @@ class _Listener(ConsumerRebalanceListener):
 
     async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
         handler, topic = self.source.handler, self.source.cfg.events_topic
-        if handler is not None:
+        if isinstance(handler, TopicRebalance):
+            await handler.revoked_tps(set(revoked))
+        elif handler is not None:
             await handler.revoked({tp.partition for tp in revoked if tp.topic == topic})
 
     async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
@@ -38,6 +40,10 @@ class _Listener(ConsumerRebalanceListener):
         # Nothing is handed out while the worker restores (the fetcher starts at once).
         consumer.pause(*assigned)
         try:
+            if isinstance(handler, TopicRebalance):
+                for tp, offset in (await handler.assigned_tps(set(assigned))).items():
+                    consumer.seek(tp, offset)
+                return
             seeks = await handler.assigned({tp.partition for tp in assigned if tp.topic == topic})
             for partition, offset in seeks.items():
                 consumer.seek(TopicPartition(topic, partition), offset)
@@ -48,8 +54,9 @@ class _Listener(ConsumerRebalanceListener):
 class KafkaEventSource:
     """Consumer-group reader of the events topic, in batches; commits are explicit."""
 
-    def __init__(self, cfg: KafkaConfig, **overrides: Any) -> None:
+    def __init__(self, cfg: KafkaConfig, *, topics: list[str] | None = None, **overrides: Any):
         self.cfg = cfg
+        self.topics = topics or [cfg.events_topic]  # scale_out tasks: + the repartition topic
         self.consumer = AIOKafkaConsumer(
             **client_kwargs(cfg),
             group_id=cfg.group_id,
@@ -66,14 +73,14 @@ class KafkaEventSource:
         self._to_commit: Offsets = {}
         self._committer: asyncio.Task[None] | None = None
         self._commit_error: BaseException | None = None
-        self.handler: Rebalance | None = None
+        self.handler: Rebalance | TopicRebalance | None = None
 
-    def on_rebalance(self, handler: Rebalance) -> None:
+    def on_rebalance(self, handler: Rebalance | TopicRebalance) -> None:
         self.handler = handler
 
     async def start(self) -> None:
         await start_client(self.consumer, self.cfg.bootstrap_servers)
-        self.consumer.subscribe([self.cfg.events_topic], listener=_Listener(self))
+        self.consumer.subscribe(self.topics, listener=_Listener(self))
 
     async def stop(self) -> None:
         with contextlib.suppress(Exception):  # already raised to the loop, if it could be

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from aiokafka import TopicPartition
 
@@ -39,6 +39,16 @@ class Rebalance(Protocol):
         (partition -> next offset, e.g. a checkpoint's); the rest resume where committed."""
 
 
+@runtime_checkable
+class TopicRebalance(Protocol):
+    """A :class:`Rebalance` handler for a source reading several topics: told every
+    topic-partition (the events topic's and the repartition topic's)."""
+
+    async def revoked_tps(self, tps: set[TopicPartition]) -> None: ...
+
+    async def assigned_tps(self, tps: set[TopicPartition]) -> dict[TopicPartition, int]: ...
+
+
 class EventSource(Protocol):
     """A partitioned log of raw event records, read in batches by one worker."""
 
@@ -59,5 +69,5 @@ class EventSource(Protocol):
     def end_offsets(self) -> Mapping[TopicPartition, int | None]:
         """The log end offset of each assigned partition, as last seen (None: not yet known)."""
 
-    def on_rebalance(self, handler: Rebalance) -> None:
+    def on_rebalance(self, handler: Rebalance | TopicRebalance) -> None:
         """Call ``handler`` when partitions are assigned or revoked (before any is read)."""

@@ -101,6 +101,7 @@ class Message:
     key: bytes
     value: bytes
     headers: tuple[tuple[str, bytes], ...] = ()
+    partition: int | None = None  # None: the producer's partitioner picks it from the key
 
 
 def messages(
@@ -185,6 +186,16 @@ class KafkaPublisher:
                 await asyncio.sleep(delay)
                 delay = min(2 * delay, _RETRY_MAX_S)
 
+    async def send_messages(self, batch: Sequence[Message]) -> None:
+        """Other records of the batch (the repartition topic's), retried as alerts are;
+        returns once the broker has acknowledged all of them."""
+        pending, delay = list(batch), 0.5
+        while pending:
+            pending = await self._send_all(pending)
+            if pending:
+                await asyncio.sleep(delay)
+                delay = min(2 * delay, _RETRY_MAX_S)
+
     async def _send_all(self, batch: list[Message]) -> list[Message]:
         """One attempt at every message; returns those to retry for a connection error.
         A message refused for its own sake is replaced by its trimmed form, once."""
@@ -193,7 +204,11 @@ class KafkaPublisher:
         for m in batch:
             try:
                 fut = await self.producer.send(
-                    m.topic, m.value, key=m.key, headers=list(m.headers) if m.headers else None
+                    m.topic,
+                    m.value,
+                    key=m.key,
+                    partition=m.partition,
+                    headers=list(m.headers) if m.headers else None,
                 )
             except KafkaError as exc:
                 self._refused(m, exc, retry)
@@ -208,7 +223,11 @@ class KafkaPublisher:
         return retry
 
     def _refused(self, m: Message, exc: KafkaError, retry: list[Message]) -> None:
-        output = "alerts" if m.topic == self.cfg.alerts_topic else "dlq"
+        output = {self.cfg.alerts_topic: "alerts", self.cfg.dlq_topic: "dlq"}.get(
+            m.topic, "repartition"
+        )
+        if isinstance(exc, _PER_RECORD) and output == "repartition":
+            raise exc  # events cannot be trimmed; shipments are cut far below the limit
         if isinstance(exc, _PER_RECORD):
             self._report(output, exc)
             if dict(m.headers).get("trimmed"):

@@ -16,7 +16,8 @@ from typing import TYPE_CHECKING
 from aiokafka import TopicPartition
 
 from stream.clock import Clock
-from stream.live.state_store import Checkpointer
+from stream.live.state_store import Checkpointer, TaskCheckpointer
+from stream.live.tasks import TaskSet
 from stream.pipeline import Pipeline
 
 if TYPE_CHECKING:
@@ -71,3 +72,70 @@ class PartitionHandover:
         finally:
             if loop is not None:
                 loop.resume()
+
+
+class TaskHandover:
+    """The rebalance handler of ``scale_out: tasks``: partitions of the events topic and of
+    the repartition topic move one task at a time.
+
+    On revocation (the eager protocol revokes everything) every batch read is finished,
+    every task that changed is checkpointed and the offsets are committed, before the group
+    goes on — so the next owner of a partition restores exactly where this worker stopped.
+    On assignment, tasks still owned stay in memory (newer than any checkpoint), tasks that
+    left are dropped and new ones are restored from their checkpoints (or start cold).
+    """
+
+    def __init__(self, tasks: TaskSet, checkpointer: TaskCheckpointer | None, clock: Clock) -> None:
+        self.tasks = tasks
+        self.checkpointer = checkpointer
+        self.clock = clock
+        self.loop: ConsumeLoop | None = None
+        self.assignment: set[TopicPartition] = set()
+        self.rebalances = 0
+
+    async def revoked_tps(self, tps: set[TopicPartition]) -> None:
+        loop = self.loop
+        if not tps or loop is None:
+            return
+        await loop.pause()
+        try:
+            if self.checkpointer is not None:
+                await self.checkpointer.checkpoint(loop.done)
+            await loop.source.flush_commits()
+        except Exception as exc:  # the next owner replays from the last commit
+            log.warning("revoking %s: %s", _names(tps), exc)
+
+    async def assigned_tps(self, tps: set[TopicPartition]) -> dict[TopicPartition, int]:
+        loop = self.loop
+        try:
+            if loop is not None:
+                await loop.pause()
+            gone = self.tasks.keep_only(tps)
+            new = {tp for tp in tps if tp not in self.tasks.tasks}
+            seeks: dict[TopicPartition, int] = {}
+            fresh = [self.tasks.new_task(tp) for tp in sorted(new)]
+            if self.checkpointer is not None and new:
+                fresh, seeks = await self.checkpointer.restore(new)
+            now = self.clock.now_ms()
+            for task in [*self.tasks.tasks.values(), *fresh]:
+                self.tasks.start(task, now)
+            self.assignment = set(tps)
+            self.rebalances += 1
+            if loop is not None:
+                done = {tp: o for tp, o in loop.done.items() if tp in tps}
+                done.update(seeks)
+                loop.done = done
+            log.info(
+                "assigned %s (%d tasks restored or started, %d handed over)",
+                _names(tps),
+                len(fresh),
+                len(gone),
+            )
+            return seeks
+        finally:
+            if loop is not None:
+                loop.resume()
+
+
+def _names(tps: set[TopicPartition]) -> str:
+    return ", ".join(f"{tp.topic}[{tp.partition}]" for tp in sorted(tps)) or "nothing"

@@ -31,6 +31,7 @@ from stream.clock import Clock
 from stream.config import KafkaConfig, StateConfig
 from stream.ingest.kafka_client import client_kwargs, start_client
 from stream.ingest.source import Offsets
+from stream.live.tasks import Task, TaskSet, task_key
 from stream.pipeline import Pipeline, StateError
 
 log = logging.getLogger("paywatch.state")
@@ -59,6 +60,9 @@ class StateStore(Protocol):
     async def save(self, key: str, checkpoint: Checkpoint) -> None:
         """Store ``checkpoint`` under ``key``; returns once it is durable."""
 
+    async def load_many(self, keys: list[str]) -> dict[str, Checkpoint | None]:
+        """:meth:`load` of several keys at once (one read of the state topic)."""
+
 
 @dataclass
 class MemoryStateStore:
@@ -79,6 +83,9 @@ class MemoryStateStore:
     async def save(self, key: str, checkpoint: Checkpoint) -> None:
         self.saved[key] = checkpoint
         self.saves += 1
+
+    async def load_many(self, keys: list[str]) -> dict[str, Checkpoint | None]:
+        return {k: self.saved.get(k) for k in keys}
 
 
 class _Header(msgspec.Struct):
@@ -141,7 +148,13 @@ class KafkaStateStore:
         await self.producer.send_and_wait(topic, msgspec.msgpack.encode(header), key=key.encode())
 
     async def load(self, key: str) -> Checkpoint | None:
-        latest = await self._read_latest(key)
+        return (await self.load_many([key]))[key]
+
+    async def load_many(self, keys: list[str]) -> dict[str, Checkpoint | None]:
+        latest = await self._read_latest(keys)
+        return {key: self._assemble(key, latest) for key in keys}
+
+    def _assemble(self, key: str, latest: dict[str, bytes]) -> Checkpoint | None:
         raw = latest.get(key)
         if raw is None:
             return None
@@ -167,8 +180,9 @@ class KafkaStateStore:
             return None
         return Checkpoint(head.seq, head.offsets, blob, head.written_ms)
 
-    async def _read_latest(self, key: str) -> dict[str, bytes]:
-        """The newest value of every record key under ``key``, reading the topic to its end."""
+    async def _read_latest(self, keys: list[str]) -> dict[str, bytes]:
+        """The newest value of every record key under ``keys``, reading the topic to its end."""
+        wanted = set(keys)
         consumer = AIOKafkaConsumer(
             **client_kwargs(self.cfg),
             group_id=None,
@@ -194,7 +208,7 @@ class KafkaStateStore:
                 for records in got.values():
                     for r in records:
                         k = r.key.decode() if r.key else ""
-                        if (k == key or k.startswith(key + "/")) and r.value is not None:
+                        if r.value is not None and (k in wanted or k.rsplit("/", 2)[0] in wanted):
                             latest[k] = r.value
                 for tp in list(todo):
                     # highwater() is what the last fetch answer said (end_offsets can be
@@ -323,3 +337,111 @@ class Checkpointer:
         except Exception as exc:  # a lost checkpoint costs a longer replay, not the worker
             log.warning("checkpoint %s #%d not stored: %s", key, cp.seq, exc)
             self._dirty = True
+
+
+class TaskCheckpointer:
+    """Checkpoints per task (``scale_out: tasks``): each task's state under its own key
+    (:func:`~stream.live.tasks.task_key`: group, topic, partition) with the next offset of
+    its partition, so a partition's state follows the partition to whichever worker gets it.
+
+    Same timing as :class:`Checkpointer`: between batches, every ``checkpoint_every_s``
+    and after a batch whose alerts changed state; only tasks that read something since
+    their last checkpoint are written.
+    """
+
+    def __init__(
+        self, tasks: TaskSet, store: StateStore, kafka: KafkaConfig, cfg: StateConfig, clock: Clock
+    ) -> None:
+        self.tasks = tasks
+        self.store = store
+        self.kafka = kafka
+        self.cfg = cfg
+        self.clock = clock
+        self.seq: dict[str, int] = {}
+        self.written = 0
+        self.failed = 0
+        self.restored: list[str] = []
+        self._last = clock.monotonic()
+        self._saving: asyncio.Task[None] | None = None
+
+    def after_batch(self, done: Offsets, alerts: bool) -> None:
+        due = self.clock.monotonic() - self._last >= self.cfg.checkpoint_every_s
+        idle = self._saving is None or self._saving.done()
+        if (due or (alerts and self.cfg.checkpoint_on_alert)) and idle:
+            items = self._snapshots(done)
+            if items:
+                self._saving = asyncio.ensure_future(self._save(items))
+
+    async def checkpoint(self, done: Offsets) -> None:
+        """Checkpoint every task that changed, and wait until stored (revocation, stop)."""
+        if self._saving is not None:
+            await asyncio.shield(self._saving)
+        items = self._snapshots(done)
+        if items:
+            await self._save(items)
+
+    async def restore(
+        self, tps: set[TopicPartition]
+    ) -> tuple[list[Task], dict[TopicPartition, int]]:
+        """New tasks for ``tps``, from their checkpoints where there are any; returns them and
+        where to resume their partitions (the rest resume at the committed offsets)."""
+        tasks = [self.tasks.new_task(tp) for tp in sorted(tps)]
+        keys = [task_key(self.kafka, t.tp) for t in tasks]
+        try:
+            found = await self.store.load_many(keys)
+        except Exception as exc:  # the store unreachable: run on, cold
+            log.warning("checkpoints %s not read (%s); starting without them", keys, exc)
+            found = {}
+        seeks: dict[TopicPartition, int] = {}
+        for task, key in zip(tasks, keys, strict=True):
+            cp = found.get(key)
+            if cp is None:
+                continue
+            try:
+                task.restore(cp.blob)
+            except StateError as exc:
+                log.warning("checkpoint %s not restored: %s; the task starts cold", key, exc)
+                tasks[tasks.index(task)] = self.tasks.new_task(task.tp)
+                continue
+            self.seq[key] = cp.seq
+            self.restored.append(key)
+            if task.tp.partition in cp.offsets:
+                seeks[task.tp] = cp.offsets[task.tp.partition]
+            log.info("restored checkpoint %s #%d (offsets %s)", key, cp.seq, cp.offsets)
+        return tasks, seeks
+
+    def _snapshots(self, done: Offsets) -> list[tuple[str, Checkpoint]]:
+        self._last = self.clock.monotonic()
+        out = []
+        for tp, task in list(self.tasks.tasks.items()):
+            if not task.dirty or tp not in done:
+                continue
+            key = task_key(self.kafka, tp)
+            try:
+                blob = task.snapshot()
+            except Exception as exc:
+                self.failed += 1
+                if self.failed == 1 or self.failed % 100 == 0:
+                    log.error("checkpoint %s not taken (%d so far): %s", key, self.failed, exc)
+                continue
+            task.dirty = False
+            self.seq[key] = self.seq.get(key, 0) + 1
+            cp = Checkpoint(self.seq[key], {tp.partition: done[tp]}, blob, self.clock.now_ms())
+            out.append((key, cp))
+        return out
+
+    async def _save(self, items: list[tuple[str, Checkpoint]]) -> None:
+        for key, cp in items:
+            try:
+                await self.store.save(key, cp)
+                self.written += 1
+            except Exception as exc:  # a lost checkpoint costs a longer replay, not the worker
+                log.warning("checkpoint %s #%d not stored: %s", key, cp.seq, exc)
+                task = self.tasks.tasks.get(_tp_of(key))
+                if task is not None:
+                    task.dirty = True
+
+
+def _tp_of(key: str) -> TopicPartition:
+    _, topic, partition = key.rsplit("/", 2)
+    return TopicPartition(topic, int(partition))

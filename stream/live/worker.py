@@ -37,9 +37,10 @@ from stream.live.control_reader import ControlReader
 from stream.live.health import BrokerProbe, WorkerHealth
 from stream.live.notify_feed import NotifyFeed
 from stream.live.prometheus import WorkerMetrics
-from stream.live.publisher import AlertObject, KafkaPublisher, Publisher
-from stream.live.rebalance import PartitionHandover
-from stream.live.state_store import Checkpointer, KafkaStateStore, StateStore
+from stream.live.publisher import AlertObject, KafkaPublisher, Message, Publisher
+from stream.live.rebalance import PartitionHandover, TaskHandover
+from stream.live.state_store import Checkpointer, KafkaStateStore, StateStore, TaskCheckpointer
+from stream.live.tasks import OnePipeline, Part, TaskSet, Work, partition_counts, repartition_topic
 from stream.pipeline import Pipeline, PipelineStats, StepResult
 
 log = logging.getLogger("paywatch.worker")
@@ -95,11 +96,10 @@ async def run_worker(
         # First: a bad history path is a config error.
         notifications = Notifications(config, clock=clock)
     await _ensure_topics(config, notifications, on_kafka)
-    pipeline = Pipeline(config, live=True)
     source = source or KafkaEventSource(k, **(consumer_overrides or {}))
-    store, checkpointer, handover = _checkpoints(config, pipeline, state_store, on_kafka, clock)
-    source.on_rebalance(handover)  # before start: the first assignment restores the state
     publisher = publisher or KafkaPublisher(k, on_error=health.output_error)
+    work, store, checkpointer, handover = await _work(config, source, publisher, state_store, clock)
+    source.on_rebalance(handover)  # before start: the first assignment restores the state
     # Dispatching and history writes run in their own thread, off the consumer's loop.
     background = None if notifications is None else InOrderThread(notifications, clock)
     if notifications is not None and background is not None:
@@ -119,7 +119,7 @@ async def run_worker(
             stack.push_async_callback(probe.stop)
         pool = await _decode_pool(stack, k.decode_workers)
         loop = ConsumeLoop(
-            pipeline,
+            work,
             source,
             publisher,
             clock=clock,
@@ -137,7 +137,7 @@ async def run_worker(
             "consuming %s from %s as group %s", k.events_topic, k.bootstrap_servers, k.group_id
         )
         await loop.run(stop)
-    return pipeline.state.stats
+    return work.stats
 
 
 def _followers(
@@ -155,6 +155,52 @@ def _followers(
         return None, None
     control = ControlReader(config.kafka, background.apply_control, clock=clock)
     return control, NotifyFeed(config, background, store, clock=clock, drain_s=drain_s)
+
+
+async def _work(
+    config: Config,
+    source: EventSource,
+    publisher: Publisher,
+    state_store: StateStore | None,
+    clock: Clock,
+) -> tuple[
+    Work,
+    StateStore | None,
+    Checkpointer | TaskCheckpointer | None,
+    PartitionHandover | TaskHandover,
+]:
+    """What the loop feeds: tasks (``scale_out: tasks`` on Kafka) or one pipeline; with the
+    state store, the checkpointer and the rebalance handler that go with it."""
+    tasks = await _tasks(config, source, publisher)
+    if tasks is None:
+        pipeline = Pipeline(config, live=True)
+        on_kafka = isinstance(source, KafkaEventSource) or isinstance(publisher, KafkaPublisher)
+        store, cp, handover = _checkpoints(config, pipeline, state_store, on_kafka, clock)
+        return OnePipeline(pipeline), store, cp, handover
+    store = None if not config.state.checkpoint else state_store
+    if config.state.checkpoint and store is None:
+        store = KafkaStateStore(config.kafka, config.state.chunk_bytes)
+    tcp = None
+    if store is not None:
+        tcp = TaskCheckpointer(tasks, store, config.kafka, config.state, clock)
+    return tasks, store, tcp, TaskHandover(tasks, tcp, clock)
+
+
+async def _tasks(config: Config, source: EventSource, publisher: Publisher) -> TaskSet | None:
+    """``scale_out: tasks`` on Kafka: the task set, the repartition topic created with as
+    many partitions as the events topic, and the source subscribed to both."""
+    k = config.kafka
+    if k.scale_out != "tasks" or not isinstance(source, KafkaEventSource):
+        return None
+    if not isinstance(publisher, KafkaPublisher):
+        return None
+    rtopic = repartition_topic(k)
+    n = (await partition_counts(k, [k.events_topic]))[k.events_topic] or 1
+    await ensure_topics(k.bootstrap_servers, [rtopic], partitions=n, security=security_kwargs(k))
+    r = (await partition_counts(k, [rtopic]))[rtopic] or n
+    source.topics = [k.events_topic, rtopic]
+    log.info("tasks: %d source partitions, %d roll-up partitions (%s)", n, r, rtopic)
+    return TaskSet(config, n, r)
 
 
 async def _started(stack: contextlib.AsyncExitStack, *parts: Any) -> None:
@@ -224,7 +270,7 @@ class ConsumeLoop:
 
     def __init__(
         self,
-        pipeline: Pipeline,
+        work: Work,
         source: EventSource,
         publisher: Publisher,
         *,
@@ -237,9 +283,9 @@ class ConsumeLoop:
         progress_every_s: float = 10.0,
         gauges_every_s: float = 1.0,
         health: WorkerHealth | None = None,
-        checkpointer: Checkpointer | None = None,
+        checkpointer: Checkpointer | TaskCheckpointer | None = None,
     ) -> None:
-        self.pipeline = pipeline
+        self.work = work
         self.source = source
         self.publisher = publisher
         self.clock = clock
@@ -249,7 +295,7 @@ class ConsumeLoop:
         self.observe = observe
         self.progress_every_s = progress_every_s
         self.gauges_every_s = gauges_every_s
-        self.decoder: OrderedDecoder[tuple[Batch, float]] = OrderedDecoder(pool)
+        self.decoder: OrderedDecoder[tuple[Part, float]] = OrderedDecoder(pool)
         self.health = health or WorkerHealth()
         self.done: Offsets = {}  # next offset per partition whose batch is finished
         self.checkpointer = checkpointer
@@ -300,6 +346,10 @@ class ConsumeLoop:
                 fetch.cancel()
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await fetch
+        held = self.work.release_all()  # records a task held for the roll-ups: out now
+        if held.alerts:
+            await self.publish(held)
+            self.notify(held, self.clock.now_ms())
         if self.checkpointer is not None:  # graceful stop: the state of every batch finished
             await self.checkpointer.checkpoint(self.done)
         await self.source.flush_commits()
@@ -325,17 +375,19 @@ class ConsumeLoop:
         return asyncio.ensure_future(self.source.next_batch(timeout_ms=100))
 
     def decode(self, batch: Batch) -> None:
-        tag = (batch, time.perf_counter())
-        self.decoder.submit(batch.values, batch.sources, self.pipeline.decode_args(), tag)
+        received = time.perf_counter()
+        for part in self.work.split(batch):  # one part per task (topic-partition)
+            args = self.work.decode_args(part)
+            self.decoder.submit(part.batch.values, part.batch.sources, args, (part, received))
 
     async def step(self) -> None:
-        """Window and judge the oldest decoded batch, then finish it."""
-        decoded, (batch, received) = await self.decoder.next()
+        """Window and judge the oldest decoded part, then finish it."""
+        decoded, (part, received) = await self.decoder.next()
         self._stepping = True
         try:
             now, started = self.clock.now_ms(), time.perf_counter()
-            result = self.pipeline.process_decoded(decoded, len(batch.values), now)
-            await self.finish(result, batch, now, received, started)
+            result, shipments = self.work.process(part, decoded, now)
+            await self.finish(result, part, now, received, started, shipments)
         finally:
             self._stepping = False
             self._drained.set()
@@ -345,36 +397,51 @@ class ConsumeLoop:
         self._stepping = True
         try:
             now, started = self.clock.now_ms(), time.perf_counter()
-            await self.finish(self.pipeline.tick(now), batch, now, started, started)
+            await self.finish(self.work.tick(now), Part(None, batch), now, started, started)
         finally:
             self._stepping = False
             self._drained.set()
 
     async def finish(
-        self, result: StepResult, batch: Batch, now: int, received: float, started: float
+        self,
+        result: StepResult,
+        part: Part,
+        now: int,
+        received: float,
+        started: float,
+        shipments: Sequence[Message] = (),
     ) -> None:
-        wire = await self.publish(result)
-        self.report(
-            result, wire, BatchTiming(len(batch.values), received, started, time.perf_counter())
-        )
-        self.commit(batch)
+        wire = await self.publish(result, shipments)
+        timing = BatchTiming(part.records, received, started, time.perf_counter())
+        self.report(result, wire, timing)
+        self.commit(part.batch)
         if self.checkpointer is not None:
             self.checkpointer.after_batch(self.done, bool(result.alerts))
         self.notify(result, now)
 
-    async def publish(self, result: StepResult) -> list[AlertObject]:
-        """Alerts and DLQ records out; returns the alert v1 objects once acknowledged."""
+    async def publish(
+        self, result: StepResult, shipments: Sequence[Message] = ()
+    ) -> list[AlertObject]:
+        """Alerts, DLQ records and shipments to the roll-up tasks out; returns the alert v1
+        objects once all of it is acknowledged (then the batch may be committed)."""
         wire: list[AlertObject] = [rec.to_dict() for rec in result.alerts]  # alert v1 JSON
-        await self.publisher.publish(wire, result.rejected)
+        if shipments and isinstance(self.publisher, KafkaPublisher):
+            await asyncio.gather(
+                self.publisher.publish(wire, result.rejected),
+                self.publisher.send_messages(shipments),
+            )
+        else:
+            await self.publisher.publish(wire, result.rejected)
         return wire
 
     def report(self, result: StepResult, wire: list[AlertObject], timing: BatchTiming) -> None:
         if self.metrics is not None:
             latency = timing.acked - timing.started if result.closed else None
-            self.metrics.observe(self.pipeline.state.stats, result.rejected, wire, latency)
-            if result.judged and self.metrics.payments is not None:  # newest window only
-                st = self.pipeline.state
-                self.metrics.payments.update(result.judged[-1], st.rules, st.lifecycle.firing())
+            self.metrics.observe(self.work.stats, result.rejected, wire, latency)
+            view = self.work.last_view
+            if result.judged and view is not None and self.metrics.payments is not None:
+                self.work.last_view = None  # the newest judged window, once
+                self.metrics.payments.update(*view)
         if self.observe is not None:
             self.observe(result, timing)
 
@@ -398,16 +465,16 @@ class ConsumeLoop:
 
     def housekeeping(self) -> None:
         """Gauges about once a second, a progress line every ``progress_every_s``."""
-        state = self.pipeline.state
+        work = self.work
         now = self.clock.monotonic()
         if self.metrics is not None and now - self._last_gauges >= self.gauges_every_s:
             self._last_gauges = now
-            self.metrics.state(state.lifecycle.firing(), state.windows.registry.active)
+            self.metrics.state(work.firing(), work.active_series())
             self.metrics.consumer_lag(self.source.end_offsets(), self.done)
         self.health.observe_offsets(self.source.end_offsets(), self.done)
         if now - self._last_report >= self.progress_every_s:
             elapsed = now - self._last_report
-            stats = state.stats
+            stats = work.stats
             log.info(
                 "%.0f events/s, %d records, %d rejected to DLQ, %d late, %d windows closed, "
                 "%d alerts firing",
@@ -416,6 +483,6 @@ class ConsumeLoop:
                 stats.rejected,
                 stats.late,
                 stats.windows_closed,
-                len(state.lifecycle.firing()),
+                len(work.firing()),
             )
             self._last_report, self._last_records = now, stats.records

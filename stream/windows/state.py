@@ -260,6 +260,13 @@ class WindowState:
             np.maximum(wm, self.forced_watermark, out=wm)
         return wm
 
+    def see_partitions(self, newest: dict[int, int]) -> None:
+        """Partitions' newest event times learnt from elsewhere (a roll-up task's watermark
+        markers: the source partition has passed ``ts``, its events up to it were sent)."""
+        for p, ts in newest.items():
+            self.part_max[p] = max(self.part_max.get(p, ts), ts)
+        self._advance_stream()
+
     def hold_clock(self, partitions: set[int] | None) -> None:
         """Which partitions hold the stream's clock back (None: every partition seen).
 

@@ -1,0 +1,472 @@
+"""The worker's state split into tasks, the way Kafka Streams splits an application.
+
+A *source task* per assigned partition of the events topic holds the windows, detectors
+and open episodes of the series wholly inside that partition: events are keyed
+``provider|merchant_id``, so every series whose level has both ``provider`` and
+``merchant_id`` lives in one partition.  Every broader series (provider, operation,
+signing key, metric) gathers events from every partition; those are judged by *roll-up
+tasks*, one per partition of the repartition topic (``kafka.repartition_topic``), so each
+is judged once in the group, on all its traffic, whichever worker owns which partition.
+
+The source task republishes every valid event it read to the repartition topic, to the
+partition of its roll-up key (the provider, or the metric series' name: murmur2 as
+Kafka's default partitioner), as *shipments*: one record per (source batch, destination
+partition) holding the events' raw values, their source offsets and the source
+partition's newest event time — a watermark marker, sent even when no event goes there,
+so a roll-up task's clock is the minimum over the source partitions it hears from (every
+partition of the events topic holds it until idle, as in a source task).  A roll-up
+task decodes the events with the same decoder and keys the windows by the *source*
+partition, so event time per partition works as before; it skips events whose source
+offset it has already counted (a replay after a crash republishes them), which makes the
+roll-ups exactly-once although delivery is at-least-once.
+
+A source record is committed only after its shipments are acknowledged (the worker
+publishes them with the batch's alerts), and each task is checkpointed under its own
+key (:func:`task_key`: group, topic, partition) and restored on whichever worker the
+partition is assigned to.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+import msgspec
+import numpy as np
+import orjson
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.partitioner import murmur2
+
+from stream.alerting.record import AlertRecord
+from stream.config import Config, KafkaConfig
+from stream.ingest.events import DecodedBatch, SourceColumns
+from stream.ingest.kafka_client import client_kwargs, start_client
+from stream.ingest.source import Batch
+from stream.judge.features import JudgedWindow
+from stream.judge.rules import Rule
+from stream.live.publisher import Message
+from stream.pipeline import Pipeline, PipelineStats, StateError, StepResult
+from stream.windows.registry import Dims
+
+log = logging.getLogger("paywatch.tasks")
+
+TASK_FORMAT = "paywatch-task"
+TASK_VERSION = 1
+SHIPMENT_VERSION = 1
+SHIPMENT_BYTES = 256 * 1024  # one shipment record at most (Kafka's default limit is 1 MiB)
+
+
+def repartition_topic(k: KafkaConfig) -> str:
+    return k.repartition_topic or f"{k.events_topic}.repartition.by-provider"
+
+
+def task_key(k: KafkaConfig, tp: TopicPartition) -> str:
+    """The checkpoint key of one task: consumer group, topic, partition."""
+    return f"{k.group_id}/{tp.topic}/{tp.partition}"
+
+
+def in_one_partition(level: Dims) -> bool:
+    """A level whose every series lives in one partition of the events topic."""
+    return "provider" in level and "merchant_id" in level
+
+
+def scoped(pipeline: Pipeline, rollup: bool) -> Pipeline:
+    """``pipeline`` judging only a source task's levels, or only a roll-up task's.
+
+    The windows keep every level (a provider's root-cause hints read its merchants);
+    only the rules' levels are cut, and a rule left without a level is dropped.
+    """
+    rules: list[Rule] = []
+    for rule in pipeline.state.rules:
+        levels: set[Dims] = getattr(rule, "levels", set())
+        kept = {lv for lv in levels if in_one_partition(lv) != rollup}
+        if kept:
+            rule.levels = kept  # type: ignore[attr-defined]
+            rules.append(rule)
+    pipeline.state.rules = rules
+    return pipeline
+
+
+class _Shipment(msgspec.Struct, array_like=True):
+    """One repartition record: events of one source batch for one roll-up partition."""
+
+    v: int
+    src: int  # source partition of the events topic
+    wm: int | None  # the source partition's newest event time after these events
+    off: list[int]  # source offsets, ascending
+    ev: list[bytes]  # the events' raw values
+
+
+class _TaskBlob(msgspec.Struct):
+    format: str
+    version: int
+    rollup: bool
+    pipeline: bytes
+    src_done: dict[int, int]
+    held: list[bytes] = []  # alert v1 JSON of records held for the roll-ups (see TaskSet)
+
+
+@dataclass
+class Part:
+    """One topic-partition's share of a fetched batch, as its task reads it.  For a
+    roll-up task, ``batch`` holds the shipped events (sources name their source
+    partition and offset) and ``batch.offsets`` the repartition offsets to commit."""
+
+    tp: TopicPartition | None
+    batch: Batch
+    marks: dict[int, int] = field(default_factory=dict)  # source partition -> newest ts
+    src_next: dict[int, int] = field(default_factory=dict)  # next source offset, after it
+    rollup: bool = False
+
+    @property
+    def records(self) -> int:
+        """Records of the events topic in this part (shipped events are not read twice)."""
+        return 0 if self.rollup else len(self.batch.values)
+
+
+@dataclass
+class Task:
+    tp: TopicPartition
+    rollup: bool
+    pipeline: Pipeline
+    src_done: dict[int, int] = field(default_factory=dict)  # roll-up: next source offset
+    split_done: dict[int, int] = field(default_factory=dict)  # same, as far as split
+    announced: int | None = None  # source: newest event time announced to the roll-ups
+    dirty: bool = True
+    held: list[AlertRecord] = field(default_factory=list)  # source: until the roll-ups judged
+
+    def snapshot(self) -> bytes:
+        held = [orjson.dumps(r.to_dict()) for r in self.held]
+        blob = _TaskBlob(
+            TASK_FORMAT, TASK_VERSION, self.rollup, self.pipeline.snapshot(), self.src_done, held
+        )
+        return msgspec.msgpack.encode(blob)
+
+    def restore(self, raw: bytes) -> None:
+        """Take a :meth:`snapshot`; raises :class:`StateError` when it cannot."""
+        try:
+            blob = msgspec.msgpack.decode(raw, type=_TaskBlob)
+        except (msgspec.DecodeError, msgspec.ValidationError):
+            raise StateError("not a paywatch task checkpoint") from None
+        if blob.format != TASK_FORMAT or blob.version != TASK_VERSION:
+            raise StateError(f"task checkpoint {blob.format} v{blob.version} is not supported")
+        if blob.rollup != self.rollup:
+            raise StateError("the checkpoint is of another kind of task")
+        self.pipeline.restore(blob.pipeline)
+        self.src_done = dict(blob.src_done)
+        self.split_done = dict(blob.src_done)
+        self.held = [AlertRecord.from_dict(orjson.loads(r)) for r in blob.held]
+        self.dirty = False
+
+
+def _add_stats(total: PipelineStats, more: PipelineStats, events: bool) -> None:
+    for f in fields(PipelineStats):
+        if events or f.name == "alerts":
+            setattr(total, f.name, getattr(total, f.name) + getattr(more, f.name))
+
+
+def merge(results: Iterable[StepResult]) -> StepResult:
+    out = StepResult()
+    for r in results:
+        out.alerts.extend(r.alerts)
+        out.rejected.extend(r.rejected)
+        out.closed.extend(r.closed)
+        out.judged.extend(r.judged)
+    return out
+
+
+class TaskSet:
+    """The tasks a worker holds now; what the consume loop feeds (``scale_out: tasks``)."""
+
+    def __init__(self, config: Config, source_partitions: int, rollup_partitions: int) -> None:
+        self.config = config
+        self.topic = config.kafka.events_topic
+        self.rtopic = repartition_topic(config.kafka)
+        self.source_partitions = source_partitions
+        self.rollup_partitions = rollup_partitions
+        self.tasks: dict[TopicPartition, Task] = {}
+        self.retired = PipelineStats()  # counters of tasks handed to another worker
+        self.last_view: tuple[JudgedWindow, list[Rule], list[dict[str, Any]]] | None = None
+        self._dest: dict[str, int] = {}
+
+    # -- tasks --------------------------------------------------------------------
+
+    def new_task(self, tp: TopicPartition) -> Task:
+        rollup = tp.topic == self.rtopic
+        return Task(tp, rollup, scoped(Pipeline(self.config, live=True), rollup))
+
+    def keep_only(self, tps: set[TopicPartition]) -> list[Task]:
+        """Drop the tasks not in ``tps`` (moved to another worker); returns them."""
+        gone = [t for tp, t in self.tasks.items() if tp not in tps]
+        for t in gone:
+            del self.tasks[t.tp]
+            _add_stats(self.retired, t.pipeline.state.stats, not t.rollup)
+        return gone
+
+    def start(self, task: Task, wall_ms: int) -> None:
+        """Hold ``task`` from now on; its partitions (a roll-up's: every source partition)
+        hold its clock until idle."""
+        held = range(self.source_partitions) if task.rollup else [task.tp.partition]
+        task.pipeline.assign(set(held), wall_ms)
+        self.tasks[task.tp] = task
+
+    # -- reading --------------------------------------------------------------------
+
+    def split(self, batch: Batch) -> list[Part]:
+        """A fetched batch into one part per topic-partition, shipments unpacked."""
+        cols = batch.sources
+        assert isinstance(cols, SourceColumns)
+        parts: list[Part] = []
+        for tp, next_offset in batch.offsets.items():
+            sel = np.flatnonzero((cols.partitions == tp.partition) & _topic_is(cols, tp.topic))
+            values = [batch.values[i] for i in sel.tolist()]
+            offs = cols.offsets[sel]
+            task = self.tasks.get(tp)
+            if task is None:  # not ours (any more): its next owner reads it from the commit
+                continue
+            if task.rollup:
+                parts.append(self._unpack(task, values, {tp: next_offset}))
+                continue
+            src = SourceColumns([tp.topic] * len(values), cols.partitions[sel], offs)
+            parts.append(Part(tp, Batch(values, src, {tp: next_offset})))
+        return parts
+
+    def _unpack(self, task: Task, records: list[bytes | None], offsets: dict[Any, int]) -> Part:
+        values: list[bytes | None] = []
+        srcs: list[int] = []
+        offs: list[int] = []
+        part = Part(task.tp, Batch(values, SourceColumns([], [], []), offsets), rollup=True)
+        for raw in records:
+            try:
+                s = msgspec.msgpack.decode(raw or b"", type=_Shipment)
+            except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+                log.error("repartition record of %s not readable (%s); skipped", task.tp, exc)
+                continue
+            done = task.split_done.get(s.src, 0)
+            keep = [i for i, o in enumerate(s.off) if o >= done]  # a replay's repeats go
+            values.extend(s.ev[i] for i in keep)
+            offs.extend(s.off[i] for i in keep)
+            srcs.extend([s.src] * len(keep))
+            if s.off:
+                task.split_done[s.src] = part.src_next[s.src] = max(done, s.off[-1] + 1)
+            if s.wm is not None:
+                part.marks[s.src] = max(part.marks.get(s.src, s.wm), s.wm)
+        part.batch.sources = SourceColumns([self.rtopic] * len(values), srcs, offs)
+        return part
+
+    def decode_args(self, part: Part) -> dict[str, Any]:
+        task = self.tasks.get(part.tp) if part.tp is not None else None
+        return (task.pipeline if task else Pipeline(self.config)).decode_args()
+
+    def process(
+        self, part: Part, decoded: DecodedBatch, now: int
+    ) -> tuple[StepResult, list[Message]]:
+        """Window and judge one part in its task; returns the result and the shipments
+        to publish with it."""
+        task = self.tasks.get(part.tp) if part.tp is not None else None
+        if task is None:  # revoked while it was decoded: read again by the next owner
+            return StepResult(), []
+        task.dirty = True
+        p = task.pipeline
+        result = p.process_decoded(decoded, len(part.batch.values), now)
+        if task.rollup:
+            task.src_done.update(part.src_next)
+            if part.marks:
+                result = merge([result, p.see_partitions(part.marks, now)])
+            if result.judged:
+                self.last_view = (result.judged[-1], p.state.rules, p.state.lifecycle.firing())
+            return self._release(result), []
+        self._hold(task, result)
+        return self._release(result), self._ship(task, part, decoded)
+
+    def tick(self, now: int) -> StepResult:
+        results = []
+        for t in list(self.tasks.values()):
+            r = t.pipeline.tick(now)
+            if not t.rollup:
+                self._hold(t, r)
+            results.append(r)
+        return self._release(merge(results))
+
+    # -- attribution ----------------------------------------------------------------
+    # A merchant series closes its window as soon as its own partition passes it; the
+    # provider above it closes in a roll-up task once every partition has.  A source
+    # task's records are held until the worker's roll-up tasks have judged their window,
+    # then follow the roll-ups' records, so a provider-wide outage reaches the sinks and the
+    # dispatcher before the merchants beneath it and they fold under it (inhibit.py) as in
+    # one pipeline.  Held records are part of the task's checkpoint: a commit never loses one.
+
+    def _hold(self, task: Task, result: StepResult) -> None:
+        if result.alerts:
+            task.held.extend(result.alerts)
+            result.alerts = []
+
+    def _release(self, result: StepResult) -> StepResult:
+        judged = self._rollups_closed()
+        for t in self.tasks.values():
+            if t.held and not t.rollup:
+                go = [r for r in t.held if judged is None or r.window_end <= judged]
+                if go:
+                    t.held = [r for r in t.held if not (judged is None or r.window_end <= judged)]
+                    t.dirty = True
+                    result.alerts.extend(go)
+        return result
+
+    def _rollups_closed(self) -> int | None:
+        """Event time up to which every roll-up task of this worker has judged (None: it
+        has none, nothing to wait for)."""
+        ends = [t.pipeline.state.windows.closed_until for t in self.tasks.values() if t.rollup]
+        if not ends:
+            return None
+        return min(e if e is not None else -1 for e in ends)
+
+    def release_all(self) -> StepResult:
+        """Every held record (a graceful stop: published before the last checkpoint)."""
+        out = StepResult()
+        for t in self.tasks.values():
+            if t.held:
+                out.alerts.extend(t.held)
+                t.held, t.dirty = [], True
+        return out
+
+    # -- repartitioning ---------------------------------------------------------------
+
+    def _dest_of(self, key: str) -> int:
+        r = self._dest.get(key)
+        if r is None:
+            r = self._dest[key] = (murmur2(key.encode()) & 0x7FFFFFFF) % self.rollup_partitions
+        return r
+
+    def _ship(self, task: Task, part: Part, decoded: DecodedBatch) -> list[Message]:
+        """The shipments of a source part: its valid events by roll-up partition, each
+        with the partition's newest event time (also to partitions that get no event)."""
+        p = task.tp.partition
+        wm = task.pipeline.state.windows.part_max.get(p)
+        cols = (decoded.calls, decoded.notifications)
+        seq = np.concatenate([c.seq for c in cols] + [decoded.metrics.seq])
+        codes = np.concatenate([c.provider for c in cols] + [decoded.metrics.series])
+        if not seq.size and (wm is None or wm == task.announced):
+            return []
+        task.announced = wm
+        lut = np.array(
+            [self._dest_of(s) for s in decoded.strings] + [0], dtype=np.int64
+        )  # code -1 (absent) -> partition 0
+        dest = lut[codes] if codes.size else np.zeros(0, np.int64)
+        order = np.argsort(seq, kind="stable")
+        seq, dest = seq[order], dest[order]
+        sources = part.batch.sources
+        assert isinstance(sources, SourceColumns)
+        offs = np.asarray(sources.offsets, dtype=np.int64)
+        out: list[Message] = []
+        for r in range(self.rollup_partitions):
+            at = seq[dest == r].tolist()
+            out.extend(self._shipments(p, wm, r, [part.batch.values[i] for i in at], offs, at))
+        return out
+
+    def _shipments(
+        self,
+        src: int,
+        wm: int | None,
+        r: int,
+        values: Sequence[bytes | None],
+        offs: np.ndarray,
+        at: list[int],
+    ) -> list[Message]:
+        """Events for one roll-up partition, cut into records of at most SHIPMENT_BYTES
+        (the marker rides on the last one)."""
+        out: list[Message] = []
+        start, size = 0, 0
+        for i, v in enumerate(values):
+            size += len(v or b"") + 16
+            if size > SHIPMENT_BYTES and i > start:
+                out.append(self._record(src, None, r, values[start:i], offs[at[start:i]]))
+                start, size = i, len(v or b"") + 16
+        out.append(self._record(src, wm, r, values[start:], offs[at[start:]]))
+        return out
+
+    def _record(
+        self, src: int, wm: int | None, r: int, values: Sequence[bytes | None], offs: np.ndarray
+    ) -> Message:
+        ship = _Shipment(SHIPMENT_VERSION, src, wm, offs.tolist(), [v or b"" for v in values])
+        key = f"{self.topic}/{src}".encode()
+        return Message(self.rtopic, key, msgspec.msgpack.encode(ship), partition=r)
+
+    # -- what the loop reports ---------------------------------------------------------
+
+    @property
+    def stats(self) -> PipelineStats:
+        """Events counted by the source tasks, alerts by every task (and by tasks that left)."""
+        total = PipelineStats()
+        _add_stats(total, self.retired, True)
+        for t in self.tasks.values():
+            _add_stats(total, t.pipeline.state.stats, not t.rollup)
+        return total
+
+    def firing(self) -> list[dict[str, Any]]:
+        return [f for t in self.tasks.values() for f in t.pipeline.state.lifecycle.firing()]
+
+    def active_series(self) -> int:
+        return sum(t.pipeline.state.windows.registry.active for t in self.tasks.values())
+
+
+def _topic_is(cols: SourceColumns, topic: str) -> np.ndarray:
+    topics = cols.topics
+    if all(t == topic for t in topics):
+        return np.ones(len(topics), bool)
+    return np.array([t == topic for t in topics], dtype=bool)
+
+
+class OnePipeline:
+    """``scale_out: single``: one pipeline for every partition the worker reads, behind
+    the :class:`TaskSet` interface the consume loop feeds."""
+
+    def __init__(self, pipeline: Pipeline) -> None:
+        self.pipeline = pipeline
+        self.last_view: tuple[JudgedWindow, list[Rule], list[dict[str, Any]]] | None = None
+
+    def split(self, batch: Batch) -> list[Part]:
+        return [Part(None, batch)]
+
+    def decode_args(self, part: Part) -> dict[str, Any]:
+        return self.pipeline.decode_args()
+
+    def process(
+        self, part: Part, decoded: DecodedBatch, now: int
+    ) -> tuple[StepResult, list[Message]]:
+        st = self.pipeline.state
+        result = self.pipeline.process_decoded(decoded, len(part.batch.values), now)
+        if result.judged:
+            self.last_view = (result.judged[-1], st.rules, st.lifecycle.firing())
+        return result, []
+
+    def tick(self, now: int) -> StepResult:
+        return self.pipeline.tick(now)
+
+    def release_all(self) -> StepResult:
+        return StepResult()
+
+    @property
+    def stats(self) -> PipelineStats:
+        return self.pipeline.state.stats
+
+    def firing(self) -> list[dict[str, Any]]:
+        return self.pipeline.state.lifecycle.firing()
+
+    def active_series(self) -> int:
+        return self.pipeline.state.windows.registry.active
+
+
+Work = TaskSet | OnePipeline
+
+
+async def partition_counts(k: KafkaConfig, topics: list[str]) -> dict[str, int]:
+    """How many partitions each topic has (0: it does not exist), from the cluster's metadata."""
+    consumer = AIOKafkaConsumer(**client_kwargs(k), group_id=None, enable_auto_commit=False)
+    await start_client(consumer, k.bootstrap_servers)
+    try:
+        await consumer.topics()
+        return {t: len(consumer.partitions_for_topic(t) or ()) for t in topics}
+    finally:
+        await consumer.stop()
