@@ -30,6 +30,7 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.metrics_core import Metric
 
 from models.base import expected_of
+from models.sequential import CallbackBank, SeqBank
 from models.threshold import ErrorRateThreshold, StaticSLO
 from stream.config import Config
 from stream.ingest.events import SYSTEM_ERROR_CLASSES
@@ -241,17 +242,43 @@ def baselines(window: JudgedWindow, rules: Sequence[Rule], sids: np.ndarray) -> 
         ready_detector = getattr(rule, "ready_detector", None)
         if ready_detector is None:
             continue
+        rule_rows = _rule_rows(window, rule, sids)
+        expected = _bank_expected(getattr(rule, "bank", None), sids[rule_rows])
         rows, values = [], []
-        for r in _rule_rows(window, rule, sids).tolist():
-            det = ready_detector(int(sids[r]))
-            if det is None or isinstance(det, (ErrorRateThreshold, StaticSLO)):
-                continue
-            e = expected_of(det, Row(window.features, consts, int(sids[r])))
+        for i, r in enumerate(rule_rows.tolist()):
+            e = expected[i] if expected is not None else math.nan
+            if expected is None or e is None:  # no bank read-out: the series' own detector
+                det = ready_detector(int(sids[r]))
+                if det is None or isinstance(det, (ErrorRateThreshold, StaticSLO)):
+                    continue
+                e = expected_of(det, Row(window.features, consts, int(sids[r])))
             if math.isfinite(e):
                 rows.append(r)
                 values.append(e)
         if rows:
             out.append(_band(window, rule.name, rule.signal, sids, np.array(rows), values))
+    return out
+
+
+def _bank_expected(bank: object, slots: np.ndarray) -> list[float | None] | None:
+    """The sequential banks' expected values of ``slots`` in one call (NaN: not ready;
+    None: a slot the bank has not grown to, left to its detector), or None for other
+    detectors.  The same numbers a copy of each slot as a detector of its own gives,
+    without building those copies every window."""
+    if isinstance(bank, CallbackBank):
+        capacity = bank.banks["missing"].capacity
+    elif isinstance(bank, SeqBank):
+        capacity = bank.capacity
+    else:
+        return None
+    ready = bank.ready(slots)
+    inside = ready & (slots < capacity)
+    e = np.full(slots.size, math.nan)
+    if inside.any():
+        e[inside] = bank.expected_many(slots[inside])
+    out: list[float | None] = e.tolist()
+    for i in np.flatnonzero(ready & ~inside).tolist():
+        out[i] = None
     return out
 
 
