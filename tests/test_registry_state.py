@@ -1,6 +1,7 @@
-"""The series registry's checkpoint form: compact (no per-series tuples, no derived maps),
-and a restored registry gives every series, known, new or over the cap, the id the
-original gives it."""
+"""Checkpoint forms: the series registry and the order maps are written compactly (arrays
+and one string, not an object per series or order); a restored registry gives every
+series, known, new or over the cap, the id the original gives it, and orders come back
+in their order."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import copy
 
 from stream.state_codec import decode, encode
 from stream.windows.registry import SEP, SeriesRegistry
+from stream.windows.state import WindowState
 
 MERCHANT = ("provider", "merchant_id")
 PROVIDER = ("provider",)
@@ -48,3 +50,15 @@ def test_restored_registry_resolves_every_series_as_the_original() -> None:
 def test_empty_registry_round_trips() -> None:
     back = decode(encode(SeriesRegistry()))
     assert back.keys == [] and back.index == {} and back.joined == {}
+
+
+def test_pending_and_overdue_orders_round_trip_in_order() -> None:
+    state = WindowState.create(10, 5, [["provider"], ["provider", "merchant_id"]])
+    state.pending = {"alipay|M1|o2": (20_000, (0, 3)), "alipay|M1|o1": (10_000, (0, 3))}
+    state.pending["paypal|M|é|x"] = (30_000, ())
+    state.overdue = {"wechatpay|M2|o9": 5_000, "alipay|M1|o0": 4_000}
+    back = decode(encode(state))
+    assert list(back.pending.items()) == list(state.pending.items())
+    assert list(back.overdue.items()) == list(state.overdue.items())
+    written = state.__getstate__()["pending"]
+    assert isinstance(written, dict) and "alipay|M1|o2" not in written  # written as arrays

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from collections import deque
 from itertools import repeat
+from typing import Any
 
 import numpy as np
 
@@ -169,3 +170,59 @@ def overdue_orders(
         for (p, m), trades in groups.items()
     ]
     return listed, matched[:limit], len(matched)
+
+
+def _join(keys: list[str]) -> tuple[str, np.ndarray]:
+    return "".join(keys), np.fromiter(map(len, keys), np.int64, len(keys))
+
+
+def _split(text: str, lengths: np.ndarray) -> list[str]:
+    ends = np.cumsum(lengths).tolist()
+    return [text[a:b] for a, b in zip([0, *ends][:-1], ends, strict=True)]
+
+
+def pack_orders(pending: dict[str, PendingOrder]) -> dict[str, object]:
+    """Pending orders for a checkpoint as one string and three arrays, in order: a few
+    objects to write where there are thousands of orders (``unpack_orders`` reverses it)."""
+    text, lengths = _join(list(pending))
+    orders = list(pending.values())
+    deadlines = np.fromiter((o[0] for o in orders), np.int64, len(orders))
+    widths = np.fromiter((len(o[1]) for o in orders), np.int64, len(orders))
+    flat = [sid for o in orders for sid in o[1]]
+    sids = np.array(flat, np.int64)
+    return {
+        "keys": text,
+        "lengths": lengths,
+        "deadlines": deadlines,
+        "widths": widths,
+        "sids": sids,
+    }
+
+
+def unpack_orders(packed: dict[str, Any]) -> dict[str, PendingOrder]:
+    """
+    >>> pending = {"a|m|1": (5, (0, 2)), "a|m|é": (9, ())}
+    >>> unpack_orders(pack_orders(pending)) == pending
+    True
+    """
+    keys = _split(packed["keys"], packed["lengths"])
+    flat = packed["sids"].tolist()
+    ends = np.cumsum(packed["widths"]).tolist()
+    sids = [tuple(flat[a:b]) for a, b in zip([0, *ends][:-1], ends, strict=True)]
+    return dict(zip(keys, zip(packed["deadlines"].tolist(), sids, strict=True), strict=True))
+
+
+def pack_overdue(overdue: dict[str, int]) -> dict[str, object]:
+    """Overdue orders (key -> deadline) for a checkpoint: one string and two arrays."""
+    text, lengths = _join(list(overdue))
+    deadlines = np.fromiter(overdue.values(), np.int64, len(overdue))
+    return {"keys": text, "lengths": lengths, "deadlines": deadlines}
+
+
+def unpack_overdue(packed: dict[str, Any]) -> dict[str, int]:
+    """
+    >>> unpack_overdue(pack_overdue({"a|m|1": 5, "b|m|2": 6}))
+    {'a|m|1': 5, 'b|m|2': 6}
+    """
+    keys = _split(packed["keys"], packed["lengths"])
+    return dict(zip(keys, packed["deadlines"].tolist(), strict=True))

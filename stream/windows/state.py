@@ -25,6 +25,7 @@ from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -38,8 +39,12 @@ from stream.windows.callbacks import (
     created_orders,
     expire_orders,
     order_keys,
+    pack_orders,
+    pack_overdue,
     recover_orders,
     settle_orders,
+    unpack_orders,
+    unpack_overdue,
 )
 from stream.windows.columns import (
     COL,
@@ -56,6 +61,11 @@ from stream.windows.rollup import count_late, mark_seen, rollup
 CALL_DIMS = ("provider", "operation", "merchant_id")
 ORDER_DIMS = ("provider", "merchant_id")  # with out_trade_no, what names an order
 METRIC_LEVEL = ("metric",)
+
+
+def _packed(orders: object) -> bool:
+    """An order map in its checkpoint form (see ``pack_orders``)."""
+    return isinstance(orders, dict) and isinstance(orders.get("lengths"), np.ndarray)
 
 
 def _dedupe(levels: list[Dims]) -> list[Dims]:
@@ -122,7 +132,19 @@ class WindowState:
     orders_evicted: int = 0
     series_evicted: int = 0
 
-    def __setstate__(self, state: dict[str, object]) -> None:
+    def __getstate__(self) -> dict[str, object]:
+        # Orders as a few arrays: thousands of them would otherwise be written one by
+        # one on every checkpoint (the live worker checkpoints after alert batches).
+        state = self.__dict__.copy()
+        state["pending"] = pack_orders(self.pending)
+        state["overdue"] = pack_overdue(self.overdue)
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        if _packed(state.get("pending")):  # checkpoints before packing held the dicts
+            state["pending"] = unpack_orders(state["pending"])
+        if _packed(state.get("overdue")):
+            state["overdue"] = unpack_overdue(state["overdue"])
         state.setdefault("overdue", {})  # checkpoints from before overdue orders were kept
         state.setdefault("recovered", [])
         state.setdefault("max_overdue_orders", 100_000)
