@@ -67,15 +67,45 @@ def add_orders(
     the oldest were evicted to stay within ``max_pending``."""
     # One tuple of series ids per atom, shared by its orders (less memory, less work).
     per_atom = list(zip(*[s.tolist() for s in sid_levels], strict=True)) or [()] * n_atoms
-    sids = map(per_atom.__getitem__, atom.tolist())
-    # C-speed bulk insert; insertion order ~ event time, which expiry relies on.
-    pending.update(zip(keys, zip(deadlines.tolist(), sids, strict=True), strict=True))
+    order = np.argsort(deadlines, kind="stable")  # a batch mixes partitions: sort it
+    sids = map(per_atom.__getitem__, atom[order].tolist())
+    ordered = [keys[i] for i in order.tolist()]
+    new = list(zip(ordered, zip(deadlines[order].tolist(), sids, strict=True), strict=True))
+    if new and pending and next(reversed(pending.values()))[0] > new[0][1][0]:
+        new = _merge_tail(pending, new)
+    # C-speed bulk insert, in deadline order, which expiry relies on.
+    pending.update(new)
     overflow = len(pending) - max_pending
     if overflow <= 0:
         return 0
     for key in list(pending)[:overflow]:
         del pending[key]
     return overflow
+
+
+def _merge_tail(
+    pending: dict[str, PendingOrder], new: list[tuple[str, PendingOrder]]
+) -> list[tuple[str, PendingOrder]]:
+    """Orders of another partition behind those pending (their deadlines are earlier):
+    take the pending orders due after the earliest new one off the end, and return them
+    merged with the new ones in deadline order — so expiry, which stops at the first order
+    not yet due, expires the same orders whatever the partitions' interleaving.  Costs the
+    orders within the partitions' skew, not all pending ones.
+
+    >>> pending = {"a": (5, ()), "b": (9, ())}
+    >>> [k for k, _ in _merge_tail(pending, [("c", (7, ()))])], list(pending)
+    (['c', 'b'], ['a'])
+    """
+    first = new[0][1][0]
+    moved: list[tuple[str, PendingOrder]] = []
+    while pending:
+        key, order = pending.popitem()  # the newest deadline
+        if order[0] <= first:
+            pending[key] = order  # back at the end, where it was
+            break
+        moved.append((key, order))
+    moved.reverse()
+    return sorted(moved + new, key=lambda kv: kv[1][0])  # stable: ties keep arrival order
 
 
 def settle_orders(pending: dict[str, PendingOrder], keys: list[str]) -> None:

@@ -129,6 +129,9 @@ class WindowState:
     late_total: int = 0
     overdue: dict[str, int] = field(default_factory=dict)
     recovered: list[str] = field(default_factory=list)  # overdue keys whose callback came
+    # Pending orders whose callback came too late by event time (see _settle): they expire
+    # with their pane as missing, then count as recovered.
+    late_callbacks: set[str] = field(default_factory=set)
     orders_evicted: int = 0
     series_evicted: int = 0
 
@@ -147,6 +150,7 @@ class WindowState:
             state["overdue"] = unpack_overdue(state["overdue"])
         state.setdefault("overdue", {})  # checkpoints from before overdue orders were kept
         state.setdefault("recovered", [])
+        state.setdefault("late_callbacks", set())
         state.setdefault("max_overdue_orders", 100_000)
         self.__dict__.update(state)
         self.late_counts = native(self.late_counts, np.int64)
@@ -436,11 +440,35 @@ class WindowState:
         matched = keep & (notes.out_trade_no >= 0)
         if matched.any() and (self.pending or self.overdue):
             keys = order_keys(atoms, atoms.of_event[matched], notes.out_trade_no[matched], str_arr)
-            settle_orders(self.pending, keys)
+            if self.pending:
+                self._settle(keys, notes.ts[matched])
             if self.overdue:  # a callback after its deadline: the order is recovered
                 self.recovered.extend(recover_orders(self.overdue, keys))
                 del self.recovered[: -self.max_overdue_orders]  # bounded if nobody drains it
         return int(late.sum())
+
+    def _settle(self, keys: list[str], ts: np.ndarray) -> None:
+        """Settle the orders of callbacks that came in time.
+
+        In time is by event time: before the end of the pane holding the order's deadline
+        plus the allowed lateness (what a stream in event-time order has read when that
+        pane closes) — not before the pane happened to close, which waits for the slowest
+        partition and for a batch's end.  So whether a callback is missing never depends
+        on how partitions' fetches interleave or on the batching.  A callback after that
+        leaves its order pending; the order expires with its pane (a missing callback)
+        and is recovered at once, as if the callback had come after the close."""
+        far = np.iinfo(np.int64).max // 2
+        deadline = np.fromiter(
+            (self.pending.get(k, (far, ()))[0] for k in keys), np.int64, len(keys)
+        )
+        pane_end = deadline - np.mod(deadline, self.hop_ms) + self.hop_ms
+        behind = pane_end + self.lateness_ms <= ts
+        if not behind.any():
+            settle_orders(self.pending, keys)
+            return
+        pick = behind.tolist()
+        settle_orders(self.pending, [k for k, b in zip(keys, pick, strict=True) if not b])
+        self.late_callbacks.update(k for k, b in zip(keys, pick, strict=True) if b)
 
     def _add_metrics(self, metrics: MetricColumns, str_arr: np.ndarray, late: np.ndarray) -> int:
         atoms = group_atoms({"metric": metrics.series}, [METRIC_LEVEL], len(str_arr))
@@ -516,6 +544,10 @@ class WindowState:
         if sids is not None:
             pane.ensure_rows(len(self.registry))
             np.add.at(pane.counts[:, COL["missing_callbacks"]], sids, 1)
+        if self.late_callbacks:  # their callback came after the deadline: recovered now
+            gone = [k for k in self.late_callbacks if k not in self.pending]
+            self.late_callbacks.difference_update(gone)
+            self.recovered.extend(recover_orders(self.overdue, gone))
 
     def drain_recovered(self) -> list[str]:
         """Keys of overdue orders whose callback arrived since the last call."""
