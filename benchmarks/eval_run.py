@@ -19,6 +19,13 @@ may be chosen) and, separately, for held-out seeds (the figures to quote).
 
 A zero baseline share (no config errors at all in normal traffic) is floored at
 ``P0_FLOOR`` for the oracle: no detector can learn that a share is exactly zero.
+
+Planned maintenance is announced: the on-call team silences the provider for the
+announced window (from ``MAINTENANCE_LEAD_S`` before it to ``MAINTENANCE_TAIL_S``
+after it), as it would in production (``paywatch.control`` silences, docs/alerts.md).
+Alert records are still published; what counts as a page is an episode that is not
+silenced for the whole time it fires (Alertmanager notifies a still-firing alert when
+its silence expires).
 """
 
 from __future__ import annotations
@@ -37,6 +44,8 @@ import orjson
 
 from models import budget
 from models.incidents import GRACE_MS, episodes, series_matches
+from stream.alerting.matchers import Matcher
+from stream.alerting.silences import Silence, SilenceSet
 from stream.config import Config, load_config
 from stream.offline.backtest import chunked, replay_batches
 from stream.pipeline import Pipeline
@@ -44,6 +53,8 @@ from stream.series import series_key
 from stream.sim.simulate import SimConfig, labels, random_incident_suite, simulate
 
 P0_FLOOR = 1e-3
+MAINTENANCE_LEAD_S = 300
+MAINTENANCE_TAIL_S = 600
 TUNING_SEEDS = [1, 2]
 HELD_OUT_SEEDS = [101, 102, 103, 104, 105]
 
@@ -102,6 +113,7 @@ class SeedResult:
     incidents: list[IncidentResult] = field(default_factory=list)
     false_alerts: list[Mapping[str, Any]] = field(default_factory=list)
     confounder_alerts: Counter[str] = field(default_factory=Counter)
+    confounder_episodes: list[Mapping[str, Any]] = field(default_factory=list)
 
 
 def replay(cfg: Config, sim: SimConfig) -> list[dict[str, Any]]:
@@ -109,6 +121,41 @@ def replay(cfg: Config, sim: SimConfig) -> list[dict[str, Any]]:
     values = (orjson.dumps(ev, option=orjson.OPT_SERIALIZE_NUMPY) for ev in simulate(sim))
     steps = replay_batches(Pipeline(cfg), chunked(enumerate(values), "sim", cfg.kafka.max_batch))
     return [rec.to_dict() for step in steps for rec in step.alerts]
+
+
+def planned_silences(truth: Sequence[Mapping[str, Any]]) -> SilenceSet:
+    """The silences an on-call team declares for the announced maintenance windows."""
+    return SilenceSet(
+        Silence(
+            f"maintenance-{i}",
+            tuple(Matcher.parse(f"{k}={v}") for k, v in lab["series"].items()),
+            int(lab["start_ms"]) - MAINTENANCE_LEAD_S * 1000,
+            int(lab["end_ms"]) + MAINTENANCE_TAIL_S * 1000,
+            author="eval",
+            comment="planned maintenance",
+        )
+        for i, lab in enumerate(truth)
+        if lab["kind"] == "maintenance"
+    )
+
+
+def pages(alerts: Sequence[Mapping[str, Any]], silences: SilenceSet) -> list[Mapping[str, Any]]:
+    """The records of episodes that page: not silenced for their whole firing time."""
+    last = max((int(a["window_end"]) for a in alerts), default=0)
+    span: dict[str, list[int]] = {}  # first record, resolution (or the end of the stream)
+    for a in alerts:
+        t = int(a["window_end"])
+        lo_hi = span.setdefault(str(a["alert_id"]), [t, last])
+        lo_hi[0] = min(lo_hi[0], t)
+        if a["status"] == "resolved":
+            lo_hi[1] = t
+
+    def muted(a: Mapping[str, Any]) -> bool:
+        labels = {**a["series"], "rule": str(a["rule"])}
+        lo, hi = span[str(a["alert_id"])]
+        return any(s.matches(labels, lo) and s.matches(labels, hi) for s in silences.active(lo))
+
+    return [a for a in alerts if not muted(a)]
 
 
 def _matches(ep: Mapping[str, Any], lab: Mapping[str, Any]) -> bool:
@@ -129,6 +176,7 @@ def score_seed(
         matched.update(str(e["alert_id"]) for e in hits)
         if not lab["is_incident"]:
             res.confounder_alerts[lab["kind"]] += len(hits)
+            res.confounder_episodes.extend({**e, "confounder": lab["kind"]} for e in hits)
             continue
         first = min((int(e["window_end"]) for e in hits), default=None)
         per_series = Counter((e["rule"], series_key(e["series"])) for e in hits)
@@ -146,7 +194,8 @@ def score_seed(
 def evaluate_seed(cfg: Config, seed: int, hours: float, h: float) -> SeedResult:
     duration = hours * 3600
     sim = SimConfig(seed=seed, duration_s=duration, incidents=random_incident_suite(seed, duration))
-    return score_seed(replay(cfg, sim), labels(sim), seed, hours, h)
+    truth = labels(sim)
+    return score_seed(pages(replay(cfg, sim), planned_silences(truth)), truth, seed, hours, h)
 
 
 def _fmt(x: float | None) -> str:
@@ -217,6 +266,9 @@ def _run(
         if verbose:
             for e in r.false_alerts:
                 print(f"    false: {e['rule']} {e['series']}: {e['summary']}", file=sys.stderr)
+            for e in r.confounder_episodes:
+                print(f"    during {e['confounder']}: {e['rule']} {e['series']}: {e['summary']}",
+                      file=sys.stderr)  # fmt: skip
     return out
 
 

@@ -62,6 +62,13 @@ from models.budget import cusum_threshold, kl_bernoulli
 #: Variance of a sample median relative to the mean's, normal data (pi / 2).
 MEDIAN_VAR = math.pi / 2
 
+#: The reverse test's error budget: the chance that an incident still running is declared
+#: over (and pages again when it shows once more).  An alarm's CUSUM is capped at
+#: ``h + resolve_nats`` and ends at ``h - resolve_nats``: ``2 * resolve_nats`` nats of
+#: evidence of health, an SPRT whose error under the alternative is ``<= e^-2r`` (Wald).
+FALSE_RECOVERY = 0.01
+RESOLVE_NATS = math.log(1.0 / FALSE_RECOVERY) / 2.0
+
 
 def _h(h: float, tests: int) -> float:
     """``h``, or the default budget's (1 false alarm / series / 30 days, 10 s windows)."""
@@ -92,7 +99,7 @@ class RateParams(_Thresholds):
 
     >>> p = RateParams()
     >>> round(p.threshold, 2), round(p.cap_s, 2)
-    (13.16, 14.16)
+    (13.16, 15.46)
     """
 
     errors_key: str = "system_errors"
@@ -111,7 +118,7 @@ class RateParams(_Thresholds):
     cold_rate: float = 0.0  # judged during warm-up against this rate (0: not judged)
     halflife_s: float = 7200.0
     h: float = 0.0  # CUSUM threshold (0: from the default budget, see with_budget)
-    resolve_nats: float = 1.0  # hysteresis: healthy evidence (nats) that ends an alarm
+    resolve_nats: float = RESOLVE_NATS  # hysteresis, see FALSE_RECOVERY
     suspect: float = 0.5  # windows with CUSUM >= suspect * h are not learned
     min_windows: int = 30
     warm_calls: float = 0.0
@@ -164,7 +171,8 @@ class SeqBank(StateBank):
     _pooled: ClassVar[tuple[str, ...]] = ()
     params: Any
     s: np.ndarray
-    alarm: np.ndarray  # 1 + the row that signalled while the slot pages, else 0
+    run: np.ndarray  # per row, the evidence since the alarm started (uncapped), else 0
+    alarm: np.ndarray  # 1 + the row the alarm is judged against while it lasts, else 0
     _step: np.ndarray  # the last window's LLR per row (transient, not pickled)
 
     def __init__(self, params: Any) -> None:
@@ -185,7 +193,7 @@ class SeqBank(StateBank):
         raise NotImplementedError
 
     def _row_shape(self, name: str) -> tuple[int, ...]:
-        return (self._tests(),) if name == "s" else ()
+        return (self._tests(),) if name in ("s", "run") else ()
 
     def __getstate__(self) -> dict[str, Any]:
         state = super().__getstate__()
@@ -193,6 +201,8 @@ class SeqBank(StateBank):
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
+        if "run" not in state:  # a snapshot from before the recovery test kept it
+            state = {**state, "run": np.zeros_like(state["s"])}
         super().__setstate__(state)
         for name in self._pooled:
             setattr(self, name, state[name])
@@ -243,19 +253,28 @@ class SeqBank(StateBank):
         Hysteresis (the reverse test): once a CUSUM reached ``h`` the slot stays anomalous
         (score >= 0.5) until it has fallen to ``h - resolve_nats``, i.e. until the calls
         since carried that much evidence of health.  That evidence is weighed against
-        the sharpest alternative that signalled (rows go from the mildest to the
-        sharpest change; ``alarm`` holds 1 + its row): in a window that favours the
-        normal model, milder rows are held at or below it, else after a large incident
-        the mildest row (x3 of a 0.2 % rate drifts down by ~0.003 nats a call) would
-        keep a cured series paging for half an hour.  A window that favours a milder
-        alternative (a traffic drop of 80 % between rho 0.4 and 0.05) keeps it.
+        the alternative that explains the episode best: the sharpest row that crossed
+        ``h`` when the alarm started, then the row with the most evidence (uncapped,
+        ``run``) since (rows go from the mildest to the sharpest change; ``alarm`` holds
+        1 + its row).  In a window that favours the normal model, milder rows are held
+        at or below it, else after a large incident the mildest row (x3 of a 0.2 % rate
+        drifts down by ~0.003 nats a call) would keep a cured series paging for half an
+        hour.  The best row, not the sharpest that ever crossed: a 60 % traffic drop that
+        dips to -90 % for a minute is still judged against rho 0.4, so a window at -30 %
+        (which refutes rho 0.05 by 20 nats) does not end it; a burst of timeouts that
+        raised x20 over a smaller lasting shift hands the alarm to x3.  A window that
+        favours a milder alternative keeps it.
         """
         p = self.params
         h, rows = p.threshold, np.arange(s.shape[0])[:, None]
         was = self.alarm[slots] > 0
         crossed = np.where(s >= h, rows, -1).max(axis=0)  # sharpest row at h, -1: none
-        prev = self.alarm[slots].astype(np.intp) - 1
-        fired = np.where(was, np.maximum(prev, crossed), crossed)
+        # The evidence of each alternative since the alarm started, uncapped; at the
+        # start, what each row had gathered.  The alarm is judged against the row that
+        # explains the episode best (maximum likelihood among the alternatives).
+        run = np.where(was, self.run[:, slots] + self._step, s)
+        best = s.shape[0] - 1 - np.argmax(run[::-1], axis=0)  # ties: the sharper row
+        fired = np.where(was, best, crossed)
         held = fired >= 0
         if held.any():
             lead = s[np.maximum(fired, 0), np.arange(s.shape[1])]
@@ -270,6 +289,7 @@ class SeqBank(StateBank):
         s = np.where(was & ~alarm, 0.0, s)
         top = s.max(axis=0)
         put_rows(self.s, slots, s)
+        put_rows(self.run, slots, np.where(alarm, run, 0.0))
         self.alarm[slots] = np.where(alarm, 1.0 + fired, 0.0)
         score = cusum_many(top, h, p.cap_s)
         score = np.where(alarm, np.maximum(score, 0.5), np.where(judged, score, 0.0))
@@ -286,10 +306,10 @@ class RateBank(SeqBank):
     >>> bank = RateBank(RateParams(errors_key="config_errors", cold_rate=0.01, ratios=(5, 1e3)))
     >>> calls = {"volume": np.ones(2), "config_errors": np.array([1.0, 0.0])}
     >>> [bank.score_learn_many(np.array([0, 1]), calls).round(2).tolist() for _ in range(3)]
-    [[0.17, 0.0], [0.34, 0.0], [0.67, 0.0]]
+    [[0.17, 0.0], [0.34, 0.0], [0.57, 0.0]]
     """
 
-    _state = ("err", "vol", "dev", "var", "s", "alarm", "n")
+    _state = ("err", "vol", "dev", "var", "s", "run", "alarm", "n")
     _pooled = ("pool_err", "pool_vol")
     err: np.ndarray
     vol: np.ndarray
@@ -396,7 +416,7 @@ class LatencyParams(_Thresholds):
     clip: float = 1.5  # standardised median clipped to [-clip-delta', delta'+clip]
     halflife_s: float = 3600.0
     h: float = 0.0
-    resolve_nats: float = 1.0
+    resolve_nats: float = RESOLVE_NATS
     suspect: float = 0.5
     min_windows: int = 30
     warm_calls: float = 30.0
@@ -420,7 +440,7 @@ class LatencyBank(SeqBank):
     [False, True, True]
     """
 
-    _state = ("mu_num", "mu_den", "v_num", "v_den", "s", "alarm", "n")
+    _state = ("mu_num", "mu_den", "v_num", "v_den", "s", "run", "alarm", "n")
     mu_num: np.ndarray
     mu_den: np.ndarray
     v_num: np.ndarray
@@ -492,7 +512,7 @@ class VolumeParams(_Thresholds):
     dispersion_prior: float = 20.0
     max_dispersion: float = 50.0
     h: float = 0.0
-    resolve_nats: float = 1.0
+    resolve_nats: float = RESOLVE_NATS
     suspect: float = 0.5
     min_windows: int = 60
     # Fleet demand: the median of calls / forecast over the bank's series expecting at
@@ -518,7 +538,7 @@ class VolumeBank(SeqBank):
     [0.0, 1.0]
     """
 
-    _state = ("level", "trend", "dev", "var", "s", "alarm", "n")
+    _state = ("level", "trend", "dev", "var", "s", "run", "alarm", "n")
     level: np.ndarray
     trend: np.ndarray
     dev: np.ndarray
@@ -562,15 +582,22 @@ class VolumeBank(SeqBank):
         ready = n >= p.min_windows
         phi = _phi(self.dev[slots], self.var[slots], p.dispersion_prior, p.max_dispersion)
         rho = np.asarray(p.ratios)[:, None]
-        # Demand explains a partial dip, never traffic gone: a fleet falling silent pages.
-        g = np.where(rho > p.gone_rho, self.demand(k, lam0, ready), 1.0)
+        # Demand explains a dip of every depth while the fleet itself is not gone (a lull
+        # at half the traffic makes a series' empty window likely); once the fleet's own
+        # demand is at or below ``gone_rho`` it explains only partial dips, so a fleet
+        # falling silent pages.
+        g_all = self.demand(k, lam0, ready)
+        g = np.where(rho > p.gone_rho, g_all, g_all if g_all > p.gone_rho else 1.0)
         lam = g * lam0
         llr = k * np.log(rho) + lam * (1.0 - rho)
         s = self._cusum(slots, llr / phi, ready)
         score, calm = self._score(slots, s, ready)
-        # Holt's damped trend, learned from calm windows, each innovation clipped.
-        a = 1.0 - decay_many(x, p.level_halflife_s, m)
-        b = 1.0 - decay_many(x, p.trend_halflife_s, m)
+        # Holt's damped trend, learned from calm windows, each innovation clipped.  Until
+        # the smoothing weight has that much history the level is the running mean (the
+        # EWMA started at one window's count overshoots for hundreds of windows), and
+        # the trend is learned only once the level is warm.
+        a = np.maximum(1.0 - decay_many(x, p.level_halflife_s, m), 1.0 / (n + 1.0))
+        b = np.where(ready, 1.0 - decay_many(x, p.trend_halflife_s, m), 0.0)
         width = p.clip_sigma * np.sqrt(phi * lam0 + 1.0)
         innov = np.clip(k - lam0, -width, width)
         new_level = np.where(n == 0, k, lam0 + a * innov)

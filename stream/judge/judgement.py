@@ -62,6 +62,9 @@ class Judgement:
     summary: str
     volume: int = 0
     hints: list[dict[str, Any]] = field(default_factory=list)
+    # The detector still holds its alarm although this window is not anomalous (a window
+    # without errors inside an outage): no evidence of recovery either way.
+    holding: bool = False
 
     @property
     def fingerprint(self) -> str:

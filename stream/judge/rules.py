@@ -173,8 +173,11 @@ class DetectorRule:
             sev = "critical"
         if severity_rank(sev) > severity_rank(self.max_severity):  # e.g. river models: info
             sev = self.max_severity
+        holding = False
         if anomalous and sev == "info" and self.max_severity != "info":
-            anomalous = False  # anomalous but hurting (almost) nobody: no page
+            # Anomalous but hurting (almost) nobody this window: no page, and while the
+            # detector holds its alarm no evidence of recovery either.
+            anomalous, holding = False, True
         series = registry.labels(sid)
         hints = []
         if anomalous and self.hints_from is not None:
@@ -198,6 +201,7 @@ class DetectorRule:
                 summary=f"{series_text(series)}: {text}",
                 volume=int(x["volume"]) if x["volume"] == x["volume"] else 0,
                 hints=hints,
+                holding=holding,
             )
         )
 
