@@ -8,6 +8,10 @@ process); both phases commit offsets the same way.  Each phase runs twice,
 alternating, and the best run of each counts.  The last line is ``ratio=0.xx``
 (pipeline / ceiling).
 
+A scale-out phase (:mod:`benchmarks.scale_out`) then reads the same stream from a
+four-partition topic with 1 and with 2 ``paywatch run`` workers of one group, and
+compares their events/s and alert sets (``--scale-out-only`` runs it alone).
+
 The stream: 900 simulated seconds at 300 calls/s over 500 merchants (≈ 400 k
 events with their callbacks), a provider outage every 5 minutes and a merchant
 misconfiguration every 2, so the alert path is exercised too.
@@ -31,6 +35,8 @@ import numpy as np
 import orjson
 from aiokafka import AIOKafkaProducer
 
+from benchmarks.scale_out import report as scale_report
+from benchmarks.scale_out import scale_out_phase
 from stream.config import Config
 from stream.ingest.decode_pool import default_workers
 from stream.ingest.kafka_client import ensure_topics
@@ -213,6 +219,34 @@ def memory_probe(n: int) -> tuple[int, int, int, int]:
     return merchants, series, rss, peak
 
 
+def bench_incidents(duration: float) -> list[Incident]:
+    return [
+        Incident(
+            "provider_outage",
+            120 + 300 * k,
+            60,
+            provider=("alipay", "wechatpay", "paypal")[k % 3],
+        )
+        for k in range(int(duration // 300))
+    ] + [
+        Incident("merchant_misconfig", 200 + 97 * k, 60, merchant_id=f"M{1001 + k}")
+        for k in range(int(duration // 120))
+    ]
+
+
+async def scale_out_only(args: argparse.Namespace) -> None:
+    """``--scale-out-only``: the scale-out phase alone (its figures without the rest)."""
+    with LocalBroker() as broker:
+        values = stream_values(args.duration, args.rate, 11, bench_incidents(args.duration))
+        log(f"scale-out phase: {len(values):,} events on 4 partitions, 1 then 2 workers …")
+        runs = await scale_out_phase(
+            broker.bootstrap, f"scale-{uuid.uuid4().hex[:6]}", values, produce
+        )
+    print(f"stream:                 {len(values):,} events ({args.duration:.0f} s simulated)")
+    for line in scale_report(runs):
+        print(line)
+
+
 async def main_async(args: argparse.Namespace) -> None:
     with LocalBroker() as broker:
         topic = f"bench-{uuid.uuid4().hex[:6]}"
@@ -220,18 +254,7 @@ async def main_async(args: argparse.Namespace) -> None:
         await ensure_topics(
             broker.bootstrap, [topic, cfg.kafka.alerts_topic, cfg.kafka.dlq_topic], partitions=2
         )
-        incidents = [
-            Incident(
-                "provider_outage",
-                120 + 300 * k,
-                60,
-                provider=("alipay", "wechatpay", "paypal")[k % 3],
-            )
-            for k in range(int(args.duration // 300))
-        ] + [
-            Incident("merchant_misconfig", 200 + 97 * k, 60, merchant_id=f"M{1001 + k}")
-            for k in range(int(args.duration // 120))
-        ]
+        incidents = bench_incidents(args.duration)
         log(f"generating {args.duration:.0f} s of simulated traffic at {args.rate:.0f} calls/s …")
         values = stream_values(args.duration, args.rate, 11, incidents)
         n = len(values)
@@ -256,6 +279,8 @@ async def main_async(args: argparse.Namespace) -> None:
         )
         await produce_paced(broker.bootstrap, live_topic, live_values, LIVE_SPEED)
         _, lat = await consumer
+        log("scale-out phase: the same stream on 4 partitions, 1 then 2 workers …")
+        scale = await scale_out_phase(broker.bootstrap, f"{topic}-scale", values, produce)
     log(f"memory with {args.series:,} merchant series …")
     merchants, series, rss, peak = memory_probe(args.series)
     ceiling, pipe = max(ceilings), max(pipes)
@@ -282,6 +307,8 @@ async def main_async(args: argparse.Namespace) -> None:
         f"memory:                 {rss / 2**20:,.0f} MiB resident (peak {peak / 2**20:,.0f} MiB) "
         f"with {merchants:,} merchant series, {series:,} series in all (target ≤ 1024 MiB)"
     )
+    for line in scale_report(scale):
+        print(line)
     print(f"ratio={pipe / ceiling:.2f}")
 
 
@@ -300,9 +327,17 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("--live-s", type=float, default=30.0, help="wall seconds of the live phase")
     ap.add_argument("--probe-memory", type=int, help=argparse.SUPPRESS)
+    ap.add_argument(
+        "--scale-out-only",
+        action="store_true",
+        help="run the scale-out phase (1 and 2 workers) alone",
+    )
     args = ap.parse_args(argv)
     if args.probe_memory:
         probe_memory(args.probe_memory)
+        return 0
+    if args.scale_out_only:
+        asyncio.run(scale_out_only(args))
         return 0
     asyncio.run(main_async(args))
     return 0
