@@ -124,7 +124,27 @@ INCIDENT_KINDS: dict[str, IncidentKind] = {
         1.0, "share of the merchant's traffic that stops (closed, not broken)", True,
         ("merchant_id",), "volume", is_incident=False,
     ),
+    # Host incidents, seen only in ``metric`` events of the pod named by ``host=``: a CPU
+    # stuck high, memory climbing until the pod restarts, a burst of network errors.
+    "cpu_plateau": IncidentKind(
+        0.95, "CPU utilisation the pod is stuck at (share of 100 %)", True, ("host",),
+        "metric", on_calls=False,
+    ),
+    "memory_leak": IncidentKind(
+        0.35, "memory share the leak adds by its end (rising linearly from 0)", True,
+        ("host",), "metric", on_calls=False,
+    ),
+    "network_errors": IncidentKind(
+        40.0, "network error rate multiplier", False, ("host",), "metric", on_calls=False,
+    ),
 }  # fmt: skip
+
+#: Host incident kinds and the metric each one shows in.
+HOST_METRIC_OF = {
+    "cpu_plateau": "worker_cpu_percent",
+    "memory_leak": "memory_used_percent",
+    "network_errors": "net_errors_per_s",
+}
 
 #: Kinds that change how much traffic there is (the rest change what calls return).
 _VOLUME_KINDS = frozenset({"traffic_drop", "promotion", "lull", "maintenance", "merchant_quiet"})
@@ -142,6 +162,7 @@ def _volume_factor(inc: Incident, frac: float) -> float:
 _MUTATING = frozenset({"create_payment", "close_payment", "refund", "capture", "transfer"})
 _BLOCK_MS = 5_000  # shortest block; traffic intensity is constant within one
 _METRIC_EVERY_MS = 10_000
+_HOST_SERVICES = ("pay-gateway", "refund-service", "pay-notify")
 _CERT_METRIC_EVERY_MS = 60_000
 _RETRY_DELAYS_S = (15.0, 15.0, 30.0, 180.0, 600.0)  # WeChat Pay's callback retry schedule
 
@@ -165,6 +186,7 @@ class Incident:
     merchant_id: str | None = None
     operation: str | None = None
     magnitude: float = math.nan  # nan = the kind's default
+    host: str | None = None  # a simulated pod (host incidents only)
 
     def __post_init__(self) -> None:
         kind = INCIDENT_KINDS.get(self.kind)
@@ -204,6 +226,7 @@ class Incident:
         """The dimensions this incident targets (empty = everything)."""
         dims = {"provider": self.provider, "merchant_id": self.merchant_id}
         dims["operation"] = self.operation
+        dims["host"] = self.host
         return {k: v for k, v in dims.items() if v is not None}
 
     def spec(self) -> str:
@@ -223,6 +246,7 @@ _SPEC_KEYS = {
     "merchant": "merchant_id",
     "merchant_id": "merchant_id",
     "operation": "operation",
+    "host": "host",
     "start": "start_s",
     "duration": "duration_s",
     "magnitude": "magnitude",
@@ -230,7 +254,8 @@ _SPEC_KEYS = {
 
 
 def parse_incident(text: str) -> Incident:
-    """Read ``kind:key=value,...`` (provider, merchant_id, operation, start, duration, magnitude).
+    """Read ``kind:key=value,...`` (provider, merchant_id, operation, host, start, duration,
+    magnitude).
 
     Every problem is a ``ValueError`` naming the part that is wrong:
 
@@ -256,7 +281,7 @@ def parse_incident(text: str) -> Incident:
         if key not in _SPEC_KEYS:
             raise ValueError(
                 f"{where}: unknown key {key!r} (expected one of "
-                "provider, merchant_id, operation, start, duration, magnitude)"
+                "provider, merchant_id, operation, host, start, duration, magnitude)"
             )
         if _SPEC_KEYS[key] in ("start_s", "duration_s", "magnitude"):
             try:
@@ -302,6 +327,9 @@ class SimConfig:
     omit_error_class: float = 0.2  # share of failures that carry only codes, no error_class
     abandon_rate: float = 0.05  # created orders the buyer never pays: no callback
     metrics: bool = True
+    # Memory and network-error samples per pod every 10 s (besides CPU). Off by default:
+    # they add ~5 events/s; on whenever a host incident is injected.
+    host_metrics: bool = False
 
     def __post_init__(self) -> None:
         if not (math.isfinite(self.rate) and self.rate > 0):
@@ -332,6 +360,16 @@ class SimConfig:
                     f"{inc.spec()}: merchant {inc.merchant_id!r} is not simulated "
                     f"(M1001..M{1000 + self.merchants})"
                 )
+            if inc.host is not None and inc.host not in self.hosts():
+                raise ValueError(
+                    f"{inc.spec()}: host {inc.host!r} is not a simulated pod "
+                    f"(e.g. {self.hosts()[0]})"
+                )
+
+    def hosts(self) -> list[str]:
+        """The simulated pods that emit host metrics, in emission order."""
+        regions = sorted({_PROFILES[p].region for p in self.providers})
+        return [h for svc in _HOST_SERVICES for r in regions for h in _pods(svc, r)]
 
     @property
     def end_ms(self) -> int:
@@ -1007,6 +1045,15 @@ class _Sim:
                 for q in range(len(self.providers)) if p < 0 else [p]:
                     by_kind[q].append((s, e, mi, inc.magnitude))
         self.notify_hosts = [_pods("pay-notify", _PROFILES[p].region) for p in self.providers]
+        # Host metrics: their own random stream, so turning them on changes no other event.
+        self.host_metrics = cfg.metrics and (
+            cfg.host_metrics or any(inc.host is not None for inc in cfg.incidents)
+        )
+        self.host_rng = np.random.default_rng([cfg.seed, 0x4057])
+        hosts = cfg.hosts()
+        self.host_mem = dict(
+            zip(hosts, self.host_rng.uniform(35, 60, len(hosts)).tolist(), strict=True)
+        )
         self.heap: list[tuple[int, int, dict[str, Any]]] = []
 
     # -- helpers -------------------------------------------------------------
@@ -1089,6 +1136,8 @@ class _Sim:
             p0 = self.cfg.abandon_rate if inc.kind == "callback_loss" else 0.0
             out |= {"stat": "rate", "calls_per_s": round(cb, 6), "p0": p0,
                     "p1": round(m + (1 - m) * p0, 6)}  # fmt: skip
+        elif inc.kind in HOST_METRIC_OF:  # seen in the host's metric, not in calls
+            out |= {"stat": "metric", "metric": HOST_METRIC_OF[inc.kind], "host": inc.host}
         else:  # volume kinds: Poisson rates before and during (at the deepest)
             out |= {"stat": "volume", "rate0": round(calls, 6),
                     "rate1": round(calls * _volume_factor(inc, 0.5), 6)}  # fmt: skip
@@ -1365,20 +1414,46 @@ class _Sim:
     # -- metrics -------------------------------------------------------------
 
     def _metrics(self, t: int, load: float) -> None:
-        """Worker CPU per pod and callback queue depth: a few samples every 10 s."""
+        """Worker CPU per pod and callback queue depth: a few samples every 10 s (and, with
+        host metrics, memory and network errors per pod)."""
         pool = self.pool
-        for svc in ("pay-gateway", "refund-service", "pay-notify"):
+        for svc in _HOST_SERVICES:
             for region in sorted({_PROFILES[p].region for p in self.providers}):
                 for host in _pods(svc, region):
                     cpu = round(min(100.0, max(0.5, 8 + 30 * load + 3 * pool.z())), 1)
                     jitter = int(pool.u() * 500)
                     labels = {"host": host, "service": svc}
+                    if self.host_metrics:
+                        cpu = self._host_sample(t, host, cpu, labels, svc)
                     self._push(self._metric(t + jitter, "worker_cpu_percent", cpu, "percent",
                                             host, svc, labels))  # fmt: skip
                     if svc == "pay-notify":
                         depth = float(max(0, round((2 + 3 * load) * (1 + 0.5 * pool.z()))))
                         self._push(self._metric(t + jitter, "notify_queue_depth", depth,
                                                 "messages", host, svc, labels))  # fmt: skip
+
+    def _host_sample(
+        self, t: int, host: str, cpu: float, labels: dict[str, str], svc: str
+    ) -> float:
+        """Memory and network errors of ``host`` at ``t`` (own random stream, so the rest of
+        the run is unchanged), with its host incidents applied; returns its CPU sample."""
+        rng = self.host_rng
+        mem = self.host_mem[host] + 1.5 * float(rng.standard_normal())
+        errs = 0.2  # network errors per second, normally
+        for inc, s, e, *_ in self.incs:
+            if inc.host != host or not s <= t < e:
+                continue
+            if inc.kind == "cpu_plateau":
+                cpu = round(min(100.0, 100 * inc.magnitude + float(rng.standard_normal())), 1)
+            elif inc.kind == "memory_leak":
+                mem += 100 * inc.magnitude * (t - s) / (e - s)
+            elif inc.kind == "network_errors":
+                errs *= inc.magnitude
+        net = float(rng.poisson(errs * _METRIC_EVERY_MS / 1000)) * 1000 / _METRIC_EVERY_MS
+        mem = round(min(100.0, max(1.0, mem)), 1)
+        self._push(self._metric(t, "memory_used_percent", mem, "percent", host, svc, labels))
+        self._push(self._metric(t, "net_errors_per_s", net, "errors/s", host, svc, labels))
+        return cpu
 
     def _cert_metrics(self, t: int) -> None:
         """Days left on each provider's platform certificate; a rotation installs a fresh one."""
