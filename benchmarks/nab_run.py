@@ -7,7 +7,10 @@ profile as NAB does.  Then, in the same command, ``benchmarks.nab_loco`` prints 
 leave-one-category-out figures of the metric detector (setting and threshold chosen
 without the category scored) beside its in-sample one, and the same figures for the
 windowed-Gaussian and river HalfSpaceTrees baselines on the same files (``--no-loco``
-skips them).  The last line is ``nab_standard=NN.N`` (in-sample, as NAB publishes).
+skips them), and ``benchmarks.nab_sim``: the metric detector and the windowed Gaussian
+on the simulator's metric events with host incidents, recall and false alarms from the
+same run (``--no-sim`` skips it).  The last line is ``nab_standard=NN.N`` (in-sample, as
+NAB publishes).
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from typing import TextIO
 
 import numpy as np
 
+from benchmarks import nab_sim
 from benchmarks.nab_loco import report
 from models.metric import DEFAULT_THRESHOLD
 from models.nab import PROFILES, CorpusScore, NabFile, score_corpus, windows_to_indices
@@ -103,6 +107,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--no-loco", action="store_true", help="skip the leave-one-category-out and baselines"
     )
+    ap.add_argument(
+        "--no-sim", action="store_true", help="skip the simulator's metric-event comparison"
+    )
     args = ap.parse_args(argv)
     keep: dict[str, np.ndarray] = {}
     try:
@@ -117,6 +124,8 @@ def main(argv: list[str] | None = None) -> int:
         print("\n== leave-one-category-out and baselines (benchmarks.nab_loco)", flush=True)
         known = {"MetricDetector shipped": keep}
         report(args.nab_dir, ("MetricDetector", "WindowedGaussian", "HalfSpaceTrees"), known=known)
+    if not args.no_sim:
+        nab_sim.report()
     print("\nin-sample (setting and threshold chosen on these files, as NAB publishes):")
     print(f"nab_reward_low_FN_rate={results['reward_low_FN_rate'].normalised:.1f}")
     print(f"nab_reward_low_FP_rate={results['reward_low_FP_rate'].normalised:.1f}")

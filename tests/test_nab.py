@@ -132,7 +132,7 @@ def test_nab_run_prints_profiles_with_standard_last(tmp_path: Path, capsys) -> N
     start, end = rows[1 + 780].split(",")[0], rows[1 + 829].split(",")[0]
     windows = {"synthetic/spike.csv": [[start + ".000000", end + ".000000"]]}
     (tmp_path / "labels" / "combined_windows.json").write_text(json.dumps(windows))
-    assert main([str(tmp_path)]) == 0
+    assert main([str(tmp_path), "--no-sim"]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
     assert lines[-3].startswith("nab_reward_low_FN_rate=")
     assert lines[-2].startswith("nab_reward_low_FP_rate=")
@@ -167,10 +167,24 @@ def test_nab_run_prints_held_out_figures_and_baselines(tmp_path: Path, capsys) -
         start, end = rows[1 + at - 20].split(",")[0], rows[1 + at + 29].split(",")[0]
         windows[f"{cat}/s.csv"] = [[start + ".000000", end + ".000000"]]
     (tmp_path / "labels" / "combined_windows.json").write_text(json.dumps(windows))
-    assert main([str(tmp_path)]) == 0
+    assert main([str(tmp_path), "--no-sim"]) == 0
     out = capsys.readouterr().out
     assert "== leave-one-category-out" in out
     assert out.count("held out catA") == 6 and out.count("held out catB") == 6  # 3 x 2 readings
     for name in ("MetricDetector", "WindowedGaussian", "HalfSpaceTrees"):
         assert f"{name} (alerts):" in out and f"{name} (rows):" in out
     assert out.strip().splitlines()[-1].startswith("nab_standard=")
+
+
+def test_simulator_metric_part_scores_both_detectors_on_the_same_series() -> None:
+    from benchmarks.nab_sim import report
+
+    out = io.StringIO()
+    res = report(out, hours=1.0, providers={"wechatpay": 1.0})
+    text = out.getvalue()
+    assert "9 host incidents (cpu_plateau, memory_leak, network_errors)" in text
+    assert "recall at equal false alarms" in text
+    # The plateaus and bursts are plain to both; each figure is (detected, false alarms).
+    detected, false_alarms = res["MetricDetector@0.9"]
+    assert detected >= 7 and false_alarms <= 2
+    assert res["WindowedGaussian@1"][0] >= 7
