@@ -112,3 +112,18 @@ def test_error_free_windows_inside_a_small_shift_do_not_end_the_episode() -> Non
     for i in range(len(pattern) + 9, len(pattern) + 10):
         recs += life.observe(i * 10_000 + 10_000, [w(i, False, 0)], lambda e: e)
     assert [r.status for r in recs] == ["firing", "resolved"]
+
+
+def test_a_window_the_detector_still_holds_in_alarm_does_not_resolve() -> None:
+    # A small merchant inside an outage: windows without a failing call score 0.95 (the
+    # detector's alarm holds) but show no harm of their own.  They are no evidence of
+    # recovery: one episode, resolved only once the detector lets go.
+    life = AlertLifecycle(keep_firing_for_windows=3, resolve_min_calls=20)
+    out = life.observe(10_000, [judge(0, True, 3)], lambda end: end)
+    for i in range(1, 30):
+        h = judge(i, False, 3)
+        h.holding, h.score = True, 0.95
+        out += life.observe(i * 10_000 + 10_000, [h], lambda end: end)
+    out += life.observe(310_000, [judge(30, True, 3)], lambda end: end)
+    assert [r.status for r in out] == ["firing"]
+    assert len(life.firing()) == 1

@@ -200,3 +200,32 @@ def test_a_cured_merchant_series_stops_paging_and_a_stray_error_does_not_page_ag
     after = paged[630:]
     assert not after[20:].any(), f"still paging {np.flatnonzero(after)[-1]} windows after"
     assert _episodes(paged) == 1
+
+
+def test_volume_forecast_after_warm_up_is_the_mean_not_the_first_window() -> None:
+    # 3 calls a window; the first window happens to carry 9.  After the 60-window warm-up
+    # the forecast is within a few percent of 3 (an EWMA started at 9 would still say ~7).
+    rng = np.random.default_rng(11)
+    bank = VolumeParams().bank()
+    counts = np.r_[9.0, rng.poisson(3.0, 59).astype(float)]
+    for v in counts:
+        bank.score_learn_many(ONE, {"volume": np.array([v]), "window_s": W})
+    assert abs(float(bank.expected_many(ONE)[0]) - counts.mean()) < 0.05
+
+
+def test_a_traffic_drop_that_dips_deeper_for_a_minute_pages_once() -> None:
+    # 18 calls a window; a drop to ~40 % for 4 minutes with a one-minute dip to ~10 %:
+    # the -30 % window after the dip refutes "traffic gone" (rho 0.05) by 20 nats but not
+    # the drop that raised the alarm (rho 0.4): one episode, over when traffic is back.
+    rng = np.random.default_rng(3)
+    bank = VolumeParams().bank()
+    level = np.r_[np.full(200, 18.0), np.full(6, 7.0), np.full(6, 2.0), [13.0],
+                  np.full(12, 7.0), np.full(60, 18.0)]  # fmt: skip
+    counts = np.r_[rng.poisson(level[:206]), level[206:219], rng.poisson(level[219:])]
+    scores = np.array(
+        [bank.score_learn_many(ONE, {"volume": np.array([float(v)]), "window_s": W})[0]
+         for v in counts]
+    )  # fmt: skip
+    paged = scores >= 0.5
+    assert _episodes(paged) == 1
+    assert paged[212] and not paged[-1]  # the -30 % window (index 212) keeps the alarm
