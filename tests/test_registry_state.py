@@ -8,6 +8,7 @@ from __future__ import annotations
 import copy
 
 from stream.state_codec import decode, encode
+from stream.windows.panes import Pane
 from stream.windows.registry import SEP, SeriesRegistry
 from stream.windows.state import WindowState
 
@@ -62,3 +63,14 @@ def test_pending_and_overdue_orders_round_trip_in_order() -> None:
     assert list(back.overdue.items()) == list(state.overdue.items())
     written = state.__getstate__()["pending"]
     assert isinstance(written, dict) and "alipay|M1|o2" not in written  # written as arrays
+
+
+def test_pane_writes_only_the_rows_it_touched_and_restores_them_exactly() -> None:
+    pane = Pane.empty(1000)
+    pane.counts[[3, 700], 0] = [5, 1]
+    pane.mstats[42, 0] = -0.0  # touched by metrics alone, with a signed zero
+    written = pane.__getstate__()
+    assert written["touched"].tolist() == [3, 42, 700]  # type: ignore[attr-defined]
+    back = decode(encode(pane))
+    assert back.counts.shape == pane.counts.shape and (back.counts == pane.counts).all()
+    assert back.mstats.tobytes() == pane.mstats.tobytes()  # bit for bit: NaN, -inf, -0.0

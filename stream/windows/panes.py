@@ -6,6 +6,7 @@ Windows are sums of the last ``size / hop`` panes (see :mod:`stream.windows.stat
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -23,10 +24,28 @@ class Pane:
     lat_counts: list[np.ndarray] = field(default_factory=list)
     pending_lat: int = 0
 
-    def __setstate__(self, state: dict[str, object]) -> None:
+    def __getstate__(self) -> dict[str, object]:
+        # Only the rows this pane touched (a pane sees a fraction of all series, and a
+        # worker that reads partitions at different event times holds dozens of panes
+        # open): a checkpoint writes a sixth of the bytes of the dense arrays.
+        state = self.__dict__.copy()
+        empty = empty_mstats(1).view(np.int64)  # bit by bit: NaN and -0.0 exactly
+        used = self.counts.any(axis=1) | (self.mstats.view(np.int64) != empty).any(axis=1)
+        touched = np.flatnonzero(used)
+        state["counts"], state["mstats"] = self.counts[touched], self.mstats[touched]
+        state["touched"], state["rows"] = touched, self.counts.shape[0]
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        touched = state.pop("touched", None)  # None: a checkpoint with the dense arrays
+        rows = state.pop("rows", 0)
         self.__dict__.update(state)
         self.counts = native(self.counts, np.int64)
         self.mstats = native(self.mstats, np.float64)
+        if touched is not None:
+            counts, mstats = self.counts, self.mstats
+            self.counts, self.mstats = np.zeros((rows, N_COLS), np.int64), empty_mstats(rows)
+            self.counts[touched], self.mstats[touched] = counts, mstats
 
     @classmethod
     def empty(cls, rows: int) -> Pane:
