@@ -38,6 +38,7 @@ PARTITIONS = 4
 @dataclass
 class ScaleRun:
     workers: int
+    mode: str  # kafka.scale_out
     events_per_s: float
     judged_s: float  # first commit → every shipment committed by the roll-up tasks
     alerts: Counter[tuple[str, str]]
@@ -61,7 +62,7 @@ async def _ends(bootstrap: str, tps: list[TopicPartition]) -> int:
         await consumer.stop()
 
 
-def _config(bootstrap: str, topic: str, tag: str, path: Path) -> dict[str, str]:
+def _config(bootstrap: str, topic: str, tag: str, path: Path, mode: str) -> dict[str, str]:
     kafka: dict[str, str] = {
         "bootstrap_servers": bootstrap,
         "group_id": f"scale-{tag}",
@@ -71,6 +72,7 @@ def _config(bootstrap: str, topic: str, tag: str, path: Path) -> dict[str, str]:
         "state_topic": f"{topic}.state-{tag}",
         "control_topic": f"{topic}.control-{tag}",
         "repartition_topic": f"{topic}.rp-{tag}",
+        "scale_out": mode,
     }
     timing = {"session_timeout_ms": 6000, "heartbeat_interval_ms": 1000, "fetch_max_wait_ms": 20}
     doc = {
@@ -92,11 +94,11 @@ async def _until(done: Callable[[], Awaitable[bool]], timeout_s: float) -> float
     return time.perf_counter()
 
 
-async def scale_run(bootstrap: str, topic: str, n: int, workers: int) -> ScaleRun:
+async def scale_run(bootstrap: str, topic: str, n: int, workers: int, mode: str) -> ScaleRun:
     tag = uuid.uuid4().hex[:6]
     with tempfile.TemporaryDirectory() as tmp:
         cfg_path = Path(tmp) / "worker.yaml"
-        k = _config(bootstrap, topic, tag, cfg_path)
+        k = _config(bootstrap, topic, tag, cfg_path, mode)
         log = (Path(tmp) / "workers.log").open("ab")
         procs = [
             subprocess.Popen(
@@ -120,6 +122,8 @@ async def scale_run(bootstrap: str, topic: str, n: int, workers: int) -> ScaleRu
                 return await _committed(admin, k["group_id"], events) >= n
 
             async def judged() -> bool:
+                if mode == "single":
+                    return True
                 end = await _ends(bootstrap, rollups)
                 return await _committed(admin, k["group_id"], rollups) >= end
 
@@ -136,7 +140,7 @@ async def scale_run(bootstrap: str, topic: str, n: int, workers: int) -> ScaleRu
         records = await read_topic(KafkaSpec(bootstrap, k["alerts_topic"]), idle_s=2.0)
     objs = [orjson.loads(value) for *_, value in records if value]
     seen = Counter((a["alert_id"], a["status"]) for a in objs)
-    return ScaleRun(workers, n / (t1 - t0), t2 - t0, seen)
+    return ScaleRun(workers, mode, n / (t1 - t0), t2 - t0, seen)
 
 
 Produce = Callable[[str, str, list[tuple[bytes, bytes]]], Awaitable[float]]
@@ -145,10 +149,12 @@ Produce = Callable[[str, str, list[tuple[bytes, bytes]]], Awaitable[float]]
 async def scale_out_phase(
     bootstrap: str, topic: str, values: list[tuple[bytes, bytes]], produce: Produce
 ) -> list[ScaleRun]:
-    """The same stream on a four-partition topic, read by 1 and then 2 workers."""
+    """The same stream on a four-partition topic, read by 1 and then 2 workers (tasks), and
+    by one worker with ``scale_out: single`` (one pipeline: what tasks cost)."""
     await ensure_topics(bootstrap, [topic], partitions=PARTITIONS)
     await produce(bootstrap, topic, values)
-    return [await scale_run(bootstrap, topic, len(values), w) for w in (1, 2)]
+    runs = [("tasks", 1), ("tasks", 2), ("single", 1)]
+    return [await scale_run(bootstrap, topic, len(values), w, mode) for mode, w in runs]
 
 
 def report(runs: list[ScaleRun]) -> list[str]:
@@ -156,9 +162,9 @@ def report(runs: list[ScaleRun]) -> list[str]:
     lines = []
     for r in runs:
         same = "identical alert set" if r.alerts == one.alerts else "ALERT SETS DIFFER"
+        who = f"{r.workers} worker{'s' if r.workers > 1 else ''}, {r.mode}"
         lines.append(
-            f"scale-out {r.workers} worker{'s' if r.workers > 1 else ' '}:     "
-            f"{r.events_per_s:,.0f} events/s, all judged in {r.judged_s:.1f} s, "
-            f"{sum(r.alerts.values())} alert records ({same} vs 1 worker)"
+            f"scale-out ({who}): {r.events_per_s:,.0f} events/s, all judged in "
+            f"{r.judged_s:.1f} s, {sum(r.alerts.values())} alert records ({same} vs 1 worker)"
         )
     return lines

@@ -1,13 +1,20 @@
 """Checkpoints of the worker's state, tied to the offsets they cover.
 
-A checkpoint is the pipeline's :meth:`~stream.pipeline.Pipeline.snapshot` (windows,
-detectors, open episodes; the state codec, no pickle) together with the next offset
-of every partition it has read.  It is keyed by the consumer group, the events topic
-and the *set* of partitions the worker owns: the whole worker's state moves as one
-(it is not split per partition), and comes back when the same set is assigned again —
-after a restart, a crash or a rebalance that gives the set back.  Restoring seeks the
-partitions to the checkpoint's offsets, so the events after it are read again and
-the state is exactly what it was (alerts they produce again keep their ``alert_id``).
+With ``kafka.scale_out: tasks`` (the default on Kafka) the state is split into tasks
+(:mod:`stream.live.tasks`): one per partition of the events topic and one per partition
+of the repartition topic.  :class:`TaskCheckpointer` writes each task under its own key,
+``<group>/<topic>/<partition>`` (:func:`~stream.live.tasks.task_key`), with the next
+offset of that partition, and restores it on whichever worker the partition is assigned
+to — at start-up, after a crash, and on every rebalance — so a partition's windows,
+detectors and open episodes follow the partition.  With ``scale_out: single``
+(:class:`Checkpointer`) the whole worker's state is one checkpoint keyed by the *set* of
+partitions it owns and comes back only when the same set is assigned again.
+
+A checkpoint holds the pipeline's :meth:`~stream.pipeline.Pipeline.snapshot` (the state
+codec, no pickle; a task adds what it needs: the roll-ups' source offsets, held alert
+records).  Restoring seeks the partition to the checkpoint's offset, so the events after
+it are read again and the state is exactly what it was (alerts they produce again keep
+their ``alert_id``).
 
 On Kafka (:class:`KafkaStateStore`) a checkpoint is written to ``kafka.state_topic``
 (compacted in production) as chunks of at most ``state.chunk_bytes`` followed by a

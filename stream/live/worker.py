@@ -470,7 +470,10 @@ class ConsumeLoop:
         if self.metrics is not None and now - self._last_gauges >= self.gauges_every_s:
             self._last_gauges = now
             self.metrics.state(work.firing(), work.active_series())
-            self.metrics.consumer_lag(self.source.end_offsets(), self.done)
+            ends = self.source.end_offsets()
+            if isinstance(self.work, TaskSet):  # the gauge is per partition of the events topic
+                ends = {tp: hw for tp, hw in ends.items() if tp.topic == self.work.topic}
+            self.metrics.consumer_lag(ends, self.done)
         self.health.observe_offsets(self.source.end_offsets(), self.done)
         if now - self._last_report >= self.progress_every_s:
             elapsed = now - self._last_report
