@@ -23,7 +23,7 @@ from stream.cli.main import main as paywatch_main
 from stream.config import Config
 from stream.ingest.kafka_client import ensure_topics
 from stream.live.notify_feed import log_key
-from stream.live.state_store import KafkaStateStore
+from stream.live.state_store import KafkaStateStore, state_key
 from stream.sim.produce import produce_events
 from tests.factories import make_alert
 from tests.servers import WebhookServer, wait_until, webhook_server  # noqa: F401
@@ -127,7 +127,9 @@ async def test_kill_9_mid_incident_pages_once_and_recovers_once(
             if len(webhook_server.posts) != 1:
                 return False
             found = await store.load(log_key(cfg, {0}))
-            return found is not None and not orjson.loads(found.blob)["owed"]
+            state = await store.load(state_key(k, {0}))  # the pipeline's, as far as the page
+            covered = state is not None and state.offsets.get(0) == len(during)
+            return covered and found is not None and not orjson.loads(found.blob)["owed"]
 
         await until(paged_and_logged, "the firing page and a log that has it delivered", log)
         first.send_signal(signal.SIGKILL)  # no goodbye: no final log, no commit
