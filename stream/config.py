@@ -275,19 +275,52 @@ class MultivariateRuleConfig:
 
 
 @dataclass
-class MetricsRuleConfig:
-    """Univariate streaming detector on `metric` events (CPU, queue depth, ...).
+class MetricLimitConfig:
+    """A hard limit (static SLO) on the metrics whose name matches ``match`` (a regular
+    expression searched in the name, case-insensitive): the window's mean value at or past
+    ``warning`` warns, at or past ``critical`` is critical (lower is worse when
+    ``critical < warning``)."""
 
-    Off by default: it flags values unlike the series' recent past (NAB-style), which
-    on dozens of noisy host metrics pages more than a payment on-call wants. Turn it
-    on for the metrics that matter, or use it offline through `backtest` on a CSV.
+    match: str = ""
+    warning: float = 0.0
+    critical: float = 0.0
+
+
+#: Built-in hard limits per kind of metric (``detectors.metrics.builtin_limits``), checked
+#: after the configured ``limits``; the first entry whose ``match`` finds the name applies.
+BUILTIN_METRIC_LIMITS = (
+    MetricLimitConfig(r"(cpu|util).*(percent|pct)", 90.0, 98.0),  # utilisation, %
+    MetricLimitConfig(r"(cpu|util).*ratio", 0.9, 0.98),  # utilisation, 0..1
+    MetricLimitConfig(r"mem.*(percent|pct)", 90.0, 97.0),  # memory used, %
+    MetricLimitConfig(r"mem.*ratio", 0.9, 0.97),  # memory used, 0..1
+    MetricLimitConfig(r"(net|network).*(err|drop)", 5.0, 50.0),  # network errors per second
+)
+
+
+@dataclass
+class MetricsRuleConfig:
+    """Univariate streaming detector on `metric` events (CPU, memory, network errors,
+    queue depth, ...), one per series, with hard limits per kind of metric.
+
+    On by default: an unusual value warns (``MetricDetector``; a plateau at an abnormal
+    level keeps firing until it recovers), a breached hard limit pages at its severity.
+    Alerts carry the metric's labels (``host``, ``service``, ...), and the default route
+    groups by ``host``: one sick host is one page.
     """
 
-    enabled: bool = False
+    enabled: bool = True
     rule: str = "metric_anomaly"
     # Score that pages. Higher than the NAB-tuned 0.52 of `backtest` on CSV: live
     # metrics are many and noisy, and a pager needs fewer, surer alerts.
     threshold: float = 0.9
+    # Hard limits by metric name, checked before the built-in ones.
+    limits: list[MetricLimitConfig] = field(default_factory=list)
+    # The built-in limits per kind (BUILTIN_METRIC_LIMITS: utilisation, memory, network errors).
+    builtin_limits: bool = True
+
+    def all_limits(self) -> list[MetricLimitConfig]:
+        """Configured limits, then the built-in ones when on (first match wins)."""
+        return [*self.limits, *(BUILTIN_METRIC_LIMITS if self.builtin_limits else ())]
 
 
 @dataclass
@@ -404,7 +437,7 @@ class RouteConfig:
     match: typing.Mapping[str, str] = field(default_factory=dict)
     match_re: typing.Mapping[str, str] = field(default_factory=dict)
     receivers: tuple[str, ...] = ()
-    group_by: tuple[str, ...] = ("rule", "provider")
+    group_by: tuple[str, ...] = ("rule", "provider", "host")
     group_wait_s: float = 30.0
     group_interval_s: float = 300.0
     repeat_interval_s: float = 4 * 3600.0
@@ -704,6 +737,14 @@ class Config:
             if r.enabled
         ]
         rule_names += [slo.rule for slo in det.slos]
+        for i, lim in enumerate(det.metrics.limits):
+            where = f"detectors.metrics.limits[{i}]"
+            try:
+                re.compile(lim.match)
+            except re.error as exc:
+                raise ConfigError(f"{where}.match: bad regular expression: {exc}") from None
+            if not lim.match or lim.warning == lim.critical:
+                raise ConfigError(f"{where}: needs 'match', and warning and critical must differ")
         for i, slo in enumerate(det.slos):
             where = f"detectors.slos[{i}]"
             if not slo.rule or not slo.feature:

@@ -33,6 +33,30 @@ def series_labels(series: Mapping[str, str], sep: str = " ") -> str:
     return sep.join(f"{k}={v}" for k, v in series.items())
 
 
+def metric_name(series: Mapping[str, str]) -> str:
+    """The metric name of a ``metric`` series (``""`` for other series).
+
+    >>> metric_name({"metric": "cpu_percent{host=a}"}), metric_name({"provider": "alipay"})
+    ('cpu_percent', '')
+    """
+    return series.get("metric", "").split("{", 1)[0]
+
+
+def metric_labels(series: Mapping[str, str]) -> dict[str, str]:
+    """The labels of a ``metric`` series (``name{k=v,...}``), for routing and grouping.
+
+    >>> metric_labels({"metric": "cpu_percent{host=a,service=pay}"})
+    {'host': 'a', 'service': 'pay'}
+    >>> metric_labels({"metric": "cpu_percent"}), metric_labels({"provider": "alipay"})
+    ({}, {})
+    """
+    _, brace, inner = series.get("metric", "").partition("{")
+    if not brace or not inner.endswith("}"):
+        return {}
+    pairs = (part.partition("=") for part in inner[:-1].split(","))
+    return {k: v for k, eq, v in pairs if eq and k}
+
+
 def is_beneath(child: Mapping[str, str], parent: Mapping[str, str]) -> bool:
     """True when ``child`` is a finer series inside ``parent`` (it has all of parent's values).
 

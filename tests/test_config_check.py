@@ -195,7 +195,9 @@ def test_who_hears_what_follows_the_routes(
     assert _reach_block(out, "multivariate info") == [
         "-> default: no receivers: alerts topic, console and history only"
     ]
-    assert "metric_anomaly" not in out.split("who hears what")[1]  # disabled by default
+    # Metric events are judged by default: an unusual value warns (a hard limit may page
+    # critical, which this config routes like any other critical alert).
+    assert _reach_block(out, "metric_anomaly warning") == ["-> team: json://team.example.com/hook"]
     assert "or by no alert at all): sms" in out
 
 

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from stream.judge.judgement import severity_rank
-from stream.series import SeriesKey, series_key, series_text
+from stream.series import SeriesKey, metric_labels, series_key, series_text
 
 SCHEMA_VERSION = 1
 _REQUIRED = ("alert_id", "fingerprint", "status", "series", "rule")
@@ -64,8 +64,11 @@ class AlertRecord:
 
     @property
     def labels(self) -> dict[str, str]:
-        """What routes, inhibit rules and silences match: series plus rule, signal, severity."""
+        """What routes, inhibit rules and silences match: series plus rule, signal, severity
+        (and a metric's own labels, e.g. ``host``, so metric alerts group per host)."""
         labels = {str(k): str(v) for k, v in self.series.items()}
+        for key, value in metric_labels(self.series).items():
+            labels.setdefault(key, value)
         for key, value in (
             ("rule", self.rule),
             ("signal", self.signal),

@@ -50,12 +50,16 @@ class Router:
 
 
 def group_key(route: RouteConfig, labels: Mapping[str, str]) -> str:
-    """The group of an alert in ``route``: its ``group_by`` label values.
+    """The group of an alert in ``route``: its ``group_by`` label values (a label the
+    alert lacks is left out, as if empty: ``host`` groups metric alerts only).
 
     >>> group_key(RouteConfig("oncall"), {"rule": "errors", "provider": "alipay"})
     'oncall:{provider="alipay",rule="errors"}'
+    >>> group_key(RouteConfig("oncall"), {"rule": "metric_anomaly", "host": "pod-1"})
+    'oncall:{host="pod-1",rule="metric_anomaly"}'
     """
-    keys = sorted(labels) if ALL_LABELS in route.group_by else sorted(route.group_by)
+    wanted = labels if ALL_LABELS in route.group_by else route.group_by
+    keys = sorted(k for k in wanted if labels.get(k, ""))
     inner = ",".join(f"{k}={json.dumps(labels.get(k, ''), ensure_ascii=False)}" for k in keys)
     return f"{route.name}:{{{inner}}}"
 

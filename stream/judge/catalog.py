@@ -15,7 +15,7 @@ from functools import partial
 from typing import Any, Generic, Protocol, TypeVar
 
 from models.base import Detector
-from models.metric import MetricDetector
+from models.metric import WatchedMetric
 from models.multivariate import MultivariateDetector
 from models.river_plug import RiverFactory
 from models.sequential import (
@@ -57,6 +57,7 @@ from stream.judge.describe import (
     describe_volume,
 )
 from stream.judge.features import Row
+from stream.judge.metric_rule import MetricRule
 from stream.judge.rules import DetectorRule, Rule
 from stream.windows.registry import Dims
 from stream.windows.state import METRIC_LEVEL
@@ -101,6 +102,7 @@ class RulePart:
     gate: str | None = "volume"  # feature that must be > 0 for a series to be judged
     critical_when: Callable[[Row], bool] | None = None
     threshold: float = 0.5
+    rule_class: Callable[..., DetectorRule] = DetectorRule  # e.g. a partial of a subclass
 
 
 class RuleSection(Protocol):
@@ -245,11 +247,12 @@ def _slo_parts(s: SLORuleConfig, lv: Levels) -> list[RulePart]:
 def _metric_parts(mt: MetricsRuleConfig, lv: Levels) -> list[RulePart]:
     return [
         RulePart(
-            MetricDetector,
+            partial(WatchedMetric, hold_score=mt.threshold),
             [METRIC_LEVEL],
             describe_metric,
             gate="metric_count",
             threshold=mt.threshold,
+            rule_class=partial(MetricRule, limits=mt.all_limits()),
         )
     ]
 
@@ -279,7 +282,8 @@ CATALOG: tuple[RuleSpec[Any], ...] = (
     RuleSpec("amount_mismatch", lambda d: _on(d.amount_mismatch), _amount_parts),
     RuleSpec("multivariate", lambda d: _on(d.multivariate), _multivariate_parts, None, "info"),
     RuleSpec("slo", lambda d: d.slos, _slo_parts),
-    RuleSpec("metric", lambda d: _on(d.metrics), _metric_parts, None, "warning"),
+    # An unusual value warns; a breached hard limit pages at its own severity.
+    RuleSpec("metric", lambda d: _on(d.metrics), _metric_parts),
 )
 
 
@@ -292,7 +296,7 @@ def build_rules(config: Config) -> list[Rule]:
         window_s=window_s,
     )
     return [
-        DetectorRule(
+        part.rule_class(
             section.rule,
             spec.signal,
             part.make,
