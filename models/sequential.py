@@ -742,6 +742,38 @@ class SequentialDetector:
         return "missing"
 
 
+class SlotView:
+    """One slot of a sequential bank as a report reads it — its expected value and the
+    worst callback share — read in place: the numbers :meth:`SeqBank.detector`'s copy
+    gives, without building a one-slot bank per reported series and window.  Valid until
+    the bank learns again (the judge reads it at once); never learns.
+    """
+
+    __slots__ = ("bank", "slot")
+
+    def __init__(self, bank: SeqBank | CallbackBank, slot: int) -> None:
+        self.bank = bank
+        self.slot = slot
+
+    def expected(self, x: Features | None = None) -> float:
+        return float(self.bank.expected_many(np.array([self.slot]))[0])
+
+    def worst(self, x: Features) -> str:
+        if isinstance(self.bank, CallbackBank):
+            comp = self.bank.components_many(self.slot)
+            return max(comp, key=comp.__getitem__)
+        return "missing"
+
+
+def slot_view(bank: Any, slot: int) -> Any:
+    """A :class:`SlotView` of ``slot`` where the bank holds it (a sequential bank that has
+    grown to it), else the bank's detector copy."""
+    inner = bank.banks["missing"] if isinstance(bank, CallbackBank) else bank
+    if isinstance(inner, SeqBank) and 0 <= slot < inner.capacity:
+        return SlotView(bank, slot)
+    return bank.detector(slot)
+
+
 def _twin(det: SequentialDetector) -> Any:
     """The bank of a fresh detector (a warmed-up one keeps the per-series path)."""
     return det.params.bank() if len(det.bank) == 0 else None

@@ -20,6 +20,7 @@ import numpy as np
 
 from models.bank import bank_for
 from models.base import Detector, expected_of, is_ready, score_learn, severity
+from models.sequential import slot_view
 from stream.judge.describe import Describe
 from stream.judge.features import JudgedWindow, Row, bank_columns
 from stream.judge.hints import root_cause_hints
@@ -130,7 +131,8 @@ class DetectorRule:
                 report[:] = True
             for k in np.flatnonzero(report).tolist():
                 sid = int(candidates[k])
-                twin = self.bank.detector(sid)
+                # Observers may keep what they are given: a copy; the report reads in place.
+                twin = self.bank.detector(sid) if observe is not None else slot_view(self.bank, sid)
                 x = Row(feats, consts, sid)
                 if observe is not None:
                     observe(sid, x, twin, float(scores[k]))
