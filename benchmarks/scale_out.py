@@ -77,6 +77,9 @@ def _config(bootstrap: str, topic: str, tag: str, path: Path, mode: str) -> dict
     timing = {"session_timeout_ms": 6000, "heartbeat_interval_ms": 1000, "fetch_max_wait_ms": 20}
     doc = {
         "kafka": {**kafka, **timing},
+        # The stream ends; the silence after it (until the run is stopped) is not
+        # measured: with the default 15 s a slow run closes the tail as a traffic stop.
+        "windows": {"idle_advance_s": 3600},
         "metrics": {"port": 0},
         "notify": {"console": {"enabled": False}},
     }

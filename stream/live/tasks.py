@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
 import msgspec
@@ -190,12 +190,18 @@ class TaskSet:
         self.retired = PipelineStats()  # counters of tasks handed to another worker
         self.last_view: tuple[JudgedWindow, list[Rule], list[dict[str, Any]]] | None = None
         self._dest: dict[str, int] = {}
+        # A source task windows only its own levels (a roll-up keeps every level: a
+        # provider's root-cause hints read the merchants beneath it).
+        w = config.windows
+        mine = [lv for lv in w.levels if in_one_partition(tuple(lv))] or w.levels
+        self.source_config = replace(config, windows=replace(w, levels=mine))
 
     # -- tasks --------------------------------------------------------------------
 
     def new_task(self, tp: TopicPartition) -> Task:
         rollup = tp.topic == self.rtopic
-        return Task(tp, rollup, scoped(Pipeline(self.config, live=True), rollup))
+        config = self.config if rollup else self.source_config
+        return Task(tp, rollup, scoped(Pipeline(config, live=True), rollup))
 
     def keep_only(self, tps: set[TopicPartition]) -> list[Task]:
         """Drop the tasks not in ``tps`` (moved to another worker); returns them."""
