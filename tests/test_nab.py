@@ -170,8 +170,10 @@ def test_nab_run_prints_held_out_figures_and_baselines(tmp_path: Path, capsys) -
     assert main([str(tmp_path), "--no-sim"]) == 0
     out = capsys.readouterr().out
     assert "== leave-one-category-out" in out
-    assert out.count("held out catA") == 6 and out.count("held out catB") == 6  # 3 x 2 readings
-    for name in ("MetricDetector", "WindowedGaussian", "HalfSpaceTrees"):
+    # Four groups (the detector's shipped setting, the detector with its lag chosen too, two
+    # baselines) x two readings.
+    assert out.count("held out catA") == 8 and out.count("held out catB") == 8
+    for name in ("MetricDetector", "Metric, lag chosen", "WindowedGaussian", "HalfSpaceTrees"):
         assert f"{name} (alerts):" in out and f"{name} (rows):" in out
     assert out.strip().splitlines()[-1].startswith("nab_standard=")
 
