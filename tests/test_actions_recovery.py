@@ -174,9 +174,9 @@ async def test_a_hanging_endpoint_never_stalls_consumption(tmp_path: Path, merch
     cfg = config(tmp_path, server.url, timeout_s=30)
     async with live(cfg, clock) as w:
         assert await wait_until(lambda: len(server.requests) == 1, timeout=30)
-        # The endpoint hangs; the worker consumes and judges five more minutes of traffic,
+        # The endpoint hangs; the worker consumes and judges six more minutes of traffic,
         # to the end of the episode: the resolution waited for the orders, none came back.
-        w.source.extend(traffic(520, 820))
+        w.source.extend(traffic(520, 900))
         await w.source.all_committed()
         (resolved,) = w.alerts("resolved")
         assert resolved["evidence"]["missing_callbacks"]["still_missing"] == 20

@@ -111,12 +111,12 @@ class AlertLifecycle:
             if j.anomalous:
                 seen.add(fp)
                 records.extend(self._anomalous(fp, ep, j, window_end, detected_at))
-            elif ep is not None and j.holding:
-                seen.add(fp)  # still in alarm: neither anomalous nor healthy evidence
-                ep.last_evidence_end = j.window_end
             elif ep is not None and self._is_evidence(j):
                 seen.add(fp)
-                records.extend(self._quiet(fp, ep, j, window_end, detected_at))
+                if j.holding:  # still in alarm: neither anomalous nor evidence of health
+                    ep.last_evidence_end = j.window_end
+                else:
+                    records.extend(self._quiet(fp, ep, j, window_end, detected_at))
         for fp in [fp for fp in self.episodes if fp not in seen]:
             records.extend(self._no_evidence(fp, self.episodes[fp], window_end, detected_at))
         return records
