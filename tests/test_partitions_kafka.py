@@ -15,13 +15,17 @@ from typing import Any
 
 import orjson
 import yaml
+from aiokafka import TopicPartition
 
 from stream.clock import ManualClock
 from stream.config import Config
 from stream.ingest.kafka_client import ensure_topics
 from stream.live.state_store import KafkaStateStore, state_key
+from stream.live.tasks import repartition_topic, task_key
 from stream.live.worker import run_worker
 from stream.offline.backtest import backtest_events
+from stream.offline.kafka_replay import KafkaSpec
+from stream.offline.kafka_replay import read_topic as replay_topic
 from stream.sim.produce import produce_events
 from tests.servers import wait_until_async
 from tests.test_replay_equivalence import alert_keys, write_jsonl
@@ -142,9 +146,16 @@ async def test_a_worker_killed_mid_incident_is_continued_from_its_checkpoint(
     try:
 
         async def firing_checkpointed() -> bool:
+            """The firing is out and both tasks' checkpoints cover everything read: the
+            events' (partition 0) and the roll-up's (every shipment up to the topic's end)."""
             alerts = await read_topic(k.bootstrap_servers, k.alerts_topic)
             cp = await store.load(state_key(k, {0}))
-            return bool(alerts) and cp is not None and cp.offsets.get(0) == mid
+            if not (alerts and cp is not None and cp.offsets.get(0) == mid):
+                return False
+            rtopic = repartition_topic(k)
+            shipped = await replay_topic(KafkaSpec(k.bootstrap_servers, rtopic), idle_s=1.0)
+            rcp = await store.load(task_key(k, TopicPartition(rtopic, 0)))
+            return rcp is not None and rcp.offsets.get(0) == len(shipped)
 
         await until(firing_checkpointed, "firing alerts and a checkpoint covering them", log)
         first.send_signal(signal.SIGKILL)  # no goodbye: no final checkpoint, no commit

@@ -29,7 +29,7 @@ partition is assigned to.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
@@ -54,8 +54,9 @@ log = logging.getLogger("paywatch.tasks")
 
 TASK_FORMAT = "paywatch-task"
 TASK_VERSION = 1
-SHIPMENT_VERSION = 1
-SHIPMENT_BYTES = 256 * 1024  # one shipment record at most (Kafka's default limit is 1 MiB)
+SHIPMENT_VERSION = 2  # 1 carried raw event values; 2 carries decoded columns
+SHIPMENT_ROWS = 2000  # events per shipment record at most (~100 KiB; Kafka's limit: 1 MiB)
+_GROUPS = ("calls", "notifications", "metrics")
 
 
 def repartition_topic(k: KafkaConfig) -> str:
@@ -90,13 +91,15 @@ def scoped(pipeline: Pipeline, rollup: bool) -> Pipeline:
 
 
 class _Shipment(msgspec.Struct, array_like=True):
-    """One repartition record: events of one source batch for one roll-up partition."""
+    """One repartition record: events of one source batch for one roll-up partition, as
+    the decoder made them (no second decode): the batch's string table and, per event
+    kind, each column's dtype and bytes; ``seq`` holds each event's source offset."""
 
     v: int
     src: int  # source partition of the events topic
     wm: int | None  # the source partition's newest event time after these events
-    off: list[int]  # source offsets, ascending
-    ev: list[bytes]  # the events' raw values
+    strings: list[str]
+    cols: dict[str, dict[str, tuple[str, bytes]]]
 
 
 class _TaskBlob(msgspec.Struct):
@@ -119,6 +122,7 @@ class Part:
     marks: dict[int, int] = field(default_factory=dict)  # source partition -> newest ts
     src_next: dict[int, int] = field(default_factory=dict)  # next source offset, after it
     rollup: bool = False
+    shipped: list[DecodedBatch] = field(default_factory=list)  # roll-up: decoded events
 
     @property
     def records(self) -> int:
@@ -240,26 +244,27 @@ class TaskSet:
         return parts
 
     def _unpack(self, task: Task, records: list[bytes | None], offsets: dict[Any, int]) -> Part:
-        values: list[bytes | None] = []
-        srcs: list[int] = []
-        offs: list[int] = []
-        part = Part(task.tp, Batch(values, SourceColumns([], [], []), offsets), rollup=True)
+        """Shipments to decoded batches, without the events a replay shipped again."""
+        part = Part(task.tp, Batch([], SourceColumns([], [], []), offsets), rollup=True)
         for raw in records:
             try:
                 s = msgspec.msgpack.decode(raw or b"", type=_Shipment)
-            except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+                batch = _columns(s)
+            except (msgspec.DecodeError, msgspec.ValidationError, ValueError) as exc:
                 log.error("repartition record of %s not readable (%s); skipped", task.tp, exc)
                 continue
             done = task.split_done.get(s.src, 0)
-            keep = [i for i, o in enumerate(s.off) if o >= done]  # a replay's repeats go
-            values.extend(s.ev[i] for i in keep)
-            offs.extend(s.off[i] for i in keep)
-            srcs.extend([s.src] * len(keep))
-            if s.off:
-                task.split_done[s.src] = part.src_next[s.src] = max(done, s.off[-1] + 1)
+            last = max(
+                (int(getattr(batch, g).seq.max()) for g in _GROUPS if len(getattr(batch, g))),
+                default=-1,
+            )
+            if last >= done:
+                part.shipped.append(
+                    _rows(batch, {g: getattr(batch, g).seq >= done for g in _GROUPS})
+                )
+                task.split_done[s.src] = part.src_next[s.src] = last + 1
             if s.wm is not None:
                 part.marks[s.src] = max(part.marks.get(s.src, s.wm), s.wm)
-        part.batch.sources = SourceColumns([self.rtopic] * len(values), srcs, offs)
         return part
 
     def decode_args(self, part: Part) -> dict[str, Any]:
@@ -276,14 +281,15 @@ class TaskSet:
             return StepResult(), []
         task.dirty = True
         p = task.pipeline
-        result = p.process_decoded(decoded, len(part.batch.values), now)
         if task.rollup:
+            result = merge(p.process_decoded(d, 0, now) for d in part.shipped)
             task.src_done.update(part.src_next)
             if part.marks:
                 result = merge([result, p.see_partitions(part.marks, now)])
             if result.judged:
                 self.last_view = (result.judged[-1], p.state.rules, p.state.lifecycle.firing())
             return self._release(result), []
+        result = p.process_decoded(decoded, len(part.batch.values), now)
         self._hold(task, result)
         return self._release(result), self._ship(task, part, decoded)
 
@@ -350,52 +356,50 @@ class TaskSet:
         with the partition's newest event time (also to partitions that get no event)."""
         p = task.tp.partition
         wm = task.pipeline.state.windows.part_max.get(p)
-        cols = (decoded.calls, decoded.notifications)
-        seq = np.concatenate([c.seq for c in cols] + [decoded.metrics.seq])
-        codes = np.concatenate([c.provider for c in cols] + [decoded.metrics.series])
-        if not seq.size and (wm is None or wm == task.announced):
+        if not decoded.accepted and (wm is None or wm == task.announced):
             return []
         task.announced = wm
-        lut = np.array(
-            [self._dest_of(s) for s in decoded.strings] + [0], dtype=np.int64
-        )  # code -1 (absent) -> partition 0
-        dest = lut[codes] if codes.size else np.zeros(0, np.int64)
-        order = np.argsort(seq, kind="stable")
-        seq, dest = seq[order], dest[order]
+        lut = np.array([self._dest_of(x) for x in decoded.strings] + [0], dtype=np.int64)
+        keys = {
+            "calls": decoded.calls.provider,
+            "notifications": decoded.notifications.provider,
+            "metrics": decoded.metrics.series,
+        }
+        dest = {g: lut[k] if k.size else np.zeros(0, np.int64) for g, k in keys.items()}
         sources = part.batch.sources
         assert isinstance(sources, SourceColumns)
-        offs = np.asarray(sources.offsets, dtype=np.int64)
+        offsets = np.asarray(sources.offsets, dtype=np.int64)
         out: list[Message] = []
         for r in range(self.rollup_partitions):
-            at = seq[dest == r].tolist()
-            out.extend(self._shipments(p, wm, r, [part.batch.values[i] for i in at], offs, at))
+            rows = {g: np.flatnonzero(d == r) for g, d in dest.items()}
+            n = sum(x.size for x in rows.values())
+            for at in range(0, max(n, 1), SHIPMENT_ROWS):
+                chunk = _chunk(rows, at, SHIPMENT_ROWS)
+                last = at + SHIPMENT_ROWS >= n
+                out.append(self._record(p, wm if last else None, r, decoded, chunk, offsets))
         return out
 
-    def _shipments(
+    def _record(
         self,
         src: int,
         wm: int | None,
         r: int,
-        values: Sequence[bytes | None],
-        offs: np.ndarray,
-        at: list[int],
-    ) -> list[Message]:
-        """Events for one roll-up partition, cut into records of at most SHIPMENT_BYTES
-        (the marker rides on the last one)."""
-        out: list[Message] = []
-        start, size = 0, 0
-        for i, v in enumerate(values):
-            size += len(v or b"") + 16
-            if size > SHIPMENT_BYTES and i > start:
-                out.append(self._record(src, None, r, values[start:i], offs[at[start:i]]))
-                start, size = i, len(v or b"") + 16
-        out.append(self._record(src, wm, r, values[start:], offs[at[start:]]))
-        return out
-
-    def _record(
-        self, src: int, wm: int | None, r: int, values: Sequence[bytes | None], offs: np.ndarray
+        decoded: DecodedBatch,
+        rows: dict[str, np.ndarray],
+        offsets: np.ndarray,
     ) -> Message:
-        ship = _Shipment(SHIPMENT_VERSION, src, wm, offs.tolist(), [v or b"" for v in values])
+        cols: dict[str, dict[str, tuple[str, bytes]]] = {}
+        for g in _GROUPS:
+            group = getattr(decoded, g)
+            idx = rows[g]
+            packed = {}
+            for f in fields(group):
+                a = getattr(group, f.name)[idx]
+                if f.name == "seq":
+                    a = offsets[a]  # the source offset: order within the partition, and dedup
+                packed[f.name] = (a.dtype.str, a.tobytes())
+            cols[g] = packed
+        ship = _Shipment(SHIPMENT_VERSION, src, wm, decoded.strings, cols)
         key = f"{self.topic}/{src}".encode()
         return Message(self.rtopic, key, msgspec.msgpack.encode(ship), partition=r)
 
@@ -422,6 +426,46 @@ def _topic_is(cols: SourceColumns, topic: str) -> np.ndarray:
     if all(t == topic for t in topics):
         return np.ones(len(topics), bool)
     return np.array([t == topic for t in topics], dtype=bool)
+
+
+def _chunk(rows: dict[str, np.ndarray], at: int, size: int) -> dict[str, np.ndarray]:
+    """Rows ``at`` to ``at + size`` of the groups' rows taken one after the other."""
+    out, start = {}, 0
+    for g in _GROUPS:
+        idx = rows[g]
+        out[g] = idx[max(0, at - start) : max(0, at + size - start)]
+        start += idx.size
+    return out
+
+
+def _columns(s: _Shipment) -> DecodedBatch:
+    """A shipment's decoded batch (raises ValueError when a column is malformed)."""
+    if s.v != SHIPMENT_VERSION:
+        raise ValueError(f"shipment version {s.v}")
+    batch = DecodedBatch(strings=list(s.strings))
+    for g in _GROUPS:
+        group = getattr(batch, g)
+        packed = s.cols.get(g, {})
+        arrays = {f.name: getattr(group, f.name) for f in fields(group)}
+        for name, (dtype, raw) in packed.items():
+            if name in arrays:
+                arrays[name] = np.frombuffer(raw, dtype=np.dtype(dtype)).copy()
+        setattr(batch, g, type(group)(**arrays))
+    return batch
+
+
+def _rows(batch: DecodedBatch, keep: dict[str, np.ndarray]) -> DecodedBatch:
+    """The batch with only the rows ``keep`` marks, per event kind."""
+    if all(k.all() for k in keep.values()):
+        return batch
+    out = DecodedBatch(strings=batch.strings)
+    for g in _GROUPS:
+        group = getattr(batch, g)
+        mask = keep[g]
+        setattr(
+            out, g, type(group)(**{f.name: getattr(group, f.name)[mask] for f in fields(group)})
+        )
+    return out
 
 
 class OnePipeline:
