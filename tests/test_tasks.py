@@ -5,18 +5,22 @@ and the alerts the offline replay makes of the same events."""
 from __future__ import annotations
 
 import zlib
+from collections import Counter
 from typing import Any
 
 import orjson
+import pytest
 from aiokafka import TopicPartition
 
 from stream.config import Config, config_from_dict
 from stream.ingest.decode import decode_batch
 from stream.ingest.events import SourceColumns
 from stream.ingest.source import Batch
+from stream.live import tasks as tasks_module
 from stream.live.publisher import Message
 from stream.live.tasks import TaskSet, repartition_topic
 from stream.pipeline import Pipeline
+from stream.sim.simulate import SimConfig, simulate
 from tests.test_partitions_memory import offline
 from tests.traffic import traffic
 
@@ -113,3 +117,23 @@ def test_a_source_task_judges_merchants_and_a_roll_up_the_rest() -> None:
     assert not any("merchant_id" in lv and "provider" in lv for lv in levels["rollup"])
     every = {lv for rule in Pipeline(config()).state.rules for lv in rule.levels}  # type: ignore[attr-defined]
     assert levels["source"] | levels["rollup"] == every
+
+
+def test_shipments_cut_small_lose_no_event(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A source batch larger than a shipment is cut in stream order: the roll-up task,
+    which skips what is older than the newest event it took from a partition, gets every
+    call and every callback (cut by event kind, callbacks after a later call were lost)."""
+    monkeypatch.setattr(tasks_module, "SHIPMENT_ROWS", 64)
+    cfg = SimConfig(seed=5, duration_s=120, rate=30, merchants=24, daily=False)
+    events = [ev for ev in simulate(cfg) if ev["event_type"] != "metric"]
+    parts = by_partition(events)
+    g = Group()
+    for p, values in enumerate(parts):
+        g.source(p, values, 0)  # one batch per partition: many shipments each
+    g.rollup(0, len(g.shipped))
+    stats = g.tasks.tasks[g.rtp].pipeline.state.stats
+    kinds = Counter(ev["event_type"] for ev in events)
+    assert (stats.calls, stats.notifications) == (
+        kinds["provider_call"],
+        kinds["payment_notification"],
+    )

@@ -370,12 +370,12 @@ class TaskSet:
         assert isinstance(sources, SourceColumns)
         offsets = np.asarray(sources.offsets, dtype=np.int64)
         out: list[Message] = []
+        seq = {g: getattr(decoded, g).seq for g in _GROUPS}
         for r in range(self.rollup_partitions):
             rows = {g: np.flatnonzero(d == r) for g, d in dest.items()}
-            n = sum(x.size for x in rows.values())
-            for at in range(0, max(n, 1), SHIPMENT_ROWS):
-                chunk = _chunk(rows, at, SHIPMENT_ROWS)
-                last = at + SHIPMENT_ROWS >= n
+            chunks = _chunks({g: seq[g][idx] for g, idx in rows.items()}, rows, SHIPMENT_ROWS)
+            for i, chunk in enumerate(chunks):
+                last = i == len(chunks) - 1
                 out.append(self._record(p, wm if last else None, r, decoded, chunk, offsets))
         return out
 
@@ -428,13 +428,27 @@ def _topic_is(cols: SourceColumns, topic: str) -> np.ndarray:
     return np.array([t == topic for t in topics], dtype=bool)
 
 
-def _chunk(rows: dict[str, np.ndarray], at: int, size: int) -> dict[str, np.ndarray]:
-    """Rows ``at`` to ``at + size`` of the groups' rows taken one after the other."""
-    out, start = {}, 0
-    for g in _GROUPS:
-        idx = rows[g]
-        out[g] = idx[max(0, at - start) : max(0, at + size - start)]
-        start += idx.size
+def _chunks(
+    seq: dict[str, np.ndarray], rows: dict[str, np.ndarray], size: int
+) -> list[dict[str, np.ndarray]]:
+    """``rows`` (per event kind) cut into chunks of about ``size`` events *in stream
+    order* (by ``seq``): a roll-up task skips events older than the newest it has taken
+    from a source partition, so a chunk must never hold an event after one of the next.
+
+    >>> seq = {"calls": np.array([0, 2, 4]), "notifications": np.array([1, 3])}
+    >>> seq["metrics"] = np.array([], int)
+    >>> rows = {g: np.arange(len(v)) for g, v in seq.items()}
+    >>> [[c[g].tolist() for g in _GROUPS] for c in _chunks(seq, rows, 3)]
+    [[[0, 1], [0], []], [[2], [1], []]]
+    """
+    every = np.sort(np.concatenate([seq[g] for g in _GROUPS]))
+    if every.size <= size:
+        return [rows]
+    bounds = [*every[::size].tolist()[1:], int(every[-1]) + 1]
+    out, lo = [], int(every[0])
+    for hi in bounds:
+        out.append({g: rows[g][(seq[g] >= lo) & (seq[g] < hi)] for g in _GROUPS})
+        lo = hi
     return out
 
 
