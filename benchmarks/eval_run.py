@@ -23,9 +23,11 @@ A zero baseline share (no config errors at all in normal traffic) is floored at
 Planned maintenance is announced: the on-call team silences the provider for the
 announced window (from ``MAINTENANCE_LEAD_S`` before it to ``MAINTENANCE_TAIL_S``
 after it), as it would in production (``paywatch.control`` silences, docs/alerts.md).
-Alert records are still published; what counts as a page is an episode that is not
-silenced for the whole time it fires (Alertmanager notifies a still-firing alert when
-its silence expires).
+Alert records are still published; what counts is a page: an episode that at some
+moment while it fires is neither silenced nor muted by the dispatcher's inhibition
+stage (attribution: a provider-wide alert mutes the series beneath it, a broader alert
+one child carries folds into the child; Alertmanager notifies a still-firing alert when
+its silence expires or its inhibitor resolves).
 """
 
 from __future__ import annotations
@@ -44,7 +46,9 @@ import orjson
 
 from models import budget
 from models.incidents import GRACE_MS, episodes, series_matches
+from stream.alerting.inhibit import Inhibitor
 from stream.alerting.matchers import Matcher
+from stream.alerting.record import AlertRecord
 from stream.alerting.silences import Silence, SilenceSet
 from stream.config import Config, load_config
 from stream.offline.backtest import chunked, replay_batches
@@ -139,23 +143,40 @@ def planned_silences(truth: Sequence[Mapping[str, Any]]) -> SilenceSet:
     )
 
 
-def pages(alerts: Sequence[Mapping[str, Any]], silences: SilenceSet) -> list[Mapping[str, Any]]:
-    """The records of episodes that page: not silenced for their whole firing time."""
-    last = max((int(a["window_end"]) for a in alerts), default=0)
-    span: dict[str, list[int]] = {}  # first record, resolution (or the end of the stream)
-    for a in alerts:
-        t = int(a["window_end"])
-        lo_hi = span.setdefault(str(a["alert_id"]), [t, last])
-        lo_hi[0] = min(lo_hi[0], t)
-        if a["status"] == "resolved":
-            lo_hi[1] = t
-
-    def muted(a: Mapping[str, Any]) -> bool:
-        labels = {**a["series"], "rule": str(a["rule"])}
-        lo, hi = span[str(a["alert_id"])]
-        return any(s.matches(labels, lo) and s.matches(labels, hi) for s in silences.active(lo))
-
-    return [a for a in alerts if not muted(a)]
+def pages(
+    alerts: Sequence[Mapping[str, Any]], silences: SilenceSet, cfg: Config
+) -> list[Mapping[str, Any]]:
+    """The records of episodes that page: at some moment while they fire, neither
+    silenced nor muted by the dispatcher's inhibition stage (a provider-wide alert mutes
+    the series beneath it; a broader alert one child carries folds into the child).
+    Mutes are re-evaluated whenever the firing set changes and when a silence ends, as
+    the dispatcher does."""
+    _, rules = cfg.notify_routes()
+    recs = sorted((AlertRecord.from_dict(a) for a in alerts), key=lambda r: r.window_end)
+    firing: dict[str, AlertRecord] = {}
+    inhibitor = Inhibitor(
+        [*rules, *cfg.builtin_inhibit_rules()], firing.values,
+        default_inhibit=cfg.notify.default_inhibit,
+    )  # fmt: skip
+    ends = sorted({s.ends_at for s in silences if s.ends_at is not None})
+    times = sorted({r.window_end for r in recs} | set(ends))
+    paged: set[str] = set()
+    i = 0
+    for t in times:
+        while i < len(recs) and recs[i].window_end <= t:
+            rec = recs[i]
+            if rec.firing:
+                firing[rec.fingerprint] = rec
+            else:
+                firing.pop(rec.fingerprint, None)
+            i += 1
+        inhibitor.invalidate()
+        for rec in firing.values():
+            if rec.alert_id in paged or silences.mute_reason(rec.labels, t):
+                continue
+            if inhibitor.mute_reason(rec) is None:
+                paged.add(rec.alert_id)
+    return [a for a in alerts if str(a["alert_id"]) in paged]
 
 
 def _matches(ep: Mapping[str, Any], lab: Mapping[str, Any]) -> bool:
@@ -166,19 +187,24 @@ def _matches(ep: Mapping[str, Any], lab: Mapping[str, Any]) -> bool:
 
 def score_seed(
     alerts: Sequence[Mapping[str, Any]], truth: Sequence[Mapping[str, Any]], seed: int,
-    hours: float, h: float,
+    hours: float, h: float, paged: Sequence[Mapping[str, Any]] | None = None,
 ) -> SeedResult:  # fmt: skip
-    eps = episodes(alerts)
+    """Recall and delay from every alert record (detection: the record on the alerts
+    topic); false alerts, alerts during confounders and episodes per series from the
+    records that page (``paged``, default: all).  An episode that matches a real
+    incident is that incident's, even when a confounder overlaps it."""
+    eps, pages_ = episodes(alerts), episodes(alerts if paged is None else paged)
     res = SeedResult(seed, hours)
-    matched: set[str] = set()
+    incident = [lab for lab in truth if lab["is_incident"]]
+    explained = {aid for aid, e in pages_.items() if any(_matches(e, lab) for lab in incident)}
     for lab in truth:
-        hits = [e for e in eps.values() if _matches(e, lab)]
-        matched.update(str(e["alert_id"]) for e in hits)
+        hits = [e for e in pages_.values() if _matches(e, lab)]
         if not lab["is_incident"]:
+            hits = [e for e in hits if str(e["alert_id"]) not in explained]
             res.confounder_alerts[lab["kind"]] += len(hits)
             res.confounder_episodes.extend({**e, "confounder": lab["kind"]} for e in hits)
             continue
-        first = min((int(e["window_end"]) for e in hits), default=None)
+        first = min((int(e["window_end"]) for e in eps.values() if _matches(e, lab)), default=None)
         per_series = Counter((e["rule"], series_key(e["series"])) for e in hits)
         res.incidents.append(
             IncidentResult(
@@ -187,7 +213,10 @@ def score_seed(
                 oracle_delay_s(lab.get("truth", {}), h), max(per_series.values(), default=0),
             )
         )  # fmt: skip
-    res.false_alerts = [e for aid, e in eps.items() if aid not in matched]
+    confounding = {str(e["alert_id"]) for e in res.confounder_episodes}
+    res.false_alerts = [
+        e for aid, e in pages_.items() if aid not in explained and aid not in confounding
+    ]
     return res
 
 
@@ -195,7 +224,9 @@ def evaluate_seed(cfg: Config, seed: int, hours: float, h: float) -> SeedResult:
     duration = hours * 3600
     sim = SimConfig(seed=seed, duration_s=duration, incidents=random_incident_suite(seed, duration))
     truth = labels(sim)
-    return score_seed(pages(replay(cfg, sim), planned_silences(truth)), truth, seed, hours, h)
+    alerts = replay(cfg, sim)
+    paged = pages(alerts, planned_silences(truth), cfg)
+    return score_seed(alerts, truth, seed, hours, h, paged)
 
 
 def _fmt(x: float | None) -> str:
