@@ -3,9 +3,10 @@
 
 Four simulated hours of every ``metric`` series the simulator emits (CPU, memory and
 network errors per pod, callback queue depth, certificate days left; one sample per
-10 s), with host incidents injected after an hour of normal traffic: CPU plateaus,
-memory-leak ramps and network-error bursts, each on one pod (``stream.sim.simulate``
-labels them with the host and the metric they show in).  Both detectors score every
+10 s), with twelve host incidents injected after an hour of normal traffic: CPU
+plateaus, memory-leak ramps and network-error bursts, each on one pod, with random
+magnitudes from barely visible to plain (``stream.sim.simulate`` labels them with the
+host and the metric they show in).  Both detectors score every
 series in the same run; an alert is an episode opening (the score reaches the threshold
 after ``RESOLVE_AFTER`` samples below it, as in ``benchmarks.nab_loco``).  An incident
 is detected when its metric opens an alert between its start and its end; every other
@@ -39,23 +40,37 @@ HOURS = 4.0
 GRID = 200
 
 
+#: Host incidents of the run: (kind, longest duration s, magnitude range), each drawn once
+#: per round.  Magnitudes run from barely visible to plain, so recall is not saturated.
+HOST_INCIDENTS = (
+    ("cpu_plateau", 900.0, (0.7, 0.95)),  # stuck at 70-95 % CPU (normal 40-60 %)
+    ("memory_leak", 1800.0, (0.1, 0.35)),  # +10 to +35 points of memory by its end
+    ("network_errors", 300.0, (5.0, 40.0)),  # network error rate x5 to x40 (normal 0.2/s)
+)
+ROUNDS = 4
+
+
 def sim_config(
     seed: int = 11, hours: float = HOURS, providers: dict[str, float] | None = None
 ) -> SimConfig:
-    """Host incidents in turn (plateau, leak, burst), each on its own pod, after a warm-up
-    (an hour, or a quarter of a shorter run) of normal samples."""
+    """``ROUNDS`` rounds of host incidents (plateau, leak, burst; random magnitudes), each
+    on its own pod, after a warm-up (an hour, or a quarter of a shorter run) of normal
+    samples."""
     duration = hours * 3600.0
     warm = min(3600.0, duration / 4)
     shares = providers or dict(DEFAULT_PROVIDER_SHARES)
     hosts = SimConfig(duration_s=60, rate=1, providers=shares).hosts()
-    kinds = [("cpu_plateau", 900.0), ("memory_leak", 1800.0), ("network_errors", 300.0)] * 3
+    kinds = list(HOST_INCIDENTS) * ROUNDS
     slot = (duration - warm) / len(kinds)
     rng = np.random.default_rng([seed, 0xB0B])
-    picks = rng.choice(len(hosts), size=len(kinds), replace=False).tolist()
+    picks = rng.choice(len(hosts), size=len(kinds), replace=len(kinds) > len(hosts)).tolist()
     incidents = [
-        Incident(kind, warm + k * slot + 0.2 * slot, min(length, 0.7 * slot), host=hosts[h])
-        for k, ((kind, length), h) in enumerate(zip(kinds, picks, strict=True))
-    ]
+        Incident(
+            kind, warm + k * slot + 0.2 * slot, min(length, 0.7 * slot), host=hosts[h],
+            magnitude=round(float(rng.uniform(m0, m1)), 3),
+        )
+        for k, ((kind, length, (m0, m1)), h) in enumerate(zip(kinds, picks, strict=True))
+    ]  # fmt: skip
     return SimConfig(
         seed=seed, duration_s=duration, rate=1.0, providers=shares, incidents=incidents
     )
