@@ -359,12 +359,17 @@ class TaskSet:
         if not decoded.accepted and (wm is None or wm == task.announced):
             return []
         task.announced = wm
-        lut = np.array([self._dest_of(x) for x in decoded.strings] + [0], dtype=np.int64)
         keys = {
             "calls": decoded.calls.provider,
             "notifications": decoded.notifications.provider,
             "metrics": decoded.metrics.series,
         }
+        # Destinations of the strings that key a row only: a batch's strings are mostly
+        # order numbers and ids, each hashed (murmur2, in Python) and remembered forever.
+        lut = np.zeros(len(decoded.strings) + 1, np.int64)  # the last entry: code -1
+        for code in np.unique(np.concatenate(list(keys.values()))).tolist():
+            if code >= 0:
+                lut[code] = self._dest_of(decoded.strings[code])
         dest = {g: lut[k] if k.size else np.zeros(0, np.int64) for g, k in keys.items()}
         sources = part.batch.sources
         assert isinstance(sources, SourceColumns)
