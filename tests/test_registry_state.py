@@ -74,3 +74,15 @@ def test_pane_writes_only_the_rows_it_touched_and_restores_them_exactly() -> Non
     back = decode(encode(pane))
     assert back.counts.shape == pane.counts.shape and (back.counts == pane.counts).all()
     assert back.mstats.tobytes() == pane.mstats.tobytes()  # bit for bit: NaN, -inf, -0.0
+
+
+def test_a_checkpoint_after_series_come_and_go_holds_them_as_they_are_now() -> None:
+    reg = _registry()
+    decode(encode(reg))  # the keys' checkpoint form is kept from here ...
+    reg.ids_of(MERCHANT, [f"wechatpay{SEP}W1"])  # ... until a series comes,
+    assert decode(encode(reg)).keys == reg.keys
+    reg.evict(reg.ids_of(MERCHANT, [f"alipay{SEP}M0"]))  # goes,
+    assert decode(encode(reg)).keys == reg.keys
+    reg.id_of(PROVIDER, ("unionpay",))  # or takes a freed id
+    back = decode(encode(reg))
+    assert back.keys == reg.keys and back.index == reg.index

@@ -60,6 +60,10 @@ class SeriesRegistry:
     packed: dict[Dims, tuple[np.ndarray, np.ndarray]] = field(
         default_factory=dict, repr=False, compare=False
     )
+    # ``keys`` changes rarely (a new or evicted series) and is checkpointed often: its
+    # checkpoint form is kept until it does (``edits`` counts the changes).
+    edits: int = field(default=0, repr=False, compare=False)
+    keys_form: tuple[int, dict[str, object]] | None = field(default=None, repr=False, compare=False)
 
     def __getstate__(self) -> dict[str, object]:
         # The live worker checkpoints after every batch whose alerts changed state, so the
@@ -68,14 +72,17 @@ class SeriesRegistry:
         # from ``keys``).  A third of the time a snapshot took before.
         state = self.__dict__.copy()
         state["value_codes"], state["packed"] = {}, {}
-        del state["index"], state["joined"]
-        state["keys"] = _pack_keys(self.keys)
+        del state["index"], state["joined"], state["edits"], state["keys_form"]
+        if self.keys_form is None or self.keys_form[0] != self.edits:
+            self.keys_form = (self.edits, _pack_keys(self.keys))
+        state["keys"] = self.keys_form[1]
         return state
 
     def __setstate__(self, state: dict[str, object]) -> None:
         self.__dict__.update(state)
         self.__dict__.setdefault("value_codes", {})  # checkpoints from before the twin
         self.__dict__.setdefault("packed", {})
+        self.edits, self.keys_form = 0, None
         if isinstance(self.keys, dict):
             self.keys = _unpack_keys(self.keys)
         if "index" not in state:  # checkpoints from before kept it
@@ -179,6 +186,7 @@ class SeriesRegistry:
         self.per_level[dims] = count
         sids[new] = got
         if len(keys) > first_new:  # every id appended here is of this level
+            self.edits += 1
             while self.level_of.size < len(keys):
                 self._set_level(self.level_of.size, None)  # grows as id_of would
             code = self.level_codes.setdefault(dims, len(self.level_codes))
@@ -204,6 +212,7 @@ class SeriesRegistry:
         self.index[key] = sid
         self.per_level[dims] = self.per_level.get(dims, 0) + 1
         self._set_level(sid, dims)
+        self.edits += 1
         return sid
 
     def labels(self, sid: int) -> dict[str, str]:
@@ -225,6 +234,7 @@ class SeriesRegistry:
             self.keys[sid] = None
             self._set_level(sid, None)
             self.free.append(sid)
+            self.edits += 1
 
     def __len__(self) -> int:
         """Size of the id space (dense arrays need this many rows)."""
