@@ -371,6 +371,10 @@ class LifecycleConfig:
     # A firing series with no evidence at all (no calls, no judgement) for this long
     # resolves: it went away, and an alert must not stay open forever.
     stale_after_s: float = 1800.0
+    # Once the evidence says healthy, the episode stays open this long before it
+    # resolves; a relapse within it continues the same episode (no second page).
+    # 0 = resolve at once (docs/detection.md has make eval with 300).
+    resolve_hold_s: float = 0.0
 
 
 @dataclass
@@ -803,6 +807,8 @@ class Config:
             raise ConfigError("alerts: for_windows and keep_firing_for_windows must be >= 1")
         if self.alerts.resolve_min_calls < 0:
             raise ConfigError("alerts.resolve_min_calls: must be >= 0")
+        if not self.alerts.resolve_hold_s >= 0:
+            raise ConfigError("alerts.resolve_hold_s: must be >= 0 (seconds)")
         _positive("alerts.stale_after_s", self.alerts.stale_after_s)
         if self.notify.language not in ("en", "zh"):
             raise ConfigError("notify.language: must be 'en' or 'zh'")

@@ -109,6 +109,7 @@ class Pipeline:
                 config.alerts.keep_firing_for_windows,
                 config.alerts.resolve_min_calls,
                 config.alerts.stale_after_s,
+                config.alerts.resolve_hold_s,
             ),
             rules=rules,
             evidence=CallbackEvidence(max_orders=config.actions.evidence_max_orders),

@@ -127,3 +127,25 @@ def test_a_window_the_detector_still_holds_in_alarm_does_not_resolve() -> None:
     out += life.observe(310_000, [judge(30, True, 3)], lambda end: end)
     assert [r.status for r in out] == ["firing"]
     assert len(life.firing()) == 1
+
+
+def test_a_relapse_within_the_resolve_hold_continues_the_episode() -> None:
+    # A burst pages, the evidence says healthy, the shift shows again two minutes later:
+    # one episode.  Five healthy minutes after the relapse it resolves, dated to the
+    # relapse's last anomalous window.
+    life = AlertLifecycle(keep_firing_for_windows=3, resolve_min_calls=20, resolve_hold_s=300)
+    bad, good = (True, 40), (False, 40)
+    recs = run(life, [bad] + [good] * 12 + [bad] + [good] * 40)
+    assert [r.status for r in recs] == ["firing", "resolved"]
+    firing, resolved = recs
+    assert firing.alert_id == resolved.alert_id
+    assert resolved.resolved_at == 14 * 10_000  # the relapse's window end
+    # Resolved 300 s after the evidence first said healthy again (3 windows later).
+    assert resolved.window_end == (14 + 3 + 30) * 10_000
+
+
+def test_without_a_hold_the_same_relapse_pages_twice() -> None:
+    life = AlertLifecycle(keep_firing_for_windows=3, resolve_min_calls=20)
+    bad, good = (True, 40), (False, 40)
+    recs = run(life, [bad] + [good] * 12 + [bad] + [good] * 40)
+    assert [r.status for r in recs] == ["firing", "resolved", "firing", "resolved"]

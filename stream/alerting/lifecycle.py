@@ -62,6 +62,7 @@ class _Episode:
     run_calls: int = 0
     run_events: float = 0.0
     healthy_llr: float = 0.0  # reverse test: nats for the baseline since the last anomaly
+    recovered_end: int = 0  # window end when the evidence first said healthy (0: not yet)
 
 
 @dataclass
@@ -72,6 +73,10 @@ class AlertLifecycle:
     keep_firing_for_windows: int = 3
     resolve_min_calls: int = 20
     stale_after_s: float = 1800.0
+    # After the evidence says healthy the episode stays open this long; a relapse within
+    # it continues the episode (Prometheus' keep_firing_for): a burst that raised a sharp
+    # alternative, refuted, then a smaller shift that lasts, is one incident, one page.
+    resolve_hold_s: float = 0.0
     episodes: dict[str, _Episode] = field(default_factory=dict)
 
     def active(self) -> set[str]:
@@ -115,6 +120,7 @@ class AlertLifecycle:
                 seen.add(fp)
                 if j.holding:  # still in alarm: neither anomalous nor evidence of health
                     ep.last_evidence_end = j.window_end
+                    ep.recovered_end = 0
                 else:
                     records.extend(self._quiet(fp, ep, j, window_end, detected_at))
         for fp in [fp for fp in self.episodes if fp not in seen]:
@@ -137,7 +143,7 @@ class AlertLifecycle:
             ep = _Episode(j.rule, j.signal, j.series, started_at=j.window_start)
             self.episodes[fp] = ep
         ep.anomalous_windows += 1
-        ep.quiet_windows = ep.quiet_calls = 0
+        ep.quiet_windows = ep.quiet_calls = ep.recovered_end = 0
         ep.healthy_llr = 0.0
         ep.fire_calls += max(0, j.volume) + ep.run_calls
         ep.fire_events += max(0.0, j.value) * max(0, j.volume) + ep.run_events
@@ -183,12 +189,22 @@ class AlertLifecycle:
             or ep.quiet_calls < self.resolve_min_calls
         ):
             return []
+        ep.recovered_end = ep.recovered_end or j.window_end
+        if not self._held_long_enough(ep, j.window_end):
+            return []
         return self._resolve(fp, ep, j, window_end, detected_at)
+
+    def _held_long_enough(self, ep: _Episode, window_end: int) -> bool:
+        """Whether a recovered episode has stayed healthy for ``resolve_hold_s``."""
+        return window_end - ep.recovered_end >= self.resolve_hold_s * 1000
 
     def _no_evidence(
         self, fp: str, ep: _Episode, window_end: int, detected_at: Callable[[int], int]
     ) -> list[AlertRecord]:
-        """No judgement, or a healthy one without calls: nothing changes unless it went stale."""
+        """No judgement, or a healthy one without calls: nothing changes unless it went
+        stale, or it recovered and the hold has passed."""
+        if ep.recovered_end and self._held_long_enough(ep, window_end):
+            return self._resolve(fp, ep, None, window_end, detected_at)
         if window_end - ep.last_evidence_end < self.stale_after_s * 1000:
             return []
         if not ep.firing:
