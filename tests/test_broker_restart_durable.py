@@ -22,6 +22,7 @@ from typing import Any
 
 import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
 
 from stream.clock import ManualClock
 from stream.config import Config, config_from_dict
@@ -118,6 +119,18 @@ async def wait_for_async(read: Any, want: Any, timeout: float) -> bool:
     return await wait_until_async(done, timeout, every_s=0.3)
 
 
+async def stable_members(cfg: Config) -> int:
+    """Members of the worker's group once it is stable (the restarted broker forgets them)."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=cfg.kafka.bootstrap_servers)
+    await admin.start()
+    try:
+        (answer,) = await admin.describe_consumer_groups([cfg.kafka.group_id])
+    finally:
+        await admin.close()
+    _, _, state, _, _, members = answer.groups[0]
+    return len(members) if state == "Stable" else 0
+
+
 def without_detected_at(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Event-time facts in a fixed order; only detected_at (wall clock live) may differ."""
     order = sorted(records, key=lambda r: (r["window_end"], r["alert_id"], r["status"]))
@@ -163,6 +176,9 @@ async def test_a_durable_broker_restart_loses_nothing(tmp_path: Path) -> None:
         # On disk across the restart: the group's offset and the alerts published before it.
         assert await committed_offset(cfg) == split
         assert await read_topic(k.bootstrap_servers, k.alerts_topic) == before
+        # Traffic resumes once the worker has joined the group again: a commit racing that
+        # rejoin stops the worker today (CommitFailedError; docs/reliability.md, Not done).
+        assert await wait_for_async(lambda: stable_members(cfg), 1, 60)
         rest = await produce_events(events[split:], k.bootstrap_servers, k.events_topic)
         assert rest == len(events) - split
         await source.all_committed(len(events))
