@@ -9,14 +9,31 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.errors import (
+    CommitFailedError,
+    IllegalGenerationError,
+    RebalanceInProgressError,
+    UnknownMemberIdError,
+)
 
 from stream.config import KafkaConfig
 from stream.ingest.events import SourceColumns
 from stream.ingest.kafka_client import client_kwargs, start_client
 from stream.ingest.source import Batch, Offsets, Rebalance, TopicRebalance
+
+log = logging.getLogger("paywatch.kafka")
+
+#: Commit errors that mean the group moved on, not that the worker should stop.
+_GROUP_MOVED = (
+    CommitFailedError,
+    IllegalGenerationError,
+    RebalanceInProgressError,
+    UnknownMemberIdError,
+)
 
 
 class _Listener(ConsumerRebalanceListener):
@@ -117,7 +134,10 @@ class KafkaEventSource:
             self._committer = asyncio.ensure_future(self._commit_pending())
 
     async def flush_commits(self) -> None:
-        """Wait until every offset handed to :meth:`commit_soon` is committed."""
+        """Wait until every offset handed to :meth:`commit_soon` is committed (those a
+        refused commit left pending are tried once more)."""
+        if self._to_commit and (self._committer is None or self._committer.done()):
+            self._committer = asyncio.ensure_future(self._commit_pending())
         if self._committer is not None:
             await asyncio.shield(self._committer)
         self._raise_commit_error()
@@ -132,6 +152,15 @@ class KafkaEventSource:
             offsets, self._to_commit = self._to_commit, {}
             try:
                 await self.consumer.commit(offsets)
+            except _GROUP_MOVED as exc:
+                # The group moved on (a rebalance, or a restarted broker that forgot this
+                # member): not fatal.  Offsets of partitions still ours go again with the
+                # next commit; the next owner of the others replays from the last commit.
+                mine = self.consumer.assignment()
+                again = {**offsets, **self._to_commit}
+                self._to_commit = {tp: o for tp, o in again.items() if tp in mine}
+                log.warning("commit refused, the group is rebalancing (%s); retrying", exc)
+                return
             except Exception as exc:
                 self._commit_error = exc
                 return
