@@ -24,7 +24,7 @@ the largest of its CUSUMs reaches ``h`` (see :mod:`models.budget`: ``h = ln(k AR
 from the one false-alarm budget) and 1.0 at ``cap = h + resolve_nats``.  A window
 without calls has LLR 0: it neither adds evidence nor resets it, and an open alert
 falls below 0.5 only after ``resolve_nats`` of evidence that the series is healthy,
-weighed against the sharpest alternative that signalled; then the CUSUM restarts at 0.
+weighed against the alternative that explains the episode best; then the CUSUM restarts at 0.
 
 Baselines learn only from windows whose CUSUM stays below ``suspect * h`` (never from a
 window they page on or a slowly building incident), shrunk toward a prior rate (the
