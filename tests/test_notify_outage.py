@@ -79,6 +79,9 @@ async def test_endpoint_down_five_minutes_pages_arrive_after_and_consumption_goe
         # The alert record is on the topic at once: not a second of the clock has passed.
         assert await wait_until_async(lambda: provider("firing"), 15)
         assert clock.monotonic() == 0
+        # The notification feed (its own consumer group) has read it: its group_wait runs
+        # from now.  Advancing the clock before that would start the timer 30 s later.
+        assert await wait_until(lambda: bool(notes.dispatcher.group_keys()), 10)
         clock.advance(30)  # group_wait: the page is due, and refused
         assert await wait_until(lambda: webhook_server.refused >= 1, 10)
 
