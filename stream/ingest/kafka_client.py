@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import ssl
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import KafkaConnectionError, TopicAlreadyExistsError
+from aiokafka.errors import KafkaConnectionError, KafkaError, TopicAlreadyExistsError
 from aiokafka.helpers import create_ssl_context
 
 from stream.config import ConfigError, KafkaConfig, check_kafka_security
@@ -112,3 +113,21 @@ async def ensure_topics(
                 await admin.create_topics(new)
     finally:
         await admin.close()
+
+
+async def follow(
+    consumer: Any, poll_ms: int, log: logging.Logger, what: str,
+    handle: Callable[[dict[Any, list[Any]]], None],
+) -> None:  # fmt: skip
+    """Read ``consumer`` until cancelled, handing each poll's records (by partition) to
+    ``handle``; a failed read is logged and retried, since the client reconnects by itself."""
+    while True:
+        try:
+            got = await consumer.getmany(timeout_ms=poll_ms)
+        except asyncio.CancelledError:
+            raise
+        except KafkaError as exc:
+            log.warning("%s read failed, retrying: %s", what, exc)
+            await asyncio.sleep(1.0)
+            continue
+        handle(got)

@@ -14,11 +14,10 @@ from collections.abc import Callable
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer
-from aiokafka.errors import KafkaError
 
 from stream.clock import WALL_CLOCK, Clock
 from stream.config import KafkaConfig
-from stream.ingest.kafka_client import client_kwargs, start_client
+from stream.ingest.kafka_client import client_kwargs, follow, start_client
 
 log = logging.getLogger("paywatch.control")
 
@@ -58,22 +57,16 @@ class ControlReader:
         self._task = asyncio.create_task(self._run(), name="paywatch-control")
 
     async def _run(self) -> None:
-        while True:
-            try:
-                got = await self.consumer.getmany(timeout_ms=self.poll_ms)
-            except asyncio.CancelledError:
-                raise
-            except KafkaError as exc:  # the client reconnects by itself; keep following
-                log.warning("control topic read failed, retrying: %s", exc)
-                await asyncio.sleep(1.0)
-                continue
-            for records in got.values():
-                for r in records:
-                    self.records += 1
-                    try:
-                        self.apply(r.value, self.clock.now_ms())
-                    except Exception:  # apply logs bad events itself; this is a bug guard
-                        log.exception("control record at offset %d not applied", r.offset)
+        await follow(self.consumer, self.poll_ms, log, "control topic", self._apply_poll)
+
+    def _apply_poll(self, got: dict[Any, list[Any]]) -> None:
+        for records in got.values():
+            for r in records:
+                self.records += 1
+                try:
+                    self.apply(r.value, self.clock.now_ms())
+                except Exception:  # apply logs bad events itself; this is a bug guard
+                    log.exception("control record at offset %d not applied", r.offset)
 
     async def stop(self) -> None:
         if self._task is not None:

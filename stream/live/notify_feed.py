@@ -38,14 +38,13 @@ from typing import Any
 
 import orjson
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
-from aiokafka.errors import KafkaError
 
 from stream.alerting.delivery import Message
 from stream.alerting.notifications import InOrderThread
 from stream.alerting.record import AlertRecord
 from stream.clock import WALL_CLOCK, Clock
 from stream.config import Config
-from stream.ingest.kafka_client import client_kwargs, start_client
+from stream.ingest.kafka_client import client_kwargs, follow, start_client
 from stream.live.state_store import Checkpoint, StateStore
 
 log = logging.getLogger("paywatch.notify.feed")
@@ -151,23 +150,17 @@ class NotifyFeed:
     # -- reading ------------------------------------------------------------------------
 
     async def _run(self) -> None:
-        while True:
-            try:
-                got = await self.consumer.getmany(timeout_ms=self.poll_ms)
-            except asyncio.CancelledError:
-                raise
-            except KafkaError as exc:  # the client reconnects by itself; keep following
-                log.warning("alerts topic read failed, retrying: %s", exc)
-                await asyncio.sleep(1.0)
-                continue
-            for tp, records in got.items():
-                if tp.partition in self.partitions:
-                    self._dispatch(tp.partition, records)
-            self.background.tick()
-            due = self.clock.monotonic() - self._last >= self.every_s
-            if due and self.partitions:
-                self._last = self.clock.monotonic()
-                self.background.log_now()
+        await follow(self.consumer, self.poll_ms, log, "alerts topic", self._on_poll)
+
+    def _on_poll(self, got: dict[Any, list[Any]]) -> None:
+        for tp, records in got.items():
+            if tp.partition in self.partitions:
+                self._dispatch(tp.partition, records)
+        self.background.tick()
+        due = self.clock.monotonic() - self._last >= self.every_s
+        if due and self.partitions:
+            self._last = self.clock.monotonic()
+            self.background.log_now()
 
     def _dispatch(self, partition: int, records: list[Any]) -> None:
         alerts = []
