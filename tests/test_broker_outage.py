@@ -8,6 +8,7 @@ publishes what is produced after the outage (a record it sends to the DLQ)."""
 from __future__ import annotations
 
 import asyncio
+import math
 import os
 import urllib.error
 import urllib.request
@@ -19,6 +20,7 @@ from aiokafka import AIOKafkaProducer
 
 from stream.config import Config, config_from_dict
 from stream.ingest.kafka_client import ensure_topics
+from stream.live.health import PROBE_EVERY_S
 from stream.live.worker import run_worker
 from stream.offline.kafka_replay import KafkaSpec, read_topic
 from stream.sim.broker import LocalBroker, free_port
@@ -100,7 +102,11 @@ async def test_the_worker_rides_out_a_broker_restart(tmp_path: Any) -> None:
         assert await wait_for(lambda: readyz(port)[0] == 503, 60)
         _, body = readyz(port)
         assert any(r.startswith("broker unreachable") for r in body["reasons"]), body
-        await asyncio.sleep(OUTAGE_S)  # the outage itself: nothing to wait for but time
+        # The outage lasts while the worker keeps probing: it has seen the broker away
+        # for OUTAGE_S (a probe every PROBE_EVERY_S) and is still up.
+        probes = max(2, math.ceil(OUTAGE_S / PROBE_EVERY_S))
+        assert await wait_for(lambda: readyz(port)[1].get("broker_failures", 0) >= probes,
+                              OUTAGE_S * 3 + 60)  # fmt: skip
         assert not task.done(), task.exception() if task.done() else None
         assert readyz(port)[0] == 503
 

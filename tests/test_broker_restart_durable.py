@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import os
 import signal
 import subprocess
@@ -27,6 +28,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from stream.clock import ManualClock
 from stream.config import Config, config_from_dict
 from stream.ingest.kafka_client import ensure_topics
+from stream.live.health import PROBE_EVERY_S
 from stream.live.worker import run_worker
 from stream.offline.backtest import backtest_events
 from stream.sim.broker import _port_open, free_port
@@ -168,7 +170,11 @@ async def test_a_durable_broker_restart_loses_nothing(tmp_path: Path) -> None:
         assert await wait_for(lambda: readyz(port)[0] == 503, 60)
         _, body = readyz(port)
         assert any(r.startswith("broker unreachable") for r in body["reasons"]), body
-        await asyncio.sleep(OUTAGE_S)  # the outage itself: nothing to wait for but time
+        # The outage lasts while the worker keeps probing: it has seen the broker away
+        # for OUTAGE_S (a probe every PROBE_EVERY_S) and is still up.
+        probes = max(2, math.ceil(OUTAGE_S / PROBE_EVERY_S))
+        assert await wait_for(lambda: readyz(port)[1].get("broker_failures", 0) >= probes,
+                              OUTAGE_S * 3 + 60)  # fmt: skip
         assert not task.done(), task.exception() if task.done() else None
         assert readyz(port)[0] == 503
 

@@ -263,8 +263,9 @@ def test_healthz_and_readyz_over_http() -> None:
         health.broker = True
         assert get(url + "/readyz") == (
             200,
-            {"ready": True, "reasons": [], "partitions": [0], "lag": 50, "broker": "reachable"},
-        )
+            {"ready": True, "reasons": [], "partitions": [0], "lag": 50, "broker": "reachable",
+             "broker_failures": 0},
+        )  # fmt: skip
         health.broker, health.broker_error = False, "KafkaConnectionError"
         status, body = get(url + "/readyz")
         assert status == 503

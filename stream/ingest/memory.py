@@ -26,11 +26,12 @@ import asyncio
 import contextlib
 import random
 from collections.abc import Callable, Iterable
+from typing import cast
 
 from aiokafka import TopicPartition
 
 from stream.ingest.events import Source, SourceColumns
-from stream.ingest.source import Batch, Offsets, Rebalance
+from stream.ingest.source import Batch, Offsets, Rebalance, TopicRebalance
 
 
 class MemorySource:
@@ -84,8 +85,10 @@ class MemorySource:
     async def stop(self) -> None:
         self.stopped = True
 
-    def on_rebalance(self, handler: Rebalance) -> None:
-        self._handler = handler
+    def on_rebalance(self, handler: Rebalance | TopicRebalance) -> None:
+        if not hasattr(handler, "revoked"):  # tasks read two topics; this source has one
+            raise TypeError("the in-memory source reads one topic: use kafka.scale_out single")
+        self._handler = cast(Rebalance, handler)
 
     def reassign(self, partitions: set[int]) -> None:
         """Before the next batch: revoke the current partitions and assign ``partitions``."""

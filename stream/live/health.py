@@ -50,6 +50,7 @@ class WorkerHealth(Collector):
         self.lag: int | None = None  # None: a high watermark is not known yet
         self.broker: bool | None = None  # None: no broker to probe (in-memory source)
         self.broker_error = ""
+        self.broker_failures = 0  # metadata probes failed in a row (0 once one answers)
         self.stopping = False
         self.errors: Counter[str] = Counter()
 
@@ -89,6 +90,7 @@ class WorkerHealth(Collector):
             "partitions": list(self.assigned),
             "lag": self.lag,
             "broker": {None: "not probed", True: "reachable", False: "unreachable"}[self.broker],
+            "broker_failures": self.broker_failures,
         }
         return not why, body
 
@@ -106,13 +108,21 @@ class WorkerHealth(Collector):
         yield errors
 
 
+#: Seconds between the worker's metadata probes of the broker.
+PROBE_EVERY_S = 2.0
+
+
 class BrokerProbe:
     """Asks the cluster for its metadata every ``every_s`` seconds (with the worker's
     security settings); the answer, or its absence within ``timeout_s``, sets
     ``health.broker``."""
 
     def __init__(
-        self, cfg: KafkaConfig, health: WorkerHealth, every_s: float = 2.0, timeout_s: float = 5.0
+        self,
+        cfg: KafkaConfig,
+        health: WorkerHealth,
+        every_s: float = PROBE_EVERY_S,
+        timeout_s: float = 5.0,
     ) -> None:
         self.cfg = cfg
         self.health = health
@@ -148,10 +158,12 @@ class BrokerProbe:
             if self.health.broker is not False:
                 log.warning("broker at %s unreachable: %s", self.cfg.bootstrap_servers, exc)
             self.health.broker, self.health.broker_error = False, type(exc).__name__
+            self.health.broker_failures += 1
         else:
             if self.health.broker is False:
                 log.info("broker at %s reachable again", self.cfg.bootstrap_servers)
             self.health.broker, self.health.broker_error = True, ""
+            self.health.broker_failures = 0
         finally:
             with contextlib.suppress(Exception):
                 await admin.close()
