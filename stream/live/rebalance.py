@@ -26,6 +26,20 @@ if TYPE_CHECKING:
 log = logging.getLogger("paywatch.rebalance")
 
 
+async def _hand_back(
+    loop: ConsumeLoop, checkpointer: Checkpointer | TaskCheckpointer | None, what: str
+) -> None:
+    """Before partitions go: finish every batch read, checkpoint, commit.  A failure is
+    logged: the next owner replays from the last commit."""
+    await loop.pause()  # every batch read so far is finished and published
+    try:
+        if checkpointer is not None:
+            await checkpointer.checkpoint(loop.done)
+        await loop.source.flush_commits()
+    except Exception as exc:
+        log.warning("revoking %s: %s", what, exc)
+
+
 class PartitionHandover:
     """The worker's :class:`~stream.ingest.source.Rebalance` handler."""
 
@@ -41,16 +55,8 @@ class PartitionHandover:
         self.rebalances = 0
 
     async def revoked(self, partitions: set[int]) -> None:
-        loop = self.loop
-        if not partitions or loop is None:
-            return
-        await loop.pause()  # every batch read so far is finished and published
-        try:
-            if self.checkpointer is not None:
-                await self.checkpointer.checkpoint(loop.done)
-            await loop.source.flush_commits()
-        except Exception as exc:  # the next owner replays from the last commit
-            log.warning("revoking partitions %s: %s", sorted(partitions), exc)
+        if partitions and self.loop is not None:
+            await _hand_back(self.loop, self.checkpointer, f"partitions {sorted(partitions)}")
 
     async def assigned(self, partitions: set[int]) -> dict[int, int]:
         loop = self.loop
@@ -94,16 +100,8 @@ class TaskHandover:
         self.rebalances = 0
 
     async def revoked_tps(self, tps: set[TopicPartition]) -> None:
-        loop = self.loop
-        if not tps or loop is None:
-            return
-        await loop.pause()
-        try:
-            if self.checkpointer is not None:
-                await self.checkpointer.checkpoint(loop.done)
-            await loop.source.flush_commits()
-        except Exception as exc:  # the next owner replays from the last commit
-            log.warning("revoking %s: %s", _names(tps), exc)
+        if tps and self.loop is not None:
+            await _hand_back(self.loop, self.checkpointer, _names(tps))
 
     async def assigned_tps(self, tps: set[TopicPartition]) -> dict[TopicPartition, int]:
         loop = self.loop
