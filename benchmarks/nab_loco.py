@@ -114,7 +114,8 @@ def load_corpus(root: Path) -> list[Series]:
     return out
 
 
-def run_detector(make: Callable[[], Any], s: Series) -> np.ndarray:
+def run_detector(make: Callable[[], Any], s: Series | Any) -> np.ndarray:
+    """Score, then learn, each sample of ``s`` (``values`` and ``times``) in order, as live."""
     det = make()
     out = np.empty(len(s.values))
     for i, (v, t) in enumerate(zip(s.values.tolist(), s.times, strict=True)):

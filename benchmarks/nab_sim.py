@@ -24,7 +24,7 @@ from typing import Any, TextIO
 
 import numpy as np
 
-from benchmarks.nab_loco import RESOLVE_AFTER, alert_rows
+from benchmarks.nab_loco import RESOLVE_AFTER, alert_rows, run_detector
 from models.baselines import GAUSSIAN_THRESHOLD, WindowedGaussian
 from models.metric import DEFAULT_THRESHOLD, MetricDetector
 from stream.sim.simulate import (
@@ -107,17 +107,6 @@ def load_series(cfg: SimConfig) -> list[MetricSeries]:
     return out
 
 
-def scores_of(make: Callable[[], Any], s: MetricSeries) -> np.ndarray:
-    """Score, then learn, each sample in order (as live)."""
-    det = make()
-    out = np.empty(len(s.values))
-    for i, (v, t) in enumerate(zip(s.values.tolist(), s.times, strict=True)):
-        x = {"value": v, "timestamp": t}
-        out[i] = det.score_one(x)
-        det.learn_one(x)
-    return out
-
-
 def count(series: list[MetricSeries], scores: list[np.ndarray], thr: float) -> tuple[int, int]:
     """(incidents detected, false alarms) at ``thr``."""
     tp = fp = 0
@@ -172,7 +161,7 @@ def report(
     curves, res = {}, {}
     print(f"{'detector':18s} {'threshold':>9s} {'recall':>10s} {'false alarms':>12s}", file=out)
     for name, make, thresholds in dets:
-        curves[name] = curve(series, [scores_of(make, s) for s in series], thresholds)
+        curves[name] = curve(series, [run_detector(make, s) for s in series], thresholds)
         for thr in thresholds:
             tp, fp = next((tp, fp) for t, tp, fp in curves[name] if t == thr)
             res[f"{name}@{thr:.3g}"] = (tp, fp)
