@@ -44,6 +44,19 @@ async def wait_for(check: Any, timeout: float) -> bool:
     return await wait_until_async(lambda: asyncio.to_thread(check), timeout)
 
 
+async def ride_out_outage(port: int, task: asyncio.Task[None]) -> None:
+    """The broker is down: /readyz turns 503 naming it, and stays so while the worker keeps
+    probing (PROBE_EVERY_S apart) for OUTAGE_S; the worker is still up."""
+    assert await wait_for(lambda: readyz(port)[0] == 503, 60)
+    _, body = readyz(port)
+    assert any(r.startswith("broker unreachable") for r in body["reasons"]), body
+    probes = max(2, math.ceil(OUTAGE_S / PROBE_EVERY_S))
+    assert await wait_for(lambda: readyz(port)[1].get("broker_failures", 0) >= probes,
+                          OUTAGE_S * 3 + 60)  # fmt: skip
+    assert not task.done(), task.exception() if task.done() else None
+    assert readyz(port)[0] == 503
+
+
 async def produce(cfg: Config, values: list[bytes]) -> None:
     k = cfg.kafka
     producer = AIOKafkaProducer(bootstrap_servers=k.bootstrap_servers, acks="all")
@@ -99,16 +112,7 @@ async def test_the_worker_rides_out_a_broker_restart(tmp_path: Any) -> None:
         assert await wait_for_async(lambda: dlq_reasons(cfg), 1, 30)
 
         broker.stop()
-        assert await wait_for(lambda: readyz(port)[0] == 503, 60)
-        _, body = readyz(port)
-        assert any(r.startswith("broker unreachable") for r in body["reasons"]), body
-        # The outage lasts while the worker keeps probing: it has seen the broker away
-        # for OUTAGE_S (a probe every PROBE_EVERY_S) and is still up.
-        probes = max(2, math.ceil(OUTAGE_S / PROBE_EVERY_S))
-        assert await wait_for(lambda: readyz(port)[1].get("broker_failures", 0) >= probes,
-                              OUTAGE_S * 3 + 60)  # fmt: skip
-        assert not task.done(), task.exception() if task.done() else None
-        assert readyz(port)[0] == 503
+        await ride_out_outage(port, task)
 
         broker.start()
         await ensure_topics(k.bootstrap_servers, topics)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import math
 import os
 import signal
 import subprocess
@@ -28,13 +27,12 @@ from aiokafka.admin import AIOKafkaAdminClient
 from stream.clock import ManualClock
 from stream.config import Config, config_from_dict
 from stream.ingest.kafka_client import ensure_topics
-from stream.live.health import PROBE_EVERY_S
 from stream.live.worker import run_worker
 from stream.offline.backtest import backtest_events
 from stream.sim.broker import _port_open, free_port
 from stream.sim.produce import produce_events
 from tests.servers import wait_until_async
-from tests.test_broker_outage import OUTAGE_S, readyz, wait_for
+from tests.test_broker_outage import readyz, ride_out_outage, wait_for
 from tests.test_replay_equivalence import write_jsonl
 from tests.test_worker_kafka import WatchedSource, read_topic
 from tests.traffic import OUTAGE, T0, traffic
@@ -167,16 +165,7 @@ async def test_a_durable_broker_restart_loses_nothing(tmp_path: Path) -> None:
         assert {r["status"] for r in before} == {"firing"}, before  # the incident is open
 
         broker.stop()  # SIGTERM: a SIGKILL loses its last second of writes (docs/reliability.md)
-        assert await wait_for(lambda: readyz(port)[0] == 503, 60)
-        _, body = readyz(port)
-        assert any(r.startswith("broker unreachable") for r in body["reasons"]), body
-        # The outage lasts while the worker keeps probing: it has seen the broker away
-        # for OUTAGE_S (a probe every PROBE_EVERY_S) and is still up.
-        probes = max(2, math.ceil(OUTAGE_S / PROBE_EVERY_S))
-        assert await wait_for(lambda: readyz(port)[1].get("broker_failures", 0) >= probes,
-                              OUTAGE_S * 3 + 60)  # fmt: skip
-        assert not task.done(), task.exception() if task.done() else None
-        assert readyz(port)[0] == 503
+        await ride_out_outage(port, task)
 
         broker.start()
         # On disk across the restart: the group's offset and the alerts published before it.
