@@ -44,7 +44,7 @@ async def wait_for(check: Any, timeout: float) -> bool:
     return await wait_until_async(lambda: asyncio.to_thread(check), timeout)
 
 
-async def ride_out_outage(port: int, task: asyncio.Task[None]) -> None:
+async def ride_out_outage(port: int, task: asyncio.Task[Any]) -> None:
     """The broker is down: /readyz turns 503 naming it, and stays so while the worker keeps
     probing (PROBE_EVERY_S apart) for OUTAGE_S; the worker is still up."""
     assert await wait_for(lambda: readyz(port)[0] == 503, 60)
