@@ -44,6 +44,7 @@ class Group:
             self.tasks.start(self.tasks.new_task(tp), WALL)
         self.shipped: list[bytes] = []
         self.alerts: list[tuple[str, str, int]] = []
+        self.series: list[dict[str, str]] = []
 
     def feed(self, batch: Batch) -> list[Message]:
         ships: list[Message] = []
@@ -52,6 +53,7 @@ class Group:
             decoded = decode_batch(part.batch.values, part.batch.sources, **args)
             result, out = self.tasks.process(part, decoded, WALL)
             self.alerts.extend((a.alert_id, a.status, a.window_end) for a in result.alerts)
+            self.series.extend(a.series for a in result.alerts)
             ships.extend(out)
         return ships
 
@@ -103,20 +105,27 @@ def test_roll_ups_count_a_replayed_shipment_once_and_alert_as_the_replay_does() 
     assert set(g.alerts) == set(want["alerts"])
 
 
-def test_a_source_task_judges_merchants_and_a_roll_up_the_rest() -> None:
+def test_source_tasks_only_ship_and_the_roll_up_judges_every_level() -> None:
+    """A source task windows and judges nothing (it decodes and ships); the roll-up task
+    judges every level, merchants included, so windowing runs once per event."""
+    events = traffic(320, spread=True)
     g = Group()
-    levels = {
-        kind: {lv for rule in t.pipeline.state.rules for lv in rule.levels}  # type: ignore[attr-defined]
-        for kind, t in (
-            ("source", g.tasks.tasks[TopicPartition(g.topic, 0)]),
-            ("rollup", g.tasks.tasks[g.rtp]),
-        )
-    }
-    assert all("merchant_id" in lv and "provider" in lv for lv in levels["source"])
-    assert ("provider",) in levels["rollup"]
-    assert not any("merchant_id" in lv and "provider" in lv for lv in levels["rollup"])
+    for p, values in enumerate(by_partition(events)):
+        g.source(p, values, 0)
+    assert not g.alerts  # nothing judged before the roll-up has the events
+    g.rollup(0, len(g.shipped))
+    rollup = g.tasks.tasks[g.rtp].pipeline.state
     every = {lv for rule in Pipeline(config()).state.rules for lv in rule.levels}  # type: ignore[attr-defined]
-    assert levels["source"] | levels["rollup"] == every
+    assert {lv for rule in rollup.rules for lv in rule.levels} == every  # type: ignore[attr-defined]
+    for p in range(SOURCES):
+        source = g.tasks.tasks[TopicPartition(g.topic, p)].pipeline.state
+        assert source.rules == [] and source.windows.registry.active == 0
+    assert any("merchant_id" in series for series in g.series)  # merchants page from it
+    assert (
+        g.tasks.stats.calls
+        == rollup.stats.calls
+        == sum(ev["event_type"] == "provider_call" for ev in events)
+    )
 
 
 def test_shipments_cut_small_lose_no_event(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -11,10 +11,10 @@ detectors and open episodes follow the partition.  With ``scale_out: single``
 partitions it owns and comes back only when the same set is assigned again.
 
 A checkpoint holds the pipeline's :meth:`~stream.pipeline.Pipeline.snapshot` (the state
-codec, no pickle; a task adds what it needs: the roll-ups' source offsets, held alert
-records).  Restoring seeks the partition to the checkpoint's offset, so the events after
-it are read again and the state is exactly what it was (alerts they produce again keep
-their ``alert_id``).
+codec, no pickle; a roll-up task adds the source offsets it has counted).  Restoring
+seeks the partition to the checkpoint's offset, so the events after it are read again
+and the state is exactly what it was (alerts they produce again keep their
+``alert_id``).
 
 On Kafka (:class:`KafkaStateStore`) a checkpoint is written to ``kafka.state_topic``
 (compacted in production) as chunks of at most ``state.chunk_bytes`` followed by a

@@ -1,45 +1,46 @@
 """The worker's state split into tasks, the way Kafka Streams splits an application.
 
-A *source task* per assigned partition of the events topic holds the windows, detectors
-and open episodes of the series wholly inside that partition: events are keyed
-``provider|merchant_id``, so every series whose level has both ``provider`` and
-``merchant_id`` lives in one partition.  Every broader series (provider, operation,
-signing key, metric) gathers events from every partition; those are judged by *roll-up
-tasks*, one per partition of the repartition topic (``kafka.repartition_topic``), so each
-is judged once in the group, on all its traffic, whichever worker owns which partition.
+A *source task* per assigned partition of the events topic decodes its records (invalid
+ones go to the DLQ) and republishes every valid event to the repartition topic
+(``kafka.repartition_topic``), to the partition of its roll-up key (the provider, or the
+metric series' name).  A *roll-up task* per partition of the repartition topic holds the
+windows, detectors and open episodes of every series of its providers — provider,
+operation, signing key, metric and the merchants beneath them — so each series is judged
+once in the group, on all its traffic, whichever worker owns which partition, by the
+very pipeline ``paywatch backtest`` runs.  (Merchant series used to be judged in the
+source tasks too; the roll-ups window the merchant level anyway — a provider's
+root-cause hints read it — so judging them there too spares windowing every event twice,
+and a provider's records and its merchants' come from one pipeline in its order.)
 
-The source task republishes every valid event it read to the repartition topic, to the
-partition of its roll-up key (the provider, or the metric series' name: murmur2 as
-Kafka's default partitioner), as *shipments*: one record per (source batch, destination
-partition) holding the events' raw values, their source offsets and the source
-partition's newest event time — a watermark marker, sent even when no event goes there,
-so a roll-up task's clock is the minimum over the source partitions it hears from (every
-partition of the events topic holds it until idle, as in a source task).  A roll-up
-task decodes the events with the same decoder and keys the windows by the *source*
-partition, so event time per partition works as before; it skips events whose source
-offset it has already counted (a replay after a crash republishes them), which makes the
+Shipments (murmur2 of the roll-up key, as Kafka's default partitioner) are one record
+per (source batch, destination partition) holding the events' decoded columns, their
+source offsets and the source partition's newest event time — a watermark marker, sent
+even when no event goes there, so a roll-up task's clock is the minimum over the source
+partitions it hears from (every partition of the events topic holds it until idle).  A
+roll-up task keys the windows by the *source* partition, so event time per partition
+works as in one pipeline; it skips events whose source offset it has already counted (a
+replay after a crash republishes them), which makes the
 roll-ups exactly-once although delivery is at-least-once.
 
 A source record is committed only after its shipments are acknowledged (the worker
 publishes them with the batch's alerts), and each task is checkpointed under its own
 key (:func:`task_key`: group, topic, partition) and restored on whichever worker the
-partition is assigned to.
+partition is assigned to; a source task's state is its partition's clock (the newest
+event time, what the decoder's time guards and the watermark markers read) and counters.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 import msgspec
 import numpy as np
-import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.partitioner import murmur2
 
-from stream.alerting.record import AlertRecord
 from stream.config import Config, KafkaConfig
 from stream.ingest.events import DecodedBatch, SourceColumns
 from stream.ingest.kafka_client import client_kwargs, start_client
@@ -48,12 +49,11 @@ from stream.judge.features import JudgedWindow
 from stream.judge.rules import Rule
 from stream.live.publisher import Message
 from stream.pipeline import Pipeline, PipelineStats, StateError, StepResult
-from stream.windows.registry import Dims
 
 log = logging.getLogger("paywatch.tasks")
 
 TASK_FORMAT = "paywatch-task"
-TASK_VERSION = 1
+TASK_VERSION = 2  # 1: source tasks judged merchant series and held their records
 SHIPMENT_VERSION = 2  # 1 carried raw event values; 2 carries decoded columns
 SHIPMENT_ROWS = 2000  # events per shipment record at most (~100 KiB; Kafka's limit: 1 MiB)
 _GROUPS = ("calls", "notifications", "metrics")
@@ -66,28 +66,6 @@ def repartition_topic(k: KafkaConfig) -> str:
 def task_key(k: KafkaConfig, tp: TopicPartition) -> str:
     """The checkpoint key of one task: consumer group, topic, partition."""
     return f"{k.group_id}/{tp.topic}/{tp.partition}"
-
-
-def in_one_partition(level: Dims) -> bool:
-    """A level whose every series lives in one partition of the events topic."""
-    return "provider" in level and "merchant_id" in level
-
-
-def scoped(pipeline: Pipeline, rollup: bool) -> Pipeline:
-    """``pipeline`` judging only a source task's levels, or only a roll-up task's.
-
-    The windows keep every level (a provider's root-cause hints read its merchants);
-    only the rules' levels are cut, and a rule left without a level is dropped.
-    """
-    rules: list[Rule] = []
-    for rule in pipeline.state.rules:
-        levels: set[Dims] = getattr(rule, "levels", set())
-        kept = {lv for lv in levels if in_one_partition(lv) != rollup}
-        if kept:
-            rule.levels = kept  # type: ignore[attr-defined]
-            rules.append(rule)
-    pipeline.state.rules = rules
-    return pipeline
 
 
 class _Shipment(msgspec.Struct, array_like=True):
@@ -108,7 +86,6 @@ class _TaskBlob(msgspec.Struct):
     rollup: bool
     pipeline: bytes
     src_done: dict[int, int]
-    held: list[bytes] = []  # alert v1 JSON of records held for the roll-ups (see TaskSet)
 
 
 @dataclass
@@ -139,12 +116,10 @@ class Task:
     split_done: dict[int, int] = field(default_factory=dict)  # same, as far as split
     announced: int | None = None  # source: newest event time announced to the roll-ups
     dirty: bool = True
-    held: list[AlertRecord] = field(default_factory=list)  # source: until the roll-ups judged
 
     def snapshot(self) -> bytes:
-        held = [orjson.dumps(r.to_dict()) for r in self.held]
         blob = _TaskBlob(
-            TASK_FORMAT, TASK_VERSION, self.rollup, self.pipeline.snapshot(), self.src_done, held
+            TASK_FORMAT, TASK_VERSION, self.rollup, self.pipeline.snapshot(), self.src_done
         )
         return msgspec.msgpack.encode(blob)
 
@@ -161,13 +136,17 @@ class Task:
         self.pipeline.restore(blob.pipeline)
         self.src_done = dict(blob.src_done)
         self.split_done = dict(blob.src_done)
-        self.held = [AlertRecord.from_dict(orjson.loads(r)) for r in blob.held]
         self.dirty = False
 
 
-def _add_stats(total: PipelineStats, more: PipelineStats, events: bool) -> None:
+# What each kind of task counts: a source task the records it read, a roll-up task what
+# windowing and judging made of them.
+_SOURCE_STATS = ("records", "rejected", "calls", "notifications", "metrics")
+
+
+def _add_stats(total: PipelineStats, more: PipelineStats, source: bool) -> None:
     for f in fields(PipelineStats):
-        if events or f.name == "alerts":
+        if (f.name in _SOURCE_STATS) == source:
             setattr(total, f.name, getattr(total, f.name) + getattr(more, f.name))
 
 
@@ -194,18 +173,15 @@ class TaskSet:
         self.retired = PipelineStats()  # counters of tasks handed to another worker
         self.last_view: tuple[JudgedWindow, list[Rule], list[dict[str, Any]]] | None = None
         self._dest: dict[str, int] = {}
-        # A source task windows only its own levels (a roll-up keeps every level: a
-        # provider's root-cause hints read the merchants beneath it).
-        w = config.windows
-        mine = [lv for lv in w.levels if in_one_partition(tuple(lv))] or w.levels
-        self.source_config = replace(config, windows=replace(w, levels=mine))
 
     # -- tasks --------------------------------------------------------------------
 
     def new_task(self, tp: TopicPartition) -> Task:
         rollup = tp.topic == self.rtopic
-        config = self.config if rollup else self.source_config
-        return Task(tp, rollup, scoped(Pipeline(config, live=True), rollup))
+        pipeline = Pipeline(self.config, live=True)
+        if not rollup:
+            pipeline.state.rules = []  # a source task judges nothing (it windows nothing)
+        return Task(tp, rollup, pipeline)
 
     def keep_only(self, tps: set[TopicPartition]) -> list[Task]:
         """Drop the tasks not in ``tps`` (moved to another worker); returns them."""
@@ -288,60 +264,12 @@ class TaskSet:
                 result = merge([result, p.see_partitions(part.marks, now)])
             if result.judged:
                 self.last_view = (result.judged[-1], p.state.rules, p.state.lifecycle.firing())
-            return self._release(result), []
-        result = p.process_decoded(decoded, len(part.batch.values), now)
-        self._hold(task, result)
-        return self._release(result), self._ship(task, part, decoded)
+            return result, []
+        _count(p, decoded, len(part.batch.values))
+        return StepResult(rejected=decoded.rejected), self._ship(task, part, decoded)
 
     def tick(self, now: int) -> StepResult:
-        results = []
-        for t in list(self.tasks.values()):
-            r = t.pipeline.tick(now)
-            if not t.rollup:
-                self._hold(t, r)
-            results.append(r)
-        return self._release(merge(results))
-
-    # -- attribution ----------------------------------------------------------------
-    # A merchant series closes its window as soon as its own partition passes it; the
-    # provider above it closes in a roll-up task once every partition has.  A source
-    # task's records are held until the worker's roll-up tasks have judged their window,
-    # then follow the roll-ups' records, so a provider-wide outage reaches the sinks and the
-    # dispatcher before the merchants beneath it and they fold under it (inhibit.py) as in
-    # one pipeline.  Held records are part of the task's checkpoint: a commit never loses one.
-
-    def _hold(self, task: Task, result: StepResult) -> None:
-        if result.alerts:
-            task.held.extend(result.alerts)
-            result.alerts = []
-
-    def _release(self, result: StepResult) -> StepResult:
-        judged = self._rollups_closed()
-        for t in self.tasks.values():
-            if t.held and not t.rollup:
-                go = [r for r in t.held if judged is None or r.window_end <= judged]
-                if go:
-                    t.held = [r for r in t.held if not (judged is None or r.window_end <= judged)]
-                    t.dirty = True
-                    result.alerts.extend(go)
-        return result
-
-    def _rollups_closed(self) -> int | None:
-        """Event time up to which every roll-up task of this worker has judged (None: it
-        has none, nothing to wait for)."""
-        ends = [t.pipeline.state.windows.closed_until for t in self.tasks.values() if t.rollup]
-        if not ends:
-            return None
-        return min(e if e is not None else -1 for e in ends)
-
-    def release_all(self) -> StepResult:
-        """Every held record (a graceful stop: published before the last checkpoint)."""
-        out = StepResult()
-        for t in self.tasks.values():
-            if t.held:
-                out.alerts.extend(t.held)
-                t.held, t.dirty = [], True
-        return out
+        return merge(t.pipeline.tick(now) for t in list(self.tasks.values()) if t.rollup)
 
     # -- repartitioning ---------------------------------------------------------------
 
@@ -412,9 +340,11 @@ class TaskSet:
 
     @property
     def stats(self) -> PipelineStats:
-        """Events counted by the source tasks, alerts by every task (and by tasks that left)."""
+        """Records counted by the source tasks, windows and alerts by the roll-ups (and by
+        tasks that left)."""
         total = PipelineStats()
-        _add_stats(total, self.retired, True)
+        for source in (True, False):
+            _add_stats(total, self.retired, source)
         for t in self.tasks.values():
             _add_stats(total, t.pipeline.state.stats, not t.rollup)
         return total
@@ -424,6 +354,25 @@ class TaskSet:
 
     def active_series(self) -> int:
         return sum(t.pipeline.state.windows.registry.active for t in self.tasks.values())
+
+
+def _count(p: Pipeline, decoded: DecodedBatch, records: int) -> None:
+    """A source task's share of a batch: its counters, and its partition's clock (the
+    newest event time: the decoder's time guards and the roll-ups' markers read it), as
+    windowing would keep them."""
+    st = p.state
+    st.stats.records += records
+    st.stats.rejected += len(decoded.rejected)
+    w = st.windows
+    for g in _GROUPS:
+        cols = getattr(decoded, g)
+        setattr(st.stats, g, getattr(st.stats, g) + len(cols))
+        if not len(cols):
+            continue
+        for part in np.unique(cols.partition).tolist():
+            newest = int(cols.ts[cols.partition == part].max())
+            w.part_max[part] = max(w.part_max.get(part, newest), newest)
+            w.max_ts = newest if w.max_ts is None else max(w.max_ts, newest)
 
 
 def _topic_is(cols: SourceColumns, topic: str) -> np.ndarray:
@@ -512,9 +461,6 @@ class OnePipeline:
 
     def tick(self, now: int) -> StepResult:
         return self.pipeline.tick(now)
-
-    def release_all(self) -> StepResult:
-        return StepResult()
 
     @property
     def stats(self) -> PipelineStats:

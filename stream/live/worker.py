@@ -346,10 +346,6 @@ class ConsumeLoop:
                 fetch.cancel()
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await fetch
-        held = self.work.release_all()  # records a task held for the roll-ups: out now
-        if held.alerts:
-            await self.publish(held)
-            self.notify(held, self.clock.now_ms())
         if self.checkpointer is not None:  # graceful stop: the state of every batch finished
             await self.checkpointer.checkpoint(self.done)
         await self.source.flush_commits()
