@@ -324,10 +324,12 @@ class OrderedDecoder(Generic[T]):
     ) -> None:
         pool = self.pool
         fut: asyncio.Future[DecodedBatch]
-        if pool is not None and self._busy() < self.child_queue * pool.workers:
+        # Nothing to decode (a roll-up task's part: its shipments are decoded columns):
+        # not worth a round trip to the child.
+        if values and pool is not None and self._busy() < self.child_queue * pool.workers:
             fut = asyncio.ensure_future(pool.decode(values, sources, **kwargs))
         else:
-            if pool is not None:
+            if pool is not None and values:
                 self.inline += 1
             fut = asyncio.get_running_loop().create_future()
             fut.set_result(decode_batch(values, sources, **kwargs))

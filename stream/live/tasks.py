@@ -321,6 +321,7 @@ class TaskSet:
         rows: dict[str, np.ndarray],
         offsets: np.ndarray,
     ) -> Message:
+        strings, lut = _strings_of(decoded, rows)
         cols: dict[str, dict[str, tuple[str, bytes]]] = {}
         for g in _GROUPS:
             group = getattr(decoded, g)
@@ -330,9 +331,11 @@ class TaskSet:
                 a = getattr(group, f.name)[idx]
                 if f.name == "seq":
                     a = offsets[a]  # the source offset: order within the partition, and dedup
+                elif f.name in _STRING_CODES:
+                    a = lut[a]
                 packed[f.name] = (a.dtype.str, a.tobytes())
             cols[g] = packed
-        ship = _Shipment(SHIPMENT_VERSION, src, wm, decoded.strings, cols)
+        ship = _Shipment(SHIPMENT_VERSION, src, wm, strings, cols)
         key = f"{self.topic}/{src}".encode()
         return Message(self.rtopic, key, msgspec.msgpack.encode(ship), partition=r)
 
@@ -354,6 +357,29 @@ class TaskSet:
 
     def active_series(self) -> int:
         return sum(t.pipeline.state.windows.registry.active for t in self.tasks.values())
+
+
+# The columns holding codes into the batch's string table (-1: absent).
+_STRING_CODES = frozenset(
+    ("provider", "operation", "merchant_id", "out_trade_no", "signing_key_id", "name", "series")
+)
+
+
+def _strings_of(decoded: DecodedBatch, rows: dict[str, np.ndarray]) -> tuple[list[str], np.ndarray]:
+    """The strings ``rows`` name, in table order, and old code -> new code (``lut[-1]`` is
+    -1): a shipment carries its own events' order numbers, not the whole batch's.
+    """
+    codes = [
+        getattr(getattr(decoded, g), f.name)[rows[g]]
+        for g in _GROUPS
+        for f in fields(getattr(decoded, g))
+        if f.name in _STRING_CODES
+    ]
+    used = np.unique(np.concatenate(codes)) if codes else np.zeros(0, np.int32)
+    used = used[used >= 0]
+    lut = np.full(len(decoded.strings) + 1, -1, np.int32)
+    lut[used] = np.arange(len(used), dtype=np.int32)
+    return [decoded.strings[c] for c in used.tolist()], lut
 
 
 def _count(p: Pipeline, decoded: DecodedBatch, records: int) -> None:

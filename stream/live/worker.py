@@ -40,7 +40,15 @@ from stream.live.prometheus import WorkerMetrics
 from stream.live.publisher import AlertObject, KafkaPublisher, Message, Publisher
 from stream.live.rebalance import PartitionHandover, TaskHandover
 from stream.live.state_store import Checkpointer, KafkaStateStore, StateStore, TaskCheckpointer
-from stream.live.tasks import OnePipeline, Part, TaskSet, Work, partition_counts, repartition_topic
+from stream.live.tasks import (
+    OnePipeline,
+    Part,
+    TaskSet,
+    Work,
+    merge,
+    partition_counts,
+    repartition_topic,
+)
 from stream.pipeline import Pipeline, PipelineStats, StepResult
 
 log = logging.getLogger("paywatch.worker")
@@ -377,13 +385,22 @@ class ConsumeLoop:
             self.decoder.submit(part.batch.values, part.batch.sources, args, (part, received))
 
     async def step(self) -> None:
-        """Window and judge the oldest decoded part, then finish it."""
+        """Window and judge the oldest decoded part and the parts decoded behind it, then
+        finish them together: one wait for the broker's acks, one commit and checkpoint
+        decision (with tasks a fetch is a part per partition, shipments and roll-ups)."""
         decoded, (part, received) = await self.decoder.next()
         self._stepping = True
         try:
             now, started = self.clock.now_ms(), time.perf_counter()
             result, shipments = self.work.process(part, decoded, now)
-            await self.finish(result, part, now, received, started, shipments)
+            parts = [part]
+            while self.decoder.head_ready():
+                decoded, (part, _) = await self.decoder.next()
+                more, shipped = self.work.process(part, decoded, now)
+                result = merge([result, more])
+                shipments.extend(shipped)
+                parts.append(part)
+            await self.finish(result, parts, now, received, started, shipments)
         finally:
             self._stepping = False
             self._drained.set()
@@ -393,7 +410,7 @@ class ConsumeLoop:
         self._stepping = True
         try:
             now, started = self.clock.now_ms(), time.perf_counter()
-            await self.finish(self.work.tick(now), Part(None, batch), now, started, started)
+            await self.finish(self.work.tick(now), [Part(None, batch)], now, started, started)
         finally:
             self._stepping = False
             self._drained.set()
@@ -401,16 +418,18 @@ class ConsumeLoop:
     async def finish(
         self,
         result: StepResult,
-        part: Part,
+        parts: Sequence[Part],
         now: int,
         received: float,
         started: float,
         shipments: Sequence[Message] = (),
     ) -> None:
         wire = await self.publish(result, shipments)
-        timing = BatchTiming(part.records, received, started, time.perf_counter())
+        records = sum(part.records for part in parts)
+        timing = BatchTiming(records, received, started, time.perf_counter())
         self.report(result, wire, timing)
-        self.commit(part.batch)
+        for part in parts:
+            self.commit(part.batch)
         if self.checkpointer is not None:
             self.checkpointer.after_batch(self.done, bool(result.alerts))
         self.notify(result, now)
