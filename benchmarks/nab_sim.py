@@ -1,32 +1,42 @@
-"""The metric detector and the windowed-Gaussian baseline on the simulator's metric events
-(``python -m benchmarks.nab_sim``; the last part of ``make nab``).
+"""The metric detector against the windowed-Gaussian and HalfSpaceTrees baselines on the
+simulator's metric events (``python -m benchmarks.nab_sim``; the last part of ``make nab``).
 
-Four simulated hours of every ``metric`` series the simulator emits (CPU, memory and
-network errors per pod, callback queue depth, certificate days left; one sample per
-10 s), with twelve host incidents injected after an hour of normal traffic: CPU
-plateaus, memory-leak ramps and network-error bursts, each on one pod, with random
-magnitudes from barely visible to plain (``stream.sim.simulate`` labels them with the
-host and the metric they show in).  Both detectors score every
-series in the same run; an alert is an episode opening (the score reaches the threshold
-after ``RESOLVE_AFTER`` samples below it, as in ``benchmarks.nab_loco``).  An incident
-is detected when its metric opens an alert between its start and its end; every other
-opening, on any series, is a false alarm.  The first ``MetricDetector`` warm-up (30
-samples) of each series is not counted for either detector.
+Every ``metric`` series the simulator emits (CPU, memory and network errors per pod,
+callback queue depth, certificate days left; one sample per 10 s) for ``HOURS`` hours, in
+runs fixed before any result was seen:
+
+* ``SEEDS`` (three): twelve host incidents each, injected after an hour of normal
+  traffic: CPU plateaus, memory-leak ramps and network-error bursts, each on one pod,
+  with random magnitudes from barely visible to plain (``stream.sim.simulate`` labels
+  them with the host and the metric they show in).  Every seed is reported; none dropped.
+* ``NULL_SEED``: the same series without any incident.  It calibrates the thresholds
+  of the matched comparison: each detector alerts at the lowest threshold whose false
+  alarms on the null run stay within a budget (false alarms per series-hour), the same
+  budget for every detector.  The incident runs then measure recall and false alarms at
+  those thresholds: nothing is searched on the runs that are scored.
+
+An alert is an episode opening (the score reaches the threshold after ``RESOLVE_AFTER``
+samples below it, as in ``benchmarks.nab_loco``).  An incident is detected when its
+metric opens an alert between its start and its end; every other opening, on any series,
+is a false alarm.  The first ``SKIP`` samples of each series (``MetricDetector``'s
+warm-up) are not counted for any detector.
 """
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from collections.abc import Callable
+from concurrent.futures import Executor, Future, ProcessPoolExecutor
 from dataclasses import dataclass
 from typing import Any, TextIO
 
 import numpy as np
 
 from benchmarks.nab_loco import RESOLVE_AFTER, alert_rows, run_detector
-from models.baselines import GAUSSIAN_THRESHOLD, WindowedGaussian
-from models.metric import DEFAULT_THRESHOLD, MetricDetector
+from models.baselines import GAUSSIAN_THRESHOLD, HalfSpaceTreesDetector, WindowedGaussian
+from models.metric import DEFAULT_THRESHOLD, LIVE_THRESHOLD, MetricDetector
 from stream.sim.simulate import (
     DEFAULT_PROVIDER_SHARES,
     HOST_METRIC_OF,
@@ -37,10 +47,15 @@ from stream.sim.simulate import (
 
 SKIP = 30  # samples per series not counted (MetricDetector's warm-up)
 HOURS = 4.0
-GRID = 200
+GRID = 300
+SEEDS = (11, 12, 13)  # the incident runs, fixed up front; every one is reported
+NULL_SEED = 7  # the incident-free run that calibrates the matched thresholds
+#: False alarms per series-hour allowed on the null run (fixed up front): ``None`` is the
+#: windowed Gaussian's own rate at its default |z| > 4, then one per series per 20 hours
+#: and one per series per 100 hours.
+BUDGETS: tuple[float | None, ...] = (None, 0.05, 0.01)
 
-
-#: Host incidents of the run: (kind, longest duration s, magnitude range), each drawn once
+#: Host incidents of a run: (kind, longest duration s, magnitude range), each drawn once
 #: per round.  Magnitudes run from barely visible to plain, so recall is not saturated.
 HOST_INCIDENTS = (
     ("cpu_plateau", 900.0, (0.7, 0.95)),  # stuck at 70-95 % CPU (normal 40-60 %)
@@ -49,22 +64,32 @@ HOST_INCIDENTS = (
 )
 ROUNDS = 4
 
+#: (name, factory, default thresholds reported as they are).
+DETECTORS: tuple[tuple[str, Callable[[], Any], tuple[float, ...]], ...] = (
+    ("WindowedGaussian", WindowedGaussian, (GAUSSIAN_THRESHOLD,)),
+    ("MetricDetector", MetricDetector, (LIVE_THRESHOLD, DEFAULT_THRESHOLD)),
+    ("HalfSpaceTrees", HalfSpaceTreesDetector, ()),
+)
+
 
 def sim_config(
-    seed: int = 11, hours: float = HOURS, providers: dict[str, float] | None = None
+    seed: int = 11,
+    hours: float = HOURS,
+    providers: dict[str, float] | None = None,
+    incidents: bool = True,
 ) -> SimConfig:
     """``ROUNDS`` rounds of host incidents (plateau, leak, burst; random magnitudes), each
     on its own pod, after a warm-up (an hour, or a quarter of a shorter run) of normal
-    samples."""
+    samples; with ``incidents=False`` the same series with none."""
     duration = hours * 3600.0
     warm = min(3600.0, duration / 4)
     shares = providers or dict(DEFAULT_PROVIDER_SHARES)
     hosts = SimConfig(duration_s=60, rate=1, providers=shares).hosts()
-    kinds = list(HOST_INCIDENTS) * ROUNDS
-    slot = (duration - warm) / len(kinds)
+    kinds = list(HOST_INCIDENTS) * ROUNDS if incidents else []
+    slot = (duration - warm) / max(len(kinds), 1)
     rng = np.random.default_rng([seed, 0xB0B])
     picks = rng.choice(len(hosts), size=len(kinds), replace=len(kinds) > len(hosts)).tolist()
-    incidents = [
+    chosen = [
         Incident(
             kind, warm + k * slot + 0.2 * slot, min(length, 0.7 * slot), host=hosts[h],
             magnitude=round(float(rng.uniform(m0, m1)), 3),
@@ -72,8 +97,9 @@ def sim_config(
         for k, ((kind, length, (m0, m1)), h) in enumerate(zip(kinds, picks, strict=True))
     ]  # fmt: skip
     return SimConfig(
-        seed=seed, duration_s=duration, rate=1.0, providers=shares, incidents=incidents
-    )
+        seed=seed, duration_s=duration, rate=1.0, providers=shares, incidents=chosen,
+        host_metrics=True,
+    )  # fmt: skip
 
 
 @dataclass(slots=True)
@@ -122,69 +148,110 @@ def count(series: list[MetricSeries], scores: list[np.ndarray], thr: float) -> t
     return tp, fp
 
 
-def curve(
-    series: list[MetricSeries], scores: list[np.ndarray], extra: tuple[float, ...]
-) -> list[tuple[float, int, int]]:
-    """(threshold, detected, false alarms) over a grid of score quantiles and ``extra``."""
-    allsc = np.concatenate(scores)
-    grid = np.quantile(allsc[allsc > 0], np.linspace(0.5, 1.0, GRID))
-    return [(t, *count(series, scores, t)) for t in np.unique(np.r_[grid, extra]).tolist()]
+def series_hours(series: list[MetricSeries]) -> float:
+    """Hours of the series that are counted (after each one's first ``SKIP`` samples)."""
+    return sum((s.times[-1] - s.times[min(SKIP, len(s.times) - 1)]) / 3600.0 for s in series)
 
 
-def best_within(points: list[tuple[float, int, int]], budget: int) -> tuple[int, int, float]:
-    """(detected, false alarms, threshold): most incidents detected with <= ``budget`` false
-    alarms (fewest false alarms among equals)."""
-    ok = [(tp, -fp, -thr) for thr, tp, fp in points if fp <= budget]
-    tp, nfp, nthr = max(ok, default=(0, 0, -1.1))
-    return tp, -nfp, -nthr
+def calibrate(series: list[MetricSeries], scores: list[np.ndarray], budget: float) -> float:
+    """The lowest threshold (over the top quantiles of the scores, each also just above
+    itself, and 1.0) whose false alarms per series-hour on the incident-free ``series``
+    stay within ``budget``."""
+    q = np.quantile(np.concatenate(scores), np.linspace(0.9, 1.0, GRID))
+    grid = np.unique(np.r_[q, np.nextafter(q, 2.0), 1.0])
+    hours = series_hours(series)
+    for thr in grid.tolist():  # ascending: the first within the budget is the lowest
+        if count(series, scores, thr)[1] / hours <= budget:
+            return float(thr)
+    return float(np.nextafter(1.0, 2.0))  # nothing fits: never alert
+
+
+@dataclass(slots=True)
+class Run:
+    seed: int
+    series: list[MetricSeries]
+    scores: dict[str, list[np.ndarray]]  # by detector
+    seconds: float
+
+
+def score_run(seed: int, hours: float, providers: dict[str, float] | None, incidents: bool) -> Run:
+    """Simulate one run and score every series with every detector (one process)."""
+    t0 = time.perf_counter()
+    series = load_series(sim_config(seed, hours, providers, incidents))
+    scores = {name: [run_detector(make, s) for s in series] for name, make, _ in DETECTORS}
+    return Run(seed, series, scores, time.perf_counter() - t0)
+
+
+def _fmt(tp: int, n: int, fp: int, hours: float) -> str:
+    return (
+        f"{tp:3d}/{n:<3d} {tp / max(n, 1):4.0%} FA {fp:4d} ({fp / max(hours, 1e-9):.3f}/series-h)"
+    )
+
+
+def submit(
+    ex: Executor, hours: float = HOURS, providers: dict[str, float] | None = None,
+    seeds: tuple[int, ...] = SEEDS,
+) -> list[Future[Run]]:  # fmt: skip
+    """Start the null run and the incident runs on ``ex`` (``report`` collects them)."""
+    jobs = [(NULL_SEED, False), *((s, True) for s in seeds)]
+    return [ex.submit(score_run, seed, hours, providers, inc) for seed, inc in jobs]
 
 
 def report(
-    out: TextIO | None = None, seed: int = 11, hours: float = HOURS,
-    providers: dict[str, float] | None = None,
+    out: TextIO | None = None, hours: float = HOURS, providers: dict[str, float] | None = None,
+    pending: list[Future[Run]] | None = None, seeds: tuple[int, ...] = SEEDS,
 ) -> dict[str, tuple[int, int]]:  # fmt: skip
-    """Print recall and false alarms of both detectors on the same simulated series; returns
-    (detected, false alarms) by ``detector@threshold`` and ``detector<=budget``."""
+    """Print recall and false alarms of every detector on the same simulated series, at
+    fixed thresholds and at thresholds calibrated on the null run to each false-alarm
+    budget; returns (detected, false alarms) over all seeds by ``detector@threshold``
+    and ``detector<=budget``.  ``pending``: the runs already started with ``submit``."""
     out = out if out is not None else sys.stdout
     t0 = time.perf_counter()
-    cfg = sim_config(seed, hours, providers)
-    series = load_series(cfg)
-    n_inc = sum(len(s.windows) for s in series)
-    kinds = ", ".join(sorted({i.kind for i in cfg.incidents}))
-    print(f"\n== simulator metric events (seed {seed}, {hours:g} h): {len(series)} series, "
-          f"{sum(len(s.values) for s in series)} samples, {n_inc} host incidents ({kinds})",
-          file=out, flush=True)  # fmt: skip
-    dets: list[tuple[str, Callable[[], Any], tuple[float, ...]]] = [
-        ("WindowedGaussian", WindowedGaussian, (GAUSSIAN_THRESHOLD,)),
-        ("MetricDetector", MetricDetector, (DEFAULT_THRESHOLD, 0.9)),
-    ]
-    curves, res = {}, {}
-    print(f"{'detector':18s} {'threshold':>9s} {'recall':>10s} {'false alarms':>12s}", file=out)
-    for name, make, thresholds in dets:
-        curves[name] = curve(series, [run_detector(make, s) for s in series], thresholds)
+    if pending is None:
+        with ProcessPoolExecutor(min(2, os.cpu_count() or 1)) as ex:
+            done = [f.result() for f in submit(ex, hours, providers, seeds)]
+    else:
+        done = [f.result() for f in pending]
+    null, runs = done[0], done[1:]
+    seeds = tuple(r.seed for r in runs)
+    n_inc = [sum(len(s.windows) for s in r.series) for r in runs]
+    hrs = [series_hours(r.series) for r in runs]
+    total_inc, total_h = sum(n_inc), sum(hrs)
+    print(f"\n== simulator metric events: seeds {', '.join(map(str, seeds))} with host "
+          f"incidents, null seed {NULL_SEED} without; {hours:g} h, {len(null.series)} series "
+          f"each; {total_inc} incidents, {total_h:.0f} series-hours counted", file=out)  # fmt: skip
+    res: dict[str, tuple[int, int]] = {}
+
+    def line(name: str, label: str, thr: float) -> None:
+        per = [count(r.series, r.scores[name], thr) for r in runs]
+        tp, fp = sum(p[0] for p in per), sum(p[1] for p in per)
+        res[f"{name}{label}"] = (tp, fp)
+        each = zip(seeds, per, n_inc, strict=True)
+        by_seed = "; ".join(f"{s} {p[0]}/{n} FA {p[1]}" for s, p, n in each)
+        print(f"  {name:17s} thr {thr:<9.6g} {_fmt(tp, total_inc, fp, total_h)}   [{by_seed}]",
+              file=out)  # fmt: skip
+
+    print("fixed thresholds (the shipped defaults):", file=out)
+    for name, _, thresholds in DETECTORS:
         for thr in thresholds:
-            tp, fp = next((tp, fp) for t, tp, fp in curves[name] if t == thr)
-            res[f"{name}@{thr:.3g}"] = (tp, fp)
-            print(f"{name:18s} {thr:9.4g} {tp:3d}/{n_inc:<3d} {tp / max(n_inc, 1):4.0%} {fp:12d}",
-                  file=out)  # fmt: skip
-    # Equal false alarms: each detector's best threshold within the same budget.
-    budgets = sorted({0, *(fp for _, fp in res.values())})
-    print("recall at equal false alarms (each detector's best threshold within the budget):",
-          file=out)  # fmt: skip
-    for b in budgets:
-        cells = []
-        for name, *_ in dets:
-            tp, fp, thr = best_within(curves[name], b)
-            res[f"{name}<={b}"] = (tp, fp)
-            cells.append(f"{name} {tp}/{n_inc} (FA {fp}, thr {thr:.4g})")
-        print(f"  <= {b:4d} false alarms: " + "; ".join(cells), file=out)
-    print(f"simulator part: {time.perf_counter() - t0:.0f}s", file=out)
+            line(name, f"@{thr:.3g}", thr)
+    null_h = series_hours(null.series)
+    g_fp = count(null.series, null.scores["WindowedGaussian"], GAUSSIAN_THRESHOLD)[1]
+    for budget in BUDGETS:
+        b = g_fp / null_h if budget is None else budget
+        why = " (the windowed Gaussian's at |z| > 4)" if budget is None else ""
+        print(f"matched: thresholds calibrated on the null run to <= {b:.3f} false alarms "
+              f"per series-hour{why}:", file=out)  # fmt: skip
+        for name, *_ in DETECTORS:
+            line(name, f"<={b:.3g}", calibrate(null.series, null.scores[name], b))
+    secs = ", ".join(f"{r.seed}: {r.seconds:.0f}s" for r in (null, *runs))
+    print(f"simulator part: {time.perf_counter() - t0:.0f}s (runs {secs})", file=out)
     return res
 
 
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
-    report(seed=int(args[0]) if args else 11)
+    report(hours=float(args[0]) if args else HOURS)
     return 0
 
 

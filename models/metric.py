@@ -21,6 +21,9 @@ from models.base import Features
 # Alert threshold on ``MetricDetector`` scores: just below the 0.5183 that NAB's corpus-wide
 # standard-profile sweep picked (any value in between scores the same on the corpus).
 DEFAULT_THRESHOLD = 0.518
+# The live rule's default (``detectors.metrics.threshold``): see docs/detection.md, "Metric
+# events", for what it costs in false alarms per series-hour on the simulator's null run.
+LIVE_THRESHOLD = 0.9
 
 
 class RollingSorted:
@@ -78,6 +81,11 @@ def _finite(x: Features) -> float | None:
     except (TypeError, ValueError):
         return None
     return fv if math.isfinite(fv) else None
+
+
+# What ``MetricDetector._evaluate`` found for one value: (score, raw score, NN distance
+# per shape, z-score).
+_Eval = tuple[float, float, list[float | None], float | None]
 
 
 class MetricDetector:
@@ -160,7 +168,8 @@ class MetricDetector:
         hold: int = 96,
         hold_at: float = 0.7,
         eps: float = 1e-6,
-        level_lag: int = 50,
+        level_lags: tuple[int, ...] = (50, 100, 200),
+        duration: bool = True,
     ) -> None:
         self.history = history
         self.shapes = tuple((int(k), int(st)) for k, st in shapes)
@@ -172,11 +181,15 @@ class MetricDetector:
         self.eps = eps
         self.n = 0
         self.values = RollingSorted(history)  # range and level baseline
-        # The level view's band, fed ``level_lag`` points late: a drift is judged against
-        # the time before it, not against its own first steps.
-        self.level_lag = level_lag
-        self.level_values = RollingSorted(history) if level_lag else self.values
-        self.pending: deque[float] = deque()
+        # The level view's bands, fed ``lag`` points late: a drift is judged against the
+        # time before it, not against its own first steps.
+        self.level_lags = tuple(int(k) for k in level_lags) or (0,)
+        self.lag_bands = [RollingSorted(history) if k else self.values for k in self.level_lags]
+        self.duration = duration
+        self.run = 0  # consecutive learnt points whose level lies outside its band
+        self.runs: deque[tuple[int, int]] = deque()  # (end n, length) of past excursions
+        # The held state's excess outside the frozen band, summed over its current run.
+        self.state_sum = 0.0
         self.nn_dists = [RollingSorted(history) for _ in self.shapes]  # recent NN distances
         self.zs = RollingSorted(history)  # recent z-scores
         self.recent_raw: deque[float] = deque(maxlen=suppress)
@@ -188,8 +201,8 @@ class MetricDetector:
         self.held = 0  # points since the band was frozen
         self.last_sample: tuple[float, float] | None = None  # (timestamp, value) last learnt
         # score_one's work, reused by the learn_one that follows on the same value:
-        # (value, score, raw score, NN distance per shape, z-score).
-        self._last: tuple[float, float, float, list[float | None], float | None] | None = None
+        # (value, (score, raw score, NN distance per shape, z-score)).
+        self._last: tuple[float, _Eval] | None = None
 
     def confidence(self) -> float:
         """How far the history behind the scores has filled: 0 before ``warmup`` points,
@@ -231,12 +244,24 @@ class MetricDetector:
         out = [max(x - hi, lo - x, 0.0) / (widen * self.ext * max(hi - lo, floor))]
         if self.level_len:
             med = float(np.median(np.append(self._recent(self.level_len - 1), x)))
-            band = self.level_values if len(self.level_values) >= self.warmup else self.values
-            qlo, qhi = band.quantile(0.01), band.quantile(0.99)
-            out.append(
-                max(med - qhi, qlo - med, 0.0) / (widen * self.level_ext * max(qhi - qlo, floor))
-            )
+            per_lag = []
+            for band in self.lag_bands:
+                b = band if len(band) >= self.warmup else self.values
+                qlo, qhi = b.quantile(0.01), b.quantile(0.99)
+                # A lagged band holds fewer values than the history: widened by its own size.
+                wide = max(1.0, self.settle / len(b)) ** 2
+                per_lag.append(
+                    max(med - qhi, qlo - med, 0.0) / (wide * self.level_ext * max(qhi - qlo, floor))
+                )
+            # The mean over the lags: no lag is picked, and a mean adds no false alarms of
+            # its own (it never exceeds the largest lag's ratio, as a max would).
+            out.append(sum(per_lag) / len(per_lag))
         return out
+
+    def _record(self) -> float:
+        """The longest excursion of the level outside its band in the history (at least
+        ``level_len``): the yardstick of the duration ratios."""
+        return float(max(self.level_len, max((k for _, k in self.runs), default=0)))
 
     def _state_ratio(self, v: float, floor: float) -> float:
         """How far ``v`` lies outside the frozen band, in ``level_ext`` × its width."""
@@ -245,9 +270,17 @@ class MetricDetector:
         lo, hi = self.frozen
         return max(v - hi, lo - v, 0.0) / (self.level_ext * max(hi - lo, floor))
 
-    def _evaluate(self, x: float) -> tuple[float, float, list[float | None], float | None]:
+    def _state_score(self, v: float, floor: float) -> float:
+        """Score of the held state at ``v``: its distance outside the frozen band and, when
+        ``duration`` is on, how long it has lasted over the longest past excursion."""
+        st = self._state_ratio(v, floor)
+        if st > 0 and self.duration:
+            st = max(st, (self.state_sum + st) / self._record())
+        return st / (self.scale + st)
+
+    def _evaluate(self, x: float) -> _Eval:
         if self._last is not None and self._last[0] == x:
-            return self._last[1], self._last[2], self._last[3], self._last[4]
+            return self._last[1]
         floor = self.eps * (abs(x) + 1.0)
         nds = self._nn_distances(x)
         ratios = self._band_ratios(x, floor) if self.n >= self.warmup else []
@@ -265,10 +298,10 @@ class MetricDetector:
         score = raw
         if self.recent_raw and raw <= max(self.recent_raw):
             score *= self.damp
-        st = self._state_ratio(x, floor)
-        score = max(score, st / (self.scale + st))
-        self._last = (x, score, raw, nds, z)
-        return score, raw, nds, z
+        score = max(score, self._state_score(x, floor))
+        ev = (score, raw, nds, z)
+        self._last = (x, ev)
+        return ev
 
     def score_one(self, x: Features) -> float:
         """Anomaly score of ``x["value"]`` in [0, 1] given what was learnt so far
@@ -290,12 +323,12 @@ class MetricDetector:
         _, raw, nds, z = self._evaluate(v)
         self._last = None
         self._follow_state(v, raw)
+        self._follow_run(v)
         self.recent_raw.append(raw)
+        for lag, band in zip(self.level_lags, self.lag_bands, strict=True):
+            if lag and self.n >= lag:  # the value learnt ``lag`` points before this one
+                band.add(float(self.buf[(self.pos - lag) % self.cap]))
         self.values.add(v)
-        if self.level_lag:
-            self.pending.append(v)
-            if len(self.pending) > self.level_lag:
-                self.level_values.add(self.pending.popleft())
         if z is not None:
             self.zs.add(z)
         for nd, dists in zip(nds, self.nn_dists, strict=True):
@@ -313,16 +346,34 @@ class MetricDetector:
             self.frozen is not None and self._state_ratio(value, self.eps * (abs(value) + 1.0)) > 0
         )
 
+    def _follow_run(self, v: float) -> None:
+        """Count the current excursion of the level (the median of the last ``level_len``)
+        outside the 1st–99th percentile band of the history, the band a held state is
+        judged on; keep the past ones."""
+        outside = False
+        if self.level_len and self.n >= self.settle:
+            med = float(np.median(np.append(self._recent(self.level_len - 1), v)))
+            outside = not self.values.quantile(0.01) <= med <= self.values.quantile(0.99)
+        if outside:
+            self.run += 1
+        elif self.run:
+            self.runs.append((self.n, self.run))
+            self.run = 0
+        while self.runs and self.runs[0][0] < self.n - self.history:
+            self.runs.popleft()
+
     def _follow_state(self, v: float, raw: float) -> None:
         """Freeze the band at an onset outside it; release it on recovery or after ``hold``."""
         if self.frozen is None:
             if self.hold and raw >= self.hold_at and self.n >= self.settle:
                 lo, hi = self.values.quantile(0.01), self.values.quantile(0.99)
                 if not lo <= v <= hi:
-                    self.frozen, self.held = (lo, hi), 0
+                    self.frozen, self.held, self.state_sum = (lo, hi), 0, 0.0
             return
         self.held += 1
         floor = self.eps * (abs(v) + 1.0)
+        st = self._state_ratio(v, floor)
+        self.state_sum = self.state_sum + st if st > 0 else 0.0
         med = float(np.median(np.append(self._recent(self.level_len - 1), v)))
         recovered = self.held >= self.level_len and self._state_ratio(med, floor) == 0.0
         if recovered or self.held >= self.hold:

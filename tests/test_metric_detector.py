@@ -168,3 +168,45 @@ def test_first_30_points_score_0_then_clear_anomalies_score_with_lower_confidenc
     assert det2.confidence() < 0.5  # the history behind the score is short, and says so
     assert det2.score_one({"value": spiky[40]}) >= 0.8
     assert early[:30] == [0.0] * 30 and det.confidence() == 1.0
+
+
+def _swinging_cpu(n: int, seed: int) -> np.ndarray:
+    """CPU that follows its load (a 360-point cycle of ±8) with noise: 36 % to 68 %."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(n)
+    return 52.0 + 8.0 * np.sin(2 * np.pi * t / 360) + 3.0 * rng.standard_normal(n)
+
+
+def test_a_modest_plateau_scores_higher_the_longer_it_lasts_and_stays_firing() -> None:
+    # Stuck at 80 % for 90 points: a few points above anything seen, so its onset alone is
+    # no page at 0.9 and its distance from the band stays ~0.75; how long it lasts is
+    # what makes it a state anomaly.
+    values = _swinging_cpu(1400, seed=4)
+    rng = np.random.default_rng(5)
+    values[1000:1090] = 80.0 + rng.standard_normal(90)
+    scores = np.array(_run(MetricDetector(), values.tolist()))
+    assert scores[1000] < 0.9 <= scores[1000:1090].max()
+    first = 1000 + int(np.argmax(scores[1000:1090] >= 0.9))
+    assert first < 1080 and scores[first:1090].min() >= 0.9  # firing until the end
+    assert scores[1000:1090].min() >= DEFAULT_THRESHOLD
+    assert scores[1100:].max() < DEFAULT_THRESHOLD  # recovered: quiet again
+    assert scores[400:1000].max() < 0.9  # no page before it
+    # Without the duration the held state scores its distance alone and never pages.
+    flat = np.array(_run(MetricDetector(duration=False), values.tolist()))
+    assert flat[1001:1090].max() < 0.8
+
+
+def test_a_plateau_is_long_only_against_the_series_own_excursions() -> None:
+    # The same 90 points at 80 % on a series that once sagged to 30 % for 150 points and
+    # recovered: a long excursion is nothing new there, so the plateau's length adds less.
+    rng = np.random.default_rng(5)
+    plateau = 80.0 + rng.standard_normal(90)
+    values = _swinging_cpu(1400, seed=4)
+    values[1000:1090] = plateau
+    sagged = _swinging_cpu(1400, seed=4)
+    sagged[500:650] = 30.0 + rng.standard_normal(150)
+    sagged[1000:1090] = plateau
+    plain = np.array(_run(MetricDetector(), values.tolist()))[1000:1090]
+    scores = np.array(_run(MetricDetector(), sagged.tolist()))[1000:1090]
+    assert scores.max() < 0.9 <= plain.max()
+    assert scores.min() >= DEFAULT_THRESHOLD  # still a state held until it recovers

@@ -118,6 +118,22 @@ def test_a_plateau_stays_firing_until_it_recovers() -> None:
     assert "past its" not in fired.summary and "is unusual" in fired.summary
 
 
+def test_a_modest_plateau_pages_once_it_has_lasted_and_stays_firing() -> None:
+    # Queue depth swinging 12 ± 2 stuck at 20 for 50 windows: its onset is no page at 0.9,
+    # but a state held that long is; it then fires until the depth is back.
+    def plateau(w: int, host: str, rng: np.random.Generator) -> dict[str, float]:
+        base = 12 + 2 * np.sin(2 * np.pi * w / 120)
+        sick = host == "h1" and 300 <= w < 350
+        depth = 20 + rng.normal(0, 1) if sick else base + rng.normal(0, 1.5)
+        return {"notify_queue_depth": round(float(depth), 1)}
+
+    alerts = [a for a in run(plateau) if a.labels.get("host") == "h1"]
+    assert [a.status for a in alerts] == ["firing", "resolved"]
+    fired, resolved = alerts
+    assert 300 < window(fired.started_at) < 345
+    assert 350 <= window(resolved.window_end) <= 355
+
+
 def test_a_hard_limit_breach_pages_at_its_severity() -> None:
     def breach(w: int, host: str, rng: np.random.Generator) -> dict[str, float]:
         values = normal(w, host, rng)

@@ -170,25 +170,32 @@ def test_nab_run_prints_held_out_figures_and_baselines(tmp_path: Path, capsys) -
     assert main([str(tmp_path), "--no-sim"]) == 0
     out = capsys.readouterr().out
     assert "== leave-one-category-out" in out
-    # Four groups (the detector's shipped setting, the detector with its lag chosen too, two
-    # baselines) x two readings.
+    # Four groups (the shipped detector, the one-lag detector it replaced, two baselines) x
+    # two readings; the shipped detector has nothing but its threshold to choose.
     assert out.count("held out catA") == 8 and out.count("held out catB") == 8
-    for name in ("MetricDetector", "Metric, lag chosen", "WindowedGaussian", "HalfSpaceTrees"):
+    assert "MetricDetector     rows" in out and "shipped / " in out
+    for name in ("MetricDetector", "Metric, one lag (50)", "WindowedGaussian", "HalfSpaceTrees"):
         assert f"{name} (alerts):" in out and f"{name} (rows):" in out
     assert out.strip().splitlines()[-1].startswith("nab_standard=")
 
 
-def test_simulator_metric_part_scores_both_detectors_on_the_same_series() -> None:
-    from benchmarks.nab_sim import report
+def test_simulator_part_compares_detectors_at_thresholds_calibrated_on_a_null_run() -> None:
+    from benchmarks.nab_sim import NULL_SEED, report
 
     out = io.StringIO()
-    res = report(out, hours=1.0, providers={"wechatpay": 1.0})
+    res = report(out, hours=1.0, providers={"wechatpay": 1.0}, seeds=(11,))
     text = out.getvalue()
-    assert "12 host incidents (cpu_plateau, memory_leak, network_errors)" in text
-    assert "recall at equal false alarms" in text
-    # Each figure is (detected, false alarms) of the same twelve incidents and 31 series:
-    # the live threshold keeps false alarms near zero and still finds the plain half.
+    assert f"seeds 11 with host incidents, null seed {NULL_SEED} without" in text
+    assert "12 incidents" in text and "/series-h" in text
+    # Every detector at the Gaussian's own null-run false-alarm rate, and at fixed budgets.
+    matched = [ln for ln in text.splitlines() if ln.startswith("matched: ")]
+    assert len(matched) == 3 and "the windowed Gaussian's at |z| > 4" in matched[0]
+    fixed = {"WindowedGaussian": 1, "MetricDetector": 2, "HalfSpaceTrees": 0}
+    for name, k in fixed.items():
+        assert text.count(f"  {name} ") == 3 + k
+    # (detected, false alarms) of the same twelve incidents: the live threshold stays quiet
+    # and still finds the plain ones; the CSV threshold finds more.
     detected, false_alarms = res["MetricDetector@0.9"]
-    assert detected >= 6 and false_alarms <= 2
-    assert res["MetricDetector@0.518"][0] > detected  # the CSV threshold finds more
+    assert detected >= 5 and false_alarms <= 2
+    assert res["MetricDetector@0.518"][0] > detected
     assert res["WindowedGaussian@1"][0] >= 9
