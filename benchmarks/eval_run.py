@@ -189,11 +189,14 @@ def score_seed(
     alerts: Sequence[Mapping[str, Any]], truth: Sequence[Mapping[str, Any]], seed: int,
     hours: float, h: float, paged: Sequence[Mapping[str, Any]] | None = None,
 ) -> SeedResult:  # fmt: skip
-    """Recall and delay from every alert record (detection: the record on the alerts
-    topic); false alerts, alerts during confounders and episodes per series from the
-    records that page (``paged``, default: all).  An episode that matches a real
+    """Recall and delay from every firing record (detection: the first record on the
+    alerts topic for the series inside the incident — a new episode, or an open one
+    re-announced: an escalation, or a relapse while its recovery was held); false
+    alerts, alerts during confounders and episodes per series from the records that
+    page (``paged``, default: all).  An episode that matches a real
     incident is that incident's, even when a confounder overlaps it."""
-    eps, pages_ = episodes(alerts), episodes(alerts if paged is None else paged)
+    pages_ = episodes(alerts if paged is None else paged)
+    firing = [a for a in alerts if a.get("status") == "firing"]
     res = SeedResult(seed, hours)
     incident = [lab for lab in truth if lab["is_incident"]]
     explained = {aid for aid, e in pages_.items() if any(_matches(e, lab) for lab in incident)}
@@ -204,7 +207,7 @@ def score_seed(
             res.confounder_alerts[lab["kind"]] += len(hits)
             res.confounder_episodes.extend({**e, "confounder": lab["kind"]} for e in hits)
             continue
-        first = min((int(e["window_end"]) for e in eps.values() if _matches(e, lab)), default=None)
+        first = min((int(a["window_end"]) for a in firing if _matches(a, lab)), default=None)
         per_series = Counter((e["rule"], series_key(e["series"])) for e in hits)
         res.incidents.append(
             IncidentResult(

@@ -375,6 +375,12 @@ class LifecycleConfig:
     # resolves; a relapse within it continues the same episode (no second page).
     # 0 = resolve at once (docs/detection.md has make eval with 300).
     resolve_hold_s: float = 0.0
+    # Rate signals (error shares): hold a recovery for as long as the detector would
+    # need to re-detect the episode's share at the series' current calls per second
+    # (the detection target max(2d, d + 20 s), d = h / KL; docs/detection.md), so a
+    # lull inside one incident is not announced as its end.  At most resolve_hold_max_s.
+    relapse_hold: bool = True
+    resolve_hold_max_s: float = 600.0
 
 
 @dataclass
@@ -809,6 +815,8 @@ class Config:
             raise ConfigError("alerts.resolve_min_calls: must be >= 0")
         if not self.alerts.resolve_hold_s >= 0:
             raise ConfigError("alerts.resolve_hold_s: must be >= 0 (seconds)")
+        if not self.alerts.resolve_hold_max_s >= 0:
+            raise ConfigError("alerts.resolve_hold_max_s: must be >= 0 (seconds)")
         _positive("alerts.stale_after_s", self.alerts.stale_after_s)
         if self.notify.language not in ("en", "zh"):
             raise ConfigError("notify.language: must be 'en' or 'zh'")

@@ -18,6 +18,7 @@ import msgspec
 import numpy as np
 import orjson
 
+from models.budget import cusum_threshold
 from stream.alerting.actions.evidence import CallbackEvidence
 from stream.alerting.lifecycle import AlertLifecycle
 from stream.alerting.record import AlertRecord
@@ -110,6 +111,8 @@ class Pipeline:
                 config.alerts.resolve_min_calls,
                 config.alerts.stale_after_s,
                 config.alerts.resolve_hold_s,
+                relapse_h=_relapse_h(config),
+                resolve_hold_max_s=config.alerts.resolve_hold_max_s,
             ),
             rules=rules,
             evidence=CallbackEvidence(max_orders=config.actions.evidence_max_orders),
@@ -302,3 +305,12 @@ class Pipeline:
             return False
         self.state.windows.hold_clock(held)
         return True
+
+
+def _relapse_h(config: Config) -> float:
+    """The rate detectors' CUSUM threshold (two alternatives, the one budget): what the
+    lifecycle's relapse hold derives from; 0 with ``alerts.relapse_hold: false``."""
+    if not config.alerts.relapse_hold:
+        return 0.0
+    budget = config.detectors.false_alarms_per_series_per_30d
+    return cusum_threshold(budget, config.windows.size_s, tests=2)

@@ -136,9 +136,11 @@ def test_a_relapse_within_the_resolve_hold_continues_the_episode() -> None:
     life = AlertLifecycle(keep_firing_for_windows=3, resolve_min_calls=20, resolve_hold_s=300)
     bad, good = (True, 40), (False, 40)
     recs = run(life, [bad] + [good] * 12 + [bad] + [good] * 40)
-    assert [r.status for r in recs] == ["firing", "resolved"]
-    firing, resolved = recs
-    assert firing.alert_id == resolved.alert_id
+    # The relapse re-announces the open episode (same id: one page), then it resolves.
+    assert [r.status for r in recs] == ["firing", "firing", "resolved"]
+    firing, relapse, resolved = recs
+    assert firing.alert_id == relapse.alert_id == resolved.alert_id
+    assert relapse.window_end == 14 * 10_000
     assert resolved.resolved_at == 14 * 10_000  # the relapse's window end
     # Resolved 300 s after the evidence first said healthy again (3 windows later).
     assert resolved.window_end == (14 + 3 + 30) * 10_000
@@ -149,3 +151,44 @@ def test_without_a_hold_the_same_relapse_pages_twice() -> None:
     bad, good = (True, 40), (False, 40)
     recs = run(life, [bad] + [good] * 12 + [bad] + [good] * 40)
     assert [r.status for r in recs] == ["firing", "resolved", "firing", "resolved"]
+
+
+def shares(life: AlertLifecycle, windows: Sequence[tuple[int, int]]) -> list[AlertRecord]:
+    """One window per item: (errors, calls) of a 0.2 % series; 2+ errors in 40 is anomalous."""
+    out: list[AlertRecord] = []
+    for i, (errors, calls) in enumerate(windows):
+        j = judge(i, errors >= 2, calls)
+        j.value = errors / calls
+        out += life.observe(i * 10_000 + 10_000, [j], lambda end: end)
+    return out
+
+
+# The derived hold of a 3.3 % episode (2 errors in 40 calls, 20 clean added) at 4 calls/s
+# against a 0.2 % baseline: KL 0.0624 nats a call, d = 13.16 / 0.25 = 53 s, hold 2d = 105 s.
+H = 13.16
+BAD, GOOD = (2, 40), (0, 40)
+
+
+def test_the_derived_hold_is_the_detection_target_of_the_episode_share() -> None:
+    life = AlertLifecycle(keep_firing_for_windows=3, resolve_min_calls=20, relapse_h=H)
+    recs = shares(life, [BAD] + [GOOD] * 40)
+    assert [r.status for r in recs] == ["firing", "resolved"]
+    # The reverse test is met after 6 clean windows (1.28 nats each), at t = 70 s; the
+    # hold then runs 105 s: resolved in the window ending at 180 s, dated to the burst.
+    assert recs[1].window_end == 180_000
+    assert recs[1].resolved_at == 10_000
+
+
+def test_a_relapse_inside_the_derived_hold_reannounces_the_episode() -> None:
+    life = AlertLifecycle(keep_firing_for_windows=3, resolve_min_calls=20, relapse_h=H)
+    recs = shares(life, [BAD] + [GOOD] * 9 + [BAD] + [GOOD] * 100)
+    assert [r.status for r in recs] == ["firing", "firing", "resolved"]
+    assert len({r.alert_id for r in recs}) == 1
+    assert recs[1].window_end == 110_000  # the relapse, re-announced as it happens
+
+
+def test_a_relapse_after_the_derived_hold_is_a_new_episode() -> None:
+    life = AlertLifecycle(keep_firing_for_windows=3, resolve_min_calls=20, relapse_h=H)
+    recs = shares(life, [BAD] + [GOOD] * 20 + [BAD] + [GOOD] * 40)
+    assert [r.status for r in recs] == ["firing", "resolved", "firing", "resolved"]
+    assert len({r.alert_id for r in recs}) == 2

@@ -24,6 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from models.budget import oracle_delay_rate_s
 from stream.alerting.record import AlertRecord
 from stream.judge.judgement import Judgement, alert_id, severity_rank
 from stream.series import series_labels
@@ -63,6 +64,7 @@ class _Episode:
     run_events: float = 0.0
     healthy_llr: float = 0.0  # reverse test: nats for the baseline since the last anomaly
     recovered_end: int = 0  # window end when the evidence first said healthy (0: not yet)
+    hold_s: float = 0.0  # how long this recovery is held before it resolves (see relapse_hold_s)
 
 
 @dataclass
@@ -77,6 +79,11 @@ class AlertLifecycle:
     # it continues the episode (Prometheus' keep_firing_for): a burst that raised a sharp
     # alternative, refuted, then a smaller shift that lasts, is one incident, one page.
     resolve_hold_s: float = 0.0
+    # The CUSUM threshold of the false-alarm budget (0: off).  With it, a rate episode's
+    # recovery is held for the time the detector needs to re-detect the episode's share
+    # at the calls it sees now (``relapse_hold_s``), at most ``resolve_hold_max_s``.
+    relapse_h: float = 0.0
+    resolve_hold_max_s: float = 600.0
     episodes: dict[str, _Episode] = field(default_factory=dict)
 
     def active(self) -> set[str]:
@@ -143,6 +150,7 @@ class AlertLifecycle:
             ep = _Episode(j.rule, j.signal, j.series, started_at=j.window_start)
             self.episodes[fp] = ep
         ep.anomalous_windows += 1
+        relapsed = ep.firing and ep.recovered_end > 0
         ep.quiet_windows = ep.quiet_calls = ep.recovered_end = 0
         ep.healthy_llr = 0.0
         ep.fire_calls += max(0, j.volume) + ep.run_calls
@@ -154,9 +162,10 @@ class AlertLifecycle:
             ep.severity = j.severity
             ep.alert_id = alert_id(fp, ep.started_at)
             return [self._record(ep, fp, "firing", j, detected_at(window_end))]
-        if ep.firing and severity_rank(j.severity) > severity_rank(ep.severity):
-            # Escalation is news for the on-call: the same episode, re-announced.
-            ep.severity = j.severity
+        if ep.firing and (relapsed or severity_rank(j.severity) > severity_rank(ep.severity)):
+            # Escalation, or a relapse while its recovery was held, is news for the
+            # on-call: the same episode (one page), re-announced with what is seen now.
+            ep.severity = max(ep.severity, j.severity, key=severity_rank)
             return [self._record(ep, fp, "firing", j, detected_at(window_end))]
         return []
 
@@ -189,14 +198,19 @@ class AlertLifecycle:
             or ep.quiet_calls < self.resolve_min_calls
         ):
             return []
-        ep.recovered_end = ep.recovered_end or j.window_end
+        if not ep.recovered_end:
+            ep.recovered_end = j.window_end
+            if j.signal in RATE_SIGNALS and self.relapse_h > 0:
+                hold = relapse_hold_s(ep, j, self.relapse_h, self.resolve_min_calls)
+                ep.hold_s = min(hold, self.resolve_hold_max_s)
         if not self._held_long_enough(ep, j.window_end):
             return []
         return self._resolve(fp, ep, j, window_end, detected_at)
 
     def _held_long_enough(self, ep: _Episode, window_end: int) -> bool:
-        """Whether a recovered episode has stayed healthy for ``resolve_hold_s``."""
-        return window_end - ep.recovered_end >= self.resolve_hold_s * 1000
+        """Whether a recovered episode has stayed healthy for its hold: ``resolve_hold_s``
+        or, longer, the time a relapse would take to be detected (``ep.hold_s``)."""
+        return window_end - ep.recovered_end >= max(self.resolve_hold_s, ep.hold_s) * 1000
 
     def _no_evidence(
         self, fp: str, ep: _Episode, window_end: int, detected_at: Callable[[int], int]
@@ -261,6 +275,34 @@ class AlertLifecycle:
         )
 
 
+def _episode_share(ep: _Episode, p0: float, prior_calls: int) -> float:
+    """The episode's share of bad calls, shrunk by ``prior_calls`` clean calls, >= 2 p0."""
+    return min(max(ep.fire_events / (ep.fire_calls + prior_calls), 2 * p0), 1 - 1e-6)
+
+
+def relapse_hold_s(ep: _Episode, j: Judgement, h: float, prior_calls: int = 20) -> float:
+    """How long a recovery must hold before it is announced: the detection target
+    ``max(2 d, d + 20 s)`` of the incident continuing, ``d`` Lorden's delay ``h / I`` of
+    the episode's share against the baseline at the calls per second of the healthy run.
+    A relapse inside it is the same incident (the detector would not yet have found it
+    had it never stopped), so it continues the episode instead of paging again.  At
+    thousands of calls a second that is 20 s; at one call a minute, long (capped by
+    ``resolve_hold_max_s``).
+
+    >>> ep = _Episode("r", "timeouts", {}, 0, fire_calls=80, fire_events=6.0, run_calls=30)
+    >>> ep.last_anomalous_end = 0
+    >>> j = Judgement("r", "timeouts", {}, 20_000, 30_000, 0.0, False, "info", 0.0, 0.002, "", 10)
+    >>> round(relapse_hold_s(ep, j, 13.16))     # 6 % vs 0.2 % at 1 call/s: d = 89 s
+    178
+    """
+    p0 = min(max(j.expected, 1e-4), 0.5)
+    p1 = _episode_share(ep, p0, prior_calls)
+    seconds = max(1e-3, (j.window_end - ep.last_anomalous_end) / 1000)
+    calls_per_s = ep.run_calls / seconds
+    d = oracle_delay_rate_s(p0, p1, calls_per_s, h) if calls_per_s > 0 else math.inf
+    return max(2 * d, d + 20.0)
+
+
 def _reverse_llr(ep: _Episode, j: Judgement, prior_calls: int = 20) -> float:
     """Log-likelihood ratio of one healthy window's calls: baseline share (``expected``)
     against the episode's share from its start to its last anomalous window (the
@@ -278,6 +320,6 @@ def _reverse_llr(ep: _Episode, j: Judgement, prior_calls: int = 20) -> float:
     if n == 0 or ep.fire_calls <= 0:
         return 0.0
     p0 = min(max(j.expected, 1e-4), 0.5)
-    p1 = min(max(ep.fire_events / (ep.fire_calls + prior_calls), 2 * p0), 1 - 1e-6)
+    p1 = _episode_share(ep, p0, prior_calls)
     k = min(n, max(0.0, j.value) * n)
     return k * math.log(p0 / p1) + (n - k) * math.log((1 - p0) / (1 - p1))
