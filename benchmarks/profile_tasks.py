@@ -54,11 +54,12 @@ STAGES: list[tuple[str, Any, str]] = [
     ("tasks.tick", tasks.TaskSet, "tick"),
     ("report (metrics, observer)", worker.ConsumeLoop, "report"),
     ("housekeeping", worker.ConsumeLoop, "housekeeping"),
-    ("checkpoint: after_batch (snapshots)", state_store.TaskCheckpointer, "after_batch"),
+    ("checkpoint: prepare (snapshots)", state_store.TaskCheckpointer, "prepare"),
     ("  task.snapshot", tasks.Task, "snapshot"),
 ]
 ASYNC_STAGES: list[tuple[str, Any, str]] = [
-    ("loop.step (process + finish)", worker.ConsumeLoop, "step"),
+    ("loop.step (process, wait for the batch before)", worker.ConsumeLoop, "step"),
+    ("loop.finish (publish .. notify, in background)", worker.ConsumeLoop, "finish"),
     ("  loop.publish (awaits acks)", worker.ConsumeLoop, "publish"),
     ("    publisher.send_messages", KafkaPublisher, "send_messages"),
 ]
@@ -109,6 +110,7 @@ async def main_async(args: argparse.Namespace) -> None:
         print(f"stream: {n:,} events on 2 partitions")
         instrument()
         best: dict[str, dict[str, float]] = {"tasks": {}, "single": {}}
+        calls: dict[str, dict[str, int]] = {"tasks": {}, "single": {}}
         rates: dict[str, list[float]] = {"ceiling": [], "tasks": [], "single": []}
         for _ in range(args.repeat):
             rates["ceiling"].append(await ceiling_rate(cfg, n))
@@ -118,6 +120,7 @@ async def main_async(args: argparse.Namespace) -> None:
                 rates[mode].append(await run_mode(broker.bootstrap, topic, n, mode, args.workers))
                 for k, v in TIMES.items():
                     best[mode][k] = min(best[mode].get(k, v), v)
+                calls[mode].update(CALLS)
         for mode, rs in rates.items():
             if rs:
                 print(
@@ -127,11 +130,12 @@ async def main_async(args: argparse.Namespace) -> None:
         if rates["tasks"]:
             print(f"ratio tasks/ceiling {max(rates['tasks']) / max(rates['ceiling']):.2f}")
         for mode in args.modes.split(","):
-            print(f"\n[{mode}] {'stage (inclusive, best of runs)':40s} {'s':>7s} {'µs/event':>9s}")
+            print(f"\n[{mode}] {'stage (inclusive, best of runs)':48s} {'s':>7s} {'µs/event':>9s}")
             for name, *_ in STAGES + ASYNC_STAGES:
                 if name in best[mode]:
                     s = best[mode][name]
-                    print(f"{'':9s}{name:40s} {s:7.3f} {s / n * 1e6:9.2f}")
+                    c = calls[mode].get(name, 0)
+                    print(f"{'':9s}{name:48s} {s:7.3f} {s / n * 1e6:9.2f} {c:7d}")
         sets = {m: await alert_set(broker.bootstrap, t) for m, t in LAST_ALERTS.items()}
         if len(sets) == 2:
             same = sets["tasks"] == sets["single"]

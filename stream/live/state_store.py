@@ -237,9 +237,11 @@ class Checkpointer:
     """When to checkpoint the pipeline, and restoring it when partitions are assigned.
 
     Checkpoints are taken between batches (so the state matches the offsets of every
-    batch finished), every ``state.checkpoint_every_s`` of the clock and, with
+    batch processed), every ``state.checkpoint_every_s`` of the clock and, with
     ``state.checkpoint_on_alert``, after a batch whose alerts changed state.  The
-    snapshot is taken at once; storing it runs in the background, one at a time.
+    snapshot is taken at once, before the next batch is processed; storing it waits
+    until its batch's outputs are acknowledged and committed, then runs in the
+    background, one at a time.
     """
 
     def __init__(
@@ -265,15 +267,21 @@ class Checkpointer:
         self._dirty = False
         self._saving: asyncio.Task[None] | None = None
 
-    def after_batch(self, done: Offsets, alerts: bool) -> None:
-        """A batch is finished (published, committed): checkpoint now if it is due."""
+    def prepare(self, done: Offsets, alerts: bool) -> tuple[str, Checkpoint] | None:
+        """A batch is processed, ``done`` the offsets once it is finished: the snapshot to
+        store when it is (:meth:`write`, after its outputs are acknowledged), if one is due.
+        Taken now, before the next batch changes the state."""
         self._dirty = True
         self._take_positions(done)
         due = self.clock.monotonic() - self._last >= self.cfg.checkpoint_every_s
         if (due or (alerts and self.cfg.checkpoint_on_alert)) and self._idle():
-            item = self._snapshot()
-            if item is not None:
-                self._saving = asyncio.ensure_future(self._save(item))
+            return self._snapshot()
+        return None
+
+    def write(self, item: tuple[str, Checkpoint] | None) -> None:
+        """Store a :meth:`prepare`'d snapshot in the background (its batch is finished)."""
+        if item is not None:
+            self._saving = asyncio.ensure_future(self._save(item))
 
     async def checkpoint(self, done: Offsets) -> None:
         """Checkpoint now and wait until it is stored (revocation, shutdown)."""
@@ -371,13 +379,17 @@ class TaskCheckpointer:
         self._last = clock.monotonic()
         self._saving: asyncio.Task[None] | None = None
 
-    def after_batch(self, done: Offsets, alerts: bool) -> None:
+    def prepare(self, done: Offsets, alerts: bool) -> list[tuple[str, Checkpoint]] | None:
+        """As :meth:`Checkpointer.prepare`: the snapshots of the tasks that changed, if due."""
         due = self.clock.monotonic() - self._last >= self.cfg.checkpoint_every_s
         idle = self._saving is None or self._saving.done()
         if (due or (alerts and self.cfg.checkpoint_on_alert)) and idle:
-            items = self._snapshots(done)
-            if items:
-                self._saving = asyncio.ensure_future(self._save(items))
+            return self._snapshots(done) or None
+        return None
+
+    def write(self, items: list[tuple[str, Checkpoint]] | None) -> None:
+        if items:
+            self._saving = asyncio.ensure_future(self._save(items))
 
     async def checkpoint(self, done: Offsets) -> None:
         """Checkpoint every task that changed, and wait until stored (revocation, stop)."""

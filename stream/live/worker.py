@@ -310,6 +310,7 @@ class ConsumeLoop:
         self.running = True
         self.paused = False  # a rebalance is under way: nothing is read
         self._stepping = False
+        self._out: asyncio.Future[None] | None = None  # the last batch's finish()
         self._drained = asyncio.Event()  # a batch finished (pause() waits for the last)
         self._resumed = asyncio.Event()
         self._last_gauges = -math.inf
@@ -346,14 +347,16 @@ class ConsumeLoop:
                     self.decode(batch)
                 elif not len(decoder):
                     await self.idle(batch)
+            await self.outputs_done()
         finally:
             self.health.stopping = True
             self.running = False
             self._drained.set()
-            if fetch is not None:
-                fetch.cancel()
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await fetch
+            for pending in (fetch, self._out):
+                if pending is not None and not pending.done():  # a crash: replayed, not lost
+                    pending.cancel()
+                    with contextlib.suppress(asyncio.CancelledError, Exception):
+                        await pending
         if self.checkpointer is not None:  # graceful stop: the state of every batch finished
             await self.checkpointer.checkpoint(self.done)
         await self.source.flush_commits()
@@ -362,9 +365,19 @@ class ConsumeLoop:
         """Stop reading (a rebalance); returns once every batch read so far is finished."""
         self.paused = True
         self._resumed.clear()
-        while self.running and (self._stepping or len(self.decoder)):
+        while self.running and (self._stepping or len(self.decoder) or self._out_pending()):
             self._drained.clear()
             await self._drained.wait()
+
+    def _out_pending(self) -> bool:
+        return self._out is not None and not self._out.done()
+
+    async def outputs_done(self) -> None:
+        """Wait until the last processed batch is published and committed (raises what
+        finishing it raised)."""
+        if self._out is not None:
+            out, self._out = self._out, None
+            await out
 
     def resume(self) -> None:
         self.paused = False
@@ -386,8 +399,10 @@ class ConsumeLoop:
 
     async def step(self) -> None:
         """Window and judge the oldest decoded part and the parts decoded behind it, then
-        finish them together: one wait for the broker's acks, one commit and checkpoint
-        decision (with tasks a fetch is a part per partition, shipments and roll-ups)."""
+        finish them together (with tasks a fetch is a part per partition: shipments and
+        roll-ups).  Finishing — publishing, waiting for the broker's acks, committing —
+        runs while the next parts are processed: one batch at a time, in order, each
+        after the one before it is committed."""
         decoded, (part, received) = await self.decoder.next()
         self._stepping = True
         try:
@@ -400,7 +415,7 @@ class ConsumeLoop:
                 result = merge([result, more])
                 shipments.extend(shipped)
                 parts.append(part)
-            await self.finish(result, parts, now, received, started, shipments)
+            await self._finish_soon(result, parts, now, received, started, shipments)
         finally:
             self._stepping = False
             self._drained.set()
@@ -409,11 +424,39 @@ class ConsumeLoop:
         """Nothing arrived: let the watermark follow the clock through the silence."""
         self._stepping = True
         try:
+            await self.outputs_done()
             now, started = self.clock.now_ms(), time.perf_counter()
-            await self.finish(self.work.tick(now), [Part(None, batch)], now, started, started)
+            result = self.work.tick(now)
+            await self._finish_soon(result, [Part(None, batch)], now, started, started, ())
+            await self.outputs_done()
         finally:
             self._stepping = False
             self._drained.set()
+
+    async def _finish_soon(
+        self,
+        result: StepResult,
+        parts: Sequence[Part],
+        now: int,
+        received: float,
+        started: float,
+        shipments: Sequence[Message],
+    ) -> None:
+        """Once the batch before is finished: the checkpoint of the state as it is now (if
+        one is due), then :meth:`finish` in the background."""
+        await self.outputs_done()
+        saving = None
+        if self.checkpointer is not None:
+            done = dict(self.done)
+            for part in parts:
+                done.update(part.batch.offsets)
+            saving = self.checkpointer.prepare(done, bool(result.alerts))
+        out = asyncio.ensure_future(
+            self.finish(result, parts, now, received, started, shipments, saving)
+        )
+        out.add_done_callback(lambda _: self._drained.set())
+        self._out = out
+        await asyncio.sleep(0)  # it hands its records to the producer before the next batch
 
     async def finish(
         self,
@@ -423,7 +466,10 @@ class ConsumeLoop:
         received: float,
         started: float,
         shipments: Sequence[Message] = (),
+        saving: Any = None,
     ) -> None:
+        """Publish, wait for the acks, report, commit, store the checkpoint ``saving``
+        (:meth:`~stream.live.state_store.Checkpointer.prepare`), notify."""
         wire = await self.publish(result, shipments)
         records = sum(part.records for part in parts)
         timing = BatchTiming(records, received, started, time.perf_counter())
@@ -431,7 +477,7 @@ class ConsumeLoop:
         for part in parts:
             self.commit(part.batch)
         if self.checkpointer is not None:
-            self.checkpointer.after_batch(self.done, bool(result.alerts))
+            self.checkpointer.write(saving)
         self.notify(result, now)
 
     async def publish(
