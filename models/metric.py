@@ -1,10 +1,11 @@
 """Univariate streaming anomaly detector for ``metric`` series (CPU, memory, counts, latencies).
 
 Speaks river's anomaly-detector protocol (``learn_one`` / ``score_one``); one configuration
-for every series (no per-series settings).  ``level_lag`` and the CSV threshold were chosen
-on the Numenta Anomaly Benchmark subset; ``make nab`` prints the leave-one-category-out
-figures of that choice beside the in-sample one.  ``WatchedMetric`` is the live wrapper:
-the same detector plus hard limits and an alert that holds while a state stays abnormal.
+for every series (no per-series settings).  Only the CSV threshold is chosen on the
+Numenta Anomaly Benchmark subset (the level view averages its lags instead of picking
+one); ``make nab`` prints its leave-one-category-out figures beside the in-sample one.
+``WatchedMetric`` is the live wrapper: the same detector plus hard limits and an alert
+that holds while a state stays abnormal.
 """
 
 from __future__ import annotations
@@ -104,10 +105,13 @@ class MetricDetector:
     * range: how far the value falls outside the min/max of the last ``history``
       values, in units of ``ext`` × that range (a new extreme);
     * level: how far the median of the last ``level_len`` values falls outside
-      the 1st–99th percentile band of the values before the last ``level_lag`` (50),
-      in units of ``level_ext`` × the band (a level shift that outliers in the history
-      would otherwise hide).  The lag keeps a drift from being judged against its own
-      first steps: a memory leak's band would otherwise rise with it and never page;
+      the 1st–99th percentile band of the values before the last ``lag`` ones, in units
+      of ``level_ext`` × the band (a level shift that outliers in the history would
+      otherwise hide), averaged over the ``level_lags`` 50, 100 and 200.  A lag keeps
+      a drift from being judged against its own first steps (a memory leak's band would
+      otherwise rise with it and never page); no one lag is right for every drift, and
+      picking one on benchmark totals does not carry to other series, so the view takes
+      the mean over them (a mean, unlike a max, adds no false alarms of its own);
     * deviation: the z-score of the value against the mean and standard deviation
       of the last ``z_len`` values, over the largest such z-score seen lately,
       raised to ``z_power`` < 1 (z-score records are the most common one-view
@@ -121,9 +125,14 @@ class MetricDetector:
 
     State, not only change: when a value scores at least ``hold_at`` (0.7) and lies
     outside the 1st–99th percentile band learnt so far, that band is frozen.
-    While it is frozen, each value is also scored against it (the level ratio
-    above, on the value itself), so a plateau at an abnormal level keeps scoring
-    high although the change-based views have learnt it.  The band is released
+    While it is frozen, each value is also scored against it, so a plateau at an
+    abnormal level keeps scoring high although the change-based views have learnt it.
+    The state's ratio is the larger of the value's distance outside the band (in
+    ``level_ext`` × its width) and, with ``duration``, that distance summed over the
+    state so far (a CUSUM) over the longest excursion of the level outside the band in
+    the history (at least ``level_len``): a state twice as long as anything the series
+    has done before counts twice its distance.  A plateau a few points above the usual
+    range thus pages once it has lasted, and keeps paging.  The band is released
     when the median of the last ``level_len`` values is back inside it (the
     series recovered), or after ``hold`` points (the level has become the new
     normal: ``hold`` = 96 is 8 hours of 5-minute data, 96 one-minute windows).
