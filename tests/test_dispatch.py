@@ -132,6 +132,23 @@ def test_merchant_alert_pages_when_no_provider_alert_covers_it() -> None:
     assert sent == {merchants[0].alert_id, merchants[1].alert_id, other_rule.alert_id}
 
 
+def test_a_critical_provider_error_alert_mutes_latency_beneath_it() -> None:
+    # An outage's timed-out calls last the client's timeout: a merchant's median latency
+    # jumps with it.  One incident, one page; a warning error alert does not mute it.
+    d = Dispatcher([route()], [], SilenceSet())
+    provider = rec({"provider": "paypal"}, rule="system_error_rate")
+    slow = {"provider": "paypal", "operation": "query_payment", "merchant_id": "M1"}
+    lat = rec(slow, rule="latency", signal="latency", severity="warning")
+    d.on_alert(provider, T0)
+    d.on_alert(lat, T0)
+    sent = {a for m in d.tick(T0 + 30 * S) for a in m.alert_ids}
+    assert sent == {provider.alert_id}
+    mild = Dispatcher([route()], [], SilenceSet())
+    mild.on_alert(rec({"provider": "paypal"}, severity="warning"), T0)
+    mild.on_alert(lat, T0)
+    assert lat.alert_id in {a for m in mild.tick(T0 + 30 * S) for a in m.alert_ids}
+
+
 def test_warning_provider_alert_does_not_hide_critical_merchant() -> None:
     d = Dispatcher([route(group_by=("...",))], [], SilenceSet())
     p = rec({"provider": "alipay"}, severity="warning")

@@ -6,6 +6,8 @@ evidence points (attribution):
 - a provider-wide incident: an alert of series ``{provider=X}`` mutes the same
   rule/signal on series beneath it (``{provider=X, merchant_id=...}``) when it is
   at least as severe, so a provider outage pages once, not per merchant;
+- an outage slows calls too (a timed-out call lasts the client's timeout): a
+  critical error-rate alert mutes the latency alerts of the series beneath it;
 - one child carries it: when the broader alert's root-cause hints name a value
   of a firing child's series with at least :data:`CARRIES_SHARE` of the trouble
   (one merchant has most of the provider's config errors), the child pages and
@@ -90,6 +92,10 @@ class Inhibitor:
                 for src in by_series.get((alert.rule, alert.signal, sub), ()):
                     if src.rank >= alert.rank and not carries(src, alert):
                         return f"inhibited by {src.alert_id}"
+                if alert.signal == "latency":
+                    for src in by_series.get(("", "error_rate", sub), ()):
+                        if src.severity == "critical":
+                            return f"inhibited by {src.alert_id}"
         return None
 
     def _inhibit_index(self) -> tuple[_SeriesIndex, list[_Sources], _RuleIndex]:
@@ -100,6 +106,8 @@ class Inhibitor:
             by_signal: _RuleIndex = {}
             for a in self._firing():
                 by_series.setdefault((a.rule, a.signal, a.series_key), []).append(a)
+                if a.signal == "error_rate":  # any rule's: they mute latency beneath them
+                    by_series.setdefault(("", a.signal, a.series_key), []).append(a)
                 by_signal.setdefault((a.rule, a.signal), []).append(a)
                 labels = a.labels
                 for rule, sources, idx in zip(self.rules, self._sources, by_rule, strict=True):

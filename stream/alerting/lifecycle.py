@@ -283,7 +283,8 @@ def _episode_share(ep: _Episode, p0: float, prior_calls: int) -> float:
 def relapse_hold_s(ep: _Episode, j: Judgement, h: float, prior_calls: int = 20) -> float:
     """How long a recovery must hold before it is announced: the detection target
     ``max(2 d, d + 20 s)`` of the incident continuing, ``d`` Lorden's delay ``h / I`` of
-    the episode's share against the baseline at the calls per second of the healthy run.
+    the episode's share (from its start to now) against the baseline at the calls per
+    second of the healthy run.
     A relapse inside it is the same incident (the detector would not yet have found it
     had it never stopped), so it continues the episode instead of paging again.  At
     thousands of calls a second that is 20 s; at one call a minute, long (capped by
@@ -292,11 +293,15 @@ def relapse_hold_s(ep: _Episode, j: Judgement, h: float, prior_calls: int = 20) 
     >>> ep = _Episode("r", "timeouts", {}, 0, fire_calls=80, fire_events=6.0, run_calls=30)
     >>> ep.last_anomalous_end = 0
     >>> j = Judgement("r", "timeouts", {}, 20_000, 30_000, 0.0, False, "info", 0.0, 0.002, "", 10)
-    >>> round(relapse_hold_s(ep, j, 13.16))     # 6 % vs 0.2 % at 1 call/s: d = 89 s
-    178
+    >>> round(relapse_hold_s(ep, j, 13.16))     # 6 in 130: 4.6 % vs 0.2 % at 1 call/s, d = 130 s
+    259
     """
     p0 = min(max(j.expected, 1e-4), 0.5)
-    p1 = _episode_share(ep, p0, prior_calls)
+    # Under "the incident goes on", its share is every bad call since the episode
+    # started over every call, the healthy run included (the anomalous windows alone
+    # are the unlucky ones and overstate it, which would make the hold too short).
+    calls = ep.fire_calls + ep.run_calls + prior_calls
+    p1 = min(max((ep.fire_events + ep.run_events) / calls, 2 * p0), 1 - 1e-6)
     seconds = max(1e-3, (j.window_end - ep.last_anomalous_end) / 1000)
     calls_per_s = ep.run_calls / seconds
     d = oracle_delay_rate_s(p0, p1, calls_per_s, h) if calls_per_s > 0 else math.inf
