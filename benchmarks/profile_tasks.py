@@ -54,7 +54,7 @@ STAGES: list[tuple[str, Any, str]] = [
     ("tasks.tick", tasks.TaskSet, "tick"),
     ("report (metrics, observer)", worker.ConsumeLoop, "report"),
     ("housekeeping", worker.ConsumeLoop, "housekeeping"),
-    ("checkpoint: prepare (snapshots)", state_store.TaskCheckpointer, "prepare"),
+    ("checkpoint: after_batch (snapshots)", state_store.TaskCheckpointer, "after_batch"),
     ("  task.snapshot", tasks.Task, "snapshot"),
 ]
 ASYNC_STAGES: list[tuple[str, Any, str]] = [

@@ -28,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -267,21 +268,20 @@ class Checkpointer:
         self._dirty = False
         self._saving: asyncio.Task[None] | None = None
 
-    def prepare(self, done: Offsets, alerts: bool) -> tuple[str, Checkpoint] | None:
-        """A batch is processed, ``done`` the offsets once it is finished: the snapshot to
-        store when it is (:meth:`write`, after its outputs are acknowledged), if one is due.
-        Taken now, before the next batch changes the state."""
+    def after_batch(
+        self, done: Offsets, alerts: bool, after: asyncio.Future[None] | None = None
+    ) -> None:
+        """A batch is processed (``done``: the offsets once it is finished): if a checkpoint
+        is due, snapshot the state now, before the next batch changes it, and store it in
+        the background once ``after`` — finishing the batch: outputs acknowledged, offsets
+        committed — has succeeded."""
         self._dirty = True
         self._take_positions(done)
         due = self.clock.monotonic() - self._last >= self.cfg.checkpoint_every_s
         if (due or (alerts and self.cfg.checkpoint_on_alert)) and self._idle():
-            return self._snapshot()
-        return None
-
-    def write(self, item: tuple[str, Checkpoint] | None) -> None:
-        """Store a :meth:`prepare`'d snapshot in the background (its batch is finished)."""
-        if item is not None:
-            self._saving = asyncio.ensure_future(self._save(item))
+            item = self._snapshot()
+            if item is not None:
+                self._saving = asyncio.ensure_future(_once_done(after, lambda: self._save(item)))
 
     async def checkpoint(self, done: Offsets) -> None:
         """Checkpoint now and wait until it is stored (revocation, shutdown)."""
@@ -379,17 +379,16 @@ class TaskCheckpointer:
         self._last = clock.monotonic()
         self._saving: asyncio.Task[None] | None = None
 
-    def prepare(self, done: Offsets, alerts: bool) -> list[tuple[str, Checkpoint]] | None:
-        """As :meth:`Checkpointer.prepare`: the snapshots of the tasks that changed, if due."""
+    def after_batch(
+        self, done: Offsets, alerts: bool, after: asyncio.Future[None] | None = None
+    ) -> None:
+        """As :meth:`Checkpointer.after_batch`, for the tasks that changed."""
         due = self.clock.monotonic() - self._last >= self.cfg.checkpoint_every_s
         idle = self._saving is None or self._saving.done()
         if (due or (alerts and self.cfg.checkpoint_on_alert)) and idle:
-            return self._snapshots(done) or None
-        return None
-
-    def write(self, items: list[tuple[str, Checkpoint]] | None) -> None:
-        if items:
-            self._saving = asyncio.ensure_future(self._save(items))
+            items = self._snapshots(done)
+            if items:
+                self._saving = asyncio.ensure_future(_once_done(after, lambda: self._save(items)))
 
     async def checkpoint(self, done: Offsets) -> None:
         """Checkpoint every task that changed, and wait until stored (revocation, stop)."""
@@ -459,6 +458,19 @@ class TaskCheckpointer:
                 task = self.tasks.tasks.get(_tp_of(key))
                 if task is not None:
                     task.dirty = True
+
+
+async def _once_done(
+    after: asyncio.Future[None] | None, save: Callable[[], Awaitable[None]]
+) -> None:
+    """``save()`` once ``after`` has succeeded; nothing if it failed (its batch was not
+    committed; the worker reports the failure)."""
+    if after is not None:
+        try:
+            await asyncio.shield(after)
+        except BaseException:
+            return
+    await save()
 
 
 def _tp_of(key: str) -> TopicPartition:

@@ -45,7 +45,6 @@ from stream.live.tasks import (
     Part,
     TaskSet,
     Work,
-    merge,
     partition_counts,
     repartition_topic,
 )
@@ -311,6 +310,8 @@ class ConsumeLoop:
         self.paused = False  # a rebalance is under way: nothing is read
         self._stepping = False
         self._out: asyncio.Future[None] | None = None  # the last batch's finish()
+        # The last batch's offsets once finished, and whether its alerts changed state.
+        self._due: tuple[Offsets, bool] | None = None
         self._drained = asyncio.Event()  # a batch finished (pause() waits for the last)
         self._resumed = asyncio.Event()
         self._last_gauges = -math.inf
@@ -348,6 +349,7 @@ class ConsumeLoop:
                 elif not len(decoder):
                     await self.idle(batch)
             await self.outputs_done()
+            self._checkpoint_due()
         finally:
             self.health.stopping = True
             self.running = False
@@ -368,6 +370,7 @@ class ConsumeLoop:
         while self.running and (self._stepping or len(self.decoder) or self._out_pending()):
             self._drained.clear()
             await self._drained.wait()
+        self._checkpoint_due()
 
     def _out_pending(self) -> bool:
         return self._out is not None and not self._out.done()
@@ -398,24 +401,17 @@ class ConsumeLoop:
             self.decoder.submit(part.batch.values, part.batch.sources, args, (part, received))
 
     async def step(self) -> None:
-        """Window and judge the oldest decoded part and the parts decoded behind it, then
-        finish them together (with tasks a fetch is a part per partition: shipments and
-        roll-ups).  Finishing — publishing, waiting for the broker's acks, committing —
-        runs while the next parts are processed: one batch at a time, in order, each
-        after the one before it is committed."""
+        """Window and judge the oldest decoded part (with tasks a fetch is a part per
+        partition: shipments and roll-ups), then finish it.  Finishing — publishing,
+        waiting for the broker's acks, committing — runs while the next part is
+        processed: one at a time, in order, each after the one before it is committed."""
         decoded, (part, received) = await self.decoder.next()
         self._stepping = True
         try:
+            self._checkpoint_due()
             now, started = self.clock.now_ms(), time.perf_counter()
             result, shipments = self.work.process(part, decoded, now)
-            parts = [part]
-            while self.decoder.head_ready():
-                decoded, (part, _) = await self.decoder.next()
-                more, shipped = self.work.process(part, decoded, now)
-                result = merge([result, more])
-                shipments.extend(shipped)
-                parts.append(part)
-            await self._finish_soon(result, parts, now, received, started, shipments)
+            await self._finish_soon(result, [part], now, received, started, shipments)
         finally:
             self._stepping = False
             self._drained.set()
@@ -425,6 +421,7 @@ class ConsumeLoop:
         self._stepping = True
         try:
             await self.outputs_done()
+            self._checkpoint_due()
             now, started = self.clock.now_ms(), time.perf_counter()
             result = self.work.tick(now)
             await self._finish_soon(result, [Part(None, batch)], now, started, started, ())
@@ -442,21 +439,30 @@ class ConsumeLoop:
         started: float,
         shipments: Sequence[Message],
     ) -> None:
-        """Once the batch before is finished: the checkpoint of the state as it is now (if
-        one is due), then :meth:`finish` in the background."""
+        """Once the batch before is finished, :meth:`finish` this one: in the background
+        when more parts wait and it has no alert (throughput: a source task's shipments),
+        else at once (an alert's latency)."""
         await self.outputs_done()
-        saving = None
-        if self.checkpointer is not None:
-            done = dict(self.done)
-            for part in parts:
-                done.update(part.batch.offsets)
-            saving = self.checkpointer.prepare(done, bool(result.alerts))
-        out = asyncio.ensure_future(
-            self.finish(result, parts, now, received, started, shipments, saving)
-        )
+        done = dict(self.done)
+        for part in parts:
+            done.update(part.batch.offsets)
+        self._due = (done, bool(result.alerts))
+        out = asyncio.ensure_future(self.finish(result, parts, now, received, started, shipments))
         out.add_done_callback(lambda _: self._drained.set())
         self._out = out
-        await asyncio.sleep(0)  # it hands its records to the producer before the next batch
+        if len(self.decoder) and not result.alerts:  # on to the next part meanwhile
+            await asyncio.sleep(0)  # (it hands its records to the producer first)
+        else:  # alerts, or caught up: out now, not behind the next part's processing
+            await self.outputs_done()
+
+    def _checkpoint_due(self) -> None:
+        """Before the next batch changes the state: its checkpoint as the last batch left
+        it, if one is due (:meth:`~stream.live.state_store.Checkpointer.after_batch`),
+        stored once that batch is committed.  Taken here rather than right after the
+        batch, so its publishing does not wait for the snapshot."""
+        due, self._due = self._due, None
+        if due is not None and self.checkpointer is not None:
+            self.checkpointer.after_batch(*due, after=self._out)
 
     async def finish(
         self,
@@ -466,18 +472,14 @@ class ConsumeLoop:
         received: float,
         started: float,
         shipments: Sequence[Message] = (),
-        saving: Any = None,
     ) -> None:
-        """Publish, wait for the acks, report, commit, store the checkpoint ``saving``
-        (:meth:`~stream.live.state_store.Checkpointer.prepare`), notify."""
+        """Publish, wait for the acks, report, commit, notify."""
         wire = await self.publish(result, shipments)
         records = sum(part.records for part in parts)
         timing = BatchTiming(records, received, started, time.perf_counter())
         self.report(result, wire, timing)
         for part in parts:
             self.commit(part.batch)
-        if self.checkpointer is not None:
-            self.checkpointer.write(saving)
         self.notify(result, now)
 
     async def publish(
