@@ -157,7 +157,8 @@ def series_hours(series: list[MetricSeries]) -> float:
 def calibrate(series: list[MetricSeries], scores: list[np.ndarray], budget: float) -> float:
     """The lowest threshold whose false alarms per series-hour on the incident-free
     ``series`` stay within ``budget``."""
-    return lowest_within(series, scores, budget * series_hours(series))
+    # (A rate times the hours it came from must give back its count despite rounding.)
+    return lowest_within(series, scores, budget * series_hours(series) * (1 + 1e-9))
 
 
 def lowest_within(series: list[MetricSeries], scores: list[np.ndarray], limit: float) -> float:

@@ -210,3 +210,17 @@ def test_a_plateau_is_long_only_against_the_series_own_excursions() -> None:
     scores = np.array(_run(MetricDetector(), sagged.tolist()))[1000:1090]
     assert scores.max() < 0.9 <= plain.max()
     assert scores.min() >= DEFAULT_THRESHOLD  # still a state held until it recovers
+
+
+def test_a_slow_drift_is_judged_against_the_time_before_it() -> None:
+    # A leak: +12 over 100 points, then staying there. The level view's bands lag behind
+    # (50, 100 and 200 points, averaged), so the rise is not judged against itself.
+    values = np.array(_noisy_flat(1300, seed=2))
+    values[1000:1100] += np.linspace(0.0, 12.0, 100)
+    values[1100:] += 12.0
+    scores = np.array(_run(MetricDetector(), values.tolist()))
+    assert scores[300:1000].max() < DEFAULT_THRESHOLD
+    assert scores[1000:1100].max() >= 0.8
+    # Without a lag the band rises with the leak and the rise scores far lower.
+    unlagged = np.array(_run(MetricDetector(level_lags=(0,)), values.tolist()))
+    assert unlagged[1000:1100].max() < 0.7

@@ -202,3 +202,20 @@ def test_simulator_part_compares_detectors_at_thresholds_calibrated_on_a_null_ru
     assert detected >= 5 and false_alarms <= 2
     assert res["MetricDetector@0.518"][0] > detected
     assert res["WindowedGaussian@1"][0] >= 9
+
+
+def test_calibration_takes_the_lowest_threshold_within_the_false_alarm_budget() -> None:
+    from benchmarks.nab_sim import SKIP, MetricSeries, calibrate, count, series_hours
+
+    # Two quiet series of 10 hours at one sample a minute; five lone score bumps in all.
+    times = [60.0 * i for i in range(600)]
+    series = [MetricSeries("m", h, times, np.zeros(600), []) for h in ("a", "b")]
+    scores = [np.zeros(600), np.zeros(600)]
+    for k, (s, at) in enumerate(((0, 100), (0, 300), (1, 200), (1, 400), (1, 500))):
+        scores[s][at] = 0.5 + 0.1 * k  # 0.5 ... 0.9
+    hours = series_hours(series)
+    assert hours == pytest.approx(2 * (599 - SKIP) / 60)
+    # At most two false alarms: the two highest bumps (0.8, 0.9) may open, 0.7 may not.
+    thr = calibrate(series, scores, 2.0 / hours)
+    assert count(series, scores, thr) == (0, 2) and 0.7 < thr <= 0.8
+    assert calibrate(series, scores, 0.0) > 0.9  # no false alarm at all: never alerts
