@@ -229,9 +229,11 @@ class MetricDetector:
         """Per shape: RMS distance of the latest subsequence (``x`` last) to its nearest past."""
         full = np.append(self._recent(self.cap), x)
         out: list[float | None] = []
+        cs: np.ndarray | None = None
         for k, step in self.shapes:
             if step > 1:
-                cs = np.cumsum(np.insert(full, 0, 0.0))
+                if cs is None:  # once for every shape that averages
+                    cs = np.cumsum(np.insert(full, 0, 0.0))
                 series = (cs[step:] - cs[:-step]) / step  # moving average of ``step`` points
             else:
                 series = full
