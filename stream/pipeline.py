@@ -19,6 +19,7 @@ import numpy as np
 import orjson
 
 from models.budget import cusum_threshold
+from models.sequential import RateParams
 from stream.alerting.actions.evidence import CallbackEvidence
 from stream.alerting.lifecycle import AlertLifecycle
 from stream.alerting.record import AlertRecord
@@ -308,9 +309,9 @@ class Pipeline:
 
 
 def _relapse_h(config: Config) -> float:
-    """The rate detectors' CUSUM threshold (two alternatives, the one budget): what the
+    """The rate detectors' CUSUM threshold (their alternatives, the one budget): what the
     lifecycle's relapse hold derives from; 0 with ``alerts.relapse_hold: false``."""
     if not config.alerts.relapse_hold:
         return 0.0
     budget = config.detectors.false_alarms_per_series_per_30d
-    return cusum_threshold(budget, config.windows.size_s, tests=2)
+    return cusum_threshold(budget, config.windows.size_s, tests=len(RateParams().ratios))
