@@ -192,3 +192,15 @@ def test_a_relapse_after_the_derived_hold_is_a_new_episode() -> None:
     recs = shares(life, [BAD] + [GOOD] * 8 + [BAD] + [GOOD] * 100)
     assert [r.status for r in recs] == ["firing", "resolved", "firing", "resolved"]
     assert len({r.alert_id for r in recs}) == 2
+
+
+def test_a_weak_episode_holds_its_recovery_at_most_resolve_hold_max_s() -> None:
+    # Two failures in 40 calls, then clean: the share of a continuing incident (2 in 300
+    # calls by the recovery) needs ~16 minutes to re-detect at 4 calls/s; held 120 s.
+    life = AlertLifecycle(
+        keep_firing_for_windows=3, resolve_min_calls=20, relapse_h=H, resolve_hold_max_s=120
+    )
+    recs = shares(life, [(2, 40)] + [GOOD] * 40)
+    assert [r.status for r in recs] == ["firing", "resolved"]
+    recovered = 70_000  # six clean windows give the reverse test its 6.9 nats
+    assert recs[1].window_end == recovered + 120_000
