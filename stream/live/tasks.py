@@ -258,9 +258,7 @@ class TaskSet:
         task.dirty = True
         p = task.pipeline
         if task.rollup:
-            result = StepResult()
-            if part.shipped:
-                result = p.process_decoded(_concat(part.shipped), 0, now)
+            result = merge(p.process_decoded(d, 0, now) for d in part.shipped)
             task.src_done.update(part.src_next)
             if part.marks:
                 result = merge([result, p.see_partitions(part.marks, now)])
@@ -448,29 +446,6 @@ def _columns(s: _Shipment) -> DecodedBatch:
                 arrays[name] = np.frombuffer(raw, dtype=np.dtype(dtype)).copy()
         setattr(batch, g, type(group)(**arrays))
     return batch
-
-
-def _concat(batches: list[DecodedBatch]) -> DecodedBatch:
-    """Shipments as one batch (one windowing call, not one per shipment): string tables
-    end to end, each shipment's codes moved by the strings before it.  The windows order
-    events per source partition by ``seq`` (the source offset), whatever the order here."""
-    if len(batches) == 1:
-        return batches[0]
-    out = DecodedBatch(strings=[t for b in batches for t in b.strings])
-    shift = np.cumsum([0] + [len(b.strings) for b in batches[:-1]])
-    for g in _GROUPS:
-        groups = [getattr(b, g) for b in batches]
-        cols = {}
-        for f in fields(groups[0]):
-            parts = [getattr(x, f.name) for x in groups]
-            if f.name in _STRING_CODES:  # -1 (absent) stays -1
-                parts = [
-                    np.where(a >= 0, a + k, a).astype(a.dtype)
-                    for a, k in zip(parts, shift, strict=True)
-                ]
-            cols[f.name] = np.concatenate(parts)
-        setattr(out, g, type(groups[0])(**cols))
-    return out
 
 
 def _rows(batch: DecodedBatch, keep: dict[str, np.ndarray]) -> DecodedBatch:
