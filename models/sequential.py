@@ -161,6 +161,9 @@ CONFIG_RATE = RateParams(
 DECLINE_RATE = RateParams(
     errors_key="business_declines", ratios=(2.0,), prior_rate=0.02, min_increase=0.02, cap=0.5
 )
+#: The tail share of latency: calls slower than 4x their window's median (stalled calls),
+#: whatever the median does; a share like any other, learned per series.
+TAIL_RATE = RateParams(errors_key="slow_calls", prior_rate=0.002)
 #: Timeouts alone: a provider slowing down shows here before it shows as errors.
 TIMEOUT_RATE = RateParams(errors_key="timeouts", cold_rate=0.05)
 #: System errors (provider_error, timeout, network, rate_limited).
@@ -800,6 +803,7 @@ __all__ = [
     "CONFIG_RATE",
     "DECLINE_RATE",
     "SYSTEM_RATE",
+    "TAIL_RATE",
     "TIMEOUT_RATE",
     "CallbackBank",
     "CallbackParams",

@@ -212,6 +212,15 @@ class LatencyRuleConfig:
 
 
 @dataclass
+class LatencyTailRuleConfig:
+    # The share of calls slower than 4x their window's median (stalled calls), judged
+    # like an error share: a few calls hanging for seconds while the median holds.
+    enabled: bool = True
+    rule: str = "latency_tail"
+    min_windows: int = 30
+
+
+@dataclass
 class VolumeRuleConfig:
     """Traffic drops against a time-of-day expectation; surges never page."""
 
@@ -348,6 +357,7 @@ class DetectorsConfig:
     config_errors: ConfigErrorsRuleConfig = field(default_factory=ConfigErrorsRuleConfig)
     business_declines: DeclinesRuleConfig = field(default_factory=DeclinesRuleConfig)
     latency: LatencyRuleConfig = field(default_factory=LatencyRuleConfig)
+    latency_tail: LatencyTailRuleConfig = field(default_factory=LatencyTailRuleConfig)
     volume: VolumeRuleConfig = field(default_factory=VolumeRuleConfig)
     callbacks: CallbacksRuleConfig = field(default_factory=CallbacksRuleConfig)
     duplicate_callbacks: DuplicateCallbacksRuleConfig = field(
@@ -859,17 +869,22 @@ class Config:
     def builtin_inhibit_rules(self) -> list[InhibitRule]:
         """Inhibit rules on while ``notify.default_inhibit``, beside the configured ones:
         timeouts are system errors, so a system-error alert mutes the timeouts alert of
-        the same series (one incident, one page).  Matched on signals, which renaming a
-        rule does not change; ``equal`` on every series dimension.
+        the same series (one incident, one page), and a timeouts alert mutes its series'
+        latency-tail alert.  Matched on signals, which renaming a rule does not change;
+        ``equal`` on every series dimension.
 
-        >>> (rule,) = Config().builtin_inhibit_rules()
+        >>> rule, _ = Config().builtin_inhibit_rules()
         >>> rule.source_match, rule.target_match, rule.equal
         ({'signal': 'error_rate'}, {'signal': 'timeouts'}, ('provider', 'operation', 'merchant_id'))
         """
         if not self.notify.default_inhibit:
             return []
         dims = tuple(dict.fromkeys(d for level in self.windows.levels for d in level))
-        return [InhibitRule({"signal": "error_rate"}, {"signal": "timeouts"}, dims)]
+        return [
+            InhibitRule({"signal": "error_rate"}, {"signal": "timeouts"}, dims),
+            # A timed-out call is a slow call: the tail share rises with the timeouts.
+            InhibitRule({"signal": "timeouts"}, {"signal": "latency_tail"}, dims),
+        ]
 
 
 def _positive(key: str, value: float) -> None:

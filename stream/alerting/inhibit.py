@@ -7,7 +7,8 @@ evidence points (attribution):
   rule/signal on series beneath it (``{provider=X, merchant_id=...}``) when it is
   at least as severe, so a provider outage pages once, not per merchant;
 - an outage slows calls too (a timed-out call lasts the client's timeout): a
-  critical error-rate alert mutes the latency alerts of the series beneath it;
+  critical error-rate alert mutes the latency and latency-tail alerts of the series
+  beneath it;
 - one child carries it: when the broader alert's root-cause hints name a value
   of a firing child's series with at least :data:`CARRIES_SHARE` of the trouble
   (one merchant has most of the provider's config errors), the child pages and
@@ -26,6 +27,8 @@ from stream.alerting.record import AlertRecord
 from stream.config import InhibitRule
 from stream.series import SeriesKey, is_beneath
 
+#: Signals an outage's timed-out calls raise too (muted beneath a critical error alert).
+LATENCY_SIGNALS = frozenset({"latency", "latency_tail"})
 #: Share of a broader alert's trouble one child must carry for the child to page instead.
 CARRIES_SHARE = 0.5
 
@@ -92,7 +95,7 @@ class Inhibitor:
                 for src in by_series.get((alert.rule, alert.signal, sub), ()):
                     if src.rank >= alert.rank and not carries(src, alert):
                         return f"inhibited by {src.alert_id}"
-                if alert.signal == "latency":
+                if alert.signal in LATENCY_SIGNALS:
                     for src in by_series.get(("", "error_rate", sub), ()):
                         if src.severity == "critical":
                             return f"inhibited by {src.alert_id}"

@@ -32,7 +32,9 @@ from stream.series import series_labels
 #: Signals whose value is a share of the window's calls (errors of a class): their
 #: recovery is a reverse test, the log-likelihood ratio of the baseline share against
 #: the share seen while firing, summed over the healthy windows' calls.
-RATE_SIGNALS = frozenset({"error_rate", "timeouts", "config_error", "business_declines"})
+RATE_SIGNALS = frozenset(
+    {"error_rate", "timeouts", "config_error", "business_declines", "latency_tail"}
+)
 #: Evidence (nats) the healthy windows must give the baseline over the incident's share:
 #: e^6.9 = 1000 to 1, so a few lucky error-free windows inside an incident do not end it.
 RESOLVE_LLR = 6.9

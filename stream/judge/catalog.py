@@ -22,6 +22,7 @@ from models.sequential import (
     CONFIG_RATE,
     DECLINE_RATE,
     SYSTEM_RATE,
+    TAIL_RATE,
     TIMEOUT_RATE,
     CallbackParams,
     LatencyParams,
@@ -38,6 +39,7 @@ from stream.config import (
     DetectorsConfig,
     ErrorRateRuleConfig,
     LatencyRuleConfig,
+    LatencyTailRuleConfig,
     MetricsRuleConfig,
     MultivariateRuleConfig,
     SLORuleConfig,
@@ -191,6 +193,12 @@ def _latency_parts(lt: LatencyRuleConfig, lv: Levels) -> list[RulePart]:
     return [RulePart(_sequential(params, lv), lv.calls, describe_latency)]
 
 
+def _latency_tail_parts(lt: LatencyTailRuleConfig, lv: Levels) -> list[RulePart]:
+    params = replace(TAIL_RATE, min_windows=lt.min_windows)
+    describe = DescribeShare("slow_calls", "calls over 4x the median")
+    return [RulePart(_sequential(params, lv), lv.calls, describe)]
+
+
 def _volume_parts(vo: VolumeRuleConfig, lv: Levels) -> list[RulePart]:
     # Every window counts here, an empty one most of all: no gate.
     make = _sequential(VolumeParams(min_windows=vo.min_windows), lv)
@@ -276,6 +284,7 @@ CATALOG: tuple[RuleSpec[Any], ...] = (
     RuleSpec("config_error", lambda d: _on(d.config_errors), _config_error_parts, "config_errors"),
     RuleSpec("business_declines", lambda d: _on(d.business_declines), _decline_parts, None, "info"),
     RuleSpec("latency", lambda d: _on(d.latency), _latency_parts),
+    RuleSpec("latency_tail", lambda d: _on(d.latency_tail), _latency_tail_parts, "slow_calls"),
     RuleSpec("volume", lambda d: _on(d.volume), _volume_parts),
     RuleSpec("notification", lambda d: _on(d.callbacks), _callback_parts),
     RuleSpec("duplicate_callbacks", lambda d: _on(d.duplicate_callbacks), _duplicate_parts),

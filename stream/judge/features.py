@@ -23,6 +23,7 @@ import numpy as np
 from models.bank import Columns
 from models.base import FEATURES
 from stream.judge.hints import FineChildren
+from stream.windows import histogram
 from stream.windows.columns import COL, CONFIG_ERROR_COLS, SYSTEM_ERROR_COLS
 from stream.windows.registry import Dims, SeriesRegistry
 from stream.windows.state import ClosedWindow, WindowState
@@ -39,6 +40,25 @@ METRIC_FEATURES = ("metric_count", "value")
 SERIES_FEATURES = (*FEATURES[len(WINDOW_CONSTANTS) :], *METRIC_FEATURES)
 
 
+#: A slow call takes more than this many times its series' median in the same window
+#: (ln 4 = 1.39, about 3 sigma of a typical log-latency spread of 0.45): a stalled call,
+#: whatever the series' own level, so the tail share is judged apart from the median.
+TAIL_RATIO = 4.0
+
+
+def slow_calls(win: ClosedWindow) -> np.ndarray:
+    """Per series, the calls slower than ``TAIL_RATIO`` x the window's median (from the
+    window's latency histograms, one pass over them)."""
+    n = win.counts.shape[0]
+    if win.hist_keys.size == 0:
+        return np.zeros(n)
+    sid = win.hist_keys // histogram.N_BUCKETS
+    bucket = win.hist_keys % histogram.N_BUCKETS
+    median = np.nan_to_num(win.latency[:, 0], nan=np.inf)  # no calls: nothing is slow
+    slow = bucket > histogram.bucket_of(np.minimum(median * TAIL_RATIO, 1e300))[sid]
+    return np.bincount(sid[slow], weights=win.hist_counts[slow], minlength=n)[:n]
+
+
 def feature_columns(win: ClosedWindow) -> dict[str, np.ndarray]:
     """Every per-series feature (``SERIES_FEATURES``) of every series, as arrays."""
     c = win.counts
@@ -48,6 +68,7 @@ def feature_columns(win: ClosedWindow) -> dict[str, np.ndarray]:
     f["business_declines"] = c[:, COL["err_business_decline"]]
     f["timeouts"] = c[:, COL["err_timeout"]]
     f["latency_p50"], f["latency_p95"], f["latency_p99"] = win.latency.T
+    f["slow_calls"] = slow_calls(win)
     for name in NOTIFICATION_FEATURES:
         f[name] = c[:, COL[name]]
     f["metric_count"] = win.metrics[:, 0]
