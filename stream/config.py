@@ -54,11 +54,11 @@ class KafkaConfig:
     # Processes that decode batches beside the consumer (-1: one when the machine has
     # a second core, 0: decode inline). Decoding is the costliest step per event.
     decode_workers: int = -1
-    # How several workers share the work (docs/reliability.md "Scaling out"): "tasks" keeps
-    # one state per partition of the events topic for the series keyed by provider and
-    # merchant_id, and judges every broader series (provider, operation, metric) once in the
-    # group, in roll-up tasks fed through the repartition topic; "single" keeps one state
-    # for every partition a worker reads (right with one worker only; in-memory tests).
+    # How several workers share the work (docs/reliability.md "Scaling out"): "tasks"
+    # republishes the events by provider to the repartition topic and judges every series
+    # (provider, operation, metric, merchant) once in the group, in roll-up tasks with one
+    # state per repartition partition; "single" keeps one state for every partition a
+    # worker reads (right with one worker only; in-memory tests).
     scale_out: str = "tasks"
     # The repartition topic of the roll-up tasks ("": <events_topic>.repartition.by-provider).
     repartition_topic: str = ""
