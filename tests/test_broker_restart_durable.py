@@ -9,11 +9,8 @@ offsets on disk), not the session's Tansu, which forgets everything on a restart
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import os
 import signal
 import subprocess
-import time
 import uuid
 from dataclasses import dataclass, field
 from importlib.resources import files
@@ -29,7 +26,7 @@ from stream.config import Config, config_from_dict
 from stream.ingest.kafka_client import ensure_topics
 from stream.live.worker import run_worker
 from stream.offline.backtest import backtest_events
-from stream.sim.broker import _port_open, free_port
+from stream.sim.broker import free_port, stop_process, wait_for_listener
 from stream.sim.produce import produce_events
 from tests.servers import wait_until_async
 from tests.test_broker_outage import readyz, ride_out_outage, wait_for
@@ -61,19 +58,13 @@ class NoidaBroker:
                 stderr=log,
                 start_new_session=True,
             )
-        deadline = time.monotonic() + timeout_s
-        while not _port_open(self.port):
-            assert self.process.poll() is None, self.log_path.read_text()
-            assert time.monotonic() < deadline, self.log_path.read_text()
-            time.sleep(0.05)
+        why = wait_for_listener(self.process, self.port, timeout_s)
+        assert why is None, f"noida-db {why}: {self.log_path.read_text()}"
         return self
 
     def stop(self, sig: signal.Signals = signal.SIGTERM) -> None:
         proc, self.process = self.process, None
-        if proc is not None and proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(proc.pid, sig)
-            proc.wait(timeout=10)
+        stop_process(proc, sig, timeout_s=10)
 
 
 def durable_config(bootstrap: str, metrics_port: int) -> Config:

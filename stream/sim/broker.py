@@ -48,6 +48,35 @@ def _port_open(port: int) -> bool:
         return s.connect_ex(("127.0.0.1", port)) == 0
 
 
+def wait_for_listener(proc: subprocess.Popen[bytes], port: int, timeout_s: float) -> str | None:
+    """Wait until the broker process ``proc`` listens on ``port``: None once it does,
+    else why not (it exited, or the time ran out)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            return f"exited at start (code {proc.returncode})"
+        if _port_open(port):
+            return None
+        time.sleep(0.05)
+    return f"did not listen on port {port} within {timeout_s:.0f}s"
+
+
+def stop_process(
+    proc: subprocess.Popen[bytes] | None, sig: signal.Signals = signal.SIGTERM, timeout_s: float = 5
+) -> None:
+    """Send ``sig`` to a running broker process and wait; SIGKILL if it outlives ``timeout_s``."""
+    if proc is None or proc.poll() is not None:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(proc.pid, sig)
+    try:
+        proc.wait(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=timeout_s)
+
+
 @dataclass
 class LocalBroker:
     """Start Tansu on a free (or given) port; stop it by its PID.
@@ -78,33 +107,15 @@ class LocalBroker:
             env=env,
             start_new_session=True,  # Ctrl-C in a terminal is ours to handle, not the broker's
         )
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise BrokerError(
-                    f"the local broker exited at start (code {self.process.returncode}); "
-                    "run `paywatch broker` to see its output"
-                )
-            if _port_open(self.port):
-                return self
-            time.sleep(0.05)
+        why = wait_for_listener(self.process, self.port, timeout_s)
+        if why is None:
+            return self
         self.stop()
-        raise BrokerError(
-            f"the local broker did not listen on port {self.port} within {timeout_s:.0f}s"
-        )
+        raise BrokerError(f"the local broker {why}; run `paywatch broker` to see its output")
 
     def stop(self) -> None:
         proc, self.process = self.process, None
-        if proc is None or proc.poll() is not None:
-            return
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=5)
+        stop_process(proc)
 
     def __enter__(self) -> LocalBroker:
         return self.start()
