@@ -29,6 +29,8 @@ from stream.series import SeriesKey, is_beneath
 
 #: Signals an outage's timed-out calls raise too (muted beneath a critical error alert).
 LATENCY_SIGNALS = frozenset({"latency", "latency_tail"})
+#: The series index also lists critical error-rate alerts of any rule under this rule name.
+_CRITICAL_ERRORS = "critical error rate, any rule"
 #: Share of a broader alert's trouble one child must carry for the child to page instead.
 CARRIES_SHARE = 0.5
 
@@ -96,9 +98,8 @@ class Inhibitor:
                     if src.rank >= alert.rank and not carries(src, alert):
                         return f"inhibited by {src.alert_id}"
                 if alert.signal in LATENCY_SIGNALS:
-                    for src in by_series.get(("", "error_rate", sub), ()):
-                        if src.severity == "critical":
-                            return f"inhibited by {src.alert_id}"
+                    for src in by_series.get((_CRITICAL_ERRORS, "error_rate", sub), ()):
+                        return f"inhibited by {src.alert_id}"
         return None
 
     def _inhibit_index(self) -> tuple[_SeriesIndex, list[_Sources], _RuleIndex]:
@@ -109,8 +110,8 @@ class Inhibitor:
             by_signal: _RuleIndex = {}
             for a in self._firing():
                 by_series.setdefault((a.rule, a.signal, a.series_key), []).append(a)
-                if a.signal == "error_rate":  # any rule's: they mute latency beneath them
-                    by_series.setdefault(("", a.signal, a.series_key), []).append(a)
+                if a.signal == "error_rate" and a.severity == "critical":
+                    by_series.setdefault((_CRITICAL_ERRORS, a.signal, a.series_key), []).append(a)
                 by_signal.setdefault((a.rule, a.signal), []).append(a)
                 labels = a.labels
                 for rule, sources, idx in zip(self.rules, self._sources, by_rule, strict=True):

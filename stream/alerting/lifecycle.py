@@ -277,9 +277,9 @@ class AlertLifecycle:
         )
 
 
-def _episode_share(ep: _Episode, p0: float, prior_calls: int) -> float:
-    """The episode's share of bad calls, shrunk by ``prior_calls`` clean calls, >= 2 p0."""
-    return min(max(ep.fire_events / (ep.fire_calls + prior_calls), 2 * p0), 1 - 1e-6)
+def _share(events: float, calls: float, p0: float, prior_calls: int) -> float:
+    """A share of bad calls, shrunk by ``prior_calls`` clean calls, at least ``2 p0``."""
+    return min(max(events / (calls + prior_calls), 2 * p0), 1 - 1e-6)
 
 
 def relapse_hold_s(ep: _Episode, j: Judgement, h: float, prior_calls: int = 20) -> float:
@@ -302,8 +302,7 @@ def relapse_hold_s(ep: _Episode, j: Judgement, h: float, prior_calls: int = 20) 
     # Under "the incident goes on", its share is every bad call since the episode
     # started over every call, the healthy run included (the anomalous windows alone
     # are the unlucky ones and overstate it, which would make the hold too short).
-    calls = ep.fire_calls + ep.run_calls + prior_calls
-    p1 = min(max((ep.fire_events + ep.run_events) / calls, 2 * p0), 1 - 1e-6)
+    p1 = _share(ep.fire_events + ep.run_events, ep.fire_calls + ep.run_calls, p0, prior_calls)
     seconds = max(1e-3, (j.window_end - ep.last_anomalous_end) / 1000)
     calls_per_s = ep.run_calls / seconds
     d = oracle_delay_rate_s(p0, p1, calls_per_s, h) if calls_per_s > 0 else math.inf
@@ -327,6 +326,6 @@ def _reverse_llr(ep: _Episode, j: Judgement, prior_calls: int = 20) -> float:
     if n == 0 or ep.fire_calls <= 0:
         return 0.0
     p0 = min(max(j.expected, 1e-4), 0.5)
-    p1 = _episode_share(ep, p0, prior_calls)
+    p1 = _share(ep.fire_events, ep.fire_calls, p0, prior_calls)
     k = min(n, max(0.0, j.value) * n)
     return k * math.log(p0 / p1) + (n - k) * math.log((1 - p0) / (1 - p1))

@@ -55,7 +55,7 @@ def slow_calls(win: ClosedWindow) -> np.ndarray:
     sid = win.hist_keys // histogram.N_BUCKETS
     bucket = win.hist_keys % histogram.N_BUCKETS
     median = np.nan_to_num(win.latency[:, 0], nan=np.inf)  # no calls: nothing is slow
-    slow = bucket > histogram.bucket_of(np.minimum(median * TAIL_RATIO, 1e300))[sid]
+    slow = bucket > histogram.bucket_of(median * TAIL_RATIO)[sid]
     return np.bincount(sid[slow], weights=win.hist_counts[slow], minlength=n)[:n]
 
 
