@@ -8,13 +8,13 @@ silence and ack (see :mod:`stream.alerting.control` for why, and for the records
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Callable
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer
 
+from stream.aio import cancel_and_wait
 from stream.clock import WALL_CLOCK, Clock
 from stream.config import KafkaConfig
 from stream.ingest.kafka_client import client_kwargs, follow, start_client
@@ -69,9 +69,6 @@ class ControlReader:
                     log.exception("control record at offset %d not applied", r.offset)
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await cancel_and_wait(self._task)
+        self._task = None
         await self.consumer.stop()

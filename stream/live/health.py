@@ -31,6 +31,7 @@ from prometheus_client import CollectorRegistry, make_wsgi_app
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from stream.aio import cancel_and_wait
 from stream.config import KafkaConfig
 from stream.ingest.kafka_client import client_kwargs
 
@@ -134,11 +135,8 @@ class BrokerProbe:
         self._task = asyncio.create_task(self._run(), name="paywatch-broker-probe")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await cancel_and_wait(self._task)
+        self._task = None
 
     async def _run(self) -> None:
         while True:

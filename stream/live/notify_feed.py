@@ -39,6 +39,7 @@ from typing import Any
 import orjson
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 
+from stream.aio import cancel_and_wait
 from stream.alerting.delivery import Message
 from stream.alerting.notifications import InOrderThread
 from stream.alerting.record import AlertRecord
@@ -136,11 +137,8 @@ class NotifyFeed:
 
     async def stop(self) -> None:
         """Graceful: let delivery finish what is due, store the log, commit, leave the group."""
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await cancel_and_wait(self._task)
+        self._task = None
         with contextlib.suppress(Exception):  # logged inside; the next owner replays
             await self._hand_over()
         self.notes.journal = None

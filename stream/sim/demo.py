@@ -8,7 +8,6 @@ the alert, the recovery.  Two malformed records show the DLQ at work.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import sys
 import tempfile
@@ -18,6 +17,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from stream.aio import cancel_and_wait
 from stream.alerting.console import ConsoleNotifier
 from stream.alerting.record import AlertRecord
 from stream.clock import WALL_CLOCK
@@ -184,6 +184,4 @@ async def _produce(
             producer.result()
             await asyncio.sleep(1.5)  # let the last windows close
     finally:
-        producer.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await producer
+        await cancel_and_wait(producer)

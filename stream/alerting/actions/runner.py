@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 import httpx
 import orjson
 
+from stream.aio import cancel_and_wait
 from stream.alerting.actions.contract import (
     ACTION_HEADER,
     BODY_VERSION,
@@ -132,8 +133,7 @@ class ActionRunner:
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            await cancel_and_wait(task)
         self._tasks = []
         if self._client is not None:
             await self._client.aclose()
