@@ -78,18 +78,18 @@ async def dlq_reasons(cfg: Config) -> list[str]:
     return [orjson.loads(v)["reason"] for *_, v in got if v]
 
 
-async def test_the_worker_rides_out_a_broker_restart(tmp_path: Any) -> None:
-    broker = LocalBroker(port=free_port(), log_path=tmp_path / "broker.log").start()
-    port = free_port()
+def outage_config(bootstrap: str, metrics_port: int, group: str = "outage") -> Config:
+    """A worker on its own topics, with timeouts short enough to notice a broker going away."""
     tag = uuid.uuid4().hex[:8]
-    cfg = config_from_dict(
+    return config_from_dict(
         {
             "kafka": {
-                "bootstrap_servers": broker.bootstrap,
-                "group_id": f"outage-{tag}",
+                "bootstrap_servers": bootstrap,
+                "group_id": f"{group}-{tag}",
                 "events_topic": f"events-{tag}",
                 "dlq_topic": f"events-{tag}.dlq",
                 "alerts_topic": f"alerts-{tag}",
+                "state_topic": f"state-{tag}",
                 "control_topic": f"control-{tag}",
                 "session_timeout_ms": 6000,
                 "heartbeat_interval_ms": 1000,
@@ -97,9 +97,15 @@ async def test_the_worker_rides_out_a_broker_restart(tmp_path: Any) -> None:
                 "fetch_max_wait_ms": 20,
                 "decode_workers": 0,
             },
-            "metrics": {"port": port, "host": "127.0.0.1"},
+            "metrics": {"port": metrics_port, "host": "127.0.0.1"},
         }
     )
+
+
+async def test_the_worker_rides_out_a_broker_restart(tmp_path: Any) -> None:
+    broker = LocalBroker(port=free_port(), log_path=tmp_path / "broker.log").start()
+    port = free_port()
+    cfg = outage_config(broker.bootstrap, port)
     k = cfg.kafka
     topics = [k.events_topic, k.dlq_topic, k.alerts_topic, k.control_topic]
     stop = asyncio.Event()

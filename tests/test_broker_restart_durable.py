@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import signal
 import subprocess
-import uuid
 from dataclasses import dataclass, field
 from importlib.resources import files
 from pathlib import Path
@@ -22,14 +21,14 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
 from stream.clock import ManualClock
-from stream.config import Config, config_from_dict
+from stream.config import Config
 from stream.ingest.kafka_client import ensure_topics
 from stream.live.worker import run_worker
 from stream.offline.backtest import backtest_events
 from stream.sim.broker import free_port, stop_process, wait_for_listener
 from stream.sim.produce import produce_events
 from tests.servers import wait_until_async
-from tests.test_broker_outage import readyz, ride_out_outage, wait_for
+from tests.test_broker_outage import outage_config, readyz, ride_out_outage, wait_for
 from tests.test_replay_equivalence import write_jsonl
 from tests.test_worker_kafka import WatchedSource, read_topic
 from tests.traffic import OUTAGE, T0, traffic
@@ -65,29 +64,6 @@ class NoidaBroker:
     def stop(self, sig: signal.Signals = signal.SIGTERM) -> None:
         proc, self.process = self.process, None
         stop_process(proc, sig, timeout_s=10)
-
-
-def durable_config(bootstrap: str, metrics_port: int) -> Config:
-    tag = uuid.uuid4().hex[:8]
-    return config_from_dict(
-        {
-            "kafka": {
-                "bootstrap_servers": bootstrap,
-                "group_id": f"durable-{tag}",
-                "events_topic": f"events-{tag}",
-                "dlq_topic": f"events-{tag}.dlq",
-                "alerts_topic": f"alerts-{tag}",
-                "state_topic": f"state-{tag}",
-                "control_topic": f"control-{tag}",
-                "session_timeout_ms": 6000,
-                "heartbeat_interval_ms": 1000,
-                "request_timeout_ms": 5000,
-                "fetch_max_wait_ms": 20,
-                "decode_workers": 0,
-            },
-            "metrics": {"port": metrics_port, "host": "127.0.0.1"},
-        }
-    )
 
 
 async def committed_offset(cfg: Config) -> int | None:
@@ -131,7 +107,7 @@ def without_detected_at(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
 async def test_a_durable_broker_restart_loses_nothing(tmp_path: Path) -> None:
     broker = NoidaBroker(free_port(), tmp_path / "noida", tmp_path / "noida.log").start()
     port = free_port()
-    cfg = durable_config(broker.bootstrap, port)
+    cfg = outage_config(broker.bootstrap, port, "durable")
     k = cfg.kafka
     events = traffic()
     # The stop comes mid-incident: alipay fails from +120 s to +200 s.
