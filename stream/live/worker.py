@@ -411,7 +411,7 @@ class ConsumeLoop:
             self._checkpoint_due()
             now, started = self.clock.now_ms(), time.perf_counter()
             result, shipments = self.work.process(part, decoded, now)
-            await self._finish_soon(result, [part], now, received, started, shipments)
+            await self._finish_soon(result, part, now, received, started, shipments)
         finally:
             self._stepping = False
             self._drained.set()
@@ -424,7 +424,7 @@ class ConsumeLoop:
             self._checkpoint_due()
             now, started = self.clock.now_ms(), time.perf_counter()
             result = self.work.tick(now)
-            await self._finish_soon(result, [Part(None, batch)], now, started, started, ())
+            await self._finish_soon(result, Part(None, batch), now, started, started, ())
             await self.outputs_done()
         finally:
             self._stepping = False
@@ -433,7 +433,7 @@ class ConsumeLoop:
     async def _finish_soon(
         self,
         result: StepResult,
-        parts: Sequence[Part],
+        part: Part,
         now: int,
         received: float,
         started: float,
@@ -443,11 +443,8 @@ class ConsumeLoop:
         when more parts wait and it has no alert (throughput: a source task's shipments),
         else at once (an alert's latency)."""
         await self.outputs_done()
-        done = dict(self.done)
-        for part in parts:
-            done.update(part.batch.offsets)
-        self._due = (done, bool(result.alerts))
-        out = asyncio.ensure_future(self.finish(result, parts, now, received, started, shipments))
+        self._due = ({**self.done, **part.batch.offsets}, bool(result.alerts))
+        out = asyncio.ensure_future(self.finish(result, part, now, received, started, shipments))
         out.add_done_callback(lambda _: self._drained.set())
         self._out = out
         if len(self.decoder) and not result.alerts:  # on to the next part meanwhile
@@ -467,7 +464,7 @@ class ConsumeLoop:
     async def finish(
         self,
         result: StepResult,
-        parts: Sequence[Part],
+        part: Part,
         now: int,
         received: float,
         started: float,
@@ -475,11 +472,9 @@ class ConsumeLoop:
     ) -> None:
         """Publish, wait for the acks, report, commit, notify."""
         wire = await self.publish(result, shipments)
-        records = sum(part.records for part in parts)
-        timing = BatchTiming(records, received, started, time.perf_counter())
+        timing = BatchTiming(part.records, received, started, time.perf_counter())
         self.report(result, wire, timing)
-        for part in parts:
-            self.commit(part.batch)
+        self.commit(part.batch)
         self.notify(result, now)
 
     async def publish(
