@@ -513,7 +513,15 @@ class VolumeParams(_Thresholds):
 
     volume_key: str = "volume"
     ratios: tuple[float, ...] = (0.4, 0.05)  # alternatives: the rate drops to rho * lam0
+    # The level's weight per window minimises the forecast's error: Poisson noise
+    # (~ a*lam/2) plus the lag behind normal demand moving ``demand_slope_per_h`` (a
+    # share of the level per hour; lag ~ slope/a): a = (4 (slope*w)^2 lam)^(1/3),
+    # so a busy series follows the daily curve within a minute or two and a quiet one
+    # averages over many windows.  ``level_halflife_s`` is the slowest it may be (and
+    # the memory of the dispersion estimate); ``level_fastest_s`` the fastest.
+    demand_slope_per_h: float = 0.3
     level_halflife_s: float = 1200.0
+    level_fastest_s: float = 60.0
     trend_halflife_s: float = 3600.0
     damping: float = 0.98  # per window: the trend fades when not renewed
     clip_sigma: float = 4.0  # what one window may teach the level, in sigmas
@@ -564,6 +572,16 @@ class VolumeBank(SeqBank):
         p = self.params
         return np.maximum(self.level[slots] + p.damping * self.trend[slots], 0.0)
 
+    def _level_weight(self, x: Columns, lam0: np.ndarray, m: int) -> np.ndarray:
+        """The level's smoothing weight per slot (see ``VolumeParams``)."""
+        p = self.params
+        w = column(x, "window_s", 10.0, m)
+        slope = p.demand_slope_per_h * w / 3600.0
+        best = np.cbrt(4.0 * slope**2 * lam0)
+        slowest = 1.0 - decay_many(x, p.level_halflife_s, m)
+        fastest = 1.0 - decay_many(x, p.level_fastest_s, m)
+        return np.clip(best, slowest, fastest)
+
     def demand(self, k: np.ndarray, lam0: np.ndarray, ready: np.ndarray) -> float:
         """The fleet's demand factor this window, at most 1: the median of calls over
         forecast of the series judged together.
@@ -604,7 +622,7 @@ class VolumeBank(SeqBank):
         # the smoothing weight has that much history the level is the running mean (the
         # EWMA started at one window's count overshoots for hundreds of windows), and
         # the trend is learned only once the level is warm.
-        a = np.maximum(1.0 - decay_many(x, p.level_halflife_s, m), 1.0 / (n + 1.0))
+        a = np.maximum(self._level_weight(x, lam0, m), 1.0 / (n + 1.0))
         b = np.where(ready, 1.0 - decay_many(x, p.trend_halflife_s, m), 0.0)
         width = p.clip_sigma * np.sqrt(phi * lam0 + 1.0)
         innov = np.clip(k - lam0, -width, width)
@@ -612,7 +630,7 @@ class VolumeBank(SeqBank):
         new_trend = np.where(n == 0, 0.0, p.damping * trend + b * (new_level - level - trend))
         self.level[slots] = np.where(calm, new_level, level)
         self.trend[slots] = np.where(calm, new_trend, trend)
-        d = 1.0 - a
+        d = decay_many(x, p.level_halflife_s, m)
         fit = calm & ready
         dev, var = self.dev[slots], self.var[slots]
         self.dev[slots] = np.where(fit, d * dev + np.minimum(innov**2, 16 * (phi * lam0 + 1)), dev)

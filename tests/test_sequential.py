@@ -229,3 +229,25 @@ def test_a_traffic_drop_that_dips_deeper_for_a_minute_pages_once() -> None:
     paged = scores >= 0.5
     assert _episodes(paged) == 1
     assert paged[212] and not paged[-1]  # the -30 % window (index 212) keeps the alarm
+
+
+def _volume_run(bank: object, counts: np.ndarray) -> np.ndarray:
+    return np.array(
+        [bank.score_learn_many(ONE, {"volume": np.array([float(v)]), "window_s": W})[0]  # type: ignore[attr-defined]
+         for v in counts]
+    )  # fmt: skip
+
+
+def test_volume_forecast_follows_the_daily_rise_and_a_drop_pages_in_two_windows() -> None:
+    # ~6 calls/s rising 25 % an hour (a morning): the forecast keeps up with the rise
+    # (a 20-minute level lagged ~10 % behind it, which read as overdispersion and slowed
+    # every drop test by the same factor), so traffic falling to a third pages within
+    # two windows, what the oracle needs (5 s) plus the window close.
+    rng = np.random.default_rng(7)
+    t = np.arange(540)  # 90 minutes
+    bank = VolumeParams().bank()
+    _volume_run(bank, rng.poisson(60.0 * (1.0 + 0.25 * t * W / 3600.0)))
+    truth = 60.0 * (1.0 + 0.25 * 540 * W / 3600.0)
+    assert abs(float(bank.expected_many(ONE)[0]) / truth - 1.0) < 0.04
+    paged = _volume_run(bank, rng.poisson(np.full(3, truth / 3.0))) >= 0.5
+    assert paged[1]
