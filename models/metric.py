@@ -123,6 +123,16 @@ class MetricDetector:
     does not exceed every one of the previous ``suppress`` points is damped by
     ``damp``: one incident should alert once, at its first and strongest point.
 
+    Exclusion zone (``exclusion``, on by default): which points are onsets is judged
+    as above, but an onset's score takes each shape's distance over the largest NN
+    distance of the subsequences that do not overlap the current one (the last
+    ``span`` = (length − 1) × step + 1 are left out, as matrix-profile discord search
+    leaves trivial matches out).  Those overlapping subsequences share the incident's
+    first points: with them in the yardstick an anomaly that unfolds over several
+    points (a day that loses its peak, a rising burst) is its own yardstick, each of
+    its points sets a record only a little above the one before, and its ratio stays
+    near 1 however far it goes.  Nothing is chosen: the zone is the subsequence's span.
+
     State, not only change: when a value scores at least ``hold_at`` (0.7) and lies
     outside the 1st–99th percentile band learnt so far, that band is frozen.
     While it is frozen, each value is also scored against it, so a plateau at an
@@ -179,6 +189,7 @@ class MetricDetector:
         eps: float = 1e-6,
         level_lags: tuple[int, ...] = (50, 100, 200),
         duration: bool = True,
+        exclusion: bool = True,
     ) -> None:
         self.history = history
         self.shapes = tuple((int(k), int(st)) for k, st in shapes)
@@ -200,6 +211,12 @@ class MetricDetector:
         # The held state's excess outside the frozen band, summed over its current run.
         self.state_sum = 0.0
         self.nn_dists = [RollingSorted(history) for _ in self.shapes]  # recent NN distances
+        # The yardsticks of the onset's strength (``exclusion``): per shape, the NN distances
+        # of the subsequences that no longer overlap the current one; ``pending`` holds the
+        # last ``span`` distances until they leave the overlap.
+        self.exclusion = exclusion
+        self.far_dists = [RollingSorted(history) for _ in self.shapes]
+        self.pending: list[deque[float]] = [deque() for _ in self.shapes]
         self.zs = RollingSorted(history)  # recent z-scores
         self.recent_raw: deque[float] = deque(maxlen=suppress)
         # Ring buffer written twice so the last ``cap`` values are always one contiguous slice.
@@ -295,18 +312,27 @@ class MetricDetector:
         floor = self.eps * (abs(x) + 1.0)
         nds = self._nn_distances(x)
         ratios = self._band_ratios(x, floor) if self.n >= self.warmup else []
-        for nd, dists in zip(nds, self.nn_dists, strict=True):
+        far = list(ratios)  # the same ratios, shapes judged on their overlap-free yardsticks
+        for nd, dists, fd in zip(nds, self.nn_dists, self.far_dists, strict=True):
             if nd is not None and len(dists) >= 20:
                 ratios.append(nd / max(dists.sorted[-1], floor))
+                yard = fd.sorted[-1] if len(fd) >= 20 else dists.sorted[-1]
+                far.append(nd / max(yard, floor))
         z: float | None = None
         if self.z_len and self.n >= self.z_len:
             recent = self._recent(self.z_len)
             z = abs(x - float(recent.mean())) / max(float(recent.std()), floor)
             if len(self.zs) >= self.z_min and self.zs.sorted[-1] > 0:
                 ratios.append((z / self.zs.sorted[-1]) ** self.z_power)
+                far.append(ratios[-1])
         m = _pnorm(ratios, self.p)
         raw = m / (self.scale + m) if self.n >= self.warmup else 0.0
         score = raw
+        if self.exclusion and self.n >= self.warmup:
+            # Which points are onsets is judged on ``raw``; how strong one is, on the time
+            # before the subsequences it shares points with.
+            mf = _pnorm(far, self.p)
+            score = mf / (self.scale + mf)
         if self.recent_raw and raw <= max(self.recent_raw):
             score *= self.damp
         score = max(score, self._state_score(x, floor))
@@ -342,9 +368,15 @@ class MetricDetector:
         self.values.add(v)
         if z is not None:
             self.zs.add(z)
-        for nd, dists in zip(nds, self.nn_dists, strict=True):
-            if nd is not None:
-                dists.add(nd)
+        for (k, step), nd, dists, fd, pend in zip(
+            self.shapes, nds, self.nn_dists, self.far_dists, self.pending, strict=True
+        ):
+            if nd is None:
+                continue
+            dists.add(nd)
+            pend.append(nd)
+            if len(pend) > (k - 1) * step + 1:  # that subsequence no longer overlaps
+                fd.add(pend.popleft())
         self.buf[self.pos] = v
         self.buf[self.pos + self.cap] = v
         self.pos = (self.pos + 1) % self.cap
