@@ -6,8 +6,10 @@ import math
 
 import pytest
 
-from benchmarks.eval_run import oracle_delay_s, score_seed, summary
+from benchmarks.eval_run import baseline_config, oracle_delay_s, score_seed, summary
 from models import budget
+from stream.config import load_config
+from stream.judge.catalog import build_rules
 
 H = 12.47
 T = 1_000_000
@@ -55,3 +57,11 @@ def test_scoring_counts_delay_repeat_episodes_false_alerts_and_confounders() -> 
     s = summary([res])
     assert s["recall"] == 1.0 and s["false_per_hour"] == 0.5
     assert s["confounder_alerts"] == {"promotion": 1}
+
+
+def test_the_plain_baseline_judges_static_shares_and_nothing_learned() -> None:
+    cfg = load_config(None)
+    names = {r.name for r in build_rules(baseline_config(cfg))}
+    assert names == {"static_system_errors", "static_timeouts", "static_config_errors",
+                     "metric_anomaly"}  # fmt: skip
+    assert "system_error_rate" in {r.name for r in build_rules(cfg)}  # the original is untouched
