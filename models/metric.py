@@ -124,14 +124,16 @@ class MetricDetector:
     ``damp``: one incident should alert once, at its first and strongest point.
 
     Exclusion zone (``exclusion``, on by default): which points are onsets is judged
-    as above, but an onset's score takes each shape's distance over the largest NN
-    distance of the subsequences that do not overlap the current one (the last
-    ``span`` = (length − 1) × step + 1 are left out, as matrix-profile discord search
-    leaves trivial matches out).  Those overlapping subsequences share the incident's
-    first points: with them in the yardstick an anomaly that unfolds over several
-    points (a day that loses its peak, a rising burst) is its own yardstick, each of
-    its points sets a record only a little above the one before, and its ratio stays
-    near 1 however far it goes.  Nothing is chosen: the zone is the subsequence's span.
+    as above, but at an onset a shape whose distance is a record (the largest in the
+    history) is measured against the largest NN distance of the subsequences that do
+    not overlap the current one (the last ``span`` = (length − 1) × step + 1 are left
+    out, as matrix-profile discord search leaves trivial matches out).  Those
+    overlapping subsequences share the incident's first points: with them in the
+    yardstick a shape never seen before that takes several points to pass (a double
+    spike sliding through the window) is its own yardstick, each of its distances a
+    record by a little, and its ratio stays near 1.  A distance that is no record keeps
+    its ratio (an echo of an incident still inside the subsequence is not new).
+    Nothing is chosen: the zone is the subsequence's span.
 
     State, not only change: when a value scores at least ``hold_at`` (0.7) and lies
     outside the 1st–99th percentile band learnt so far, that band is frozen.
@@ -316,8 +318,10 @@ class MetricDetector:
         for nd, dists, fd in zip(nds, self.nn_dists, self.far_dists, strict=True):
             if nd is not None and len(dists) >= 20:
                 ratios.append(nd / max(dists.sorted[-1], floor))
-                yard = fd.sorted[-1] if len(fd) >= 20 else dists.sorted[-1]
-                far.append(nd / max(yard, floor))
+                # Only a record is measured against the time before its overlap: a lesser
+                # distance (an echo of an incident still inside the subsequence) is not new.
+                record = len(fd) >= 20 and nd > dists.sorted[-1]
+                far.append(nd / max(fd.sorted[-1], floor) if record else ratios[-1])
         z: float | None = None
         if self.z_len and self.n >= self.z_len:
             recent = self._recent(self.z_len)

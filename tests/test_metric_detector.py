@@ -221,6 +221,28 @@ def test_a_slow_drift_is_judged_against_the_time_before_it() -> None:
     scores = np.array(_run(MetricDetector(), values.tolist()))
     assert scores[300:1000].max() < DEFAULT_THRESHOLD
     assert scores[1000:1100].max() >= 0.8
-    # Without a lag the band rises with the leak and the rise scores far lower.
-    unlagged = np.array(_run(MetricDetector(level_lags=(0,)), values.tolist()))
+    # Without a lag the band rises with the leak and the level view scores the rise far
+    # lower (compared without the exclusion zone, whose shape records also see it).
+    lagged = np.array(_run(MetricDetector(exclusion=False), values.tolist()))
+    unlagged = np.array(_run(MetricDetector(level_lags=(0,), exclusion=False), values.tolist()))
+    assert lagged[1000:1100].max() >= 0.8
     assert unlagged[1000:1100].max() < 0.7
+
+
+def test_a_new_shape_pages_though_its_points_are_smaller_than_past_spikes() -> None:
+    # A gauge at 0.134 with a single spike of 0.5-1.6 every 150 points and one of 2.3; then,
+    # 230 points later, a double spike (0.6 then 0.33): no higher than the usual spikes, a
+    # shape never seen.  As the pair slides through the 32-point subsequence each distance
+    # is a record by a little; measured on the subsequences that do not overlap it (the
+    # exclusion zone) the record is clear, measured on them it stays at the record's 1.
+    rng = np.random.default_rng(4)
+    values = 0.134 + rng.choice([0.0, -0.002, 0.002, -0.068], 1600, p=[0.5, 0.2, 0.2, 0.1])
+    for k in range(100, 1600, 150):
+        values[k + rng.integers(0, 20)] = rng.uniform(0.5, 1.6)
+    values[1200] = 2.3
+    values[1430:1432] = (0.6, 0.33)
+    scores = np.array(_run(MetricDetector(), values.tolist()))
+    assert scores[1200] >= 0.85
+    assert scores[1430:1463].max() >= 0.7
+    inclusive = np.array(_run(MetricDetector(exclusion=False), values.tolist()))
+    assert inclusive[1430:1463].max() < DEFAULT_THRESHOLD
