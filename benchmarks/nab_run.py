@@ -120,7 +120,10 @@ def _comparisons(
     elif not args.no_loco:
         print("\n== leave-one-category-out and baselines (benchmarks.nab_loco)", flush=True)
         known = {"MetricDetector shipped": keep}
-        names = ("MetricDetector", "Metric, one lag (50)", "WindowedGaussian", "HalfSpaceTrees")
+        names = (
+            "MetricDetector", "Metric, one lag (50)", "Metric, no excl. zone",
+            "WindowedGaussian", "HalfSpaceTrees",
+        )  # fmt: skip
         report(args.nab_dir, names, known=known)
     if pending is not None:
         nab_sim.report(pending=pending)

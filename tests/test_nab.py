@@ -170,11 +170,13 @@ def test_nab_run_prints_held_out_figures_and_baselines(tmp_path: Path, capsys) -
     assert main([str(tmp_path), "--no-sim"]) == 0
     out = capsys.readouterr().out
     assert "== leave-one-category-out" in out
-    # Four groups (the shipped detector, the one-lag detector it replaced, two baselines) x
-    # two readings; the shipped detector has nothing but its threshold to choose.
-    assert out.count("held out catA") == 8 and out.count("held out catB") == 8
+    # Five groups (the shipped detector, the one-lag detector and the one without the
+    # exclusion zone it replaced, two baselines) x two readings; the shipped detector has
+    # nothing but its threshold to choose.
+    assert out.count("held out catA") == 10 and out.count("held out catB") == 10
     assert "MetricDetector     rows" in out and "shipped / " in out
-    for name in ("MetricDetector", "Metric, one lag (50)", "WindowedGaussian", "HalfSpaceTrees"):
+    names = ("MetricDetector", "Metric, one lag (50)", "Metric, no excl. zone")
+    for name in (*names, "WindowedGaussian", "HalfSpaceTrees"):
         assert f"{name} (alerts):" in out and f"{name} (rows):" in out
     assert out.strip().splitlines()[-1].startswith("nab_standard=")
 
