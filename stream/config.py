@@ -128,6 +128,7 @@ class WindowConfig:
         default_factory=lambda: [
             ["provider"],
             ["provider", "operation"],
+            ["provider", "merchant_id"],
             ["provider", "operation", "merchant_id"],
         ]
     )

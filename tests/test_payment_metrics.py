@@ -74,11 +74,12 @@ def test_the_cap_keeps_coarse_levels_first_and_counts_the_rest() -> None:
     scrape, _ = _run(cfg, _traffic(60, ("alipay", "paypal"), merchants=6))
     exported = _series(scrape, "calls")
     assert len(exported) == 6
-    # 4 roll-up series, then 2 of the 6 merchant series (alipay has m0, m2, m4, paypal
-    # m1, m3, m5): 4 are left out, and counted.
+    # 4 roll-up series, then 2 of the 12 merchant series (alipay has m0, m2, m4, paypal
+    # m1, m3, m5; each per provider and per provider and operation): 10 are left out,
+    # and counted.
     assert sum(s["level"] in ("provider", "provider_operation") for s in exported) == 4
     (dropped,) = scrape.samples[PREFIX + "series_dropped"].values()
-    assert dropped == 4
+    assert dropped == 10
 
 
 def test_an_idle_series_leaves_the_exposition() -> None:

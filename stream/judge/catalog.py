@@ -10,7 +10,7 @@ their alerts).
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from functools import partial
 from typing import Any, Generic, Protocol, TypeVar
 
@@ -77,6 +77,11 @@ class Levels:
     calls: list[Dims]
     coarse: list[Dims]  # without merchant_id (merchants are few calls a window), else the first
     notifications: list[Dims]
+    # Call levels whose series are one kind of call: a merchant's calls across operations
+    # (refunds beside queries) are left out when another level splits them by operation,
+    # their normal latency and error rate being a mix that moves with the mix.  Only
+    # config errors judge those: a merchant's keys and certificates serve every operation.
+    per_operation: list[Dims] = field(default_factory=list)
     # The false-alarm budget and the window length every sequential threshold derives from.
     false_alarms: float = 1.0
     window_s: float = 10.0
@@ -91,7 +96,11 @@ class Levels:
                 + [("provider", "signing_key_id")]
             )
         )
-        return cls(calls, coarse, notifications)
+        split = any({"merchant_id", "operation"} <= set(lv) for lv in calls)
+        per_op = [
+            lv for lv in calls if not (split and "merchant_id" in lv and "operation" not in lv)
+        ]
+        return cls(calls, coarse, notifications, per_op)
 
 
 @dataclass(frozen=True)
@@ -167,12 +176,13 @@ def _error_rate_parts(er: ErrorRateRuleConfig, lv: Levels) -> list[RulePart]:
     critical = _CriticalRate(er.critical_threshold, er.min_volume)
     params = replace(SYSTEM_RATE, min_windows=er.min_windows)
     describe = DescribeShare("system_errors", "system errors")
-    return [RulePart(_sequential(params, lv), lv.calls, describe, critical_when=critical)]
+    return [RulePart(_sequential(params, lv), lv.per_operation, describe, critical_when=critical)]
 
 
 def _timeout_parts(to: TimeoutsRuleConfig, lv: Levels) -> list[RulePart]:
     params = replace(TIMEOUT_RATE, min_windows=to.min_windows)
-    return [RulePart(_sequential(params, lv), lv.calls, DescribeShare("timeouts", "timeouts"))]
+    describe = DescribeShare("timeouts", "timeouts")
+    return [RulePart(_sequential(params, lv), lv.per_operation, describe)]
 
 
 def _decline_parts(bd: DeclinesRuleConfig, lv: Levels) -> list[RulePart]:
@@ -190,13 +200,13 @@ def _config_error_parts(ce: ConfigErrorsRuleConfig, lv: Levels) -> list[RulePart
 def _latency_parts(lt: LatencyRuleConfig, lv: Levels) -> list[RulePart]:
     # Median log-latency, sequential: no minimum volume (one call a window counts).
     params = LatencyParams(min_windows=lt.min_windows)
-    return [RulePart(_sequential(params, lv), lv.calls, describe_latency)]
+    return [RulePart(_sequential(params, lv), lv.per_operation, describe_latency)]
 
 
 def _latency_tail_parts(lt: LatencyTailRuleConfig, lv: Levels) -> list[RulePart]:
     params = replace(TAIL_RATE, min_windows=lt.min_windows)
     describe = DescribeShare("slow_calls", "calls over 4x the median")
-    return [RulePart(_sequential(params, lv), lv.calls, describe)]
+    return [RulePart(_sequential(params, lv), lv.per_operation, describe)]
 
 
 def _volume_parts(vo: VolumeRuleConfig, lv: Levels) -> list[RulePart]:
@@ -245,7 +255,7 @@ def _slo_parts(s: SLORuleConfig, lv: Levels) -> list[RulePart]:
     return [
         RulePart(
             partial(_same, slo),
-            _levels(s.levels, lv.calls),
+            _levels(s.levels, lv.per_operation),
             DescribeSLO(slo),
             critical_when=_SLOCritical(slo),
         )
