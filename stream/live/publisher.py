@@ -104,6 +104,27 @@ class Message:
     partition: int | None = None  # None: the producer's partitioner picks it from the key
 
 
+def waves(batch: Sequence[Message]) -> list[list[Message]]:
+    """``batch`` in waves holding at most one record per topic-partition (or per key
+    when the partitioner picks), in order: the k-th record of each goes in wave k.
+
+    >>> m = [Message("r", b"", b"a1", partition=0), Message("r", b"", b"b1", partition=1),
+    ...      Message("r", b"", b"a2", partition=0)]
+    >>> [[x.value for x in w] for w in waves(m)]
+    [[b'a1', b'b1'], [b'a2']]
+    """
+    out: list[list[Message]] = []
+    seen: dict[tuple[str, object], int] = {}
+    for m in batch:
+        where = (m.topic, m.partition if m.partition is not None else m.key)
+        k = seen.get(where, 0)
+        seen[where] = k + 1
+        if k == len(out):
+            out.append([])
+        out[k].append(m)
+    return out
+
+
 def messages(
     cfg: KafkaConfig, alerts: Sequence[AlertObject], rejected: Sequence[Rejected]
 ) -> list[Message]:
@@ -178,23 +199,25 @@ class KafkaPublisher:
 
     async def publish(self, alerts: Sequence[AlertObject], rejected: Sequence[Rejected]) -> None:
         """Send everything, then wait until the broker has acknowledged all of it."""
-        pending = messages(self.cfg, alerts, rejected)
-        delay = 0.5
-        while pending:
-            pending = await self._send_all(pending)
-            if pending:  # the broker is away or moving: the same records again, later
-                await asyncio.sleep(delay)
-                delay = min(2 * delay, _RETRY_MAX_S)
+        await self.send_messages(messages(self.cfg, alerts, rejected))
 
     async def send_messages(self, batch: Sequence[Message]) -> None:
-        """Other records of the batch (the repartition topic's), retried as alerts are;
-        returns once the broker has acknowledged all of them."""
-        pending, delay = list(batch), 0.5
-        while pending:
-            pending = await self._send_all(pending)
-            if pending:
-                await asyncio.sleep(delay)
-                delay = min(2 * delay, _RETRY_MAX_S)
+        """Send ``batch``, retrying what the connection refused, until the broker has
+        acknowledged all of it.
+
+        Records of one key or partition arrive in the order given: they go out in
+        :func:`waves`, each wave acknowledged (retries included) before the next.  An
+        episode's firing record retried after its resolution would leave it firing for
+        every reader; a roll-up task skips source offsets it has counted, so a split
+        shipment's second record landing before a retried first one would hide the
+        first one's events."""
+        for wave in waves(batch):
+            pending, delay = wave, 0.5
+            while pending:
+                pending = await self._send_all(pending)
+                if pending:  # the broker is away or moving: the same records again, later
+                    await asyncio.sleep(delay)
+                    delay = min(2 * delay, _RETRY_MAX_S)
 
     async def _send_all(self, batch: list[Message]) -> list[Message]:
         """One attempt at every message; returns those to retry for a connection error.
