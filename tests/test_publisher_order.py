@@ -1,41 +1,60 @@
-"""Records of one partition reach the broker in order even when the connection refuses
-one of them: a retried record never lands behind a later one of its partition."""
+"""What reaches the topics when the connection refuses one record of a batch: a retried
+shipment record never lands behind a later one of its partition, and an alert's later
+records follow its retried one again, so the last record of an episode is its latest."""
 
 from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from aiokafka.errors import KafkaConnectionError
 
 from stream.config import KafkaConfig
 from stream.live.publisher import KafkaPublisher, Message
 
 
-class FlakyConnection(KafkaPublisher):
-    """The real publisher with its one broker round-trip replaced: the first attempt at
-    ``flaky`` fails as a dropped connection does (returned for a retry)."""
+class FlakyBroker:
+    """Stands in for the producer's connection only (a refusal cannot be timed on the
+    real broker): the first attempt at ``flaky`` fails as a dropped connection does;
+    everything else is delivered, in the order it is sent."""
 
     def __init__(self, flaky: bytes) -> None:
-        super().__init__(KafkaConfig(bootstrap_servers="localhost:1"))
         self.flaky = flaky
-        self.delivered: list[bytes] = []
+        self.topic: list[bytes] = []
 
-    async def _send_all(self, batch: list[Message]) -> list[Message]:
-        retry = [m for m in batch if m.value == self.flaky]
-        self.flaky = b""
-        self.delivered.extend(m.value for m in batch if m not in retry)
-        return retry
+    async def send(self, topic: str, value: bytes, **_: Any) -> asyncio.Future[None]:
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        if value == self.flaky:
+            self.flaky = b""
+            fut.set_exception(KafkaConnectionError("connection dropped"))
+        else:
+            self.topic.append(value)
+            fut.set_result(None)
+        return fut
+
+
+async def publish(records: list[Message], flaky: bytes) -> list[bytes]:
+    pub = KafkaPublisher(KafkaConfig(bootstrap_servers="localhost:1"))
+    broker = FlakyBroker(flaky)
+    pub.producer = broker
+    await pub.send_messages(records)
+    return broker.topic
 
 
 async def test_a_retried_shipment_record_is_not_overtaken_by_the_next_one() -> None:
-    pub = FlakyConnection(flaky=b"p0-first")
     shipment = [
         Message("r", b"k", b"p0-first", partition=0),
         Message("r", b"k", b"p1-only", partition=1),
         Message("r", b"k", b"p0-second", partition=0),
     ]
-    await pub.send_messages(shipment)
-    assert pub.delivered == [b"p1-only", b"p0-first", b"p0-second"]
+    assert await publish(shipment, flaky=b"p0-first") == [b"p1-only", b"p0-first", b"p0-second"]
 
 
-async def test_a_resolution_is_not_published_before_its_retried_firing_record() -> None:
-    pub = FlakyConnection(flaky=b"firing")
-    records = [Message("alerts", b"fp1", b"firing"), Message("alerts", b"fp1", b"resolved")]
-    await pub.send_messages(records)
-    assert pub.delivered == [b"firing", b"resolved"]
+async def test_an_episode_ends_on_its_resolution_when_its_firing_record_was_retried() -> None:
+    records = [
+        Message("alerts", b"fp1", b"firing"),
+        Message("alerts", b"fp2", b"other"),
+        Message("alerts", b"fp1", b"resolved"),
+    ]
+    topic = await publish(records, flaky=b"firing")
+    assert topic == [b"other", b"resolved", b"firing", b"resolved"]

@@ -105,20 +105,22 @@ class Message:
 
 
 def waves(batch: Sequence[Message]) -> list[list[Message]]:
-    """``batch`` in waves holding at most one record per topic-partition (or per key
-    when the partitioner picks), in order: the k-th record of each goes in wave k.
+    """``batch`` in waves holding at most one record per chosen partition, in order: the
+    k-th record of each goes in wave k.  Keyed records (the partitioner picks) all go in
+    the first wave: a refused one is followed by its key's later records again instead.
 
     >>> m = [Message("r", b"", b"a1", partition=0), Message("r", b"", b"b1", partition=1),
-    ...      Message("r", b"", b"a2", partition=0)]
+    ...      Message("r", b"", b"a2", partition=0), Message("t", b"k", b"x2")]
     >>> [[x.value for x in w] for w in waves(m)]
-    [[b'a1', b'b1'], [b'a2']]
+    [[b'a1', b'b1', b'x2'], [b'a2']]
     """
     out: list[list[Message]] = []
-    seen: dict[tuple[str, object], int] = {}
+    seen: dict[tuple[str, int], int] = {}
     for m in batch:
-        where = (m.topic, m.partition if m.partition is not None else m.key)
-        k = seen.get(where, 0)
-        seen[where] = k + 1
+        k = 0
+        if m.partition is not None:
+            k = seen.get((m.topic, m.partition), 0)
+            seen[(m.topic, m.partition)] = k + 1
         if k == len(out):
             out.append([])
         out[k].append(m)
@@ -205,12 +207,13 @@ class KafkaPublisher:
         """Send ``batch``, retrying what the connection refused, until the broker has
         acknowledged all of it.
 
-        Records of one key or partition arrive in the order given: they go out in
-        :func:`waves`, each wave acknowledged (retries included) before the next.  An
-        episode's firing record retried after its resolution would leave it firing for
-        every reader; a roll-up task skips source offsets it has counted, so a split
-        shipment's second record landing before a retried first one would hide the
-        first one's events."""
+        Records to a chosen partition (shipments) arrive in the order given: they go
+        out in :func:`waves`, each acknowledged (retries included) before the next, since
+        a roll-up task skips source offsets it has counted and a split shipment's second
+        record landing before a retried first one would hide the first one's events.  A
+        keyed record (an alert) that is refused is sent again with its key's later
+        records after it, so an episode's firing record retried after its resolution
+        never leaves it firing for every reader."""
         for wave in waves(batch):
             pending, delay = wave, 0.5
             while pending:
@@ -220,29 +223,39 @@ class KafkaPublisher:
                     delay = min(2 * delay, _RETRY_MAX_S)
 
     async def _send_all(self, batch: list[Message]) -> list[Message]:
-        """One attempt at every message; returns those to retry for a connection error.
-        A message refused for its own sake is replaced by its trimmed form, once."""
-        sent: list[tuple[Message, Any]] = []
-        retry: list[Message] = []
+        """One attempt at every message; returns, in batch order, those to retry for a
+        connection error and, after a refused keyed record, the later records of its key
+        again (delivered or not: the last record of a key on the topic stays the latest;
+        a duplicate is what at-least-once allows).  A message refused for its own sake
+        is replaced by its trimmed form, once."""
+        outcome: list[Any] = []
         for m in batch:
             try:
-                fut = await self.producer.send(
-                    m.topic,
-                    m.value,
-                    key=m.key,
-                    partition=m.partition,
-                    headers=list(m.headers) if m.headers else None,
+                outcome.append(
+                    await self.producer.send(
+                        m.topic,
+                        m.value,
+                        key=m.key,
+                        partition=m.partition,
+                        headers=list(m.headers) if m.headers else None,
+                    )
                 )
             except KafkaError as exc:
-                self._refused(m, exc, retry)
-                continue
-            sent.append((m, fut))
-        results = await asyncio.gather(*(f for _, f in sent), return_exceptions=True)
-        for (m, _), res in zip(sent, results, strict=True):
+                outcome.append(exc)
+        futures = [(i, f) for i, f in enumerate(outcome) if not isinstance(f, KafkaError)]
+        results = await asyncio.gather(*(f for _, f in futures), return_exceptions=True)
+        for (i, _), res in zip(futures, results, strict=True):
+            outcome[i] = res
+        retry: list[Message] = []
+        refused: set[tuple[str, bytes]] = set()
+        for m, res in zip(batch, outcome, strict=True):
             if isinstance(res, KafkaError):
                 self._refused(m, res, retry)
+                refused.add((m.topic, m.key))
             elif isinstance(res, BaseException):
                 raise res
+            elif m.partition is None and (m.topic, m.key) in refused:
+                retry.append(m)
         return retry
 
     def _refused(self, m: Message, exc: KafkaError, retry: list[Message]) -> None:
