@@ -140,8 +140,6 @@ class _HttpServer:
                 length = int(self.headers.get("Content-Length") or 0)
                 raw = self.rfile.read(length)
                 status, answer = owner.answer(self.path, dict(self.headers), raw)
-                if owner.delay_s:
-                    time.sleep(owner.delay_s)
                 data = json.dumps(answer).encode()
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json")
@@ -152,7 +150,6 @@ class _HttpServer:
             def log_message(self, format: str, *args: Any) -> None:
                 pass  # keep test output quiet
 
-        self.delay_s = 0.0
         self.lock = threading.Lock()
         self._server = ThreadingHTTPServer((HOST, 0), Handler)
         self._server.daemon_threads = True
