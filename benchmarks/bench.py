@@ -63,6 +63,15 @@ def bench_config(bootstrap: str, topic: str) -> Config:
     return cfg
 
 
+async def bench_topics(bootstrap: str, prefix: str) -> Config:
+    """A fresh events topic (2 partitions) with its alerts and DLQ topics, and the
+    benchmark's config reading it."""
+    cfg = bench_config(bootstrap, f"{prefix}-{uuid.uuid4().hex[:6]}")
+    k = cfg.kafka
+    await ensure_topics(bootstrap, [k.events_topic, k.alerts_topic, k.dlq_topic], partitions=2)
+    return cfg
+
+
 async def produce(bootstrap: str, topic: str, values: list[tuple[bytes, bytes]]) -> float:
     producer = AIOKafkaProducer(
         bootstrap_servers=bootstrap, linger_ms=20, acks=1, max_batch_size=512 * 1024
@@ -249,11 +258,8 @@ async def scale_out_only(args: argparse.Namespace) -> None:
 
 async def main_async(args: argparse.Namespace) -> None:
     with LocalBroker() as broker:
-        topic = f"bench-{uuid.uuid4().hex[:6]}"
-        cfg = bench_config(broker.bootstrap, topic)
-        await ensure_topics(
-            broker.bootstrap, [topic, cfg.kafka.alerts_topic, cfg.kafka.dlq_topic], partitions=2
-        )
+        cfg = await bench_topics(broker.bootstrap, "bench")
+        topic = cfg.kafka.events_topic
         incidents = bench_incidents(args.duration)
         log(f"generating {args.duration:.0f} s of simulated traffic at {args.rate:.0f} calls/s …")
         values = stream_values(args.duration, args.rate, 11, incidents)

@@ -27,12 +27,11 @@ from typing import Any
 
 from aiokafka import TopicPartition
 
-from benchmarks.bench import bench_config, ceiling_rate, pipeline_rate, produce
+from benchmarks.bench import bench_config, bench_topics, ceiling_rate, pipeline_rate, produce
 from benchmarks.profile_worker import CALLS, TIMES, _atimed, _timed, bench_stream
 from stream.config import Config
 from stream.ingest.decode import decode_batch
 from stream.ingest.events import SourceColumns
-from stream.ingest.kafka_client import ensure_topics
 from stream.ingest.source import Batch
 from stream.live import state_store, tasks, worker
 from stream.live.publisher import KafkaPublisher
@@ -99,11 +98,8 @@ LAST_ALERTS: dict[str, str] = {}
 
 async def main_async(args: argparse.Namespace) -> None:
     with LocalBroker() as broker:
-        topic = f"prof-{uuid.uuid4().hex[:6]}"
-        cfg = bench_config(broker.bootstrap, topic)
-        await ensure_topics(
-            broker.bootstrap, [topic, cfg.kafka.alerts_topic, cfg.kafka.dlq_topic], partitions=2
-        )
+        cfg = await bench_topics(broker.bootstrap, "prof")
+        topic = cfg.kafka.events_topic
         values = bench_stream(args.duration, args.rate)
         n = len(values)
         await produce(broker.bootstrap, topic, values)
