@@ -1,6 +1,5 @@
-"""What reaches the topics when the connection refuses one record of a batch: a retried
-shipment record never lands behind a later one of its partition, and an alert's later
-records follow its retried one again, so the last record of an episode is its latest."""
+"""What reaches the alerts topic when the connection refuses one record of a batch: the
+episode's later records follow its retried one again, so its last record is its latest."""
 
 from __future__ import annotations
 
@@ -39,15 +38,6 @@ async def publish(records: list[Message], flaky: bytes) -> list[bytes]:
     pub.producer = broker
     await pub.send_messages(records)
     return broker.topic
-
-
-async def test_a_retried_shipment_record_is_not_overtaken_by_the_next_one() -> None:
-    shipment = [
-        Message("r", b"k", b"p0-first", partition=0),
-        Message("r", b"k", b"p1-only", partition=1),
-        Message("r", b"k", b"p0-second", partition=0),
-    ]
-    assert await publish(shipment, flaky=b"p0-first") == [b"p1-only", b"p0-first", b"p0-second"]
 
 
 async def test_an_episode_ends_on_its_resolution_when_its_firing_record_was_retried() -> None:

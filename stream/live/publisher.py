@@ -104,29 +104,6 @@ class Message:
     partition: int | None = None  # None: the producer's partitioner picks it from the key
 
 
-def waves(batch: Sequence[Message]) -> list[list[Message]]:
-    """``batch`` in waves holding at most one record per chosen partition, in order: the
-    k-th record of each goes in wave k.  Keyed records (the partitioner picks) all go in
-    the first wave: a refused one is followed by its key's later records again instead.
-
-    >>> m = [Message("r", b"", b"a1", partition=0), Message("r", b"", b"b1", partition=1),
-    ...      Message("r", b"", b"a2", partition=0), Message("t", b"k", b"x2")]
-    >>> [[x.value for x in w] for w in waves(m)]
-    [[b'a1', b'b1', b'x2'], [b'a2']]
-    """
-    out: list[list[Message]] = []
-    seen: dict[tuple[str, int], int] = {}
-    for m in batch:
-        k = 0
-        if m.partition is not None:
-            k = seen.get((m.topic, m.partition), 0)
-            seen[(m.topic, m.partition)] = k + 1
-        if k == len(out):
-            out.append([])
-        out[k].append(m)
-    return out
-
-
 def messages(
     cfg: KafkaConfig, alerts: Sequence[AlertObject], rejected: Sequence[Rejected]
 ) -> list[Message]:
@@ -205,22 +182,15 @@ class KafkaPublisher:
 
     async def send_messages(self, batch: Sequence[Message]) -> None:
         """Send ``batch``, retrying what the connection refused, until the broker has
-        acknowledged all of it.
-
-        Records to a chosen partition (shipments) arrive in the order given: they go
-        out in :func:`waves`, each acknowledged (retries included) before the next, since
-        a roll-up task skips source offsets it has counted and a split shipment's second
-        record landing before a retried first one would hide the first one's events.  A
-        keyed record (an alert) that is refused is sent again with its key's later
-        records after it, so an episode's firing record retried after its resolution
-        never leaves it firing for every reader."""
-        for wave in waves(batch):
-            pending, delay = wave, 0.5
-            while pending:
-                pending = await self._send_all(pending)
-                if pending:  # the broker is away or moving: the same records again, later
-                    await asyncio.sleep(delay)
-                    delay = min(2 * delay, _RETRY_MAX_S)
+        acknowledged all of it.  A keyed record (an alert) that is refused is sent again
+        with its key's later records after it, so an episode's firing record retried
+        after its resolution never leaves it firing for every reader."""
+        pending, delay = list(batch), 0.5
+        while pending:
+            pending = await self._send_all(pending)
+            if pending:  # the broker is away or moving: the same records again, later
+                await asyncio.sleep(delay)
+                delay = min(2 * delay, _RETRY_MAX_S)
 
     async def _send_all(self, batch: list[Message]) -> list[Message]:
         """One attempt at every message; returns, in batch order, those to retry for a
