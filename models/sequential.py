@@ -3,7 +3,7 @@ statistics, so evidence accumulates across windows instead of being judged (and 
 one window at a time.
 
 Three families, each a vectorised bank (one numpy pass per rule and window for every
-series, slot-indexed state as in :mod:`models.bank`):
+series, slot-indexed state as in :mod:`models.bank`), and a fourth that pools them:
 
 - :class:`RateBank`: a share of calls (system errors, timeouts, config errors,
   business declines, missing callbacks, verify failures, nacks).  Binomial LLR of the
@@ -18,6 +18,9 @@ series, slot-indexed state as in :mod:`models.bank`):
   damped-trend (Holt) forecast ``lam0`` times the fleet's demand this window (the
   median of calls over forecast of the bank's series), for drops to ``rho`` times
   that; quasi-likelihood as above.
+- :class:`PooledBank`: CUSUMs on evidence summed from other series' banks (a merchant's
+  calls across operations: the sum of its operations' latency LLRs, each call against
+  its own operation's normal).
 
 Each CUSUM is ``s <- min(cap, max(0, s + llr / phi))``; the detector's score is 0.5 when
 the largest of its CUSUMs reaches ``h`` (see :mod:`models.budget`: ``h = ln(k ARL0)``
@@ -66,6 +69,10 @@ MEDIAN_VAR = math.pi / 2
 #: at ``h - resolve_nats``.  The false-recovery budget is the lifecycle's reverse test
 #: after it (``stream.alerting.lifecycle.RESOLVE_LLR``, 6.9 nats: <= 0.1 %, Wald).
 RESOLVE_NATS = 1.0
+#: A pooled alarm has no such reverse test after it (latency is not a share) and gathers
+#: many calls a window: its own hysteresis is that test, 2 x 3.45 = 6.9 nats (1000 : 1)
+#: of evidence for health before it ends.
+POOLED_RESOLVE_NATS = 3.45
 
 
 def _h(h: float, tests: int) -> float:
@@ -639,6 +646,68 @@ class VolumeBank(SeqBank):
         return score
 
 
+@dataclass(frozen=True, slots=True)
+class PooledParams(_Thresholds):
+    """Tuning of a :class:`PooledBank`: the alternatives of the bank whose evidence it
+    pools (one CUSUM row each) and the budget.
+
+    >>> PooledParams().threshold == LatencyParams().threshold
+    True
+    """
+
+    ratios: tuple[float, ...] = LatencyParams().ratios  # as the bank it pools
+    h: float = 0.0
+    resolve_nats: float = POOLED_RESOLVE_NATS
+    suspect: float = 0.5
+    min_windows: int = 0
+
+    def bank(self) -> PooledBank:
+        return PooledBank(self)
+
+
+class PooledBank(SeqBank):
+    """CUSUMs of evidence pooled from other series: a parent's LLR per alternative in a
+    window is the sum of its children's (their calls are independent, so the sum is the
+    LLR of the parent's calls all changing at once).  A merchant's latency across its
+    operations is judged so, each call against its own operation's normal, without a
+    baseline of the mix that moves with the mix.  Columns: ``evidence_<row>`` and
+    ``expected`` (the value the children's baselines expect of this window's calls).
+
+    >>> det = SequentialDetector(PooledParams())
+    >>> x = {"evidence_0": 1.5, "evidence_1": 6.0, "expected": 120.0}
+    >>> [round(det.score_learn_one(x), 2) for _ in range(3)]
+    [0.23, 0.46, 1.0]
+    >>> det.score_learn_one({"evidence_0": 0.0, "evidence_1": 0.0, "expected": 0.0})
+    1.0
+    """
+
+    _state = ("expected", "s", "run", "alarm", "n")
+    expected: np.ndarray
+
+    def _keys(self) -> tuple[str, ...]:
+        return (*(f"evidence_{r}" for r in range(self._tests())), "expected", "window_s")
+
+    def _tests(self) -> int:
+        return len(self.params.ratios)
+
+    def _ready(self, slots: np.ndarray) -> np.ndarray:
+        return self.n[slots] >= max(1, self.params.min_windows)  # judged once: has a normal
+
+    def expected_many(self, slots: np.ndarray) -> np.ndarray:
+        return self.expected[slots]
+
+    def score_learn_many(self, slots: np.ndarray, x: Columns) -> np.ndarray:
+        slots = self._claim(slots)
+        m = slots.size
+        llr = np.stack([column(x, f"evidence_{r}", 0.0, m) for r in range(self._tests())])
+        judged = np.ones(m, bool)  # no evidence (0): neither adds nor resets
+        s = self._cusum(slots, llr, judged)
+        score, _ = self._score(slots, s, judged)
+        self.expected[slots] = column(x, "expected", 0.0, m)
+        self.n[slots] += 1
+        return score
+
+
 class CallbackParams:
     """The three callback shares judged together (one rule): missing of created, verify
     failures and nacks of callbacks."""
@@ -827,6 +896,8 @@ __all__ = [
     "CallbackParams",
     "LatencyBank",
     "LatencyParams",
+    "PooledBank",
+    "PooledParams",
     "RateBank",
     "RateParams",
     "SequentialDetector",
