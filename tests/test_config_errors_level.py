@@ -1,6 +1,7 @@
 """A merchant's broken keys fail every operation it calls: the merchant's series across
 operations (``[provider, merchant_id]``) gathers that evidence whole and pages first;
-no other rule judges that mixed series."""
+no error-rate rule judges that mixed series (latency does, on its operations' pooled
+evidence, and the merchant's latency is normal here)."""
 
 from __future__ import annotations
 

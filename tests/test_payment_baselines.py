@@ -27,7 +27,9 @@ def _per_series(window: JudgedWindow, rules: list[Rule], sids: np.ndarray) -> di
         ready_detector = getattr(rule, "ready_detector", None)
         if ready_detector is None or getattr(rule, "levels", None) is None:
             continue
-        for r in np.flatnonzero(mask_of(set(rule.levels))[sids]).tolist():  # type: ignore[attr-defined]
+        # Latency's series of several operations are judged on pooled evidence.
+        levels = {*rule.levels, *getattr(rule, "pooled_levels", ())}  # type: ignore[attr-defined]
+        for r in np.flatnonzero(mask_of(levels)[sids]).tolist():
             det = ready_detector(int(sids[r]))
             if det is None or type(det).__name__ in ("ErrorRateThreshold", "StaticSLO"):
                 continue

@@ -60,6 +60,7 @@ from stream.judge.describe import (
 )
 from stream.judge.features import Row
 from stream.judge.metric_rule import MetricRule
+from stream.judge.pooled_rule import PoolingRule, pool_pairs
 from stream.judge.rules import DetectorRule, Rule
 from stream.windows.registry import Dims
 from stream.windows.state import METRIC_LEVEL
@@ -79,8 +80,9 @@ class Levels:
     notifications: list[Dims]
     # Call levels whose series are one kind of call: a merchant's calls across operations
     # (refunds beside queries) are left out when another level splits them by operation,
-    # their normal latency and error rate being a mix that moves with the mix.  Only
-    # config errors judge those: a merchant's keys and certificates serve every operation.
+    # their normal latency and error rate being a mix that moves with the mix.  Config
+    # errors judge those (a merchant's keys and certificates serve every operation), and
+    # latency on their operations' pooled evidence (stream.judge.pooled_rule).
     per_operation: list[Dims] = field(default_factory=list)
     # The false-alarm budget and the window length every sequential threshold derives from.
     false_alarms: float = 1.0
@@ -198,9 +200,16 @@ def _config_error_parts(ce: ConfigErrorsRuleConfig, lv: Levels) -> list[RulePart
 
 
 def _latency_parts(lt: LatencyRuleConfig, lv: Levels) -> list[RulePart]:
-    # Median log-latency, sequential: no minimum volume (one call a window counts).
+    # Median log-latency, sequential: no minimum volume (one call a window counts).  A
+    # series of several operations (a provider's calls, a merchant's) has no normal of
+    # its own, the mix moving with the mix: it is judged on its operations' pooled
+    # evidence, each call against its own operation's normal.
     params = LatencyParams(min_windows=lt.min_windows)
-    return [RulePart(_sequential(params, lv), lv.per_operation, describe_latency)]
+    pairs = pool_pairs(lv.calls, lv.calls)
+    parents = {parent for _, parent in pairs}
+    judged = [x for x in lv.per_operation if x not in parents]
+    pooled = partial(PoolingRule, pairs=pairs) if pairs else DetectorRule
+    return [RulePart(_sequential(params, lv), judged, describe_latency, rule_class=pooled)]
 
 
 def _latency_tail_parts(lt: LatencyTailRuleConfig, lv: Levels) -> list[RulePart]:

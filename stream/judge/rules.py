@@ -124,6 +124,7 @@ class DetectorRule:
             # All series in one vectorised call; Python runs only for the few reported.
             x_all = bank_columns(self.bank.keys, feats, candidates, consts)
             scores = self.bank.score_learn_many(candidates, x_all)
+            self._scored(candidates)
             report = scores >= self.threshold
             if open_sids:
                 report |= np.isin(candidates, open_sids)
@@ -150,6 +151,9 @@ class DetectorRule:
                 observe(sid, x, det, score)
             self._report(window, x, det, score, active, out)
         return out
+
+    def _scored(self, candidates: np.ndarray) -> None:
+        """Called after the bank judged ``candidates`` this window (a hook)."""
 
     def _report(
         self,

@@ -255,6 +255,13 @@ def baselines(window: JudgedWindow, rules: Sequence[Rule], sids: np.ndarray) -> 
             if math.isfinite(e):
                 rows.append(r)
                 values.append(e)
+        pooled = getattr(rule, "pooled", None)  # series judged on pooled evidence
+        if isinstance(pooled, SeqBank):
+            prows = np.flatnonzero(window.registry.level_mask(rule.pooled_levels)[sids])  # type: ignore[attr-defined]
+            for r, e in zip(prows.tolist(), _bank_expected(pooled, sids[prows]) or [], strict=True):
+                if e is not None and math.isfinite(e):
+                    rows.append(r)
+                    values.append(e)
         if rows:
             out.append(_band(window, rule.name, rule.signal, sids, np.array(rows), values))
     return out

@@ -1,0 +1,179 @@
+"""A rule that also judges parent series on their children's pooled evidence.
+
+Latency is judged per operation: each operation has its own normal, and a series of
+several (a provider's calls, a merchant's) has none, the normal of a mix moving with
+the mix.  A merchant whose every call slows down then spreads its evidence over five or
+six series of a call or two a window each, each needing minutes to be sure, where the
+merchant's calls together are conclusive in seconds.  :class:`PoolingRule` judges the
+operation series as :class:`~stream.judge.rules.DetectorRule` does, then adds each
+ready child's window evidence (its bank's LLR per alternative, against the child's own
+normal) into its parent (``[provider, operation, merchant_id]`` into ``[provider,
+merchant_id]``, ``[provider, operation]`` into ``[provider]``) and runs one CUSUM per
+parent on the sums (:class:`models.sequential.PooledBank`): the joint LLR of the
+parent's calls, against the threshold the same budget gives every series.  Children
+still warming up add nothing; a window in which no child has calls is no evidence
+either way; a change in the mix of operations is no evidence at all."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from models.base import Detector
+from models.sequential import PooledBank, PooledParams, slot_view
+from stream.judge.features import JudgedWindow, Row
+from stream.judge.judgement import Judgement
+from stream.judge.rules import DetectorRule
+from stream.windows.registry import Dims, RegistryKey, SeriesRegistry
+
+
+def pool_pairs(levels: list[Dims], pooled: list[Dims]) -> list[tuple[Dims, Dims]]:
+    """(child, parent) level pairs: each level of ``pooled`` without ``operation`` under
+    the level of ``levels`` that adds ``operation`` to it.
+
+    >>> lv = [("provider",), ("provider", "operation"), ("provider", "operation", "merchant_id")]
+    >>> pool_pairs(lv, [("provider",), ("provider", "merchant_id")])[1]
+    (('provider', 'operation', 'merchant_id'), ('provider', 'merchant_id'))
+    """
+    return [
+        (child, parent)
+        for parent in pooled
+        for child in levels
+        if "operation" not in parent
+        and set(child) == {*parent, "operation"}
+        and len(child) == len(parent) + 1
+    ]
+
+
+class ParentIndex:
+    """Series ids of one child level -> their parents' ids, cached per child while its
+    registry key is the same object (ids of evicted series are reused with a new key).
+
+    >>> reg = SeriesRegistry()
+    >>> kid = int(reg.ids_of(("provider", "operation"), ["alipay\\x1frefund"])[0])
+    >>> mom = int(reg.ids_of(("provider",), ["alipay"])[0])
+    >>> index = ParentIndex(("provider", "operation"), ("provider",))
+    >>> index.of(reg, np.array([kid])).tolist() == [mom]
+    True
+    """
+
+    def __init__(self, child: Dims, parent: Dims) -> None:
+        self.child, self.parent = child, parent
+        self.pick = [child.index(d) for d in parent]
+        self.cache: dict[int, tuple[RegistryKey | None, int]] = {}
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"child": self.child, "parent": self.parent, "pick": self.pick, "cache": {}}
+
+    def of(self, registry: SeriesRegistry, sids: np.ndarray) -> np.ndarray:
+        """The parent id of each child in ``sids`` (-1: the parent is not a series)."""
+        keys, index, cache = registry.keys, registry.index, self.cache
+        out = np.empty(sids.size, np.int64)
+        for i, sid in enumerate(sids.tolist()):
+            key = keys[sid]
+            hit = cache.get(sid)
+            if hit is None or hit[0] is not key:
+                parent = -1
+                if key is not None:
+                    values = key[1]
+                    parent = index.get((self.parent, tuple(values[j] for j in self.pick)), -1)
+                hit = cache[sid] = (key, parent)
+            out[i] = hit[1]
+        return out
+
+
+class PoolingRule(DetectorRule):
+    """A :class:`~stream.judge.rules.DetectorRule` (with a sequential bank) that also
+    judges the parents of ``pairs`` on their children's pooled evidence."""
+
+    def __init__(self, *args: Any, pairs: list[tuple[Dims, Dims]], **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        params = self.bank.params  # type: ignore[union-attr]
+        self.pooled = PooledBank(PooledParams(ratios=params.ratios, h=params.threshold))
+        self.parents = [ParentIndex(child, parent) for child, parent in pairs]
+        self.pooled_levels = {parent for _, parent in pairs}
+        self._last: tuple[np.ndarray, np.ndarray] | None = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state.pop("_last", None)  # one window's evidence: transient
+        return state
+
+    def _scored(self, candidates: np.ndarray) -> None:
+        self._last = (candidates, self.bank._step)  # type: ignore[union-attr]
+
+    def ready_detector(self, sid: int) -> Detector | None:
+        """As :meth:`DetectorRule.ready_detector`; a pooled series' is its pooled CUSUM's."""
+        if sid < self.pooled.capacity and self.pooled.n[sid] > 0:
+            return self.pooled.detector(sid)
+        return super().ready_detector(sid)
+
+    def forget(self, sids: np.ndarray) -> None:
+        super().forget(sids)
+        self.pooled.forget(sids)
+        for index in self.parents:
+            for sid in sids.tolist():
+                index.cache.pop(sid, None)
+
+    def judge(self, window: JudgedWindow, active: set[str]) -> list[Judgement]:
+        reg = window.registry
+        codes = [reg.level_codes.get(p.parent, -2) for p in self.parents]
+        # Open parents are judged here only: the operations' bank has no normal of a mix
+        # (judged there too, a parent would also be reported quiet every window).
+        mine = {fp: self.sid_of_fp[fp] for fp in active if fp in self.sid_of_fp}
+        parent_fps = {fp for fp, sid in mine.items() if reg.level_of[sid] in codes}
+        out = super().judge(window, active - parent_fps if parent_fps else active)
+        parents, x = self._pool(window)
+        open_parents = np.array(sorted(mine[fp] for fp in parent_fps), np.int64)
+        if open_parents.size:  # the lifecycle must see an open parent go quiet
+            missing = np.setdiff1d(open_parents, parents)
+            quiet = {k: np.zeros(missing.size) for k in self.pooled.keys}
+            quiet["expected"] = self.pooled.expected_many(missing)
+            parents = np.r_[parents, missing]
+            x = {k: np.r_[x.get(k, np.zeros(0)), quiet[k]] for k in quiet if k != "window_s"}
+        if not parents.size:
+            return out
+        scores = self.pooled.score_learn_many(parents, x)
+        report = (scores >= self.threshold) | np.isin(parents, open_parents)
+        consts = window.constants(self.window_s)
+        for k in np.flatnonzero(report).tolist():
+            sid = int(parents[k])
+            row = Row(window.features, consts, sid)
+            self._report(window, row, slot_view(self.pooled, sid), float(scores[k]), active, out)
+        return out
+
+    def _pool(self, window: JudgedWindow) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """The parents with evidence this window and their ``PooledBank`` columns: the
+        summed evidence rows of their ready children with calls, and the median their
+        calls were expected to have (the children's normal medians, geometric mean
+        weighted by calls)."""
+        bank: Any = self.bank
+        reg, last = window.registry, self._last
+        self._last = None
+        if bank is None or last is None or not last[0].size:
+            return np.zeros(0, np.int64), {}
+        cands, step = last
+        rows = len(self.pooled.params.ratios)
+        calls = window.features["volume"]
+        parts: list[tuple[np.ndarray, np.ndarray]] = []
+        for index in self.parents:
+            code = reg.level_codes.get(index.child, -2)
+            sel = np.flatnonzero((reg.level_of[cands] == code) & (calls[cands] > 0))
+            sel = sel[bank.ready(cands[sel])]
+            par = index.of(reg, cands[sel])
+            parts.append((par[par >= 0], sel[par >= 0]))
+        par = np.concatenate([p for p, _ in parts])
+        sel = np.concatenate([s for _, s in parts])
+        if not par.size:
+            return np.zeros(0, np.int64), {}
+        parents, inv = np.unique(par, return_inverse=True)
+        x = {
+            f"evidence_{r}": np.bincount(inv, weights=step[r, sel], minlength=parents.size)
+            for r in range(rows)
+        }
+        w = calls[cands[sel]]
+        log_mu = np.log(np.maximum(bank.expected_many(cands[sel]), 1e-9))
+        num = np.bincount(inv, weights=w * log_mu, minlength=parents.size)
+        x["expected"] = np.exp(num / np.bincount(inv, weights=w, minlength=parents.size))
+        return parents, x
