@@ -53,6 +53,7 @@ import numpy as np
 from models.bank import (
     Columns,
     StateBank,
+    as_slots,
     column,
     cusum_many,
     decay_many,
@@ -248,6 +249,15 @@ class SeqBank(StateBank):
 
     def score_learn_many(self, slots: np.ndarray, x: Columns) -> np.ndarray:
         raise NotImplementedError
+
+    def restart(self, slots: np.ndarray) -> None:
+        """Evidence back to 0 for ``slots`` not in alarm (their baselines stay): what they
+        gathered is explained, e.g. by a parent's incident that has ended."""
+        s = as_slots(slots)
+        s = s[s < self.capacity]
+        s = s[self.alarm[s] == 0]
+        self.s[:, s] = 0.0
+        self.run[:, s] = 0.0
 
     def _cusum(self, slots: np.ndarray, llr: np.ndarray, judged: np.ndarray) -> np.ndarray:
         """Advance the CUSUM rows of ``slots``; returns the new statistic (R, m)."""
@@ -754,6 +764,10 @@ class CallbackBank:
     def forget(self, slots: np.ndarray) -> None:
         for b in self.banks.values():
             b.forget(slots)
+
+    def restart(self, slots: np.ndarray) -> None:
+        for b in self.banks.values():
+            b.restart(slots)
 
     def ready(self, slots: np.ndarray) -> np.ndarray:
         return np.logical_or.reduce([b.ready(slots) for b in self.banks.values()])

@@ -211,6 +211,7 @@ class Pipeline:
                 return wall_ms if (self.live and wall_ms is not None) else window_end
 
             records = st.lifecycle.observe(win.end_ms, judgements, detected_at)
+            self._explain_beneath(records)
             out.alerts.extend(
                 st.evidence.annotate(records, st.windows.overdue, win.end_ms, detected_at)
             )
@@ -219,6 +220,19 @@ class Pipeline:
         if closed and st.stats.windows_closed % EVICT_EVERY_WINDOWS < len(closed):
             self._evict_idle()
         return out
+
+    def _explain_beneath(self, records: list[AlertRecord]) -> None:
+        """Each episode that ended restarts its rule's evidence beneath its series."""
+        st = self.state
+        ended = [r for r in records if r.status == "resolved"]
+        if not ended:
+            return
+        keep = st.lifecycle.active()
+        for rec in ended:
+            sids = st.windows.registry.beneath(rec.series)
+            for rule in st.rules:
+                if rule.name == rec.rule and hasattr(rule, "restart_beneath"):
+                    rule.restart_beneath(sids, keep)
 
     def _evict_idle(self) -> None:
         st = self.state

@@ -109,6 +109,11 @@ class PoolingRule(DetectorRule):
             return self.pooled.detector(sid)
         return super().ready_detector(sid)
 
+    def restart_beneath(self, sids: np.ndarray, keep: set[str]) -> None:
+        super().restart_beneath(sids, keep)
+        fp = self.fp
+        self.pooled.restart(np.array([s for s in sids.tolist() if fp.get(s) not in keep], np.int64))
+
     def forget(self, sids: np.ndarray) -> None:
         super().forget(sids)
         self.pooled.forget(sids)

@@ -90,6 +90,18 @@ class DetectorRule:
             if fp is not None:
                 self.sid_of_fp.pop(fp, None)
 
+    def restart_beneath(self, sids: np.ndarray, keep: set[str]) -> None:
+        """A parent's episode of this rule has ended: the evidence its children ``sids``
+        gathered meanwhile is its incident's, so their sequential tests start over
+        (children with an open episode, fingerprints in ``keep``, keep theirs).  Else a
+        sparse child (a merchant's refunds) kept that evidence for hours and paged on
+        its next failing call."""
+        restart = getattr(self.bank, "restart", None)
+        if restart is None or not sids.size:
+            return
+        fp = self.fp
+        restart(np.array([s for s in sids.tolist() if fp.get(s) not in keep], np.int64))
+
     def ready_detector(self, sid: int) -> Detector | None:
         """The ready detector judging ``sid`` (a bank's: a copy of its row), else None.
 

@@ -221,6 +221,24 @@ class SeriesRegistry:
             return {}
         return dict(zip(key[0], key[1], strict=True))
 
+    def beneath(self, series: dict[str, str]) -> np.ndarray:
+        """Ids of the series strictly beneath ``series`` (every label of it, and more).
+
+        >>> reg = SeriesRegistry()
+        >>> _ = reg.ids_of(("provider",), ["alipay", "paypal"])
+        >>> _ = reg.ids_of(("provider", "operation"), ["alipay\x1frefund", "paypal\x1frefund"])
+        >>> reg.beneath({"provider": "alipay"}).tolist()
+        [2]
+        """
+        want = set(series.items())
+        codes = [c for dims, c in self.level_codes.items() if set(series) < set(dims)]
+        out = [
+            sid
+            for sid in np.flatnonzero(np.isin(self.level_of, codes)).tolist()
+            if want <= set(zip(*self.keys[sid], strict=True))  # type: ignore[misc]
+        ]
+        return np.array(out, np.int64)
+
     def evict(self, sids: np.ndarray) -> None:
         gone = [k for k in map(self.keys.__getitem__, sids.tolist()) if k is not None]
         self._drop_packed(gone)
