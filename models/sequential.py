@@ -250,6 +250,10 @@ class SeqBank(StateBank):
     def score_learn_many(self, slots: np.ndarray, x: Columns) -> np.ndarray:
         raise NotImplementedError
 
+    def with_evidence(self) -> np.ndarray:
+        """Slots not in alarm whose CUSUMs hold evidence (what :meth:`restart` clears)."""
+        return np.flatnonzero((self.s.max(axis=0, initial=0.0) > 0) & (self.alarm == 0))
+
     def restart(self, slots: np.ndarray) -> None:
         """Evidence back to 0 for ``slots`` not in alarm (their baselines stay): what they
         gathered is explained, e.g. by a parent's incident that has ended."""
@@ -764,6 +768,9 @@ class CallbackBank:
     def forget(self, slots: np.ndarray) -> None:
         for b in self.banks.values():
             b.forget(slots)
+
+    def with_evidence(self) -> np.ndarray:
+        return np.unique(np.concatenate([b.with_evidence() for b in self.banks.values()]))
 
     def restart(self, slots: np.ndarray) -> None:
         for b in self.banks.values():

@@ -229,10 +229,9 @@ class Pipeline:
             return
         keep = st.lifecycle.active()
         for rec in ended:
-            sids = st.windows.registry.beneath(rec.series)
             for rule in st.rules:
                 if rule.name == rec.rule and hasattr(rule, "restart_beneath"):
-                    rule.restart_beneath(sids, keep)
+                    rule.restart_beneath(rec.series, st.windows.registry, keep)
 
     def _evict_idle(self) -> None:
         st = self.state

@@ -24,7 +24,7 @@ from models.base import Detector
 from models.sequential import PooledBank, PooledParams, slot_view
 from stream.judge.features import JudgedWindow, Row
 from stream.judge.judgement import Judgement
-from stream.judge.rules import DetectorRule
+from stream.judge.rules import DetectorRule, restart_evidence
 from stream.windows.registry import Dims, RegistryKey, SeriesRegistry
 
 
@@ -109,10 +109,11 @@ class PoolingRule(DetectorRule):
             return self.pooled.detector(sid)
         return super().ready_detector(sid)
 
-    def restart_beneath(self, sids: np.ndarray, keep: set[str]) -> None:
-        super().restart_beneath(sids, keep)
-        fp = self.fp
-        self.pooled.restart(np.array([s for s in sids.tolist() if fp.get(s) not in keep], np.int64))
+    def restart_beneath(
+        self, series: dict[str, str], registry: SeriesRegistry, keep: set[str]
+    ) -> None:
+        super().restart_beneath(series, registry, keep)
+        restart_evidence(self.pooled, series, registry, keep, self.fp)
 
     def forget(self, sids: np.ndarray) -> None:
         super().forget(sids)

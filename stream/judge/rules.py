@@ -90,17 +90,15 @@ class DetectorRule:
             if fp is not None:
                 self.sid_of_fp.pop(fp, None)
 
-    def restart_beneath(self, sids: np.ndarray, keep: set[str]) -> None:
-        """A parent's episode of this rule has ended: the evidence its children ``sids``
+    def restart_beneath(
+        self, series: dict[str, str], registry: SeriesRegistry, keep: set[str]
+    ) -> None:
+        """This rule's episode of ``series`` has ended: the evidence the series beneath it
         gathered meanwhile is its incident's, so their sequential tests start over
-        (children with an open episode, fingerprints in ``keep``, keep theirs).  Else a
+        (series with an open episode, fingerprints in ``keep``, keep theirs).  Else a
         sparse child (a merchant's refunds) kept that evidence for hours and paged on
         its next failing call."""
-        restart = getattr(self.bank, "restart", None)
-        if restart is None or not sids.size:
-            return
-        fp = self.fp
-        restart(np.array([s for s in sids.tolist() if fp.get(s) not in keep], np.int64))
+        restart_evidence(self.bank, series, registry, keep, self.fp)
 
     def ready_detector(self, sid: int) -> Detector | None:
         """The ready detector judging ``sid`` (a bank's: a copy of its row), else None.
@@ -226,3 +224,14 @@ class DetectorRule:
 
 def _finite(v: float) -> float:
     return round(float(v), 6) if math.isfinite(v) else 0.0
+
+
+def restart_evidence(
+    bank: object, series: dict[str, str], reg: SeriesRegistry, keep: set[str], fp: dict[int, str]
+) -> None:
+    """:meth:`DetectorRule.restart_beneath` for one bank (none: per-series detectors)."""
+    with_evidence = getattr(bank, "with_evidence", None)
+    if with_evidence is None:
+        return
+    sids = reg.beneath(series, with_evidence())
+    bank.restart(np.array([s for s in sids.tolist() if fp.get(s) not in keep], np.int64))  # type: ignore[attr-defined]

@@ -221,22 +221,25 @@ class SeriesRegistry:
             return {}
         return dict(zip(key[0], key[1], strict=True))
 
-    def beneath(self, series: dict[str, str]) -> np.ndarray:
-        """Ids of the series strictly beneath ``series`` (every label of it, and more).
+    def beneath(self, series: dict[str, str], among: np.ndarray | None = None) -> np.ndarray:
+        """Ids of the series strictly beneath ``series`` (every label of it, and more),
+        of all or only of the ids ``among``.
 
         >>> reg = SeriesRegistry()
         >>> _ = reg.ids_of(("provider",), ["alipay", "paypal"])
         >>> _ = reg.ids_of(("provider", "operation"), ["alipay\x1frefund", "paypal\x1frefund"])
         >>> reg.beneath({"provider": "alipay"}).tolist()
         [2]
+        >>> reg.beneath({"provider": "paypal"}, among=np.array([2])).tolist()
+        []
         """
-        want = set(series.items())
         codes = [c for dims, c in self.level_codes.items() if set(series) < set(dims)]
-        out = [
-            sid
-            for sid in np.flatnonzero(np.isin(self.level_of, codes)).tolist()
-            if want <= set(zip(*self.keys[sid], strict=True))  # type: ignore[misc]
-        ]
+        ids = np.arange(len(self.keys)) if among is None else np.asarray(among, np.int64)
+        ids = ids[ids < min(len(self.keys), self.level_of.size)]
+        ids = ids[np.isin(self.level_of[ids], codes)]
+        want = set(series.items())
+        keys = self.keys
+        out = [sid for sid in ids.tolist() if want <= set(zip(*keys[sid], strict=True))]
         return np.array(out, np.int64)
 
     def evict(self, sids: np.ndarray) -> None:
