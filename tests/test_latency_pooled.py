@@ -15,6 +15,7 @@ import orjson
 from models.budget import cusum_threshold, oracle_delay_latency_s
 from models.sequential import PooledParams, SequentialDetector
 from stream.config import load_config
+from stream.ingest.events import SourceColumns
 from stream.judge.pooled_rule import PoolingRule
 from stream.offline.backtest import chunked, replay_batches
 from stream.pipeline import Pipeline
@@ -61,9 +62,9 @@ def test_a_slow_merchant_pages_on_its_calls_together_within_the_oracle_target() 
     others = {r.series["merchant_id"] for r in latency if "merchant_id" in r.series} - {SLOW}
     assert others == set(), others
     # Above the merchant, only series its slow calls dominate, during its incident.
-    end = SIM.start_ms + (START + LENGTH) * 1000
+    over = SIM.start_ms + (START + LENGTH) * 1000
     above = [r for r in latency if "merchant_id" not in r.series]
-    assert all(SIM.start_ms + START * 1000 < r.window_end <= end for r in above), above
+    assert all(SIM.start_ms + START * 1000 < r.window_end <= over for r in above), above
 
 
 T0 = 1_767_225_600_000
@@ -143,3 +144,38 @@ def test_an_open_pooled_series_is_judged_once_a_window() -> None:
     pooled = [s for _, s in seen if dict(s).get("merchant_id") == SLOW and len(s) == 2]
     assert len(pooled) >= 20  # the slow merchant's series, judged while open
     assert max(seen.values()) == 1
+
+
+def _pooled(pipe: Pipeline) -> Any:
+    return next(r for r in pipe.state.rules if isinstance(r, PoolingRule)).pooled
+
+
+def _alerts_with_restart(restart_s: float | None) -> list[dict[str, Any]]:
+    """The slow-merchant stream through a pipeline, restored from its own checkpoint
+    into a fresh one at the first batch after ``restart_s`` (None: no restart)."""
+    cfg = load_config(None)
+    events = list(simulate(SIM))
+    values = [orjson.dumps(ev, option=orjson.OPT_SERIALIZE_NUMPY) for ev in events]
+    after = [
+        i for i, ev in enumerate(events) if ev["event_ts"] >= SIM.start_ms + (restart_s or 0) * 1000
+    ]
+    restart_at = -(-after[0] // 2000) * 2000 if restart_s is not None else None
+    pipe, out = Pipeline(cfg), []
+    for at in range(0, len(values), 2000):
+        if at == restart_at:
+            before = _pooled(pipe)
+            assert before.alarm.any()  # a pooled episode is open at the checkpoint
+            blob, pipe = pipe.snapshot(), Pipeline(cfg)
+            pipe.restore(blob)
+            after = _pooled(pipe)
+            for name in ("s", "run", "alarm", "expected", "n"):  # snapshots end at the last
+                a, b = getattr(after, name), getattr(before, name)  # slot holding state
+                assert np.array_equal(a, b[..., : a.shape[-1]]) and not b[..., a.shape[-1] :].any()
+        chunk = values[at : at + 2000]
+        src = SourceColumns(["t"] * len(chunk), [0] * len(chunk), range(at, at + len(chunk)))
+        out += [a.to_dict() for a in pipe.process(chunk, src).alerts]
+    return out + [a.to_dict() for a in pipe.flush().alerts]
+
+
+def test_a_restart_mid_incident_keeps_the_pooled_episode() -> None:
+    assert _alerts_with_restart(START + 120) == _alerts_with_restart(None)
