@@ -17,7 +17,7 @@ from models.sequential import PooledParams, SequentialDetector
 from stream.config import load_config
 from stream.ingest.events import SourceColumns
 from stream.judge.pooled_rule import PoolingRule
-from stream.offline.backtest import chunked, replay_batches
+from stream.offline.backtest import SeriesRecorder, chunked, replay_batches
 from stream.pipeline import Pipeline
 from stream.series import series_key
 from stream.sim.simulate import Incident, SimConfig, labels, simulate
@@ -179,3 +179,23 @@ def _alerts_with_restart(restart_s: float | None) -> list[dict[str, Any]]:
 
 def test_a_restart_mid_incident_keeps_the_pooled_episode() -> None:
     assert _alerts_with_restart(START + 120) == _alerts_with_restart(None)
+
+
+def test_charts_record_a_pooled_series_like_any_other() -> None:
+    # `paywatch report` charts a provider's latency: its value, and the median its
+    # operations' normals expected of the window's calls.
+    cfg = load_config(None)
+    pipe = Pipeline(cfg)
+    rec = SeriesRecorder(pipe, {("latency", series_key({"provider": "alipay"}))})
+    encoded = (orjson.dumps(ev, option=orjson.OPT_SERIALIZE_NUMPY) for ev in mix_shift(3600, 2400))
+    for _ in replay_batches(pipe, chunked(enumerate(encoded), "t", cfg.kafka.max_batch)):
+        pass
+    (trace,) = rec.traces.values()
+    at = dict(zip(trace.t_ms, trace.expected, strict=True))
+    early = [e for t, e in at.items() if T0 + 1_200_000 <= t < T0 + 2_400_000]
+    late = [e for t, e in at.items() if t >= T0 + 2_500_000]
+    # The expectation follows the mix (9 queries in 10: ~77 ms; 9 payments: ~550 ms),
+    # and the score stays low: the calls are normal for their operations.
+    assert len(early) >= 100 and len(late) >= 90
+    assert float(np.median(early)) < 120 < 400 < float(np.median(late)) < 700
+    assert max(trace.score) < 0.5

@@ -142,11 +142,19 @@ class PoolingRule(DetectorRule):
             return out
         scores = self.pooled.score_learn_many(parents, x)
         report = (scores >= self.threshold) | np.isin(parents, open_parents)
+        observe = self.observe  # as the base rule: observers see every judged series
+        if observe is not None:
+            report[:] = True
         consts = window.constants(self.window_s)
         for k in np.flatnonzero(report).tolist():
             sid = int(parents[k])
             row = Row(window.features, consts, sid)
-            self._report(window, row, slot_view(self.pooled, sid), float(scores[k]), active, out)
+            if observe is not None:
+                twin: Any = self.pooled.detector(sid)
+                observe(sid, row, twin, float(scores[k]))
+            else:
+                twin = slot_view(self.pooled, sid)
+            self._report(window, row, twin, float(scores[k]), active, out)
         return out
 
     def _pool(self, window: JudgedWindow) -> tuple[np.ndarray, dict[str, np.ndarray]]:
