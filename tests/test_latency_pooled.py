@@ -17,6 +17,7 @@ from models.sequential import PooledParams, SequentialDetector
 from stream.config import load_config
 from stream.ingest.events import SourceColumns
 from stream.judge.pooled_rule import PoolingRule
+from stream.live.payment_metrics import PaymentMetrics, firing_state
 from stream.offline.backtest import SeriesRecorder, chunked, replay_batches
 from stream.pipeline import Pipeline
 from stream.series import series_key
@@ -199,3 +200,21 @@ def test_charts_record_a_pooled_series_like_any_other() -> None:
     assert len(early) >= 100 and len(late) >= 90
     assert float(np.median(early)) < 120 < 400 < float(np.median(late)) < 700
     assert max(trace.score) < 0.5
+
+
+def test_metrics_list_a_pooled_series_under_its_rule() -> None:
+    # /metrics' alert_firing gauge has a row per rule and exported series it judges: the
+    # provider's latency (pooled) keeps its row.
+    cfg = load_config(None)
+    pipe, metrics = Pipeline(cfg), PaymentMetrics(cfg)
+    values = [orjson.dumps(ev, option=orjson.OPT_SERIALIZE_NUMPY) for ev in mix_shift(600, 600)]
+    src = SourceColumns(["t"] * len(values), [0] * len(values), range(len(values)))
+    window = pipe.process(values, src).judged[-1]
+    sids, _ = metrics._exported(window)
+    rows = {(rule, r) for rule, _, r, _ in firing_state(window, pipe.state.rules, sids, [])}
+    provider = [
+        i
+        for i, s in enumerate(sids.tolist())
+        if window.registry.labels(s) == {"provider": "alipay"}
+    ]
+    assert [("latency", r) in rows for r in provider] == [True]

@@ -20,9 +20,10 @@ from typing import Any
 
 import numpy as np
 
+from models.bank import Bank
 from models.base import Detector
-from models.sequential import PooledBank, PooledParams, slot_view
-from stream.judge.features import JudgedWindow, Row
+from models.sequential import PooledBank, PooledParams
+from stream.judge.features import JudgedWindow
 from stream.judge.judgement import Judgement
 from stream.judge.rules import DetectorRule, restart_evidence
 from stream.windows.registry import Dims, RegistryKey, SeriesRegistry
@@ -40,9 +41,7 @@ def pool_pairs(levels: list[Dims], pooled: list[Dims]) -> list[tuple[Dims, Dims]
         (child, parent)
         for parent in pooled
         for child in levels
-        if "operation" not in parent
-        and set(child) == {*parent, "operation"}
-        and len(child) == len(parent) + 1
+        if "operation" not in parent and set(child) == {*parent, "operation"}
     ]
 
 
@@ -103,6 +102,9 @@ class PoolingRule(DetectorRule):
     def _scored(self, candidates: np.ndarray) -> None:
         self._last = (candidates, self.bank._step)  # type: ignore[union-attr]
 
+    def level_banks(self) -> list[tuple[set[Dims], Bank | None]]:
+        return [*super().level_banks(), (self.pooled_levels, self.pooled)]
+
     def ready_detector(self, sid: int) -> Detector | None:
         """As :meth:`DetectorRule.ready_detector`; a pooled series' is its pooled CUSUM's."""
         if sid < self.pooled.capacity and self.pooled.n[sid] > 0:
@@ -142,19 +144,7 @@ class PoolingRule(DetectorRule):
             return out
         scores = self.pooled.score_learn_many(parents, x)
         report = (scores >= self.threshold) | np.isin(parents, open_parents)
-        observe = self.observe  # as the base rule: observers see every judged series
-        if observe is not None:
-            report[:] = True
-        consts = window.constants(self.window_s)
-        for k in np.flatnonzero(report).tolist():
-            sid = int(parents[k])
-            row = Row(window.features, consts, sid)
-            if observe is not None:
-                twin: Any = self.pooled.detector(sid)
-                observe(sid, row, twin, float(scores[k]))
-            else:
-                twin = slot_view(self.pooled, sid)
-            self._report(window, row, twin, float(scores[k]), active, out)
+        self._report_bank(window, self.pooled, parents, scores, report, active, out)
         return out
 
     def _pool(self, window: JudgedWindow) -> tuple[np.ndarray, dict[str, np.ndarray]]:

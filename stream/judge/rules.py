@@ -18,7 +18,7 @@ from typing import Protocol
 
 import numpy as np
 
-from models.bank import bank_for
+from models.bank import Bank, bank_for
 from models.base import Detector, expected_of, is_ready, score_learn, severity
 from models.sequential import slot_view
 from stream.judge.describe import Describe
@@ -138,16 +138,7 @@ class DetectorRule:
             report = scores >= self.threshold
             if open_sids:
                 report |= np.isin(candidates, open_sids)
-            if observe is not None:
-                report[:] = True
-            for k in np.flatnonzero(report).tolist():
-                sid = int(candidates[k])
-                # Observers may keep what they are given: a copy; the report reads in place.
-                twin = self.bank.detector(sid) if observe is not None else slot_view(self.bank, sid)
-                x = Row(feats, consts, sid)
-                if observe is not None:
-                    observe(sid, x, twin, float(scores[k]))
-                self._report(window, x, twin, float(scores[k]), active, out)
+            self._report_bank(window, self.bank, candidates, scores, report, active, out)
             return out
         for sid in candidates.tolist():
             det = self.models.get(sid)
@@ -161,6 +152,35 @@ class DetectorRule:
                 observe(sid, x, det, score)
             self._report(window, x, det, score, active, out)
         return out
+
+    def level_banks(self) -> list[tuple[set[Dims], Bank | None]]:
+        """Which bank judges which levels (None: a detector per series), for read-outs
+        such as the expected values on ``/metrics``."""
+        return [(self.levels, self.bank)]
+
+    def _report_bank(
+        self,
+        window: JudgedWindow,
+        bank: Bank,
+        sids: np.ndarray,
+        scores: np.ndarray,
+        report: np.ndarray,
+        active: set[str],
+        out: list[Judgement],
+    ) -> None:
+        """Report the series of ``sids`` a bank scored where ``report`` (observers: all)."""
+        observe = self.observe
+        if observe is not None:
+            report[:] = True
+        consts = window.constants(self.window_s)
+        for k in np.flatnonzero(report).tolist():
+            sid = int(sids[k])
+            # Observers may keep what they are given: a copy; the report reads in place.
+            twin = bank.detector(sid) if observe is not None else slot_view(bank, sid)
+            x = Row(window.features, consts, sid)
+            if observe is not None:
+                observe(sid, x, twin, float(scores[k]))
+            self._report(window, x, twin, float(scores[k]), active, out)
 
     def _scored(self, candidates: np.ndarray) -> None:
         """Called after the bank judged ``candidates`` this window (a hook)."""

@@ -227,10 +227,14 @@ def static_thresholds(config: Config) -> list[tuple[dict[str, str], float]]:
 
 def _rule_rows(window: JudgedWindow, rule: Rule, sids: np.ndarray) -> np.ndarray:
     """Rows (positions in ``sids``) of the exported series this rule judges."""
-    levels = getattr(rule, "levels", None)
-    if levels is None:
+    level_banks = getattr(rule, "level_banks", None)
+    if level_banks is not None:
+        levels = {lv for levels, _ in level_banks() for lv in levels}
+    else:
+        levels = set(getattr(rule, "levels", ()))
+    if not levels:
         return np.zeros(0, np.int64)
-    return np.flatnonzero(window.registry.level_mask(set(levels))[sids])
+    return np.flatnonzero(window.registry.level_mask(levels)[sids])
 
 
 def baselines(window: JudgedWindow, rules: Sequence[Rule], sids: np.ndarray) -> list[Baseline]:
@@ -240,26 +244,21 @@ def baselines(window: JudgedWindow, rules: Sequence[Rule], sids: np.ndarray) -> 
     consts = window.constants((window.win.end_ms - window.win.start_ms) / 1000.0)
     for rule in rules:
         ready_detector = getattr(rule, "ready_detector", None)
-        if ready_detector is None:
+        level_banks = getattr(rule, "level_banks", None)
+        if ready_detector is None or level_banks is None:
             continue
-        rule_rows = _rule_rows(window, rule, sids)
-        expected = _bank_expected(getattr(rule, "bank", None), sids[rule_rows])
         rows, values = [], []
-        for i, r in enumerate(rule_rows.tolist()):
-            e = expected[i] if expected is not None else math.nan
-            if expected is None or e is None:  # no bank read-out: the series' own detector
-                det = ready_detector(int(sids[r]))
-                if det is None or isinstance(det, (ErrorRateThreshold, StaticSLO)):
-                    continue
-                e = expected_of(det, Row(window.features, consts, int(sids[r])))
-            if math.isfinite(e):
-                rows.append(r)
-                values.append(e)
-        pooled = getattr(rule, "pooled", None)  # series judged on pooled evidence
-        if isinstance(pooled, SeqBank):
-            prows = np.flatnonzero(window.registry.level_mask(rule.pooled_levels)[sids])  # type: ignore[attr-defined]
-            for r, e in zip(prows.tolist(), _bank_expected(pooled, sids[prows]) or [], strict=True):
-                if e is not None and math.isfinite(e):
+        for levels, bank in level_banks():  # e.g. latency: operations, and pooled series
+            bank_rows = np.flatnonzero(window.registry.level_mask(set(levels))[sids])
+            expected = _bank_expected(bank, sids[bank_rows])
+            for i, r in enumerate(bank_rows.tolist()):
+                e = expected[i] if expected is not None else math.nan
+                if expected is None or e is None:  # no bank read-out: the series' detector
+                    det = ready_detector(int(sids[r]))
+                    if det is None or isinstance(det, (ErrorRateThreshold, StaticSLO)):
+                        continue
+                    e = expected_of(det, Row(window.features, consts, int(sids[r])))
+                if math.isfinite(e):
                     rows.append(r)
                     values.append(e)
         if rows:
