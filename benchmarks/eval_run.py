@@ -106,6 +106,7 @@ class IncidentResult:
     max_episodes: int  # most episodes one (rule, series) raised for this incident
     # The oracle CUSUM run on this incident's own calls (None: latency, by expectation).
     run_s: float | None = None
+    pages: int = 0  # episodes that paged for this incident, every series and rule together
 
     @property
     def target_s(self) -> float:
@@ -206,6 +207,14 @@ def _matches(ep: Mapping[str, Any], lab: Mapping[str, Any]) -> bool:
     )
 
 
+def _owner(ep: Mapping[str, Any], incidents: Sequence[Mapping[str, Any]]) -> Any:
+    """The incident an episode pages for: of those it matches, the latest to begin (an
+    incident that starts within the grace after another on the same provider owns what
+    fires after its start)."""
+    hits = [lab for lab in incidents if _matches(ep, lab) and lab["start_ms"] <= ep["window_end"]]
+    return max(hits, key=lambda lab: int(lab["start_ms"]), default=None)
+
+
 def score_seed(
     alerts: Sequence[Mapping[str, Any]], truth: Sequence[Mapping[str, Any]], seed: int,
     hours: float, h: float, paged: Sequence[Mapping[str, Any]] | None = None,
@@ -221,8 +230,11 @@ def score_seed(
     res = SeedResult(seed, hours)
     incident = [lab for lab in truth if lab["is_incident"]]
     explained = {aid for aid, e in pages_.items() if any(_matches(e, lab) for lab in incident)}
+    owner = {aid: _owner(e, incident) for aid, e in pages_.items()}
     for lab in truth:
         hits = [e for e in pages_.values() if _matches(e, lab)]
+        if lab["is_incident"]:  # an episode pages for one incident: the latest begun
+            hits = [e for e in hits if owner[str(e["alert_id"])] is lab]
         if not lab["is_incident"]:
             hits = [e for e in hits if str(e["alert_id"]) not in explained]
             res.confounder_alerts[lab["kind"]] += len(hits)
@@ -235,6 +247,7 @@ def score_seed(
                 seed, lab["kind"], dict(lab["series"]), float(lab["magnitude"]),
                 None if first is None else (first - lab["start_ms"]) / 1000,
                 oracle_delay_s(lab.get("truth", {}), h), max(per_series.values(), default=0),
+                pages=len(hits),
             )
         )  # fmt: skip
     confounding = {str(e["alert_id"]) for e in res.confounder_episodes}
@@ -318,6 +331,8 @@ def summary(results: Sequence[SeedResult]) -> dict[str, Any]:
         "median_delay_s": float(np.median([i.delay_s for i in detected])) if detected else None,
         "false_per_hour": sum(len(r.false_alerts) for r in results) / hours if hours else 0.0,
         "max_episodes": max((i.max_episodes for i in incs), default=0),
+        "pages_per_incident": sum(i.pages for i in incs) / len(incs) if incs else 0.0,
+        "max_pages": max((i.pages for i in incs), default=0),
         "confounder_alerts": dict(conf),
         "false_by_rule": dict(
             Counter(str(e["rule"]) for r in results for e in r.false_alerts).most_common()
@@ -335,6 +350,7 @@ def print_summary(name: str, s: Mapping[str, Any]) -> None:
         f"{'∞ (missed)' if not math.isfinite(worst) else f'{worst:.1f}'}, median delay "
         f"{_fmt(s['median_delay_s'])} s, false alerts/h {s['false_per_hour']:.2f} over "
         f"{s['hours']:.0f} h, max episodes per incident per series {s['max_episodes']}, "
+        f"pages per incident {s['pages_per_incident']:.1f} (most {s['max_pages']}), "
         f"alerts during confounders {s['confounder_alerts'] or 0}; false alerts by rule "
         f"{s['false_by_rule'] or 0}"
     )
