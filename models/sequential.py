@@ -170,8 +170,9 @@ DECLINE_RATE = RateParams(
     errors_key="business_declines", ratios=(2.0,), prior_rate=0.02, min_increase=0.02, cap=0.5
 )
 #: The tail share of latency: calls slower than 4x their window's median (stalled calls),
-#: whatever the median does; a share like any other, learned per series.
-TAIL_RATE = RateParams(errors_key="slow_calls", prior_rate=0.002)
+#: whatever the median does; a share like any other, learned per series, of the calls in
+#: windows with enough calls for a median (``tail_calls``).
+TAIL_RATE = RateParams(errors_key="slow_calls", volume_key="tail_calls", prior_rate=0.002)
 #: Timeouts alone: a provider slowing down shows here before it shows as errors.
 TIMEOUT_RATE = RateParams(errors_key="timeouts", cold_rate=0.05)
 #: System errors (provider_error, timeout, network, rate_limited).
@@ -723,7 +724,7 @@ class PooledBank(SeqBank):
 
 
 class CallbackParams:
-    """The three callback shares judged together (one rule): missing of created, verify
+    """The three callback shares judged together (one rule): missing of due, verify
     failures and nacks of callbacks."""
 
     def __init__(self, h: float = 0.0, min_windows: int = 30) -> None:
@@ -731,8 +732,20 @@ class CallbackParams:
         hh = _h(h, tests)
         base = RateParams(volume_key="callbacks", h=hh, min_windows=min_windows)
         self.parts: dict[str, RateParams] = {
+            # Buyers abandon created orders (no callback ever): a share from a few % to
+            # most orders, unknown in advance, so it is learned from the series' own
+            # orders (a weak prior, ``prior_calls`` 20) and judged only once 100 orders
+            # were due: a share of 30 % is then known to +-15 % (one standard error,
+            # sqrt(0.7 / 30)), where 300 s of a quiet provider knew it only as a blend
+            # with the prior's 1 % and paged its normal share as an excess.
             "missing": replace(
-                base, errors_key="missing_callbacks", volume_key="created", prior_rate=0.01
+                base,
+                errors_key="missing_callbacks",
+                volume_key="due",
+                prior_rate=0.01,
+                prior_calls=20.0,
+                warm_calls=100.0,
+                cap=0.8,
             ),
             "verify": replace(base, errors_key="verify_failures", cold_rate=0.02, floor=0.002),
             "nacks": replace(base, errors_key="nacks", prior_rate=0.005),

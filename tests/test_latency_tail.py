@@ -9,8 +9,9 @@ from typing import Any
 import numpy as np
 import orjson
 
+from benchmarks import second_generator
 from stream.config import load_config
-from stream.judge.features import TAIL_RATIO, slow_calls
+from stream.judge.features import TAIL_MIN_CALLS, TAIL_RATIO, slow_calls
 from stream.offline.backtest import chunked, replay_batches
 from stream.pipeline import Pipeline
 from stream.sim.simulate import SimConfig, simulate
@@ -39,15 +40,48 @@ def alerts(events: Iterator[dict[str, Any]]) -> list[Any]:
     return [rec for step in steps for rec in step.alerts]
 
 
-def test_slow_calls_count_calls_over_four_times_their_window_median() -> None:
-    ms = np.array([100.0, 110.0, 120.0, 500.0, 900.0])  # median 120: 480 ms is the line
-    keys, counts = histogram.consolidate(histogram.bucket_of(ms), np.ones(5, np.int64))
-    win = ClosedWindow(
-        0, 10_000, np.zeros((1, 1), np.int64), np.array([[120.0, 900.0, 900.0]]),
+def _window(ms: list[float]) -> ClosedWindow:
+    arr = np.array(ms)
+    keys, counts = histogram.consolidate(histogram.bucket_of(arr), np.ones(arr.size, np.int64))
+    return ClosedWindow(
+        0, 10_000, np.zeros((1, 1), np.int64), np.array([[np.median(arr), arr.max(), arr.max()]]),
         np.zeros((1, 5)), np.zeros(1), keys, counts,
     )  # fmt: skip
+
+
+def test_slow_calls_count_calls_over_four_times_their_window_median() -> None:
+    # Upper median of six calls: the 4th, 120 ms, so 480 ms is the line.
+    win = _window([100.0, 105.0, 110.0, 120.0, 500.0, 900.0])
     assert TAIL_RATIO == 4.0
-    assert slow_calls(win).tolist() == [2.0]
+    slow, judged = slow_calls(win)
+    assert (slow.tolist(), judged.tolist()) == ([2.0], [6.0])
+
+
+def test_a_window_of_few_calls_has_no_median_to_be_slow_against() -> None:
+    # Of two calls the lower "median" would make the other 9x slow; under TAIL_MIN_CALLS
+    # calls nothing is judged, so the share's trials are only calls that could be slow.
+    assert TAIL_MIN_CALLS == 6
+    slow, judged = slow_calls(_window([100.0, 900.0, 110.0, 95.0, 1000.0]))
+    assert (slow.tolist(), judged.tolist()) == ([0.0], [0.0])
+
+
+def test_heavy_tailed_low_volume_traffic_pages_no_tail() -> None:
+    """Gamma-shaped latency with retries, merchants at a call or two a window (the second
+    generator's normal traffic, no incidents): the window-median tail share paged 4 of its
+    merchants' operations in these 3 hours before the minimum calls."""
+    world = second_generator.make_world(201)
+    calls = second_generator.calls(world, [], 3.0)
+    lat = calls["latency_ms"]
+    evs = (
+        {"schema_version": 1, "event_type": "provider_call", "event_id": f"e{i}",
+         "event_ts": second_generator.T0_MS + int(calls["t"][i] * 1000), "service": "s",
+         "provider": str(calls["provider"][i]), "merchant_id": str(calls["merchant"][i]),
+         "operation": str(calls["operation"][i]), "outcome": "success",
+         "latency_ms": float(lat[i])}
+        for i in range(lat.size)
+    )  # fmt: skip
+    tail = [r for r in alerts(evs) if r.rule == "latency_tail"]
+    assert tail == []
 
 
 def test_stalled_calls_page_the_merchant_once_and_normal_traffic_nothing() -> None:

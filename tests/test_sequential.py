@@ -149,7 +149,7 @@ def test_missing_callbacks_page_through_the_callback_detector() -> None:
         created = float(rng.poisson(20))
         p_missing = 0.01 if i < 500 else 0.5
         x = {
-            "created": created,
+            "due": created,
             "callbacks": created,
             "missing_callbacks": float(rng.binomial(int(created), p_missing)),
             "verify_failures": 0.0,

@@ -215,6 +215,11 @@ def test_callbacks_are_counted_and_missing_ones_found_after_the_timeout() -> Non
     # o3 (created at +3 s) never got its callback: missing in the window where +33 s falls.
     missing = {w.start_ms - T0: int(w.counts[merch, COL["missing_callbacks"]]) for w in closed}
     assert missing == {0: 0, 10_000: 0, 20_000: 0, 30_000: 1, 40_000: 0, 50_000: 0}
+    # The missing share's trials are the orders due in the window, created a timeout
+    # earlier: the three orders are due where o3's miss is counted, not where created.
+    assert closed[0].due is not None
+    due = {w.start_ms - T0: float(w.due[merch]) for w in closed if w.due is not None}
+    assert due == {0: 0.0, 10_000: 0.0, 20_000: 0.0, 30_000: 3.0, 40_000: 0.0, 50_000: 0.0}
     assert not st.pending
 
 
@@ -286,3 +291,21 @@ def test_idle_series_are_evicted_and_their_ids_reused() -> None:
     assert (("provider", "merchant_id"), ("alipay", "gone")) not in st.registry.index
     feed_all(st, [call(T0 + 121_000, merchant="new")])
     assert st.registry.index[(("provider", "merchant_id"), ("alipay", "new"))] == int(evicted[0])
+
+
+def test_a_checkpoint_without_the_due_log_counts_created_orders_as_due() -> None:
+    """An upgrade restores pending orders that no log records: until the log reaches a
+    timeout back, a pane's created orders stand in (on a cold start none are due)."""
+    st = WindowState.create(10, 0, [["provider"]], callback_timeout_s=30)
+    feed_all(st, [created(T0 + 1_000, "o1"), created(T0 + 2_000, "o2")])
+    state = st.__getstate__()
+    for key in ("created_log", "due_log", "due_from_created"):
+        state.pop(key)
+    old = WindowState.__new__(WindowState)
+    old.__setstate__(state)
+    fresh = WindowState.create(10, 0, [["provider"]], callback_timeout_s=30)
+    feed_all(fresh, [created(T0 + 1_000, "o1"), created(T0 + 2_000, "o2")])
+    prov = sid_of(st, ("provider",), "alipay")
+    restored, cold = feed_all(old, [call(T0 + 15_000)]), feed_all(fresh, [call(T0 + 15_000)])
+    assert [float(w.due[prov]) for w in restored] == [2.0]
+    assert [float(w.due[prov]) for w in cold] == [0.0]

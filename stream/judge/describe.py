@@ -97,12 +97,12 @@ def describe_callbacks(x: Row, expected: float, det: Detector) -> Described:
     """The callback signal the detector finds worst (missing callbacks for a model that
     does not say)."""
     worst = det.worst(x) if isinstance(det, NamesWorst) else "missing"
-    created, cb = x["created"], x["callbacks"]
+    cb = x["callbacks"]
     if worst == "missing":
-        missing = x["missing_callbacks"]
-        v = missing / created if created else 0.0
+        missing, due = x["missing_callbacks"], x.get("due", x["created"])
+        v = missing / due if due else 0.0
         text = (
-            f"{missing:.0f} callbacks missing of {created:.0f} payments created "
+            f"{missing:.0f} callbacks missing of {due:.0f} payments due "
             f"({v:.0%}, normal {expected:.1%})"
         )
         return Described(v, missing, text)

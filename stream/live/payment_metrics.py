@@ -56,7 +56,7 @@ CALLBACK_KINDS = {
     "duplicate": "duplicates",
     "amount_mismatch": "amount_mismatches",
 }
-RATE_SIGNALS = {"error_rate": "volume", "config_error": "volume", "notification": "created"}
+RATE_SIGNALS = {"error_rate": "volume", "config_error": "volume", "notification": "due"}
 #: Every family: name -> (type, help).
 FAMILIES = {
     "calls": ("gauge", "Calls in the newest closed window"),

@@ -68,6 +68,11 @@ def _packed(orders: object) -> bool:
     return isinstance(orders, dict) and isinstance(orders.get("lengths"), np.ndarray)
 
 
+def _rows(v: np.ndarray, n: int) -> np.ndarray:
+    """``v`` for ``n`` series (series registered since it was taken count zero)."""
+    return v[:n] if v.size >= n else np.pad(v, (0, n - v.size))
+
+
 def _dedupe(levels: list[Dims]) -> list[Dims]:
     return list(dict.fromkeys(lv for lv in levels if lv))
 
@@ -89,6 +94,8 @@ class ClosedWindow:
     # ``series_id * N_BUCKETS + bucket`` and their counts.
     hist_keys: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
     hist_counts: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    # Orders whose callback deadline fell in this window (None: use ``created``).
+    due: np.ndarray | None = None
 
     def column(self, name: str) -> np.ndarray:
         return self.counts[:, COL[name]]
@@ -134,6 +141,11 @@ class WindowState:
     late_callbacks: set[str] = field(default_factory=set)
     orders_evicted: int = 0
     series_evicted: int = 0
+    # Created orders per series of the newest closed panes (newest last), and the orders
+    # due in each of the window's panes: see ``_due``.
+    created_log: deque[np.ndarray] = field(default_factory=deque)
+    due_log: deque[np.ndarray] = field(default_factory=deque)
+    due_from_created: bool = False  # restored from a checkpoint without the log
 
     def __getstate__(self) -> dict[str, object]:
         # Orders as a few arrays: thousands of them would otherwise be written one by
@@ -152,6 +164,8 @@ class WindowState:
         state.setdefault("recovered", [])
         state.setdefault("late_callbacks", set())
         state.setdefault("max_overdue_orders", 100_000)
+        if "created_log" not in state:  # its pending orders are due, unlogged
+            state.update(created_log=deque(), due_log=deque(), due_from_created=True)
         self.__dict__.update(state)
         self.late_counts = native(self.late_counts, np.int64)
 
@@ -520,6 +534,7 @@ class WindowState:
         counts, mstats = pane.counts[:n], pane.mstats[:n]
         keys, cnt = pane.consolidate()
         k = self.size_ms // self.hop_ms
+        due = self._due(counts[:, COL["created"]].astype(np.float64), n, k)
         if k > 1:
             prior = list(self.recent)
             self.recent.append((start, counts, mstats, keys, cnt))
@@ -536,7 +551,34 @@ class WindowState:
         self.closed_until = end
         late = self.late_counts[:n].copy()
         self.late_counts[:n] = 0
-        return ClosedWindow(end - self.size_ms, end, counts, latency, mstats, late, keys, cnt)
+        return ClosedWindow(end - self.size_ms, end, counts, latency, mstats, late, keys, cnt, due)
+
+    def _due(self, created: np.ndarray, n: int, k: int) -> np.ndarray:
+        """Per series, the orders whose callback deadline falls in the window closing now:
+        the trials of the missing-callback share, whose failures (orders expiring unpaid)
+        count in the same window.  Those are the orders created ``callback_timeout``
+        earlier (split between two panes when it is not a whole number of panes), not the
+        window's own: when creation moves (a promotion ending, the morning ramp) the
+        window's own created orders are not the ones that could go missing in it.  Until
+        the log reaches back that far none are due on a cold start (no order created
+        before it is pending); after a restore from a checkpoint without the log, the
+        pane's own created orders stand in for its pending ones.
+        """
+        q, rem = divmod(self.callback_timeout_ms, self.hop_ms)
+        back = q + (2 if rem else 1)
+        log = self.created_log
+        log.append(created)
+        while len(log) > back:
+            log.popleft()
+        if len(log) < back:
+            pane_due = created if self.due_from_created else np.zeros_like(created)
+        else:
+            r = rem / self.hop_ms
+            pane_due = (1 - r) * _rows(log[-1 - q], n) + (r * _rows(log[0], n) if rem else 0.0)
+        self.due_log.append(pane_due)
+        while len(self.due_log) > k:
+            self.due_log.popleft()
+        return np.sum([_rows(d, n) for d in self.due_log], axis=0)
 
     def _expire_orders(self, pane_end: int, pane: Pane) -> None:
         """Orders whose callback deadline passed inside this pane count as missing callbacks."""
