@@ -70,10 +70,13 @@ MEDIAN_VAR = math.pi / 2
 #: at ``h - resolve_nats``.  The false-recovery budget is the lifecycle's reverse test
 #: after it (``stream.alerting.lifecycle.RESOLVE_LLR``, 6.9 nats: <= 0.1 %, Wald).
 RESOLVE_NATS = 1.0
-#: A pooled alarm has no such reverse test after it (latency is not a share) and gathers
-#: many calls a window: its own hysteresis is that test, 2 x 3.45 = 6.9 nats (1000 : 1)
-#: of evidence for health before it ends.
-POOLED_RESOLVE_NATS = 3.45
+#: A latency alarm (an operation's or a pooled one) has no such reverse test after it
+#: (latency is not a share): its own hysteresis is that test, 2 x 3.45 = 6.9 nats
+#: (1000 : 1) of evidence for health before it ends.  With 1 nat, one window of two
+#: lucky calls (-3 nats against x3) ended a merchant's latency alarm inside its incident
+#: and the renewed CUSUM paged it again minutes later (docs/detection.md).
+LATENCY_RESOLVE_NATS = 3.45
+POOLED_RESOLVE_NATS = LATENCY_RESOLVE_NATS
 
 
 def _h(h: float, tests: int) -> float:
@@ -446,7 +449,7 @@ class LatencyParams(_Thresholds):
     clip: float = 1.5  # standardised median clipped to [-clip-delta', delta'+clip]
     halflife_s: float = 3600.0
     h: float = 0.0
-    resolve_nats: float = RESOLVE_NATS
+    resolve_nats: float = LATENCY_RESOLVE_NATS
     suspect: float = 0.5
     min_windows: int = 30
     warm_calls: float = 30.0
