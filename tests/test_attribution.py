@@ -6,10 +6,16 @@ from __future__ import annotations
 import io
 from typing import Any
 
+import numpy as np
+
 from stream.alerting.console import ConsoleNotifier
 from stream.alerting.dispatch import Dispatcher
 from stream.alerting.record import AlertRecord
 from stream.config import RouteConfig
+from stream.judge.hints import FineChildren, root_cause_hints
+from stream.windows.columns import COL, N_COLS
+from stream.windows.registry import SeriesRegistry
+from stream.windows.state import ClosedWindow
 from tests.factories import T0, make_alert
 
 S = 1000
@@ -74,3 +80,31 @@ def test_console_prints_the_carrying_merchant_and_folds_the_provider_into_it() -
     assert len(lines) == 2 and console.fired == 1
     assert "FIRING" in lines[0] and "M1007" in lines[0]
     assert lines[1].strip() == "└─ alipay folded into alipay/create_payment/M1007, which carries it"
+
+
+def _hints(errors: dict[str, float], calls: dict[str, float]) -> list[dict[str, Any]]:
+    """Hints of the provider over merchants with these errors and calls in one window."""
+    reg = SeriesRegistry()
+    dims = ("provider", "merchant_id")
+    names = list(calls)
+    sids = reg.ids_of(dims, [f"alipay\x1f{m}" for m in names])
+    n = len(reg)
+    counts = np.zeros((n, N_COLS), np.int64)
+    counts[sids, COL["volume"]] = [calls[m] for m in names]
+    weights = np.zeros(n)
+    weights[sids] = [errors.get(m, 0.0) for m in names]
+    win = ClosedWindow(0, 10_000, counts, np.zeros((n, 3)), np.zeros((n, 5)), np.zeros(n))
+    children = FineChildren.of(win, reg, dims)
+    key = reg.keys[int(reg.ids_of(("provider",), ["alipay"])[0])]
+    return root_cause_hints(key, dims, lambda: children, weights)
+
+
+def test_a_hint_names_a_carrier_only_beyond_chance() -> None:
+    """4 of 7 errors from the merchant with 35 % of the calls is what a provider-wide
+    incident gives (p = 0.2): no hint, so its alerts stay muted under the provider's.
+    3 of 3 from a merchant with 5 % of the calls (p = 1e-4) names it."""
+    calls = {"big": 35.0, "mid": 30.0, "small": 5.0, "rest": 30.0}
+    assert _hints({"big": 4, "mid": 2, "rest": 1}, calls) == []
+    assert _hints({"small": 3}, calls) == [
+        {"dimension": "merchant_id", "value": "small", "share": 1.0}
+    ]

@@ -13,8 +13,13 @@ from typing import Any, cast
 
 import numpy as np
 
+from models.tails import binom_log10_sf
 from stream.windows.registry import Dims, RegistryKey, SeriesRegistry
 from stream.windows.state import ClosedWindow
+
+#: A hint names a value only when its share of the trouble is this unlikely (log10 p)
+#: were the trouble spread over calls alike: 1000 to 1, the lifecycle's reverse test.
+HINT_LOG10_P = -3.0
 
 
 @dataclass
@@ -49,9 +54,18 @@ def root_cause_hints(
     top: int = 3,
     min_share: float = 0.2,
     min_lift: float = 0.15,
+    max_log10_p: float = HINT_LOG10_P,
 ) -> list[dict[str, Any]]:
     """Dimension values beneath the roll-up series ``key`` that carry far more of
     ``weights`` (e.g. its errors) than of its traffic, largest share first.
+
+    Far more: at least ``min_share`` of the weight, ``min_lift`` above the traffic
+    share, and more than chance gives it if the weight fell on calls alike
+    (``P(X >= w)``, ``X ~ Binomial(total, traffic share)``, at most ``10^max_log10_p``).
+    The first windows of a provider-wide incident hold a few errors, most of them the
+    biggest merchant's by its traffic alone (4 of 7 at 35 % of the calls: p = 0.2); a
+    hint there would name it the carrier and unmute its alerts under the provider's.
+    One merchant's broken keys are 3 of 3 errors at 5 % of the calls (p = 1e-4).
 
     Looks at the finest level only (``fine_dims``), so each event is counted once;
     ``fine_children`` gives that level's series, built on first need.
@@ -81,7 +95,13 @@ def root_cause_hints(
         w_sum = np.bincount(codes[match], weights=w_all, minlength=len(index))
         v_sum = np.bincount(codes[match], weights=v_all, minlength=len(index))
         share = w_sum / total_w
-        lifted = np.flatnonzero((share >= min_share) & (share - v_sum / total_v >= min_lift))
+        traffic = v_sum / total_v
+        lifted = np.flatnonzero((share >= min_share) & (share - traffic >= min_lift))
+        lifted = (
+            lifted[[binom_log10_sf(w_sum[k], total_w, traffic[k]) <= max_log10_p for k in lifted]]
+            if lifted.size
+            else lifted
+        )
         names = list(index)
         for k in sorted(lifted.tolist(), key=names.__getitem__):  # ties: by name
             hints.append({"dimension": d, "value": names[k], "share": round(float(share[k]), 3)})
