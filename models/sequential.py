@@ -255,17 +255,18 @@ class SeqBank(StateBank):
         raise NotImplementedError
 
     def with_evidence(self) -> np.ndarray:
-        """Slots not in alarm whose CUSUMs hold evidence (what :meth:`restart` clears)."""
-        return np.flatnonzero((self.s.max(axis=0, initial=0.0) > 0) & (self.alarm == 0))
+        """Slots whose CUSUMs hold evidence or an alarm (what :meth:`restart` clears)."""
+        return np.flatnonzero((self.s.max(axis=0, initial=0.0) > 0) | (self.alarm > 0))
 
     def restart(self, slots: np.ndarray) -> None:
-        """Evidence back to 0 for ``slots`` not in alarm (their baselines stay): what they
-        gathered is explained, e.g. by a parent's incident that has ended."""
+        """Evidence and alarm back to 0 for ``slots`` (their baselines stay): what they
+        gathered is explained, e.g. by a parent's incident that has ended (the caller
+        keeps the slots of series whose own episodes go on)."""
         s = as_slots(slots)
         s = s[s < self.capacity]
-        s = s[self.alarm[s] == 0]
         self.s[:, s] = 0.0
         self.run[:, s] = 0.0
+        self.alarm[s] = 0.0
 
     def _cusum(self, slots: np.ndarray, llr: np.ndarray, judged: np.ndarray) -> np.ndarray:
         """Advance the CUSUM rows of ``slots``; returns the new statistic (R, m)."""

@@ -74,3 +74,39 @@ def test_a_series_that_stops_being_judged_resolves_only_when_stale() -> None:
     assert life.observe(60_000, [], lambda e: e) == []
     (rec,) = life.observe(70_000, [], lambda e: e)
     assert rec.status == "resolved" and rec.window_end == 70_000
+
+
+def _j(series: dict[str, str], start: int, anomalous: bool, hints: list | None = None) -> Judgement:
+    return Judgement(
+        rule="r", signal="latency", series=series, window_start=start,
+        window_end=start + 10_000, score=0.9 if anomalous else 0.0, anomalous=anomalous,
+        severity="warning", value=1.0, expected=1.0, summary="x", volume=100,
+        hints=hints or [],
+    )  # fmt: skip
+
+
+def test_a_parent_ends_with_it_the_children_it_muted() -> None:
+    """A provider-wide incident: merchants fire after the provider (muted under it); when
+    the provider's episode ends, theirs end in the same window, listed first, so no
+    merchant is unmuted (and paged) while it recovers on fewer calls."""
+    life = AlertLifecycle(keep_firing_for_windows=1, resolve_min_calls=1)
+    p, m1 = {"provider": "a"}, {"provider": "a", "merchant_id": "m1"}
+    early = {"provider": "a", "merchant_id": "m0"}
+    out = life.observe(10_000, [_j(early, 0, True)], lambda e: e)  # its own, before
+    out += life.observe(20_000, [_j(p, 10_000, True), _j(early, 10_000, True)], lambda e: e)
+    out += life.observe(30_000, [_j(p, 20_000, True), _j(m1, 20_000, True)], lambda e: e)
+    ended = life.observe(40_000, [_j(p, 30_000, False), _j(m1, 30_000, True)], lambda e: e)
+    assert [(r.status, r.series) for r in ended] == [("resolved", m1), ("resolved", p)]
+    assert ended[0].summary.endswith("(with provider=a)")
+    assert life.active() == {fp for fp, ep in life.episodes.items() if ep.series == early}
+
+
+def test_a_child_that_carries_its_parent_outlives_it() -> None:
+    """The provider's hints name the merchant: the merchant's episode is its own."""
+    life = AlertLifecycle(keep_firing_for_windows=1, resolve_min_calls=1)
+    p, m1 = {"provider": "a"}, {"provider": "a", "merchant_id": "m1"}
+    hint = [{"dimension": "merchant_id", "value": "m1", "share": 0.9}]
+    life.observe(10_000, [_j(p, 0, True, hint)], lambda e: e)
+    life.observe(20_000, [_j(p, 10_000, True, hint), _j(m1, 10_000, True)], lambda e: e)
+    ended = life.observe(30_000, [_j(p, 20_000, False), _j(m1, 20_000, True)], lambda e: e)
+    assert [(r.status, r.series) for r in ended] == [("resolved", p)]

@@ -25,9 +25,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from models.budget import oracle_delay_rate_s
+from stream.alerting.inhibit import CARRIES_SHARE
 from stream.alerting.record import AlertRecord
 from stream.judge.judgement import Judgement, alert_id, severity_rank
-from stream.series import series_labels
+from stream.series import is_beneath, series_labels
 
 #: Signals whose value is a share of the window's calls (errors of a class): their
 #: recovery is a reverse test, the log-likelihood ratio of the baseline share against
@@ -67,6 +68,7 @@ class _Episode:
     healthy_llr: float = 0.0  # reverse test: nats for the baseline since the last anomaly
     recovered_end: int = 0  # window end when the evidence first said healthy (0: not yet)
     hold_s: float = 0.0  # how long this recovery is held before it resolves (see relapse_hold_s)
+    hints: list[dict[str, Any]] = field(default_factory=list)  # of the last anomalous window
 
 
 @dataclass
@@ -119,6 +121,7 @@ class AlertLifecycle:
         """
         records: list[AlertRecord] = []
         seen: set[str] = set()
+        self._ended: list[_Episode] = []  # episodes this window resolved (transient)
         for j in judgements:
             fp = j.fingerprint
             ep = self.episodes.get(fp)
@@ -134,7 +137,36 @@ class AlertLifecycle:
                     records.extend(self._quiet(fp, ep, j, window_end, detected_at))
         for fp in [fp for fp in self.episodes if fp not in seen]:
             records.extend(self._no_evidence(fp, self.episodes[fp], window_end, detected_at))
-        return records
+        ended, self._ended = self._ended, []
+        explained = [r for ep in ended for r in self._end_explained(ep, window_end, detected_at)]
+        return explained + records
+
+    def _end_explained(
+        self, parent: _Episode, window_end: int, detected_at: Callable[[int], int]
+    ) -> list[AlertRecord]:
+        """Resolve, with ``parent``, its rule's episodes beneath its series that started
+        during it and do not carry it (its hints do not name them): the dispatcher muted
+        them under it (one incident, one page), and their trouble was its incident.  Left
+        open, a provider-wide incident would end in a page per merchant still recovering,
+        a merchant with a call a window needing minutes of evidence where its provider
+        needs one window.  A child still in trouble fires anew (its evidence restarts
+        with the parent's end, see ``Pipeline._explain_beneath``): a page that it is."""
+        out: list[AlertRecord] = []
+        for fp, ep in list(self.episodes.items()):
+            if (
+                ep.rule != parent.rule
+                or ep.started_at < parent.started_at
+                or not is_beneath(ep.series, parent.series)
+                or _carries(parent, ep)
+            ):
+                continue
+            if not ep.firing:
+                del self.episodes[fp]
+                continue
+            rec = self._resolve(fp, ep, None, window_end, detected_at, ended=False)[0]
+            rec.summary = f"{rec.summary} (with {series_labels(parent.series)})"
+            out.append(rec)
+        return out
 
     @staticmethod
     def _is_evidence(j: Judgement) -> bool:
@@ -159,6 +191,8 @@ class AlertLifecycle:
         ep.fire_events += max(0.0, j.value) * max(0, j.volume) + ep.run_events
         ep.run_calls, ep.run_events = 0, 0.0
         ep.last_anomalous_end = ep.last_evidence_end = j.window_end
+        if j.hints:  # a window too thin to name a carrier does not unname it
+            ep.hints = list(j.hints)
         if not ep.firing and ep.anomalous_windows >= self.for_windows:
             ep.firing = True
             ep.severity = j.severity
@@ -235,8 +269,11 @@ class AlertLifecycle:
         j: Judgement | None,
         window_end: int,
         detected_at: Callable[[int], int],
+        ended: bool = True,
     ) -> list[AlertRecord]:
         del self.episodes[fp]
+        if ended and hasattr(self, "_ended"):
+            self._ended.append(ep)
         rec = self._record(ep, fp, "resolved", j, detected_at(window_end), window_end=window_end)
         rec.resolved_at = ep.last_anomalous_end
         return [rec]
@@ -275,6 +312,16 @@ class AlertLifecycle:
             summary=summary,
             hints=list(j.hints) if j else [],
         )
+
+
+def _carries(parent: _Episode, child: _Episode) -> bool:
+    """Whether ``parent``'s last hints name a value of ``child``'s series with at least
+    ``CARRIES_SHARE`` of its trouble (as the dispatcher's ``inhibit.carries``)."""
+    return any(
+        child.series.get(str(h.get("dimension"))) == h.get("value")
+        and float(h.get("share", 0.0)) >= CARRIES_SHARE
+        for h in getattr(parent, "hints", ())
+    )
 
 
 def _share(events: float, calls: float, p0: float, prior_calls: int) -> float:

@@ -99,6 +99,12 @@ class DetectorRule:
         sparse child (a merchant's refunds) kept that evidence for hours and paged on
         its next failing call."""
         restart_evidence(self.bank, series, registry, keep, self.fp)
+        if self.bank is None and self.models:  # per-series sequential detectors alike
+            sids = registry.beneath(series, np.fromiter(self.models, np.int64, len(self.models)))
+            for sid in sids.tolist():
+                one = getattr(self.models[sid], "bank", None)
+                if self.fp.get(sid) not in keep and hasattr(one, "restart"):
+                    one.restart(np.zeros(1, np.int64))
 
     def ready_detector(self, sid: int) -> Detector | None:
         """The ready detector judging ``sid`` (a bank's: a copy of its row), else None.
