@@ -68,7 +68,7 @@ class _Episode:
     healthy_llr: float = 0.0  # reverse test: nats for the baseline since the last anomaly
     recovered_end: int = 0  # window end when the evidence first said healthy (0: not yet)
     hold_s: float = 0.0  # how long this recovery is held before it resolves (see relapse_hold_s)
-    hints: list[dict[str, Any]] = field(default_factory=list)  # of the last anomalous window
+    hints: list[dict[str, Any]] = field(default_factory=list)  # of its last firing record
 
 
 @dataclass
@@ -191,17 +191,17 @@ class AlertLifecycle:
         ep.fire_events += max(0.0, j.value) * max(0, j.volume) + ep.run_events
         ep.run_calls, ep.run_events = 0, 0.0
         ep.last_anomalous_end = ep.last_evidence_end = j.window_end
-        if j.hints:  # a window too thin to name a carrier does not unname it
-            ep.hints = list(j.hints)
         if not ep.firing and ep.anomalous_windows >= self.for_windows:
             ep.firing = True
             ep.severity = j.severity
             ep.alert_id = alert_id(fp, ep.started_at)
+            ep.hints = list(j.hints)  # what the dispatcher attributes by (see _carries)
             return [self._record(ep, fp, "firing", j, detected_at(window_end))]
         if ep.firing and (relapsed or severity_rank(j.severity) > severity_rank(ep.severity)):
             # Escalation, or a relapse while its recovery was held, is news for the
             # on-call: the same episode (one page), re-announced with what is seen now.
             ep.severity = max(ep.severity, j.severity, key=severity_rank)
+            ep.hints = list(j.hints)
             return [self._record(ep, fp, "firing", j, detected_at(window_end))]
         return []
 
@@ -315,8 +315,9 @@ class AlertLifecycle:
 
 
 def _carries(parent: _Episode, child: _Episode) -> bool:
-    """Whether ``parent``'s last hints name a value of ``child``'s series with at least
-    ``CARRIES_SHARE`` of its trouble (as the dispatcher's ``inhibit.carries``)."""
+    """Whether ``parent``'s hints (of its last firing record, what the dispatcher saw) name
+    a value of ``child``'s series with at least ``CARRIES_SHARE`` of its trouble (as the
+    dispatcher's ``inhibit.carries``)."""
     return any(
         child.series.get(str(h.get("dimension"))) == h.get("value")
         and float(h.get("share", 0.0)) >= CARRIES_SHARE

@@ -28,6 +28,9 @@ from stream.judge.judgement import Judgement
 from stream.judge.rules import DetectorRule, restart_evidence
 from stream.windows.registry import Dims, RegistryKey, SeriesRegistry
 
+#: Memory of a pooled series' recent evidence for attribution (``PoolingRule._hints``).
+CARRY_HALFLIFE_S = 120.0
+
 
 def pool_pairs(levels: list[Dims], pooled: list[Dims]) -> list[tuple[Dims, Dims]]:
     """(child, parent) level pairs: each level of ``pooled`` without ``operation`` under
@@ -120,6 +123,8 @@ class PoolingRule(DetectorRule):
     def forget(self, sids: np.ndarray) -> None:
         super().forget(sids)
         self.pooled.forget(sids)
+        recent = getattr(self, "recent", np.zeros(0))
+        recent[sids[sids < recent.size]] = 0.0
         for index in self.parents:
             for sid in sids.tolist():
                 index.cache.pop(sid, None)
@@ -143,9 +148,50 @@ class PoolingRule(DetectorRule):
         if not parents.size:
             return out
         scores = self.pooled.score_learn_many(parents, x)
+        self._remember(window, parents, x.get("evidence_0", np.zeros(parents.size)))
         report = (scores >= self.threshold) | np.isin(parents, open_parents)
         self._report_bank(window, self.pooled, parents, scores, report, active, out)
         return out
+
+    def _remember(self, window: JudgedWindow, parents: np.ndarray, evidence: np.ndarray) -> None:
+        """Each pooled series' recent evidence of its mildest alternative (decayed with
+        ``CARRY_HALFLIFE_S``): who carries a broader series' alarm (``_hints``)."""
+        n = window.features["volume"].size
+        recent = getattr(self, "recent", np.zeros(0))
+        if recent.size < n:
+            recent = np.r_[recent, np.zeros(n - recent.size)]
+        recent *= 0.5 ** (self.window_s / CARRY_HALFLIFE_S)
+        recent[parents] += evidence
+        self.recent = recent
+
+    def _hints(self, window: JudgedWindow, sid: int) -> list[dict[str, Any]]:
+        """A pooled series above another pooled level (a provider above its merchants):
+        the one series beneath, itself in alarm, whose recent evidence of a slowdown is
+        positive while the others', summed, is not: without it there would be no case,
+        so it carries the alarm (its share: of the positive evidence).  A provider-wide
+        slowdown gives every merchant positive evidence (each in proportion to its
+        calls), so no hint; the biggest merchant slowing alone is named however large
+        its share of calls."""
+        recent = getattr(self, "recent", np.zeros(0))
+        reg = window.registry
+        key = reg.keys[sid]
+        if key is None or not any(set(key[0]) < set(lv) for lv in self.pooled_levels):
+            return super()._hints(window, sid)
+        kids = reg.beneath(reg.labels(sid), np.flatnonzero(recent))
+        if kids.size == 0:
+            return []
+        ev = recent[kids]
+        top = int(np.argmax(ev))
+        carrier = int(kids[top])
+        alarmed = carrier < self.pooled.capacity and self.pooled.alarm[carrier] > 0
+        if not alarmed or ev[top] <= 0 or ev.sum() - ev[top] > 0:
+            return []
+        labels = reg.labels(carrier)
+        (dim,) = [d for d in labels if d not in key[0]] or [None]
+        if dim is None:
+            return []
+        share = float(ev[top] / ev[ev > 0].sum())
+        return [{"dimension": dim, "value": labels[dim], "share": round(share, 3)}]
 
     def _pool(self, window: JudgedWindow) -> tuple[np.ndarray, dict[str, np.ndarray]]:
         """The parents with evidence this window and their ``PooledBank`` columns: the

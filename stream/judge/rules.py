@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -159,6 +159,15 @@ class DetectorRule:
             self._report(window, x, det, score, active, out)
         return out
 
+    def _hints(self, window: JudgedWindow, sid: int) -> list[dict[str, Any]]:
+        """Root-cause hints of an anomalous series: the values beneath it at the finest
+        level that carry far more of ``hints_from`` (its errors) than of its calls."""
+        if self.hints_from is None:
+            return []
+        weights = window.features[self.hints_from]
+        key = window.registry.keys[sid]
+        return root_cause_hints(key, window.fine_dims, window.fine_children, weights)
+
     def level_banks(self) -> list[tuple[set[Dims], Bank | None]]:
         """Which bank judges which levels (None: a detector per series), for read-outs
         such as the expected values on ``/metrics``."""
@@ -221,12 +230,7 @@ class DetectorRule:
             # detector holds its alarm no evidence of recovery either.
             anomalous, holding = False, True
         series = registry.labels(sid)
-        hints = []
-        if anomalous and self.hints_from is not None:
-            weights = window.features[self.hints_from]
-            hints = root_cause_hints(
-                registry.keys[sid], window.fine_dims, window.fine_children, weights
-            )
+        hints = self._hints(window, sid) if anomalous else []
         self._fingerprint(sid, registry)
         out.append(
             Judgement(
