@@ -14,7 +14,7 @@ help:
 	@echo "make lint   - ruff, mypy and the import contract (lint-imports)"
 	@echo "make bench  - throughput / latency / memory benchmark against the local broker"
 	@echo "make nab    - Numenta Anomaly Benchmark score of the metric detector"
-	@echo "make eval   - incident-detection figures on the simulator's incident suite"
+	@echo "make eval   - incident-detection figures on the simulator's suite and a second generator"
 
 $(STAMP): pyproject.toml
 	@test -n "$(PYTHON)" || { echo "error: paywatch needs Python >= 3.11 (none found on PATH)"; exit 1; }
@@ -45,8 +45,10 @@ bench: venv
 nab: venv
 	$(BIN)/python -m benchmarks.nab_run ../shared/nab
 
+# The simulator's seeds, then traffic from a second generator nothing was tuned on.
 eval: venv
 	$(BIN)/python -m benchmarks.eval_run
+	$(BIN)/python -m benchmarks.second_eval
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info

@@ -17,8 +17,10 @@ oracle CUSUM run on the incident's own calls (:mod:`benchmarks.oracle_run`: one
 realisation carries more or less evidence than expected) and whether the delay is
 within the same target of that run — printed, not the acceptance reading.  Then recall,
 false alerts per hour, the most alert episodes one (rule, series) raised for one
-incident, and alerts during confounders: for the tuning seeds (where settings
-may be chosen) and, separately, for held-out seeds (the figures to quote); and for
+incident, pages per incident (every series and rule together; an episode pages for one
+incident, the latest begun before it fired), and alerts during confounders: for the
+tuning seeds (where settings may be chosen) and, separately, for held-out seeds (the
+figures to quote); and for
 the held-out seeds the same figures of a plain baseline (:func:`baseline_config`:
 static 5 % error shares, nothing learned) replayed through the same pipeline.
 
@@ -43,7 +45,7 @@ import math
 import sys
 import time
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -70,11 +72,17 @@ HELD_OUT_SEEDS = [101, 102, 103, 104, 105]
 
 
 def oracle_delay_s(truth: Mapping[str, Any], h: float) -> float:
-    """Lorden's delay bound for the incident the simulator describes in ``truth``.
+    """Lorden's delay bound for the incident the simulator describes in ``truth``, plus
+    ``known_after_s`` when its evidence can only be seen that late (a missing callback,
+    at its deadline).
 
     >>> round(oracle_delay_s({"stat": "rate", "p0": 0.0, "p1": 1.0, "calls_per_s": 0.05}, 12.47))
     36
     """
+    return _oracle_delay_s(truth, h) + float(truth.get("known_after_s", 0.0))
+
+
+def _oracle_delay_s(truth: Mapping[str, Any], h: float) -> float:
     stat = truth.get("stat")
     calls = float(truth.get("calls_per_s", 0.0))
     if stat == "latency":
@@ -357,12 +365,14 @@ def print_summary(name: str, s: Mapping[str, Any]) -> None:
 
 
 def _run(
-    cfg: Config, seeds: Sequence[int], hours: float, h: float, verbose: bool
-) -> list[SeedResult]:
+    cfg: Config, seeds: Sequence[int], hours: float, h: float, verbose: bool,
+    evaluate: Callable[[Config, int, float, float], SeedResult] | None = None,
+) -> list[SeedResult]:  # fmt: skip
+    """Each seed's result (``evaluate``: of another stream than the simulator's)."""
     out = []
     for seed in seeds:
         t0 = time.monotonic()
-        r = evaluate_seed(cfg, seed, hours, h)
+        r = (evaluate or evaluate_seed)(cfg, seed, hours, h)
         out.append(r)
         found = sum(i.delay_s is not None for i in r.incidents)
         print(f"  seed {seed}: {found}/{len(r.incidents)} incidents detected, "

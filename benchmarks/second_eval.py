@@ -7,14 +7,13 @@ most episodes one (rule, series) raised for one incident and alerts during
 confounders; and the same figures of ``make eval``'s plain baseline.  Nothing in
 paywatch's settings was chosen on this generator: every figure here is held out.
 
-    python -m benchmarks.second_eval [--seeds 201 202 203] [--hours 3] [-v]
+    python -m benchmarks.second_eval [--seeds 201 ... 206] [--hours 3] [-v]
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
-import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -28,7 +27,7 @@ from stream.config import Config, load_config
 from stream.offline.backtest import chunked, replay_batches
 from stream.pipeline import Pipeline
 
-SEEDS = [201, 202, 203]
+SEEDS = [201, 202, 203, 204, 205, 206]
 
 
 def replay(cfg: Config, evs: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -44,32 +43,6 @@ def evaluate(cfg: Config, seed: int, hours: float, h: float) -> eval_run.SeedRes
     return eval_run.score_seed(alerts, truth, seed, hours, h, paged)
 
 
-def run(
-    cfg: Config, seeds: Sequence[int], hours: float, h: float, verbose: bool
-) -> list[eval_run.SeedResult]:
-    out = []
-    for seed in seeds:
-        t0 = time.monotonic()
-        r = evaluate(cfg, seed, hours, h)
-        out.append(r)
-        found = sum(i.delay_s is not None for i in r.incidents)
-        print(f"  seed {seed}: {found}/{len(r.incidents)} incidents detected, "
-              f"{len(r.false_alerts)} false alerts, confounders {dict(r.confounder_alerts)} "
-              f"({time.monotonic() - t0:.0f}s)", file=sys.stderr, flush=True)  # fmt: skip
-        if verbose:
-            for e in r.false_alerts:
-                print(
-                    f"    false: {e['rule']} {e['series']} @{e['window_end']}: {e['summary']}",
-                    file=sys.stderr,
-                )
-            for e in r.confounder_episodes:
-                print(
-                    f"    during {e['confounder']}: {e['rule']} {e['series']}: {e['summary']}",
-                    file=sys.stderr,
-                )
-    return out
-
-
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m benchmarks.second_eval", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
@@ -83,11 +56,13 @@ def main(argv: list[str] | None = None) -> int:
     budget_30d = float(getattr(cfg.detectors, "false_alarms_per_series_per_30d", 1.0))
     h = budget.cusum_threshold(budget_30d, cfg.windows.size_s)
     print("second generator, default config:", file=sys.stderr)
-    res = run(cfg, args.seeds, args.hours, h, args.verbose)
+    res = eval_run._run(cfg, args.seeds, args.hours, h, args.verbose, evaluate)
     eval_run.print_incidents(res)
     eval_run.print_summary(f"second generator, seeds {args.seeds}", eval_run.summary(res))
     if not args.no_baseline:
-        base = run(eval_run.baseline_config(cfg), args.seeds, args.hours, h, verbose=False)
+        base = eval_run._run(
+            eval_run.baseline_config(cfg), args.seeds, args.hours, h, False, evaluate
+        )
         eval_run.print_summary(f"plain baseline, seeds {args.seeds}", eval_run.summary(base))
     return 0
 

@@ -36,6 +36,7 @@ NORMAL_ERRORS = {  # share of calls, by class, in normal traffic
     "invalid_request": 0.001,
 }
 ABANDON, THINK_MEAN_S, NOTIFY_MEAN_S = 0.25, 20.0, 1.5
+CALLBACK_TIMEOUT_S = 60.0  # when an unpaid order's callback counts as missing
 WARMUP_S, SLOT_S = 1200.0, 1200.0
 T0_MS = 1_793_577_600_000  # 2026-11-02 00:00 UTC
 KINDS = (
@@ -293,8 +294,8 @@ def _label(e: Effect, world: World) -> dict[str, Any]:
 
 def _truth(e: Effect, world: World) -> dict[str, Any]:
     """The oracle's parameters: the share of the judged class before and after, and the
-    affected calls per second at the incident's start (none for callbacks: a missing
-    callback is known only at its deadline)."""
+    affected calls per second at the incident's start (for callbacks: the missing share
+    of orders, known at their deadline)."""
     mid = world.curve(np.array([e.start]))[0]
     if e.provider is not None and e.merchant is not None:
         rate = world.merchant_rate(e.provider, e.merchant)
@@ -304,6 +305,12 @@ def _truth(e: Effect, world: World) -> dict[str, Any]:
     else:
         rate = world.rates[str(e.provider)]
     calls_per_s = rate * mid
+    if not e.callbacks:  # every order due is missing; seen at its deadline (60 s)
+        late = math.exp(-CALLBACK_TIMEOUT_S / THINK_MEAN_S)  # paid after the deadline
+        p0 = ABANDON + (1 - ABANDON) * late
+        created = calls_per_s * OP_SHARE[OPERATIONS.index("create_payment")]
+        return {"stat": "rate", "p0": p0, "p1": 1.0, "calls_per_s": created,
+                "known_after_s": CALLBACK_TIMEOUT_S}  # fmt: skip
     if e.latency != 1.0:
         sigma = float(np.std(np.log(_latency(np.random.default_rng(0), np.full(20_000, 100.0)))))
         return {

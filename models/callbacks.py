@@ -17,8 +17,8 @@ _CALLBACK_RATE = ErrorRateParams(volume_key="callbacks", floor=0.002, min_increa
 
 #: Rates a :class:`CallbackDetector` watches: name -> parameters (errors over volume key).
 CALLBACK_DEFAULTS: dict[str, ErrorRateParams] = {
-    # Orders whose callback never came, out of the orders due (deadline in the window).
-    "missing": replace(_CALLBACK_RATE, errors_key="missing_callbacks", volume_key="due"),
+    # Orders whose callback never came, out of orders created.
+    "missing": replace(_CALLBACK_RATE, errors_key="missing_callbacks", volume_key="created"),
     # Signature verification failures: a cert rotation makes a sudden share fail.
     "verify": replace(
         _CALLBACK_RATE,
@@ -44,15 +44,14 @@ CALLBACK_DEFAULTS: dict[str, ErrorRateParams] = {
 class CallbackDetector:
     """Asynchronous-callback health of one series: the worst of four learned rates.
 
-    ``missing`` (missing_callbacks / due: orders whose callback deadline fell in the
-    window), ``verify`` (verify_failures /
+    ``missing`` (missing_callbacks / created), ``verify`` (verify_failures /
     callbacks), ``nacks`` and ``late_acks`` (over callbacks), each an
     :class:`ErrorRateDetector` with its entry of :data:`CALLBACK_DEFAULTS` (override
     with ``params={"verify": ErrorRateParams(...)}``).  ``expected`` is the baseline
     missing-callback rate; ``worst(x)`` names the component that scores highest.
 
     >>> det = CallbackDetector()
-    >>> normal = {"due": 100, "callbacks": 100, "verify_failures": 0,
+    >>> normal = {"created": 100, "callbacks": 100, "verify_failures": 0,
     ...           "nacks": 0, "late_acks": 1, "missing_callbacks": 0}
     >>> for _ in range(40):
     ...     _ = det.learn_one(normal)

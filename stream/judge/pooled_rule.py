@@ -187,9 +187,10 @@ class PoolingRule(DetectorRule):
         if not alarmed or ev[top] <= 0 or ev.sum() - ev[top] > 0:
             return []
         labels = reg.labels(carrier)
-        (dim,) = [d for d in labels if d not in key[0]] or [None]
-        if dim is None:
+        finer = [d for d in labels if d not in key[0]]
+        if len(finer) != 1:
             return []
+        dim = finer[0]
         share = float(ev[top] / ev[ev > 0].sum())
         return [{"dimension": dim, "value": labels[dim], "share": round(share, 3)}]
 

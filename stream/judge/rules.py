@@ -102,9 +102,9 @@ class DetectorRule:
         if self.bank is None and self.models:  # per-series sequential detectors alike
             sids = registry.beneath(series, np.fromiter(self.models, np.int64, len(self.models)))
             for sid in sids.tolist():
-                one = getattr(self.models[sid], "bank", None)
-                if self.fp.get(sid) not in keep and hasattr(one, "restart"):
-                    one.restart(np.zeros(1, np.int64))
+                restart = getattr(getattr(self.models[sid], "bank", None), "restart", None)
+                if restart is not None and self.fp.get(sid) not in keep:
+                    restart(np.zeros(1, np.int64))
 
     def ready_detector(self, sid: int) -> Detector | None:
         """The ready detector judging ``sid`` (a bank's: a copy of its row), else None.
