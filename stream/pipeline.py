@@ -228,10 +228,16 @@ class Pipeline:
         if not ended:
             return
         keep = st.lifecycle.active()
+        # A parent resolved with the child that carried it restarts its own test too.
+        carried: set[str] = getattr(st.lifecycle, "carried_ended", set())
         for rec in ended:
             for rule in st.rules:
                 if rule.name == rec.rule and hasattr(rule, "restart_beneath"):
                     rule.restart_beneath(rec.series, st.windows.registry, keep)
+                    own = rule.sid_of_fp.get(rec.fingerprint)
+                    restart = getattr(rule, "restart_series", None)
+                    if rec.fingerprint in carried and own is not None and restart is not None:
+                        restart(own)
 
     def _evict_idle(self) -> None:
         st = self.state

@@ -110,3 +110,22 @@ def test_a_child_that_carries_its_parent_outlives_it() -> None:
     life.observe(20_000, [_j(p, 10_000, True, hint), _j(m1, 10_000, True)], lambda e: e)
     ended = life.observe(30_000, [_j(p, 20_000, False), _j(m1, 20_000, True)], lambda e: e)
     assert [(r.status, r.series) for r in ended] == [("resolved", p)]
+
+
+def test_a_parent_folded_into_its_carrier_ends_with_it() -> None:
+    """The provider's alert was folded into the merchant that carries it; when the
+    merchant's episode ends the provider's ends in the same window, listed first (left
+    open, it was unfolded and paged), and so do the episodes the provider muted."""
+    life = AlertLifecycle(keep_firing_for_windows=1, resolve_min_calls=1)
+    p, m1 = {"provider": "a"}, {"provider": "a", "merchant_id": "m1"}
+    op = {"provider": "a", "operation": "refund"}
+    hint = [{"dimension": "merchant_id", "value": "m1", "share": 1.0}]
+    life.observe(10_000, [_j(m1, 0, True), _j(p, 0, True, hint)], lambda e: e)
+    life.observe(20_000, [_j(m1, 10_000, True), _j(p, 10_000, True), _j(op, 10_000, True)],
+                 lambda e: e)  # fmt: skip
+    ended = life.observe(30_000, [_j(m1, 20_000, False), _j(p, 20_000, True)], lambda e: e)
+    assert [(r.status, r.series) for r in ended] == [
+        ("resolved", p), ("resolved", op), ("resolved", m1)
+    ]  # fmt: skip
+    assert ended[0].summary.endswith("(with provider=a merchant_id=m1)")
+    assert life.carried_ended == {ended[0].fingerprint} and life.active() == set()

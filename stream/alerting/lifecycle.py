@@ -122,6 +122,8 @@ class AlertLifecycle:
         records: list[AlertRecord] = []
         seen: set[str] = set()
         self._ended: list[_Episode] = []  # episodes this window resolved (transient)
+        # Carried parents resolved with their carrier: their own evidence must restart too.
+        self.carried_ended: set[str] = set()
         for j in judgements:
             fp = j.fingerprint
             ep = self.episodes.get(fp)
@@ -137,12 +139,64 @@ class AlertLifecycle:
                     records.extend(self._quiet(fp, ep, j, window_end, detected_at))
         for fp in [fp for fp in self.episodes if fp not in seen]:
             records.extend(self._no_evidence(fp, self.episodes[fp], window_end, detected_at))
+        # Episodes that ended end those they explain: the muted ones beneath them, then
+        # the parents folded into them once no carrier is left, then what those muted.
         ended, self._ended = self._ended, []
-        explained = [r for ep in ended for r in self._end_explained(ep, window_end, detected_at)]
-        return explained + records
+        explained: list[AlertRecord] = []
+        for ep in list(ended):
+            explained += self._end_explained(ep, window_end, detected_at, ended)
+        carried: list[_Episode] = []
+        carried_records: list[AlertRecord] = []
+        for ep in list(ended):
+            carried_records += self._end_carried(ep, window_end, detected_at, carried)
+        for ep in list(carried):
+            explained += self._end_explained(ep, window_end, detected_at, carried)
+        return carried_records + explained + records
+
+    def _end_carried(
+        self,
+        child: _Episode,
+        window_end: int,
+        detected_at: Callable[[int], int],
+        ended: list[_Episode],
+    ) -> list[AlertRecord]:
+        """Resolve, with ``child``, its rule's episodes above it that it carried (their
+        hints name it) and that no other open episode beneath them still carries: the
+        dispatcher folded them into it, and one that outlived its carrier was unfolded
+        and paged (a merchant's broken keys: its provider's alert, a window after the
+        merchant's resolved).  Listed first, so the dispatcher never sees them unfolded;
+        their evidence restarts (``carried_ended``), so one still in trouble fires anew;
+        they join ``ended``, so the episodes they muted can end with them."""
+        out: list[AlertRecord] = []
+        for fp, ep in list(self.episodes.items()):
+            if (
+                ep.rule != child.rule
+                or not ep.firing
+                or not is_beneath(child.series, ep.series)
+                or not _carries(ep, child)
+            ):
+                continue
+            if any(
+                o.firing
+                and o.rule == ep.rule
+                and is_beneath(o.series, ep.series)
+                and _carries(ep, o)
+                for o in self.episodes.values()
+            ):
+                continue
+            rec = self._resolve(fp, ep, None, window_end, detected_at, ended=False)[0]
+            rec.summary = f"{rec.summary} (with {series_labels(child.series)})"
+            self.carried_ended.add(fp)
+            ended.append(ep)
+            out.append(rec)
+        return out
 
     def _end_explained(
-        self, parent: _Episode, window_end: int, detected_at: Callable[[int], int]
+        self,
+        parent: _Episode,
+        window_end: int,
+        detected_at: Callable[[int], int],
+        ended: list[_Episode],
     ) -> list[AlertRecord]:
         """Resolve, with ``parent``, its rule's episodes beneath its series that started
         during it and do not carry it (its hints do not name them): the dispatcher muted
@@ -165,6 +219,7 @@ class AlertLifecycle:
                 continue
             rec = self._resolve(fp, ep, None, window_end, detected_at, ended=False)[0]
             rec.summary = f"{rec.summary} (with {series_labels(parent.series)})"
+            ended.append(ep)
             out.append(rec)
         return out
 

@@ -120,6 +120,10 @@ class PoolingRule(DetectorRule):
         super().restart_beneath(series, registry, keep)
         restart_evidence(self.pooled, series, registry, keep, self.fp)
 
+    def restart_series(self, sid: int) -> None:
+        super().restart_series(sid)
+        self.pooled.restart(np.array([sid], np.int64))
+
     def forget(self, sids: np.ndarray) -> None:
         super().forget(sids)
         self.pooled.forget(sids)

@@ -106,6 +106,19 @@ class DetectorRule:
                 if restart is not None and self.fp.get(sid) not in keep:
                     restart(np.zeros(1, np.int64))
 
+    def restart_series(self, sid: int) -> None:
+        """The sequential test of ``sid`` itself starts over (its episode was explained by
+        another's, see ``AlertLifecycle._end_carried``)."""
+        one = np.array([sid], np.int64)
+        restart = getattr(self.bank, "restart", None)
+        if restart is None and sid in self.models:
+            restart, one = (
+                getattr(getattr(self.models[sid], "bank", None), "restart", None),
+                one * 0,
+            )
+        if restart is not None:
+            restart(one)
+
     def ready_detector(self, sid: int) -> Detector | None:
         """The ready detector judging ``sid`` (a bank's: a copy of its row), else None.
 
