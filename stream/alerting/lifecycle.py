@@ -184,12 +184,24 @@ class AlertLifecycle:
                 for o in self.episodes.values()
             ):
                 continue
-            rec = self._resolve(fp, ep, None, window_end, detected_at, ended=False)[0]
-            rec.summary = f"{rec.summary} (with {series_labels(child.series)})"
             self.carried_ended.add(fp)
-            ended.append(ep)
-            out.append(rec)
+            out.append(self._end_with(fp, ep, child, window_end, detected_at, ended))
         return out
+
+    def _end_with(
+        self,
+        fp: str,
+        ep: _Episode,
+        other: _Episode,
+        window_end: int,
+        detected_at: Callable[[int], int],
+        ended: list[_Episode],
+    ) -> AlertRecord:
+        """Resolve ``ep`` as explained by ``other``'s end; it joins ``ended``."""
+        rec = self._resolve(fp, ep, None, window_end, detected_at, ended=False)[0]
+        rec.summary = f"{rec.summary} (with {series_labels(other.series)})"
+        ended.append(ep)
+        return rec
 
     def _end_explained(
         self,
@@ -217,10 +229,7 @@ class AlertLifecycle:
             if not ep.firing:
                 del self.episodes[fp]
                 continue
-            rec = self._resolve(fp, ep, None, window_end, detected_at, ended=False)[0]
-            rec.summary = f"{rec.summary} (with {series_labels(parent.series)})"
-            ended.append(ep)
-            out.append(rec)
+            out.append(self._end_with(fp, ep, parent, window_end, detected_at, ended))
         return out
 
     @staticmethod
