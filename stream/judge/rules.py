@@ -102,22 +102,19 @@ class DetectorRule:
         if self.bank is None and self.models:  # per-series sequential detectors alike
             sids = registry.beneath(series, np.fromiter(self.models, np.int64, len(self.models)))
             for sid in sids.tolist():
-                restart = getattr(getattr(self.models[sid], "bank", None), "restart", None)
-                if restart is not None and self.fp.get(sid) not in keep:
-                    restart(np.zeros(1, np.int64))
+                if self.fp.get(sid) not in keep:
+                    self.restart_series(sid)
 
     def restart_series(self, sid: int) -> None:
         """The sequential test of ``sid`` itself starts over (its episode was explained by
-        another's, see ``AlertLifecycle._end_carried``)."""
-        one = np.array([sid], np.int64)
-        restart = getattr(self.bank, "restart", None)
-        if restart is None and sid in self.models:
-            restart, one = (
-                getattr(getattr(self.models[sid], "bank", None), "restart", None),
-                one * 0,
-            )
+        another's end); detectors without one (river models, thresholds) are left as
+        they are."""
+        bank, slot = (self.bank, sid) if self.bank is not None else (
+            getattr(self.models.get(sid), "bank", None), 0
+        )  # fmt: skip
+        restart = getattr(bank, "restart", None)
         if restart is not None:
-            restart(one)
+            restart(np.array([slot], np.int64))
 
     def ready_detector(self, sid: int) -> Detector | None:
         """The ready detector judging ``sid`` (a bank's: a copy of its row), else None.
