@@ -96,14 +96,13 @@ def root_cause_hints(
         v_sum = np.bincount(codes[match], weights=v_all, minlength=len(index))
         share = w_sum / total_w
         traffic = v_sum / total_v
-        lifted = np.flatnonzero((share >= min_share) & (share - traffic >= min_lift))
-        lifted = (
-            lifted[[binom_log10_sf(w_sum[k], total_w, traffic[k]) <= max_log10_p for k in lifted]]
-            if lifted.size
-            else lifted
-        )
+        lifted = [
+            k
+            for k in np.flatnonzero((share >= min_share) & (share - traffic >= min_lift)).tolist()
+            if binom_log10_sf(w_sum[k], total_w, traffic[k]) <= max_log10_p
+        ]
         names = list(index)
-        for k in sorted(lifted.tolist(), key=names.__getitem__):  # ties: by name
+        for k in sorted(lifted, key=names.__getitem__):  # ties: by name
             hints.append({"dimension": d, "value": names[k], "share": round(float(share[k]), 3)})
     hints.sort(key=lambda h: -float(h["share"]))
     return hints[:top]

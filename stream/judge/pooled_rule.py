@@ -127,7 +127,7 @@ class PoolingRule(DetectorRule):
     def forget(self, sids: np.ndarray) -> None:
         super().forget(sids)
         self.pooled.forget(sids)
-        recent = getattr(self, "recent", np.zeros(0))
+        recent = self._recent()
         recent[sids[sids < recent.size]] = 0.0
         for index in self.parents:
             for sid in sids.tolist():
@@ -161,12 +161,16 @@ class PoolingRule(DetectorRule):
         """Each pooled series' recent evidence of its mildest alternative (decayed with
         ``CARRY_HALFLIFE_S``): who carries a broader series' alarm (``_hints``)."""
         n = window.features["volume"].size
-        recent = getattr(self, "recent", np.zeros(0))
+        recent = self._recent()
         if recent.size < n:
             recent = np.r_[recent, np.zeros(n - recent.size)]
         recent *= 0.5 ** (self.window_s / CARRY_HALFLIFE_S)
         recent[parents] += evidence
         self.recent = recent
+
+    def _recent(self) -> np.ndarray:
+        """The recent evidence per series id (empty in a checkpoint from before it)."""
+        return getattr(self, "recent", np.zeros(0))
 
     def _hints(self, window: JudgedWindow, sid: int) -> list[dict[str, Any]]:
         """A pooled series above another pooled level (a provider above its merchants):
@@ -176,7 +180,7 @@ class PoolingRule(DetectorRule):
         slowdown gives every merchant positive evidence (each in proportion to its
         calls), so no hint; the biggest merchant slowing alone is named however large
         its share of calls."""
-        recent = getattr(self, "recent", np.zeros(0))
+        recent = self._recent()
         reg = window.registry
         key = reg.keys[sid]
         if key is None or not any(set(key[0]) < set(lv) for lv in self.pooled_levels):

@@ -572,9 +572,9 @@ class WindowState:
             log.popleft()
         if len(log) < back:
             pane_due = created if self.due_from_created else np.zeros_like(created)
-        else:
+        else:  # log[0] is the pane before log[-1 - q] (the same one when rem is 0)
             r = rem / self.hop_ms
-            pane_due = (1 - r) * _rows(log[-1 - q], n) + (r * _rows(log[0], n) if rem else 0.0)
+            pane_due = (1 - r) * _rows(log[-1 - q], n) + r * _rows(log[0], n)
         self.due_log.append(pane_due)
         while len(self.due_log) > k:
             self.due_log.popleft()
