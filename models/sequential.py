@@ -16,8 +16,8 @@ series, slot-indexed state as in :mod:`models.bank`), and a fourth that pools th
   standardised value clipped so one slow call adds a bounded amount of evidence.
 - :class:`VolumeBank`: a drop of the call count.  Poisson LLR of ``k`` calls against a
   damped-trend (Holt) forecast ``lam0`` times the fleet's demand this window (the
-  median of calls over forecast of the bank's series), for drops to ``rho`` times
-  that; quasi-likelihood as above.
+  median of calls over forecast of the other providers' series in the bank), for drops
+  to ``rho`` times that; quasi-likelihood as above.
 - :class:`PooledBank`: CUSUMs on evidence summed from other series' banks (a merchant's
   calls across operations: the sum of its operations' latency LLRs, each call against
   its own operation's normal).
@@ -557,8 +557,9 @@ class VolumeParams(_Thresholds):
     resolve_nats: float = RESOLVE_NATS
     suspect: float = 0.5
     min_windows: int = 60
-    # Fleet demand: the median of calls / forecast over the bank's series expecting at
-    # least this many calls, once there are this many (below: no fleet, factor 1).
+    # Fleet demand: the median of calls / forecast over the other providers' series
+    # expecting at least this many calls, once there are this many (below: no fleet,
+    # factor 1).
     demand_min_calls: float = 10.0
     demand_min_series: int = 3
     # Alternatives at or below this ratio mean "traffic gone": judged without demand.
@@ -588,7 +589,7 @@ class VolumeBank(SeqBank):
     s: np.ndarray
 
     def _keys(self) -> tuple[str, ...]:
-        return (self.params.volume_key, "window_s")
+        return (self.params.volume_key, "window_s", "demand_group")
 
     def _tests(self) -> int:
         return len(self.params.ratios)
@@ -608,21 +609,40 @@ class VolumeBank(SeqBank):
         fastest = 1.0 - decay_many(x, p.level_fastest_s, m)
         return np.clip(best, slowest, fastest)
 
-    def demand(self, k: np.ndarray, lam0: np.ndarray, ready: np.ndarray) -> float:
-        """The fleet's demand factor this window, at most 1: the median of calls over
-        forecast of the series judged together.
+    def demand(
+        self, k: np.ndarray, lam0: np.ndarray, ready: np.ndarray, groups: np.ndarray | None = None
+    ) -> np.ndarray:
+        """The fleet's demand factor per slot this window, at most 1: the median of calls
+        over forecast of the *other* groups' series judged together.
 
         Demand scales every series' rate at once (``lambda_i = g * lambda0_i``: a lull,
-        the night); a failure takes a provider's share away.  The median is the robust
-        estimate of ``g`` that one provider's series (a minority) cannot move, so a
-        provider's drop is judged against ``g * lambda0`` and a fleet-wide dip is not a
-        drop.  A single series (the one-slot detector) has no fleet: factor 1.
+        the night); a failure takes a provider's share away.  The median is a robust
+        estimate of ``g``, and it leaves out the slot's own group (``groups``: its
+        provider; None: each slot alone), so a provider's drop does not explain itself:
+        with its own series in, a provider losing 60 % pulled the median towards the
+        40 % of each series it has, and a deployment with one provider saw every drop of
+        it as demand.  A slot with fewer than ``demand_min_series`` other series expecting
+        ``demand_min_calls`` has no fleet: factor 1 (a single series, one provider).
+
+        >>> bank = VolumeBank(VolumeParams())
+        >>> k, lam0, ready = np.array([40.0, 40, 40, 40]), np.full(4, 100.0), np.ones(4, bool)
+        >>> bank.demand(k, lam0, ready).tolist()                    # a fleet at 40 %
+        [0.4, 0.4, 0.4, 0.4]
+        >>> bank.demand(k, lam0, ready, np.zeros(4)).tolist()      # one provider: no fleet
+        [1.0, 1.0, 1.0, 1.0]
         """
-        p = self.params
+        p, m = self.params, k.size
         use = ready & (lam0 >= p.demand_min_calls)
+        g = np.ones(m)
         if int(np.count_nonzero(use)) < p.demand_min_series:
-            return 1.0
-        return float(min(1.0, np.median(k[use] / lam0[use])))
+            return g
+        groups = np.arange(m) if groups is None else groups
+        ratio = k / np.where(use, lam0, 1.0)
+        for group in np.unique(groups).tolist():
+            others = use & (groups != group)
+            if int(np.count_nonzero(others)) >= p.demand_min_series:
+                g[groups == group] = min(1.0, float(np.median(ratio[others])))
+        return g
 
     def score_learn_many(self, slots: np.ndarray, x: Columns) -> np.ndarray:
         slots = self._claim(slots)
@@ -638,8 +658,9 @@ class VolumeBank(SeqBank):
         # at half the traffic makes a series' empty window likely); once the fleet's own
         # demand is at or below ``gone_rho`` it explains only partial dips, so a fleet
         # falling silent pages.
-        g_all = self.demand(k, lam0, ready)
-        g = np.where(rho > p.gone_rho, g_all, g_all if g_all > p.gone_rho else 1.0)
+        groups = column(x, "demand_group", 0.0, m) if "demand_group" in x else None
+        g_all = self.demand(k, lam0, ready, groups)
+        g = np.where(rho > p.gone_rho, g_all, np.where(g_all > p.gone_rho, g_all, 1.0))
         lam = g * lam0
         llr = k * np.log(rho) + lam * (1.0 - rho)
         s = self._cusum(slots, llr / phi, ready)

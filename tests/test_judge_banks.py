@@ -65,9 +65,10 @@ def test_banked_rules_page_exactly_like_per_series_detectors() -> None:
     assert same(banked) == same(reference)
 
 
-def _volume_pages(factors: np.ndarray) -> np.ndarray:
+def _volume_pages(factors: np.ndarray, groups: list[int] | None = None) -> np.ndarray:
     """Per series, whether the volume bank pages: 8 series at 40 calls a window, 2 h of
-    steady traffic then an hour with each series' calls scaled by its row of ``factors``."""
+    steady traffic then an hour with each series' calls scaled by its row of ``factors``;
+    ``groups``: each series' provider (the fleet's demand leaves its own out)."""
     rng = np.random.default_rng(5)
     bank = VolumeParams().bank()
     slots = np.arange(factors.shape[0])
@@ -75,6 +76,8 @@ def _volume_pages(factors: np.ndarray) -> np.ndarray:
     for i in range(1080):
         scale = factors[:, min(i - 720, factors.shape[1] - 1)] if i >= 720 else np.ones(slots.size)
         x: Columns = {"volume": rng.poisson(40.0 * scale).astype(float), "window_s": 10.0}
+        if groups is not None:
+            x["demand_group"] = np.array(groups, float)
         paged |= bank.score_learn_many(slots, x) >= 0.5
     return paged
 
@@ -87,3 +90,18 @@ def test_a_fleet_wide_dip_is_demand_and_one_series_drop_still_pages() -> None:
     one = np.ones((8, 360))
     one[3, :30] = 0.3  # one series loses 70 % for 5 minutes
     assert _volume_pages(one).tolist() == [i == 3 for i in range(8)]
+
+
+def test_a_providers_drop_is_not_explained_by_its_own_series() -> None:
+    # One provider (its own series and its operations): no other provider to tell the
+    # fleet's demand from, so a 60 % drop is judged against the forecast and pages.
+    drop = np.full((8, 360), 0.4)
+    assert _volume_pages(drop, groups=[0] * 8).all()
+    # Two providers of four series each: the one that loses 60 % pages, the other
+    # (its demand estimated from the first) does not; a dip of both is demand.
+    one = np.ones((8, 360))
+    one[:4, :30] = 0.4
+    assert _volume_pages(one, groups=[0] * 4 + [1] * 4).tolist() == [True] * 4 + [False] * 4
+    t = np.arange(360)
+    dip = 1.0 - 0.55 * np.sin(np.pi * np.minimum(t / 72.0, 1.0))  # 55 % over 12 min
+    assert not _volume_pages(np.tile(dip, (8, 1)), groups=[0] * 4 + [1] * 4).any()

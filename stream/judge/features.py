@@ -114,6 +114,27 @@ class JudgedWindow:
             self._fine = FineChildren.of(self.win, self.registry, self.fine_dims)
         return self._fine
 
+    def provider_codes(self, sids: np.ndarray) -> np.ndarray:
+        """Per series a small code of its provider (-1: a series without one): the
+        groups a bank's fleet-wide estimate leaves out one at a time (volume demand).
+
+        >>> from stream.windows.registry import SeriesRegistry
+        >>> reg = SeriesRegistry()
+        >>> sids = reg.ids_of(("provider",), ["alipay", "paypal"])
+        >>> op = reg.ids_of(("provider", "operation"), ["paypal\x1frefund"])
+        >>> w = JudgedWindow(None, {}, reg, ("provider",))  # no window needed
+        >>> w.provider_codes(np.concatenate([sids, op])).tolist()
+        [0.0, 1.0, 1.0]
+        """
+        keys = self.registry.keys
+        codes: dict[str, int] = {}
+        out = np.full(sids.size, -1.0)
+        for i, sid in enumerate(sids.tolist()):
+            key = keys[sid]
+            if key is not None and "provider" in key[0]:
+                out[i] = codes.setdefault(key[1][key[0].index("provider")], len(codes))
+        return out
+
     def constants(self, window_s: float) -> dict[str, float]:
         """The ``WINDOW_CONSTANTS`` of this window (and river's ``timestamp``)."""
         start = self.win.start_ms

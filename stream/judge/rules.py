@@ -149,6 +149,8 @@ class DetectorRule:
         if self.bank is not None:
             # All series in one vectorised call; Python runs only for the few reported.
             x_all = bank_columns(self.bank.keys, feats, candidates, consts)
+            if "demand_group" in self.bank.keys:  # fleet demand, one provider left out at a time
+                x_all = {**x_all, "demand_group": window.provider_codes(candidates)}
             scores = self.bank.score_learn_many(candidates, x_all)
             self._scored(candidates)
             report = scores >= self.threshold
