@@ -21,7 +21,7 @@ import orjson
 from models.budget import cusum_threshold
 from models.sequential import RateParams
 from stream.alerting.actions.evidence import CallbackEvidence
-from stream.alerting.lifecycle import AlertLifecycle
+from stream.alerting.lifecycle import AlertLifecycle, same_series_mutes
 from stream.alerting.record import AlertRecord
 from stream.config import Config
 from stream.ingest.decode import decode_batch
@@ -119,6 +119,14 @@ class Pipeline:
             evidence=CallbackEvidence(max_orders=config.actions.evidence_max_orders),
         )
         self.state.windows.max_overdue_orders = config.actions.max_overdue_orders
+        self._follow_inhibition()
+
+    def _follow_inhibition(self) -> None:
+        """The lifecycle ends what the dispatcher's inhibition muted (notify settings are
+        not in a checkpoint's fingerprint: taken from the running configuration)."""
+        life, notify = self.state.lifecycle, self.config.notify
+        life.same_series_mutes = same_series_mutes(self.config.builtin_inhibit_rules())
+        life.critical_errors_mute_latency = notify.default_inhibit
 
     # -- feeding ----------------------------------------------------------------
 
@@ -228,8 +236,9 @@ class Pipeline:
         if not ended:
             return
         keep = st.lifecycle.active()
-        # A parent resolved with the child that carried it restarts its own test too.
-        carried: set[str] = getattr(st.lifecycle, "carried_ended", set())
+        # An episode resolved with another (its carrier, the alert of another signal that
+        # muted it) restarts its own test too.
+        carried: set[str] = getattr(st.lifecycle, "restart_own", set())
         for rec in ended:
             for rule in st.rules:
                 if rule.name == rec.rule and hasattr(rule, "restart_beneath"):
@@ -281,6 +290,7 @@ class Pipeline:
         if not isinstance(state, PipelineState):
             raise StateError("the checkpoint does not hold a pipeline state")
         self.state = state
+        self._follow_inhibition()
         if self.assigned is not None:
             self.state.windows.hold_clock(self.assigned)
 

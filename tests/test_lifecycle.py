@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from stream.alerting.lifecycle import AlertLifecycle
 from stream.alerting.record import AlertRecord
 from stream.judge.judgement import Judgement
@@ -128,4 +130,41 @@ def test_a_parent_folded_into_its_carrier_ends_with_it() -> None:
         ("resolved", p), ("resolved", op), ("resolved", m1)
     ]  # fmt: skip
     assert ended[0].summary.endswith("(with provider=a merchant_id=m1)")
-    assert life.carried_ended == {ended[0].fingerprint} and life.active() == set()
+    assert life.restart_own == {ended[0].fingerprint} and life.active() == set()
+
+
+def _sig(rule: str, signal: str, series: dict[str, str], start: int, bad: bool) -> Judgement:
+    share = 0.5 if bad else 0.0  # of 1000 calls: one healthy window is conclusive
+    return replace(_j(series, start, bad), rule=rule, signal=signal, value=share, volume=1000)
+
+
+def test_an_alert_ends_with_it_the_alerts_of_other_signals_it_muted() -> None:
+    """An outage: system errors fire, then timeouts on the same series (the dispatcher's
+    built-in rule mutes them), then the tail share (muted under the timeouts).  The
+    system errors recover first on more events; the timeouts, then the tail, end with
+    them and restart their own tests, instead of paging as the outage ends.  A timeouts
+    alert of another series is its own."""
+    life = AlertLifecycle(
+        keep_firing_for_windows=1,
+        resolve_min_calls=1,
+        same_series_mutes=frozenset({("error_rate", "timeouts"), ("timeouts", "latency_tail")}),
+    )
+    p, q = {"provider": "a"}, {"provider": "b"}
+
+    def window(start: int, errors: bool) -> list[Judgement]:
+        return [
+            _sig("system_error_rate", "error_rate", p, start, errors),
+            _sig("timeouts", "timeouts", p, start, start > 0),
+            _sig("latency_tail", "latency_tail", p, start, start > 10_000),
+            _sig("timeouts", "timeouts", q, start, start > 0),
+        ]
+
+    for start in (0, 10_000, 20_000):
+        life.observe(start + 10_000, window(start, True), lambda e: e)
+    ended = life.observe(40_000, window(30_000, False), lambda e: e)
+    assert [(r.rule, r.status) for r in ended] == [
+        ("timeouts", "resolved"), ("latency_tail", "resolved"), ("system_error_rate", "resolved")
+    ]  # fmt: skip
+    assert ended[0].summary.endswith("(with provider=a)")
+    assert life.restart_own == {ended[0].fingerprint, ended[1].fingerprint}
+    assert [ep.series for ep in life.episodes.values()] == [q]

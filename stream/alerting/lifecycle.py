@@ -20,13 +20,14 @@ the same ids as the live run.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 from models.budget import oracle_delay_rate_s
-from stream.alerting.inhibit import CARRIES_SHARE
+from stream.alerting.inhibit import CARRIES_SHARE, LATENCY_SIGNALS
 from stream.alerting.record import AlertRecord
+from stream.config import InhibitRule
 from stream.judge.judgement import Judgement, alert_id, severity_rank
 from stream.series import is_beneath, series_labels
 
@@ -88,6 +89,12 @@ class AlertLifecycle:
     # at the calls it sees now (``relapse_hold_s``), at most ``resolve_hold_max_s``.
     relapse_h: float = 0.0
     resolve_hold_max_s: float = 600.0
+    # What the dispatcher's inhibition mutes besides a rule's own series beneath (on while
+    # ``notify.default_inhibit``): (source signal, target signal) pairs muted on the same
+    # series (timeouts under system errors, the tail under timeouts), and the latency
+    # beneath a critical error-rate alert.  Episodes muted so end with their source.
+    same_series_mutes: frozenset[tuple[str, str]] = frozenset()
+    critical_errors_mute_latency: bool = False
     episodes: dict[str, _Episode] = field(default_factory=dict)
 
     def active(self) -> set[str]:
@@ -122,8 +129,9 @@ class AlertLifecycle:
         records: list[AlertRecord] = []
         seen: set[str] = set()
         self._ended: list[_Episode] = []  # episodes this window resolved (transient)
-        # Carried parents resolved with their carrier: their own evidence must restart too.
-        self.carried_ended: set[str] = set()
+        # Episodes resolved with another (a carrier, a source of another signal that muted
+        # them): their own evidence must restart too.
+        self.restart_own: set[str] = set()
         for j in judgements:
             fp = j.fingerprint
             ep = self.episodes.get(fp)
@@ -141,15 +149,16 @@ class AlertLifecycle:
             records.extend(self._no_evidence(fp, self.episodes[fp], window_end, detected_at))
         # Episodes that ended end those they explain: the muted ones beneath them, then
         # the parents folded into them once no carrier is left, then what those muted.
+        # Each list grows as it is walked: what an explained episode muted ends with it.
         ended, self._ended = self._ended, []
         explained: list[AlertRecord] = []
-        for ep in list(ended):
+        for ep in _walk(ended):
             explained += self._end_explained(ep, window_end, detected_at, ended)
         carried: list[_Episode] = []
         carried_records: list[AlertRecord] = []
         for ep in list(ended):
             carried_records += self._end_carried(ep, window_end, detected_at, carried)
-        for ep in list(carried):
+        for ep in _walk(carried):
             explained += self._end_explained(ep, window_end, detected_at, carried)
         return carried_records + explained + records
 
@@ -184,7 +193,7 @@ class AlertLifecycle:
                 for o in self.episodes.values()
             ):
                 continue
-            self.carried_ended.add(fp)
+            self.restart_own.add(fp)
             out.append(self._end_with(fp, ep, child, window_end, detected_at, ended))
         return out
 
@@ -210,27 +219,42 @@ class AlertLifecycle:
         detected_at: Callable[[int], int],
         ended: list[_Episode],
     ) -> list[AlertRecord]:
-        """Resolve, with ``parent``, its rule's episodes beneath its series that started
-        during it and do not carry it (its hints do not name them): the dispatcher muted
-        them under it (one incident, one page), and their trouble was its incident.  Left
+        """Resolve, with ``parent``, the episodes it muted that started during it
+        (:meth:`_muted_by`): their trouble was its incident (one incident, one page).  Left
         open, a provider-wide incident would end in a page per merchant still recovering,
         a merchant with a call a window needing minutes of evidence where its provider
-        needs one window.  A child still in trouble fires anew (its evidence restarts
-        with the parent's end, see ``Pipeline._explain_beneath``): a page that it is."""
+        needs one window; and the timeouts alert of an outage, slower to resolve on fewer
+        events than the system errors that muted it, would page as the outage ends.  One
+        still in trouble fires anew (its evidence restarts with the parent's end, see
+        ``Pipeline._explain_beneath``): a page that it is."""
         out: list[AlertRecord] = []
         for fp, ep in list(self.episodes.items()):
-            if (
-                ep.rule != parent.rule
-                or ep.started_at < parent.started_at
-                or not is_beneath(ep.series, parent.series)
-                or _carries(parent, ep)
-            ):
+            if ep.started_at < parent.started_at or not self._muted_by(parent, ep):
                 continue
             if not ep.firing:
                 del self.episodes[fp]
                 continue
+            if ep.rule != parent.rule:  # not beneath in its own rule: restart its own test
+                self.restart_own.add(fp)
             out.append(self._end_with(fp, ep, parent, window_end, detected_at, ended))
         return out
+
+    def _muted_by(self, parent: _Episode, ep: _Episode) -> bool:
+        """Whether the dispatcher mutes ``ep`` while ``parent`` fires (its default
+        inhibition, :mod:`stream.alerting.inhibit`): the same rule beneath unless ``ep``
+        carries ``parent``; a signal the parent's mutes on the same series; latency
+        beneath a critical error rate."""
+        if ep.rule == parent.rule:
+            return is_beneath(ep.series, parent.series) and not _carries(parent, ep)
+        if (parent.signal, ep.signal) in self.same_series_mutes:
+            return ep.series == parent.series
+        return (
+            self.critical_errors_mute_latency
+            and parent.signal == "error_rate"
+            and parent.severity == "critical"
+            and ep.signal in LATENCY_SIGNALS
+            and is_beneath(ep.series, parent.series)
+        )
 
     @staticmethod
     def _is_evidence(j: Judgement) -> bool:
@@ -376,6 +400,30 @@ class AlertLifecycle:
             summary=summary,
             hints=list(j.hints) if j else [],
         )
+
+
+def same_series_mutes(rules: Iterable[InhibitRule]) -> frozenset[tuple[str, str]]:
+    """(source, target) signals of the inhibit rules that mute one signal under another
+    by signal alone: on the same series at least, whatever their ``equal``.
+
+    >>> same_series_mutes([InhibitRule({"signal": "error_rate"}, {"signal": "timeouts"})])
+    frozenset({('error_rate', 'timeouts')})
+    """
+    return frozenset(
+        (r.source_match["signal"], r.target_match["signal"])
+        for r in rules
+        if set(r.source_match) == {"signal"} == set(r.target_match)
+        and not r.source_match_re
+        and not r.target_match_re
+    )
+
+
+def _walk(items: list[_Episode]) -> Iterator[_Episode]:
+    """The items of a list, including those appended while it is walked."""
+    i = 0
+    while i < len(items):
+        yield items[i]
+        i += 1
 
 
 def _carries(parent: _Episode, child: _Episode) -> bool:
