@@ -30,6 +30,7 @@ from models.sequential import (
     VolumeParams,
     budgeted,
 )
+from models.tails import binom_log10_sf
 from models.threshold import StaticSLO
 from stream.config import (
     CallbacksRuleConfig,
@@ -59,6 +60,7 @@ from stream.judge.describe import (
     describe_volume,
 )
 from stream.judge.features import Row
+from stream.judge.hints import HINT_LOG10_P
 from stream.judge.metric_rule import MetricRule
 from stream.judge.pooled_rule import PoolingRule, pool_pairs
 from stream.judge.rules import DetectorRule, Rule
@@ -149,6 +151,24 @@ class _CriticalRate:
 
     def __call__(self, x: Row) -> bool:
         return x["system_errors"] >= self.rate * max(x["volume"], self.min_volume)
+
+    def by_chance(self, x: Row, broader: Row) -> bool:
+        """Whether ``x``'s errors this window are likely at the share of a ``broader``
+        series' calls: ``log10 P(X >= errors) > HINT_LOG10_P`` for ``X ~ Binomial(calls,
+        its share)`` (a merchant's 2 of 5 calls failing where its provider fails 19 %:
+        p = 0.25).
+
+        >>> import numpy as np
+        >>> c = _CriticalRate(0.2, 20)
+        >>> row = lambda e, n: Row({"system_errors": np.array([e]), "volume": np.array([n])}, {}, 0)
+        >>> c(row(4, 5)), c.by_chance(row(4, 5), row(190, 1000))
+        (True, True)
+        >>> c.by_chance(row(5, 5), row(2, 1000))  # its provider is fine: a worse incident
+        False
+        """
+        calls = broader["volume"]
+        share = broader["system_errors"] / calls if calls > 0 else 0.0
+        return binom_log10_sf(x["system_errors"], x["volume"], share) > HINT_LOG10_P
 
 
 D = TypeVar("D", bound=Detector)

@@ -14,7 +14,7 @@ columns of the series it judges (:func:`bank_columns`).
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -113,6 +113,31 @@ class JudgedWindow:
         if self._fine is None:
             self._fine = FineChildren.of(self.win, self.registry, self.fine_dims)
         return self._fine
+
+    def broader(self, sid: int, levels: Iterable[Dims]) -> list[int]:
+        """Ids of the series of ``levels`` above ``sid`` (a subset of its dimensions with
+        its values), those the registry knows.
+
+        >>> from stream.windows.registry import SeriesRegistry
+        >>> reg = SeriesRegistry()
+        >>> _ = reg.ids_of(("provider",), ["alipay", "paypal"])
+        >>> (m,) = reg.ids_of(("provider", "merchant_id"), ["paypal\x1fm1"]).tolist()
+        >>> JudgedWindow(None, {}, reg, ()).broader(m, [("provider",), ("provider", "merchant_id")])
+        [1]
+        """
+        key = self.registry.keys[sid]
+        if key is None:
+            return []
+        dims, values = key
+        out = []
+        for level in levels:
+            if set(level) < set(dims):
+                parent = self.registry.index.get(
+                    (level, tuple(values[dims.index(d)] for d in level))
+                )
+                if parent is not None:
+                    out.append(parent)
+        return out
 
     def provider_codes(self, sids: np.ndarray) -> np.ndarray:
         """Per series a small code of its provider (-1: a series without one): the

@@ -171,6 +171,21 @@ class DetectorRule:
             self._report(window, x, det, score, active, out)
         return out
 
+    def _critical_by_chance(self, window: JudgedWindow, x: Row) -> bool:
+        """Whether a broader series of this rule, itself not critical, makes ``x``'s
+        critical window likely (``critical_when.by_chance``): a merchant's few calls
+        crossing the critical level inside its provider's incident are that incident,
+        not a worse one (more severe, the dispatcher would unmute it and page)."""
+        by_chance = getattr(self.critical_when, "by_chance", None)
+        if by_chance is None or self.critical_when is None:
+            return False
+        consts = window.constants(self.window_s)
+        for sid in window.broader(x.sid, self.levels):
+            parent = Row(window.features, consts, sid)
+            if not self.critical_when(parent) and by_chance(x, parent):
+                return True
+        return False
+
     def _hints(self, window: JudgedWindow, sid: int) -> list[dict[str, Any]]:
         """Root-cause hints of an anomalous series: the values beneath it at the finest
         level that carry far more of ``hints_from`` (its errors) than of its calls."""
@@ -232,7 +247,8 @@ class DetectorRule:
         expected = expected_of(det, x)
         value, impact, text = self.describe(x, expected, det)
         sev = severity(score, impact) if anomalous else "info"
-        if anomalous and self.critical_when is not None and self.critical_when(x):
+        critical = self.critical_when is not None and self.critical_when(x)
+        if anomalous and critical and not self._critical_by_chance(window, x):
             sev = "critical"
         if severity_rank(sev) > severity_rank(self.max_severity):  # e.g. river models: info
             sev = self.max_severity
