@@ -4,6 +4,9 @@ just below the critical level.  Each test failed before the change its docstring
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 from benchmarks import eval_run
 from models.incidents import episodes
 from stream.alerting.silences import SilenceSet
@@ -11,17 +14,22 @@ from stream.config import load_config
 from stream.sim.simulate import Incident, SimConfig
 
 
+def paged(sim: SimConfig) -> list[Mapping[str, Any]]:
+    """The episodes that page (default configuration, the dispatcher's inhibition)."""
+    cfg = load_config(None)
+    alerts = eval_run.replay(cfg, sim)
+    return list(episodes(eval_run.pages(alerts, SilenceSet(), cfg)).values())
+
+
 def test_a_sole_providers_traffic_drop_pages_once_within_a_window() -> None:
     """The volume rule's fleet demand was estimated from every series it judges, the
     provider's own among them: with one provider every drop of its traffic was "demand"
     and never paged.  Demand now leaves the series' own provider out."""
-    cfg = load_config(None)
     drop = Incident("traffic_drop", 2400, 300, provider="wechatpay", magnitude=0.6)
     sim = SimConfig(
         seed=3, duration_s=3000, rate=20, providers={"wechatpay": 1.0}, incidents=[drop]
     )
-    alerts = eval_run.replay(cfg, sim)
-    pages = list(episodes(eval_run.pages(alerts, SilenceSet(), cfg)).values())
+    pages = paged(sim)
     start = sim.start_ms + 2400_000
     assert [(p["rule"], p["series"]) for p in pages] == [
         ("traffic_drop", {"provider": "wechatpay"})
@@ -34,14 +42,12 @@ def test_an_outage_of_a_sole_provider_and_merchant_pages_once() -> None:
     """One merchant at one provider: the timeouts alert, muted under the system errors
     (timeouts are system errors), recovered a minute after them on fewer events and was
     unmuted, paging as the outage ended; now it ends with the alert that muted it."""
-    cfg = load_config(None)
     outage = Incident("provider_outage", 5400, 300, provider="wechatpay", magnitude=0.3)
     sim = SimConfig(
         seed=4, duration_s=6000, rate=5, providers={"wechatpay": 1.0}, merchants=1,
         incidents=[outage],
     )  # fmt: skip
-    alerts = eval_run.replay(cfg, sim)
-    pages = list(episodes(eval_run.pages(alerts, SilenceSet(), cfg)).values())
+    pages = paged(sim)
     assert [(p["rule"], p["series"]) for p in pages] == [
         ("system_error_rate", {"provider": "wechatpay"})
     ]
@@ -53,14 +59,12 @@ def test_a_gradual_degradation_just_below_the_critical_level_pages_once() -> Non
     window by chance were critical, more severe than the provider's warning, so the
     dispatcher unmuted them: 5 pages.  A series' critical window that its broader
     series' share makes likely (the chance test of hints, p > 1e-3) is not critical."""
-    cfg = load_config(None)
     ramp = Incident("gradual_degradation", 3600, 900, provider="wechatpay", magnitude=0.19)
     sim = SimConfig(
         seed=1, duration_s=5400, rate=20, providers={"wechatpay": 1.0, "alipay": 1.0},
         incidents=[ramp],
     )  # fmt: skip
-    alerts = eval_run.replay(cfg, sim)
-    pages = list(episodes(eval_run.pages(alerts, SilenceSet(), cfg)).values())
+    pages = paged(sim)
     assert [(p["rule"], p["series"]) for p in pages] == [
         ("system_error_rate", {"provider": "wechatpay"})
     ]
