@@ -232,21 +232,21 @@ class Pipeline:
     def _explain_beneath(self, records: list[AlertRecord]) -> None:
         """Each episode that ended restarts its rule's evidence beneath its series."""
         st = self.state
-        ended = [r for r in records if r.status == "resolved"]
-        if not ended:
-            return
         keep = st.lifecycle.active()
-        # An episode resolved with another (its carrier, the alert of another signal that
-        # muted it) restarts its own test too.
-        carried: set[str] = getattr(st.lifecycle, "restart_own", set())
-        for rec in ended:
+        for rec in records:
+            if rec.status != "resolved":
+                continue
             for rule in st.rules:
                 if rule.name == rec.rule and hasattr(rule, "restart_beneath"):
                     rule.restart_beneath(rec.series, st.windows.registry, keep)
-                    own = rule.sid_of_fp.get(rec.fingerprint)
-                    restart = getattr(rule, "restart_series", None)
-                    if rec.fingerprint in carried and own is not None and restart is not None:
-                        restart(own)
+        # An episode ended with another (its carrier, the alert of another signal that
+        # muted it; pending ones are dropped silently) restarts its own test too.
+        for fp in getattr(st.lifecycle, "restart_own", ()):
+            for rule in st.rules:
+                sid = getattr(rule, "sid_of_fp", {}).get(fp)  # fingerprints name the rule
+                restart = getattr(rule, "restart_series", None)
+                if sid is not None and restart is not None:
+                    restart(sid)
 
     def _evict_idle(self) -> None:
         st = self.state

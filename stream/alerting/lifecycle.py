@@ -231,11 +231,11 @@ class AlertLifecycle:
         for fp, ep in list(self.episodes.items()):
             if ep.started_at < parent.started_at or not self._muted_by(parent, ep):
                 continue
+            if ep.rule != parent.rule:  # not beneath in its own rule: restart its own test
+                self.restart_own.add(fp)
             if not ep.firing:
                 del self.episodes[fp]
                 continue
-            if ep.rule != parent.rule:  # not beneath in its own rule: restart its own test
-                self.restart_own.add(fp)
             out.append(self._end_with(fp, ep, parent, window_end, detected_at, ended))
         return out
 
