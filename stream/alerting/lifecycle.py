@@ -20,7 +20,7 @@ the same ids as the live run.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -152,13 +152,13 @@ class AlertLifecycle:
         # Each list grows as it is walked: what an explained episode muted ends with it.
         ended, self._ended = self._ended, []
         explained: list[AlertRecord] = []
-        for ep in _walk(ended):
+        for ep in ended:  # a list's iterator reaches the items appended as it goes
             explained += self._end_explained(ep, window_end, detected_at, ended)
         carried: list[_Episode] = []
         carried_records: list[AlertRecord] = []
         for ep in list(ended):
             carried_records += self._end_carried(ep, window_end, detected_at, carried)
-        for ep in _walk(carried):
+        for ep in carried:
             explained += self._end_explained(ep, window_end, detected_at, carried)
         return carried_records + explained + records
 
@@ -174,24 +174,13 @@ class AlertLifecycle:
         dispatcher folded them into it, and one that outlived its carrier was unfolded
         and paged (a merchant's broken keys: its provider's alert, a window after the
         merchant's resolved).  Listed first, so the dispatcher never sees them unfolded;
-        their evidence restarts (``carried_ended``), so one still in trouble fires anew;
+        their evidence restarts (``restart_own``), so one still in trouble fires anew;
         they join ``ended``, so the episodes they muted can end with them."""
         out: list[AlertRecord] = []
         for fp, ep in list(self.episodes.items()):
-            if (
-                ep.rule != child.rule
-                or not ep.firing
-                or not is_beneath(child.series, ep.series)
-                or not _carries(ep, child)
-            ):
+            if not ep.firing or not _folded_into(ep, child):
                 continue
-            if any(
-                o.firing
-                and o.rule == ep.rule
-                and is_beneath(o.series, ep.series)
-                and _carries(ep, o)
-                for o in self.episodes.values()
-            ):
+            if any(o.firing and _folded_into(ep, o) for o in self.episodes.values()):
                 continue
             self.restart_own.add(fp)
             out.append(self._end_with(fp, ep, child, window_end, detected_at, ended))
@@ -418,12 +407,14 @@ def same_series_mutes(rules: Iterable[InhibitRule]) -> frozenset[tuple[str, str]
     )
 
 
-def _walk(items: list[_Episode]) -> Iterator[_Episode]:
-    """The items of a list, including those appended while it is walked."""
-    i = 0
-    while i < len(items):
-        yield items[i]
-        i += 1
+def _folded_into(parent: _Episode, child: _Episode) -> bool:
+    """Whether the dispatcher folds ``parent`` into ``child``: its rule, beneath it, named
+    by its hints."""
+    return (
+        parent.rule == child.rule
+        and is_beneath(child.series, parent.series)
+        and _carries(parent, child)
+    )
 
 
 def _carries(parent: _Episode, child: _Episode) -> bool:
