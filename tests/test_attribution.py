@@ -108,3 +108,61 @@ def test_a_hint_names_a_carrier_only_beyond_chance() -> None:
     assert _hints({"small": 3}, calls) == [
         {"dimension": "merchant_id", "value": "small", "share": 1.0}
     ]
+
+
+# --- one merchant at several providers -------------------------------------------------
+
+KEYS = {"merchant_id": "M1007"}
+
+
+def at(provider: str, *, started: int = T0, severity: str = "warning", **kw: Any) -> AlertRecord:
+    series = {"provider": provider, **KEYS}
+    return make_alert(series, rule=RULE, signal=SIGNAL, severity=severity, started=started, **kw)
+
+
+def test_a_merchants_keys_broken_at_every_provider_page_once() -> None:
+    """Series are judged per provider: the merchant's alert at each provider paged."""
+    first = at("wechatpay")
+    later = [at("alipay", started=T0 + 10 * S), at("paypal", started=T0 + 20 * S)]
+    messages, d = page([*later, first])
+    assert messages == [(first.alert_id,)]
+    assert d.inhibitor.mute_reason(later[0]) == f"with {first.alert_id}: the same merchant"
+
+
+def test_the_peer_still_firing_when_the_first_resolves_does_not_page() -> None:
+    first, peer = at("wechatpay"), at("alipay", started=T0 + 10 * S)
+    _, d = page([first, peer])
+    d.on_alert(at("wechatpay", status="resolved", window_end=T0 + 300 * S), T0 + 300 * S)
+    messages = d.tick(T0 + 900 * S)
+    told = [(m.alert_ids, m.title.split("]")[0]) for m in messages]
+    assert told == [((first.alert_id,), "[RESOLVED")]
+    assert d.inhibitor.mute_reason(peer) == f"with {first.alert_id}: the same merchant"
+    # A restarted dispatcher keeps the mute.
+    fresh = Dispatcher([RouteConfig("oncall", group_by=(), group_wait_s=30)])
+    fresh.restore(d.snapshot())
+    assert fresh.tick(T0 + 2000 * S) == []
+
+
+def test_a_peer_more_severe_than_the_first_pages() -> None:
+    first, worse = at("wechatpay"), at("alipay", started=T0 + 10 * S, severity="critical")
+    messages, _ = page([first, worse])
+    assert [set(m) for m in messages] == [{worse.alert_id, first.alert_id}]
+
+
+def test_the_merchants_alert_under_its_providers_incident_mutes_no_peer() -> None:
+    """wechatpay's outage covers its merchant alert: the merchant's own trouble at alipay,
+    which began later, is another incident and pages."""
+    provider = make_alert({"provider": "wechatpay"}, rule=RULE, signal=SIGNAL, severity="warning")
+    under, own = at("wechatpay"), at("alipay", started=T0 + 10 * S)
+    messages, d = page([provider, under, own])
+    assert [set(m) for m in messages] == [{own.alert_id, provider.alert_id}]
+    assert d.inhibitor.mute_reason(own) is None
+
+
+def test_console_folds_the_merchant_at_another_provider_into_the_first() -> None:
+    out = io.StringIO()
+    console = ConsoleNotifier(out, color="never")
+    console.notify([at("wechatpay"), at("alipay", started=T0 + 10 * S)])
+    lines = out.getvalue().splitlines()
+    assert console.fired == 1 and len(lines) == 2
+    assert lines[1].strip() == "└─ alipay/M1007 too: the same merchant (folded in)"

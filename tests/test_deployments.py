@@ -1,6 +1,7 @@
 """Deployments and incidents ``make eval``'s seeds do not have: payments through one
 provider only (common: WeChat Pay alone) and one merchant id; a provider-wide incident
-just below the critical level.  Each test failed before the change its docstring names."""
+just below the critical level; a merchant at every provider.  Each test failed before the
+change its docstring names."""
 
 from __future__ import annotations
 
@@ -68,3 +69,17 @@ def test_a_gradual_degradation_just_below_the_critical_level_pages_once() -> Non
     assert [(p["rule"], p["series"]) for p in pages] == [
         ("system_error_rate", {"provider": "wechatpay"})
     ]
+
+
+def test_a_merchants_keys_broken_at_every_provider_page_the_merchant_once() -> None:
+    """Series are judged per provider, so the merchant's config errors fired at each of
+    its providers, and each paged (3 pages of the merchant here).  The first to fire now
+    mutes its peers at the other providers for their episodes."""
+    keys = Incident("merchant_misconfig", 2400, 300, merchant_id="M1001")
+    sim = SimConfig(seed=5, duration_s=3000, rate=20, incidents=[keys])
+    merchant = [p for p in paged(sim) if p["series"].get("merchant_id") == "M1001"]
+    start = sim.start_ms + 2400_000
+    assert [(p["rule"], p["series"]) for p in merchant] == [
+        ("config_errors", {"provider": "alipay", "merchant_id": "M1001"})
+    ]
+    assert start < merchant[0]["window_end"] <= start + 10_000

@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import TextIO
 
-from stream.alerting.inhibit import carries, inhibits
+from stream.alerting.inhibit import carries, inhibits, same_merchant
 from stream.alerting.matchers import from_config, matches_all
 from stream.alerting.record import AlertRecord
 from stream.config import InhibitRule
@@ -91,6 +91,8 @@ class ConsoleNotifier:
             text = f"series beneath {where} are affected too (folded into this alert)"
         elif is_beneath(shown.series, folded.series):  # the series beneath carries it
             text = f"{series_text(folded.series)} folded into {where}, which carries it"
+        elif same_merchant(folded, shown):
+            text = f"{series_text(folded.series)} too: the same merchant (folded in)"
         else:  # an inhibit rule's target (e.g. the timeouts of this very series)
             text = f"{folded.rule} of {series_text(folded.series)} is part of it (folded in)"
         print(f"           └─ {text}", file=self.out)
@@ -111,6 +113,8 @@ class ConsoleNotifier:
                 return pfp
             if any(inhibits(r, shown.labels, rec.labels) for r in self.inhibit_rules):
                 return pfp
+            if same_merchant(rec, shown):
+                return pfp  # the same merchant at another provider, shown first
         for ffp, folded in self.folded_recs.items():  # beneath an alert folded itself
             beneath = folded.rule == rec.rule and is_beneath(rec.series, folded.series)
             if beneath and not carries(folded, rec):

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 from stream.alerting.delivery import Message
 from stream.alerting.groups import EVAL, Group, Groups
-from stream.alerting.inhibit import Inhibitor
+from stream.alerting.inhibit import Inhibitor, is_peer_mute
 from stream.alerting.record import AlertRecord
 from stream.alerting.routes import Router, group_key
 from stream.alerting.silences import ControlEvent, Silence, SilenceSet
@@ -240,6 +240,8 @@ class Dispatcher:
             a = _Alert.of(AlertRecord.from_dict(item["record"]))
             a.acked_by, a.muted = item.get("acked_by"), item.get("muted")
             self._alerts[a.fp] = a
+            if a.firing and is_peer_mute(a.muted):
+                self.inhibitor.keep_peer_mute(a.alert_id, str(a.muted), a.rank)
         self._groups.clear()
         self.inhibitor.invalidate()
         for item in state.get("groups", ()):

@@ -12,7 +12,16 @@ evidence points (attribution):
 - one child carries it: when the broader alert's root-cause hints name a value
   of a firing child's series with at least :data:`CARRIES_SHARE` of the trouble
   (one merchant has most of the provider's config errors), the child pages and
-  the broader alert is folded into it ("folded into <alert_id>").
+  the broader alert is folded into it ("folded into <alert_id>");
+- one merchant at several providers: series are judged per provider (the roll-up
+  tasks hold a provider's traffic), so a merchant whose keys broke everywhere fires
+  one alert per provider.  The first to fire of one rule for one merchant — unless a
+  broader alert of its own provider mutes it (that is the provider's incident) — mutes
+  its peers (that rule's alerts of that merchant, at any level) at the other
+  providers that are not more severe ("with <alert_id>: the same merchant"), so the
+  merchant pages once.  The mute lasts the peer's episode (unless it grows more
+  severe): peers end a window or three apart, and the one still firing when the
+  first resolves is the same incident, already paged.
 
 Configured :class:`~stream.config.InhibitRule` objects add source → target mutes.
 """
@@ -31,10 +40,13 @@ from stream.series import SeriesKey, is_beneath
 LATENCY_SIGNALS = frozenset({"latency", "latency_tail"})
 #: The series index also lists critical error-rate alerts of any rule under this rule name.
 _CRITICAL_ERRORS = "critical error rate, any rule"
+#: The end of the mute reason of a merchant's alert at another provider than its first.
+PEER_MUTE_SUFFIX = ": the same merchant"
 #: Share of a broader alert's trouble one child must carry for the child to page instead.
 CARRIES_SHARE = 0.5
 
 _SeriesIndex = dict[tuple[str, str, SeriesKey], list[AlertRecord]]
+_PeerKey = tuple[str, str, str]  # rule, signal, merchant_id
 _RuleIndex = dict[tuple[str, str], list[AlertRecord]]  # firing alerts by (rule, signal)
 _Sources = dict[tuple[str, ...], list[AlertRecord]]  # inhibiting alerts by their `equal` values
 
@@ -58,19 +70,23 @@ class Inhibitor:
         self._firing = firing
         self._sources = [from_config(r.source_match, r.source_match_re) for r in self.rules]
         self._targets = [from_config(r.target_match, r.target_match_re) for r in self.rules]
-        self._index: tuple[_SeriesIndex, list[_Sources], _RuleIndex] | None = None
+        self._index: _Index | None = None
+        # Peer mutes kept for the muted episode: alert_id -> (reason, rank when muted).
+        self._peer_mutes: dict[str, tuple[str, int]] = {}
 
     def invalidate(self) -> None:
         self._index = None
 
     def mute_reason(self, alert: AlertRecord) -> str | None:
-        """``"inhibited by <alert_id>"``, ``"folded into <alert_id>"`` or None; only
-        firing alerts are muted."""
+        """``"inhibited by <alert_id>"``, ``"folded into <alert_id>"``, ``"with
+        <alert_id>: the same merchant"`` or None; only firing alerts are muted."""
         if not alert.firing:
             return None
-        by_series, by_rule, by_signal = self._inhibit_index()
+        by_series, by_rule, by_signal, by_peer = self._inhibit_index()
         if self.default_inhibit:
             reason = self._default_reason(alert, by_series, by_signal)
+            if reason is None:
+                reason = self._peer_mute(alert, by_series, by_peer)
             if reason is not None:
                 return reason
         labels = alert.labels
@@ -82,6 +98,24 @@ class Inhibitor:
                         return f"inhibited by {src.alert_id}"
         return None
 
+    def keep_peer_mute(self, alert_id: str, reason: str, rank: int) -> None:
+        """Remember that episode ``alert_id`` was muted as a merchant's peer (a restored
+        dispatcher calls this for the mutes it had)."""
+        self._peer_mutes[alert_id] = (reason, rank)
+
+    def _peer_mute(
+        self,
+        alert: AlertRecord,
+        by_series: _SeriesIndex,
+        by_peer: dict[_PeerKey, list[AlertRecord]],
+    ) -> str | None:
+        reason = _peer_reason(alert, by_series, by_peer)
+        if reason is not None:
+            self._peer_mutes[alert.alert_id] = (reason, alert.rank)
+            return reason
+        kept = self._peer_mutes.get(alert.alert_id)
+        return kept[0] if kept is not None and alert.rank <= kept[1] else None
+
     @staticmethod
     def _default_reason(
         alert: AlertRecord, by_series: _SeriesIndex, by_signal: _RuleIndex
@@ -90,26 +124,21 @@ class Inhibitor:
         for child in by_signal.get((alert.rule, alert.signal), ()):
             if carries(alert, child):
                 return f"folded into {child.alert_id}"
-        items = alert.series_key
-        # Every broader series: the non-empty proper subsets of this one (series are small).
-        for size in range(1, len(items)):
-            for sub in combinations(items, size):
-                for src in by_series.get((alert.rule, alert.signal, sub), ()):
-                    if src.rank >= alert.rank and not carries(src, alert):
-                        return f"inhibited by {src.alert_id}"
-                if alert.signal in LATENCY_SIGNALS:
-                    for src in by_series.get((_CRITICAL_ERRORS, "error_rate", sub), ()):
-                        return f"inhibited by {src.alert_id}"
-        return None
+        src = _broader_source(alert, by_series)
+        return None if src is None else f"inhibited by {src.alert_id}"
 
-    def _inhibit_index(self) -> tuple[_SeriesIndex, list[_Sources], _RuleIndex]:
+    def _inhibit_index(self) -> _Index:
         """Firing alerts indexed for inhibition; rebuilt only after alerts changed."""
         if self._index is None:
             by_series: _SeriesIndex = {}
             by_rule: list[_Sources] = [{} for _ in self.rules]
             by_signal: _RuleIndex = {}
+            by_peer: dict[_PeerKey, list[AlertRecord]] = {}
             for a in self._firing():
                 by_series.setdefault((a.rule, a.signal, a.series_key), []).append(a)
+                peer = merchant_peer_key(a)
+                if peer is not None:
+                    by_peer.setdefault(peer, []).append(a)
                 if a.signal == "error_rate" and a.severity == "critical":
                     by_series.setdefault((_CRITICAL_ERRORS, a.signal, a.series_key), []).append(a)
                 by_signal.setdefault((a.rule, a.signal), []).append(a)
@@ -121,8 +150,88 @@ class Inhibitor:
             groups = (*by_series.values(), *by_signal.values())
             for group in (*groups, *(v for idx in by_rule for v in idx.values())):
                 group.sort(key=lambda a: (-a.rank, a.fingerprint))  # deterministic reasons
-            self._index = (by_series, by_rule, by_signal)
+            for peers in by_peer.values():
+                peers.sort(key=_first_fired)
+            live = {a.alert_id for group in by_signal.values() for a in group}
+            self._peer_mutes = {k: v for k, v in self._peer_mutes.items() if k in live}
+            self._index = (by_series, by_rule, by_signal, by_peer)
         return self._index
+
+
+_Index = tuple[_SeriesIndex, list[_Sources], _RuleIndex, dict[_PeerKey, list[AlertRecord]]]
+
+
+def _broader_source(alert: AlertRecord, by_series: _SeriesIndex) -> AlertRecord | None:
+    """The firing alert of a broader series that mutes ``alert``: the same rule at
+    least as severe (and not carried by it), or for latency a critical error rate."""
+    items = alert.series_key
+    # Every broader series: the non-empty proper subsets of this one (series are small).
+    for size in range(1, len(items)):
+        for sub in combinations(items, size):
+            for src in by_series.get((alert.rule, alert.signal, sub), ()):
+                if src.rank >= alert.rank and not carries(src, alert):
+                    return src
+            if alert.signal in LATENCY_SIGNALS:
+                for src in by_series.get((_CRITICAL_ERRORS, "error_rate", sub), ()):
+                    return src
+    return None
+
+
+def merchant_peer_key(alert: AlertRecord) -> _PeerKey | None:
+    """What alerts of one rule about one merchant share, at whatever provider and level
+    (``[provider, merchant_id]``, ``[provider, operation, merchant_id]``): rule, signal
+    and the merchant (None: not a merchant's alert at a provider).
+
+    >>> a = AlertRecord("a", "f", "firing", "warning", "config_errors", "config_error",
+    ...                 {"provider": "alipay", "merchant_id": "M1"}, started_at=0)
+    >>> merchant_peer_key(a)
+    ('config_errors', 'config_error', 'M1')
+    """
+    series = alert.series
+    if "merchant_id" not in series or "provider" not in series:
+        return None
+    return alert.rule, alert.signal, series["merchant_id"]
+
+
+def same_merchant(a: AlertRecord, b: AlertRecord) -> bool:
+    """Whether ``a`` and ``b`` are one rule's alerts about one merchant at two providers."""
+    key = merchant_peer_key(a)
+    return (
+        key is not None
+        and key == merchant_peer_key(b)
+        and a.series["provider"] != b.series["provider"]
+    )
+
+
+def _first_fired(a: AlertRecord) -> tuple[int, str]:
+    return a.started_at, a.fingerprint
+
+
+def is_peer_mute(reason: str | None) -> bool:
+    """Whether a mute reason is the same-merchant one (:func:`_peer_reason`)."""
+    return reason is not None and reason.endswith(PEER_MUTE_SUFFIX)
+
+
+def _peer_reason(
+    alert: AlertRecord, by_series: _SeriesIndex, by_peer: dict[_PeerKey, list[AlertRecord]]
+) -> str | None:
+    """``"with <alert_id>: the same merchant"`` when a peer of ``alert`` at another
+    provider fired first, is at least as severe and is the merchant's own: no broader
+    alert without the merchant mutes it (that would be its provider's incident).  At
+    its own provider the series tree decides (broader mutes beneath, carried folds)."""
+    key = merchant_peer_key(alert)
+    if key is None:
+        return None
+    provider = alert.series["provider"]
+    for src in by_peer.get(key, ()):
+        if _first_fired(src) >= _first_fired(alert):
+            return None
+        if src.series["provider"] == provider or src.rank < alert.rank:
+            continue
+        above = _broader_source(src, by_series)
+        if above is None or "merchant_id" in above.series:
+            return f"with {src.alert_id}{PEER_MUTE_SUFFIX}"
+    return None
 
 
 def carries(parent: AlertRecord, child: AlertRecord, min_share: float = CARRIES_SHARE) -> bool:
