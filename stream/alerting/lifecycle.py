@@ -22,6 +22,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from itertools import combinations
 from typing import Any
 
 from models.budget import oracle_delay_rate_s
@@ -160,7 +161,8 @@ class AlertLifecycle:
             carried_records += self._end_carried(ep, window_end, detected_at, carried)
         for ep in carried:
             explained += self._end_explained(ep, window_end, detected_at, carried)
-        return carried_records + explained + records
+        out = carried_records + explained + records
+        return self._muted_inside(out, [*self.episodes.values(), *ended, *carried])
 
     def _end_carried(
         self,
@@ -227,6 +229,28 @@ class AlertLifecycle:
                 continue
             out.append(self._end_with(fp, ep, parent, window_end, detected_at, ended))
         return out
+
+    def _muted_inside(self, records: list[AlertRecord], eps: list[_Episode]) -> list[AlertRecord]:
+        """A window's records in an order whose every prefix the dispatcher reads right:
+        it reads the alerts topic in fetches and may evaluate between two, so a muted
+        alert's resolution comes before that of an alert muting it, and its firing after
+        the firing of one (a provider resolved with its last merchant's record in the next
+        fetch paged the merchant).  Stable: records with no muter among these keep their
+        order."""
+        if len(records) < 2:
+            return records
+        by_id = {ep.alert_id: ep for ep in eps if ep.alert_id}
+        mine = [by_id.get(r.alert_id) for r in records]
+        index = _SeriesIndex([ep for ep in mine if ep is not None])
+        keys = []
+        for rec, ep in zip(records, mine, strict=True):
+            muters = 0
+            if ep is not None:
+                near = {id(o): o for o in index.muter_candidates(ep) if o is not ep}
+                muters = sum(self._muted_by(o, ep) or _folded_into(ep, o) for o in near.values())
+            keys.append(-muters if rec.status == "resolved" else muters)
+        order = sorted(range(len(records)), key=keys.__getitem__)
+        return [records[i] for i in order]
 
     def _muted_by(self, parent: _Episode, ep: _Episode) -> bool:
         """Whether the dispatcher mutes ``ep`` while ``parent`` fires (its default
@@ -405,6 +429,30 @@ def same_series_mutes(rules: Iterable[InhibitRule]) -> frozenset[tuple[str, str]
         and not r.source_match_re
         and not r.target_match_re
     )
+
+
+class _SeriesIndex:
+    """Episodes by series and by series value, to find what may mute one without
+    comparing every pair (a provider outage resolves thousands of merchants at once)."""
+
+    def __init__(self, eps: Iterable[_Episode]) -> None:
+        self.by_series: dict[frozenset[tuple[str, str]], list[_Episode]] = {}
+        self.by_value: dict[tuple[str, str], list[_Episode]] = {}
+        for ep in eps:
+            self.by_series.setdefault(frozenset(ep.series.items()), []).append(ep)
+            for item in ep.series.items():
+                self.by_value.setdefault(item, []).append(ep)
+
+    def muter_candidates(self, ep: _Episode) -> Iterable[_Episode]:
+        """Episodes of ``ep``'s series or a broader one (what mutes beneath or on the same
+        series), and those whose series has a value ``ep``'s hints name (a child it is
+        folded into)."""
+        items = list(ep.series.items())
+        for size in range(len(items) + 1):
+            for sub in combinations(items, size):
+                yield from self.by_series.get(frozenset(sub), ())
+        for h in getattr(ep, "hints", ()):
+            yield from self.by_value.get((str(h.get("dimension")), str(h.get("value"))), ())
 
 
 def _folded_into(parent: _Episode, child: _Episode) -> bool:
