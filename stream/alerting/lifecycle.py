@@ -175,9 +175,10 @@ class AlertLifecycle:
         hints name it) and that no other open episode beneath them still carries: the
         dispatcher folded them into it, and one that outlived its carrier was unfolded
         and paged (a merchant's broken keys: its provider's alert, a window after the
-        merchant's resolved).  Listed first, so the dispatcher never sees them unfolded;
-        their evidence restarts (``restart_own``), so one still in trouble fires anew;
-        they join ``ended``, so the episodes they muted can end with them."""
+        merchant's resolved).  Listed before it (:meth:`_muted_inside`), so the
+        dispatcher never sees them unfolded; their evidence restarts (``restart_own``),
+        so one still in trouble fires anew; they join ``ended``, so the episodes they
+        muted can end with them."""
         out: list[AlertRecord] = []
         for fp, ep in list(self.episodes.items()):
             if not ep.firing or not _folded_into(ep, child):
@@ -241,7 +242,7 @@ class AlertLifecycle:
             return records
         by_id = {ep.alert_id: ep for ep in eps if ep.alert_id}
         mine = [by_id.get(r.alert_id) for r in records]
-        index = _SeriesIndex([ep for ep in mine if ep is not None])
+        index = _EpisodeIndex([ep for ep in mine if ep is not None])
         keys = []
         for rec, ep in zip(records, mine, strict=True):
             muters = 0
@@ -431,7 +432,7 @@ def same_series_mutes(rules: Iterable[InhibitRule]) -> frozenset[tuple[str, str]
     )
 
 
-class _SeriesIndex:
+class _EpisodeIndex:
     """Episodes by series and by series value, to find what may mute one without
     comparing every pair (a provider outage resolves thousands of merchants at once)."""
 
@@ -451,7 +452,7 @@ class _SeriesIndex:
         for size in range(len(items) + 1):
             for sub in combinations(items, size):
                 yield from self.by_series.get(frozenset(sub), ())
-        for h in getattr(ep, "hints", ()):
+        for h in ep.hints:
             yield from self.by_value.get((str(h.get("dimension")), str(h.get("value"))), ())
 
 
