@@ -116,7 +116,7 @@ def test_a_child_that_carries_its_parent_outlives_it() -> None:
 
 def test_a_parent_folded_into_its_carrier_ends_with_it() -> None:
     """The provider's alert was folded into the merchant that carries it; when the
-    merchant's episode ends the provider's ends in the same window, listed first (left
+    merchant's episode ends the provider's ends in the same window, listed before it (left
     open, it was unfolded and paged), and so do the episodes the provider muted."""
     life = AlertLifecycle(keep_firing_for_windows=1, resolve_min_calls=1)
     p, m1 = {"provider": "a"}, {"provider": "a", "merchant_id": "m1"}
@@ -126,11 +126,12 @@ def test_a_parent_folded_into_its_carrier_ends_with_it() -> None:
     life.observe(20_000, [_j(m1, 10_000, True), _j(p, 10_000, True), _j(op, 10_000, True)],
                  lambda e: e)  # fmt: skip
     ended = life.observe(30_000, [_j(m1, 20_000, False), _j(p, 20_000, True)], lambda e: e)
+    # Each before the one that muted it: op (under p), p (folded into m1), m1.
     assert [(r.status, r.series) for r in ended] == [
-        ("resolved", p), ("resolved", op), ("resolved", m1)
+        ("resolved", op), ("resolved", p), ("resolved", m1)
     ]  # fmt: skip
-    assert ended[0].summary.endswith("(with provider=a merchant_id=m1)")
-    assert life.restart_own == {ended[0].fingerprint} and life.active() == set()
+    assert ended[1].summary.endswith("(with provider=a merchant_id=m1)")
+    assert life.restart_own == {ended[1].fingerprint} and life.active() == set()
 
 
 def _sig(rule: str, signal: str, series: dict[str, str], start: int, bad: bool) -> Judgement:
@@ -162,8 +163,9 @@ def test_an_alert_ends_with_it_the_alerts_of_other_signals_it_muted() -> None:
     for start in (0, 10_000, 20_000):
         life.observe(start + 10_000, window(start, True), lambda e: e)
     ended = life.observe(40_000, window(30_000, False), lambda e: e)
+    # Each before the one that muted it: the tail (under the timeouts), the timeouts.
     assert [(r.rule, r.status) for r in ended] == [
-        ("timeouts", "resolved"), ("latency_tail", "resolved"), ("system_error_rate", "resolved")
+        ("latency_tail", "resolved"), ("timeouts", "resolved"), ("system_error_rate", "resolved")
     ]  # fmt: skip
     assert ended[0].summary.endswith("(with provider=a)")
     assert life.restart_own == {ended[0].fingerprint, ended[1].fingerprint}

@@ -19,6 +19,7 @@ the same ids as the live run.
 
 from __future__ import annotations
 
+import heapq
 import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -232,26 +233,48 @@ class AlertLifecycle:
         return out
 
     def _muted_inside(self, records: list[AlertRecord], eps: list[_Episode]) -> list[AlertRecord]:
-        """A window's records in an order whose every prefix the dispatcher reads right:
-        it reads the alerts topic in fetches and may evaluate between two, so a muted
-        alert's resolution comes before that of an alert muting it, and its firing after
-        the firing of one (a provider resolved with its last merchant's record in the next
-        fetch paged the merchant).  Stable: records with no muter among these keep their
-        order."""
-        if len(records) < 2:
+        """A window's records with its resolutions in an order whose every prefix the
+        dispatcher reads right: it reads the alerts topic in fetches and may evaluate
+        between two, so a muted alert's resolution comes before the resolution of the one
+        that mutes it (a provider resolved with its last merchant's record in the next
+        fetch paged the merchant).  Only resolutions move, among their own places, and
+        only as far as that needs (earliest first of those free to go); firing records
+        keep theirs (a new group waits ``group_wait`` anyway)."""
+        places = [i for i, r in enumerate(records) if r.status == "resolved"]
+        if len(places) < 2:
             return records
         by_id = {ep.alert_id: ep for ep in eps if ep.alert_id}
-        mine = [by_id.get(r.alert_id) for r in records]
-        index = _EpisodeIndex([ep for ep in mine if ep is not None])
-        keys = []
-        for rec, ep in zip(records, mine, strict=True):
-            muters = 0
-            if ep is not None:
-                near = {id(o): o for o in index.muter_candidates(ep) if o is not ep}
-                muters = sum(self._muted_by(o, ep) or _folded_into(ep, o) for o in near.values())
-            keys.append(-muters if rec.status == "resolved" else muters)
-        order = sorted(range(len(records)), key=keys.__getitem__)
-        return [records[i] for i in order]
+        ended = [by_id.get(records[i].alert_id) for i in places]
+        at = {id(ep): k for k, ep in enumerate(ended) if ep is not None}
+        index = _EpisodeIndex([ep for ep in ended if ep is not None])
+        waits = [0] * len(ended)  # per resolution: how many it mutes are still to go
+        muters: list[list[int]] = [[] for _ in ended]
+        for k, ep in enumerate(ended):
+            for o in self._muters(ep, index) if ep is not None else ():
+                muters[k].append(at[id(o)])
+                waits[at[id(o)]] += 1
+        free = [k for k, w in enumerate(waits) if w == 0]
+        order: list[int] = []
+        while free:
+            k = heapq.heappop(free)
+            order.append(k)
+            for j in muters[k]:
+                waits[j] -= 1
+                if waits[j] == 0:
+                    heapq.heappush(free, j)
+        order += [k for k in range(len(ended)) if waits[k] > 0]  # a cycle: as listed
+        out = list(records)
+        for place, k in zip(places, order, strict=True):
+            out[place] = records[places[k]]
+        return out
+
+    def _muters(self, ep: _Episode, index: _EpisodeIndex) -> list[_Episode]:
+        """The episodes of ``index`` the dispatcher mutes ``ep`` under, in its order of
+        precedence: a child it is folded into, else what mutes it (:meth:`_muted_by`)."""
+        near = {id(o): o for o in index.muter_candidates(ep)}
+        near.pop(id(ep), None)
+        folded = [o for o in near.values() if _folded_into(ep, o)]
+        return folded or [o for o in near.values() if self._muted_by(o, ep)]
 
     def _muted_by(self, parent: _Episode, ep: _Episode) -> bool:
         """Whether the dispatcher mutes ``ep`` while ``parent`` fires (its default
