@@ -66,11 +66,29 @@ async def test_without_a_pool_everything_is_decoded_inline_and_pending_is_bounde
     dec: OrderedDecoder[int] = OrderedDecoder(None, max_pending=2)
     values, sources = _batch(0, 10)
     dec.submit(values, sources, {}, 0)
-    assert dec.head_ready() and not dec.full
+    assert dec.ready() and not dec.full
     dec.submit(values, sources, {}, 1)
     assert dec.full  # the worker windows the oldest before reading more
     assert dec.inline == 0  # "inline" counts only batches taken from a busy child
     assert [(await dec.next())[1] for _ in range(2)] == [0, 1]
+
+
+async def test_a_ready_batch_goes_ahead_of_other_lanes_but_never_of_its_own() -> None:
+    """With tasks, a roll-up task's shipments (no decoding) are windowed while a source
+    task's records are still in the child; each task's own batches stay in order."""
+    pool = DecodePool(1)
+    try:
+        await pool.warm_up()
+        dec: OrderedDecoder[str] = OrderedDecoder(pool, max_pending=2)  # child queue: 1
+        values, sources = _batch(0)
+        dec.submit(values, sources, {"reference_ms": T0}, "source 1", lane="source")
+        dec.submit(values, sources, {"reference_ms": T0}, "roll-up 1", lane="roll-up")
+        dec.submit(values, sources, {"reference_ms": T0}, "source 2", lane="source")
+        assert dec.inline == 2  # the child holds "source 1"; the rest decoded here
+        got = [(await dec.next())[1] for _ in range(3)]
+        assert got == ["roll-up 1", "source 1", "source 2"]
+    finally:
+        pool.close()
 
 
 async def test_tombstones_and_a_dead_child_lose_nothing() -> None:

@@ -28,7 +28,8 @@ import pickle
 import shutil
 import tempfile
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Hashable, Sequence
+from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from typing import Any, Generic, TypeVar
 
@@ -270,11 +271,15 @@ class DecodePool:
 
 class OrderedDecoder(Generic[T]):
     """Decodes batches in the child processes until ``max_pending - 1`` wait there,
-    else inline (work sharing); yields them back in submission order.
+    else inline (work sharing); yields them back in submission order within each
+    *lane*.
 
-    ``tag`` travels with each batch (the worker's Kafka offsets).  At most
-    ``max_pending`` batches wait undelivered, so memory stays bounded when the
-    caller falls behind.
+    ``tag`` travels with each batch (the worker's Kafka offsets).  A batch's ``lane``
+    (the task it belongs to) orders it only against the batches of its lane: a batch
+    that is ready goes ahead of other lanes' batches still in the child, so a roll-up
+    task's shipments are windowed while a source task's records are decoded.  At most
+    ``max_pending`` batches wait undelivered, so memory stays bounded when the caller
+    falls behind.
 
     >>> import asyncio
     >>> from stream.ingest.events import Source
@@ -294,8 +299,7 @@ class OrderedDecoder(Generic[T]):
         # keeps the child busy while results travel back; a full one means the child is
         # the slower side and this process should take a share.
         self.child_queue = max(1, max_pending - 1)
-        # (decoding, tag, what to decode again here should the child fail)
-        self._queue: deque[tuple[asyncio.Future[DecodedBatch], T, tuple[Any, ...]]] = deque()
+        self._queue: deque[_Pending[T]] = deque()
         self.inline = 0  # batches decoded here although a pool exists (work sharing)
 
     def __len__(self) -> int:
@@ -305,15 +309,26 @@ class OrderedDecoder(Generic[T]):
     def full(self) -> bool:
         return len(self._queue) >= self.max_pending
 
-    def head_ready(self) -> bool:
-        return bool(self._queue) and self._queue[0][0].done()
+    def _ready(self) -> int | None:
+        """Index of the oldest decoded batch that no older batch of its lane precedes."""
+        blocked: set[Hashable] = set()
+        for i, p in enumerate(self._queue):
+            if p.lane in blocked:
+                continue
+            if p.decoding.done():
+                return i
+            blocked.add(p.lane)
+        return None
 
-    def head(self) -> asyncio.Future[DecodedBatch]:
-        """The oldest batch's decoding (to wait on alongside other things)."""
-        return self._queue[0][0]
+    def ready(self) -> bool:
+        return self._ready() is not None
+
+    def decoding(self) -> list[asyncio.Future[DecodedBatch]]:
+        """The batches still being decoded (to wait on alongside other things)."""
+        return [p.decoding for p in self._queue if not p.decoding.done()]
 
     def _busy(self) -> int:
-        return sum(1 for fut, _, _ in self._queue if not fut.done())
+        return sum(1 for p in self._queue if not p.decoding.done())
 
     def submit(
         self,
@@ -321,6 +336,7 @@ class OrderedDecoder(Generic[T]):
         sources: Sequence[Source],
         kwargs: dict[str, Any],
         tag: T,
+        lane: Hashable = None,
     ) -> None:
         pool = self.pool
         fut: asyncio.Future[DecodedBatch]
@@ -333,20 +349,30 @@ class OrderedDecoder(Generic[T]):
                 self.inline += 1
             fut = asyncio.get_running_loop().create_future()
             fut.set_result(decode_batch(values, sources, **kwargs))
-        self._queue.append((fut, tag, (values, sources, kwargs)))
+        self._queue.append(_Pending(fut, tag, lane, (values, sources, kwargs)))
 
     async def next(self) -> tuple[DecodedBatch, T]:
-        """The oldest batch, decoded (waits for the child if it is still at it).
+        """The next batch, decoded: the oldest ready one (:meth:`ready`), else the oldest
+        (waiting for the child if it is still at it).
 
         Should the child fail or die, the batch is decoded here and so is everything
         after it: a worker keeps going on one core rather than stop."""
-        fut, tag, (values, sources, kwargs) = self._queue[0]
+        i = self._ready() or 0
+        p = self._queue[i]
         try:
-            decoded = await fut
+            decoded = await p.decoding
         except DecodePoolError as exc:
             if self.pool is not None:
                 log.warning("%s; decoding in the main process from now on", exc)
                 self.pool = None
-            decoded = decode_batch(values, sources, **kwargs)
-        self._queue.popleft()
-        return decoded, tag
+            decoded = decode_batch(*p.retry[:2], **p.retry[2])
+        del self._queue[i]
+        return decoded, p.tag
+
+
+@dataclass
+class _Pending(Generic[T]):
+    decoding: asyncio.Future[DecodedBatch]
+    tag: T
+    lane: Hashable
+    retry: tuple[Any, ...]  # (values, sources, kwargs): to decode here should the child fail

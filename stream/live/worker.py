@@ -331,12 +331,12 @@ class ConsumeLoop:
                     continue
                 if reading and fetch is None:
                     fetch = self.fetch()
-                if len(decoder) and (decoder.head_ready() or not reading):
+                if len(decoder) and (decoder.ready() or not reading):
                     await self.step()
                     continue
                 assert fetch is not None
                 if len(decoder):
-                    either: set[asyncio.Future[Any]] = {fetch, decoder.head()}
+                    either: set[asyncio.Future[Any]] = {fetch, *decoder.decoding()}
                     await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
                     if not fetch.done():
                         continue  # the child finished first: window its batch
@@ -398,13 +398,16 @@ class ConsumeLoop:
         received = time.perf_counter()
         for part in self.work.split(batch):  # one part per task (topic-partition)
             args = self.work.decode_args(part)
-            self.decoder.submit(part.batch.values, part.batch.sources, args, (part, received))
+            self.decoder.submit(
+                part.batch.values, part.batch.sources, args, (part, received), part.tp
+            )
 
     async def step(self) -> None:
-        """Window and judge the oldest decoded part (with tasks a fetch is a part per
-        partition: shipments and roll-ups), then finish it.  Finishing — publishing,
-        waiting for the broker's acks, committing — runs while the next part is
-        processed: one at a time, in order, each after the one before it is committed."""
+        """Window and judge the next decoded part, the oldest of its task (with tasks a
+        fetch is a part per partition: shipments and roll-ups), then finish it.
+        Finishing — publishing, waiting for the broker's acks, committing — runs while
+        the next part is processed: one at a time, each after the one before it is
+        committed."""
         decoded, (part, received) = await self.decoder.next()
         self._stepping = True
         try:
