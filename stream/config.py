@@ -60,7 +60,8 @@ class KafkaConfig:
     # state per repartition partition; "single" keeps one state for every partition a
     # worker reads (right with one worker only; in-memory tests).
     scale_out: str = "tasks"
-    # The repartition topic of the roll-up tasks ("": <events_topic>.repartition.by-provider).
+    # The repartition topic of the roll-up tasks, one per consumer group
+    # ("": <group_id>.<events_topic>.repartition.by-provider).
     repartition_topic: str = ""
     # Security, for every client paywatch makes (docs/operations.md "Kafka security"):
     # PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL.  SASL mechanisms: PLAIN, SCRAM-SHA-256,

@@ -146,3 +146,14 @@ def test_shipments_cut_small_lose_no_event(monkeypatch: pytest.MonkeyPatch) -> N
         kinds["provider_call"],
         kinds["payment_notification"],
     )
+
+
+def test_each_consumer_group_has_its_own_repartition_topic() -> None:
+    """A canary group on the prod events topic must not window prod's shipments (they
+    were decoded with prod's settings): the default topic is prefixed with the group."""
+    prod = config_from_dict({"kafka": {"group_id": "paywatch"}}).kafka
+    canary = config_from_dict({"kafka": {"group_id": "paywatch-canary"}}).kafka
+    assert prod.events_topic == canary.events_topic
+    assert repartition_topic(prod) != repartition_topic(canary)
+    pinned = config_from_dict({"kafka": {"repartition_topic": "old.rp"}}).kafka
+    assert repartition_topic(pinned) == "old.rp"  # an explicit name is kept (upgrades)

@@ -60,7 +60,15 @@ _GROUPS = ("calls", "notifications", "metrics")
 
 
 def repartition_topic(k: KafkaConfig) -> str:
-    return k.repartition_topic or f"{k.events_topic}.repartition.by-provider"
+    """The roll-up tasks' input: one per consumer group, as Kafka Streams prefixes its
+    internal topics with the application id.  A second group on the same events topic (a
+    canary with other settings, a replay) must not window the first group's shipments.
+
+    >>> k = KafkaConfig(events_topic="payments.events", group_id="paywatch")
+    >>> repartition_topic(k)
+    'paywatch.payments.events.repartition.by-provider'
+    """
+    return k.repartition_topic or f"{k.group_id}.{k.events_topic}.repartition.by-provider"
 
 
 def task_key(k: KafkaConfig, tp: TopicPartition) -> str:
