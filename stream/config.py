@@ -661,6 +661,11 @@ class StateConfig:
     # Also checkpoint right after a batch whose alerts changed state, so a restart
     # does not publish them again.
     checkpoint_on_alert: bool = True
+    # ... unless one was taken less than this many wall-clock seconds ago: catching up
+    # through a backlog (alert batches milliseconds apart, each snapshot megabytes), a
+    # second's alerts go into one checkpoint, and a crash republishes at most that
+    # second's records, which the dispatcher recognises.  0: after every such batch.
+    alert_checkpoint_gap_s: float = 1.0
     # Checkpoints are split into records of at most this many bytes (Kafka's default
     # message size limit is 1 MiB).
     chunk_bytes: int = 512 * 1024
@@ -699,6 +704,9 @@ class Config:
     def _check_state(self) -> None:
         st = self.state
         _positive("state.checkpoint_every_s", st.checkpoint_every_s)
+        gap = st.alert_checkpoint_gap_s
+        if not gap >= 0:
+            raise ConfigError(f"state.alert_checkpoint_gap_s: must be >= 0 seconds; got {gap}")
         if not MIN_CHUNK_BYTES <= st.chunk_bytes <= MAX_CHUNK_BYTES:
             raise ConfigError(
                 f"state.chunk_bytes: must be between {MIN_CHUNK_BYTES} and {MAX_CHUNK_BYTES} "

@@ -44,6 +44,7 @@ def test_every_key_is_optional_and_overrides_apply(tmp_path: Path) -> None:
         ("kafka: [1, 2]\n", "kafka: expected a mapping"),
         ("state:\n  checkpoint_every_s: 0\n", "state.checkpoint_every_s: must be > 0"),
         ("state:\n  checkpoint_every_s: soon\n", "state.checkpoint_every_s: expected a number"),
+        ("state:\n  alert_checkpoint_gap_s: -1\n", "state.alert_checkpoint_gap_s: must be >= 0"),
         ("state:\n  chunk_bytes: 100\n", "state.chunk_bytes: must be between 1024 and"),
         ("state:\n  chunk_bytes: 1e12\n", "state.chunk_bytes: expected an integer"),
         ("state:\n  checkpoint: maybe\n", "state.checkpoint: expected"),

@@ -145,3 +145,40 @@ async def test_a_restarted_worker_resolves_the_open_episode_under_its_alert_id()
     assert [{k: v for k, v in a.items() if k not in strip} for a in first + second] == [
         {k: v for k, v in a.items() if k not in strip} for a in alone
     ]
+
+
+async def test_alert_checkpoints_of_a_catch_up_gather_into_one_a_second() -> None:
+    """Live, an alert is checkpointed at once.  Catching up through a backlog, alert
+    batches come milliseconds apart and a snapshot is megabytes: after one alert
+    checkpoint, the next second's alerts are held and checkpointed together by the
+    first batch after the gap."""
+    from aiokafka import TopicPartition
+
+    from stream.live.state_store import Checkpointer
+
+    cfg = config()
+    clock = ManualClock(WALL)
+    store = MemoryStateStore()
+    cp = Checkpointer(Pipeline(cfg), store, cfg.kafka, cfg.state, clock)
+    cp.partitions = {0}
+    tp = TopicPartition(cfg.kafka.events_topic, 0)
+
+    async def batch(offset: int, alerts: bool) -> int:
+        clock.advance(0.25)
+        cp.after_batch({tp: offset}, alerts)
+        if cp._saving is not None:
+            await cp._saving
+        return store.saved[next(iter(store.saved))].offsets[0] if store.saved else 0
+
+    assert await batch(100, alerts=True) == 100  # 0.25 s: the first alert, at once
+    for k in range(2, 5):  # 0.5, 0.75, 1.0 s: alerts held
+        assert await batch(k * 100, alerts=True) == 100
+    assert await batch(500, alerts=False) == 500  # 1.25 s: the held ones, together
+    assert await batch(600, alerts=False) == 500  # nothing held, not due
+    assert store.saves == 2
+    clock.advance(5.0)  # a quiet spell: the next alert is checkpointed at once
+    assert await batch(700, alerts=True) == 700
+    cfg.state.alert_checkpoint_gap_s = 0.0  # every alert batch, as before the gap
+    assert await batch(800, alerts=True) == 800
+    assert await batch(900, alerts=True) == 900
+    assert store.saves == 5

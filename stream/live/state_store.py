@@ -28,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import math
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -234,12 +235,53 @@ def state_key(cfg: KafkaConfig, partitions: set[int]) -> str:
     return f"{cfg.group_id}/{cfg.events_topic}/{','.join(map(str, sorted(partitions)))}"
 
 
+class CheckpointTiming:
+    """When a checkpoint is due: every ``checkpoint_every_s`` of the clock and, with
+    ``checkpoint_on_alert``, after a batch whose alerts changed state — at once, unless
+    an alert checkpoint was taken less than ``alert_checkpoint_gap_s`` ago.  Alerts of
+    batches inside the gap are held and checkpointed by the first batch after it (``idle``
+    batches come every fetch timeout, so that is soon even when the stream goes quiet).
+    Live, alerts come seconds apart and each is checkpointed at once; catching up through
+    a backlog, a second's alert batches share one checkpoint.
+
+    >>> from stream.clock import ManualClock
+    >>> clock = ManualClock(0)
+    >>> t = CheckpointTiming(StateConfig(), clock)
+    >>> t.due(alerts=True)  # an alert: at once
+    True
+    >>> t.taken(); clock.advance(0.1)
+    >>> t.due(alerts=True)  # another, 0.1 s later: held
+    False
+    >>> clock.advance(0.9)
+    >>> t.due(alerts=False)  # the gap is over: the held alert is checkpointed
+    True
+    """
+
+    def __init__(self, cfg: StateConfig, clock: Clock) -> None:
+        self.cfg = cfg
+        self.clock = clock
+        self._last = clock.monotonic()
+        self._last_alert = -math.inf
+        self._alerts = False  # alerts changed state since the last checkpoint
+
+    def due(self, alerts: bool) -> bool:
+        self._alerts |= alerts and self.cfg.checkpoint_on_alert
+        now = self.clock.monotonic()
+        if now - self._last >= self.cfg.checkpoint_every_s:
+            return True
+        return self._alerts and now - self._last_alert >= self.cfg.alert_checkpoint_gap_s
+
+    def taken(self) -> None:
+        self._last = self.clock.monotonic()
+        if self._alerts:
+            self._last_alert, self._alerts = self._last, False
+
+
 class Checkpointer:
     """When to checkpoint the pipeline, and restoring it when partitions are assigned.
 
     Checkpoints are taken between batches (so the state matches the offsets of every
-    batch processed), every ``state.checkpoint_every_s`` of the clock and, with
-    ``state.checkpoint_on_alert``, after a batch whose alerts changed state.  The
+    batch processed), when :class:`CheckpointTiming` says one is due.  The
     snapshot is taken at once, before the next batch is processed; storing it waits
     until its batch's outputs are acknowledged and committed, then runs in the
     background, one at a time.
@@ -264,7 +306,7 @@ class Checkpointer:
         self.written = 0  # checkpoints stored
         self.failed = 0  # snapshots that could not be taken
         self.restored: Checkpoint | None = None
-        self._last = clock.monotonic()
+        self.timing = CheckpointTiming(cfg, clock)
         self._dirty = False
         self._saving: asyncio.Task[None] | None = None
 
@@ -277,8 +319,7 @@ class Checkpointer:
         committed — has succeeded."""
         self._dirty = True
         self._take_positions(done)
-        due = self.clock.monotonic() - self._last >= self.cfg.checkpoint_every_s
-        if (due or (alerts and self.cfg.checkpoint_on_alert)) and self._idle():
+        if self.timing.due(alerts) and self._idle():
             item = self._snapshot()
             if item is not None:
                 self._saving = asyncio.ensure_future(_once_done(after, lambda: self._save(item)))
@@ -331,7 +372,7 @@ class Checkpointer:
     def _snapshot(self) -> tuple[str, Checkpoint] | None:
         """The state now, or None when it cannot be written (logged and counted: the worker
         runs on; a restart then replays from the last checkpoint that could)."""
-        self._last = self.clock.monotonic()
+        self.timing.taken()
         try:
             blob = self.pipeline.snapshot()
         except Exception as exc:
@@ -359,9 +400,8 @@ class TaskCheckpointer:
     (:func:`~stream.live.tasks.task_key`: group, topic, partition) with the next offset of
     its partition, so a partition's state follows the partition to whichever worker gets it.
 
-    Same timing as :class:`Checkpointer`: between batches, every ``checkpoint_every_s``
-    and after a batch whose alerts changed state; only tasks that read something since
-    their last checkpoint are written.
+    Same timing as :class:`Checkpointer` (:class:`CheckpointTiming`), between batches;
+    only tasks that read something since their last checkpoint are written.
     """
 
     def __init__(
@@ -376,16 +416,15 @@ class TaskCheckpointer:
         self.written = 0
         self.failed = 0
         self.restored: list[str] = []
-        self._last = clock.monotonic()
+        self.timing = CheckpointTiming(cfg, clock)
         self._saving: asyncio.Task[None] | None = None
 
     def after_batch(
         self, done: Offsets, alerts: bool, after: asyncio.Future[None] | None = None
     ) -> None:
         """As :meth:`Checkpointer.after_batch`, for the tasks that changed."""
-        due = self.clock.monotonic() - self._last >= self.cfg.checkpoint_every_s
         idle = self._saving is None or self._saving.done()
-        if (due or (alerts and self.cfg.checkpoint_on_alert)) and idle:
+        if self.timing.due(alerts) and idle:
             items = self._snapshots(done)
             if items:
                 self._saving = asyncio.ensure_future(_once_done(after, lambda: self._save(items)))
@@ -429,7 +468,7 @@ class TaskCheckpointer:
         return tasks, seeks
 
     def _snapshots(self, done: Offsets) -> list[tuple[str, Checkpoint]]:
-        self._last = self.clock.monotonic()
+        self.timing.taken()
         out = []
         for tp, task in list(self.tasks.tasks.items()):
             if not task.dirty or tp not in done:
