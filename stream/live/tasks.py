@@ -266,7 +266,9 @@ class TaskSet:
         task.dirty = True
         p = task.pipeline
         if task.rollup:
-            result = merge(p.process_decoded(d, 0, now) for d in part.shipped)
+            # One call for the part's shipments: windowing costs per call as well as per event.
+            shipped = _concat(part.shipped) if part.shipped else None
+            result = p.process_decoded(shipped, 0, now) if shipped else StepResult()
             task.src_done.update(part.src_next)
             if part.marks:
                 result = merge([result, p.see_partitions(part.marks, now)])
@@ -454,6 +456,41 @@ def _columns(s: _Shipment) -> DecodedBatch:
                 arrays[name] = np.frombuffer(raw, dtype=np.dtype(dtype)).copy()
         setattr(batch, g, type(group)(**arrays))
     return batch
+
+
+def _concat(batches: list[DecodedBatch]) -> DecodedBatch:
+    """Shipments as one decoded batch, in their order: one string table (each string
+    once), the codes remapped.  Events keep their ``seq`` (source offsets): windowing
+    orders each source partition's events by it, and those never interleave here.
+
+    >>> from stream.ingest.events import CallColumns
+    >>> a = DecodedBatch(["alipay", "M1"], CallColumns(provider=np.array([0], np.int32),
+    ...                  merchant_id=np.array([1], np.int32), ts=np.array([5])))
+    >>> b = DecodedBatch(["M2", "alipay"], CallColumns(provider=np.array([1], np.int32),
+    ...                  merchant_id=np.array([0], np.int32), ts=np.array([6])))
+    >>> c = _concat([a, b])
+    >>> c.strings, c.calls.provider.tolist(), c.calls.merchant_id.tolist()
+    (['alipay', 'M1', 'M2'], [0, 0], [1, 2])
+    """
+    if len(batches) == 1:
+        return batches[0]
+    index: dict[str, int] = {}
+    luts = []
+    for b in batches:  # lut[-1] = -1: an absent value stays absent
+        codes = [index.setdefault(v, len(index)) for v in b.strings]
+        luts.append(np.array([*codes, -1], np.int32))
+    out = DecodedBatch(strings=list(index))
+    for g in _GROUPS:
+        groups = [getattr(b, g) for b in batches]
+        arrays = {}
+        for f in fields(groups[0]):
+            cols = [getattr(grp, f.name) for grp in groups]
+            if f.name in _STRING_CODES:
+                cols = [lut[c] for lut, c in zip(luts, cols, strict=True)]
+            arrays[f.name] = np.concatenate(cols)
+        setattr(out, g, type(groups[0])(**arrays))
+    out.rejected = [r for b in batches for r in b.rejected]
+    return out
 
 
 def _rows(batch: DecodedBatch, keep: dict[str, np.ndarray]) -> DecodedBatch:
