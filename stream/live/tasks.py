@@ -461,7 +461,8 @@ def _columns(s: _Shipment) -> DecodedBatch:
 def _concat(batches: list[DecodedBatch]) -> DecodedBatch:
     """Shipments as one decoded batch, in their order: one string table (each string
     once), the codes remapped.  Events keep their ``seq`` (source offsets): windowing
-    orders each source partition's events by it, and those never interleave here.
+    orders each source partition's events by it, and each partition's events are in
+    their order here (two partitions' events may alternate; that order never mattered).
 
     >>> from stream.ingest.events import CallColumns
     >>> a = DecodedBatch(["alipay", "M1"], CallColumns(provider=np.array([0], np.int32),
