@@ -212,14 +212,15 @@ class TaskSet:
         """A fetched batch into one part per topic-partition, shipments unpacked."""
         cols = batch.sources
         assert isinstance(cols, SourceColumns)
+        topics = np.asarray(cols.topics, dtype=object)  # compared in C, once per partition
         parts: list[Part] = []
         for tp, next_offset in batch.offsets.items():
-            sel = np.flatnonzero((cols.partitions == tp.partition) & _topic_is(cols, tp.topic))
-            values = [batch.values[i] for i in sel.tolist()]
-            offs = cols.offsets[sel]
             task = self.tasks.get(tp)
             if task is None:  # not ours (any more): its next owner reads it from the commit
                 continue
+            sel = np.flatnonzero((cols.partitions == tp.partition) & (topics == tp.topic))
+            values = _pick(batch.values, sel)
+            offs = cols.offsets[sel]
             if task.rollup:
                 parts.append(self._unpack(task, values, {tp: next_offset}))
                 continue
@@ -411,11 +412,20 @@ def _count(p: Pipeline, decoded: DecodedBatch, records: int) -> None:
             w.max_ts = newest if w.max_ts is None else max(w.max_ts, newest)
 
 
-def _topic_is(cols: SourceColumns, topic: str) -> np.ndarray:
-    topics = cols.topics
-    if all(t == topic for t in topics):
-        return np.ones(len(topics), bool)
-    return np.array([t == topic for t in topics], dtype=bool)
+def _pick(values: list[bytes | None], sel: np.ndarray) -> list[bytes | None]:
+    """``values`` at the positions ``sel`` (ascending); a slice when they are contiguous,
+    as a fetch's records of one partition are.
+
+    >>> values = [b"a", b"b", b"c", b"d"]
+    >>> _pick(values, np.array([1, 2])), _pick(values, np.array([0, 2]))
+    ([b'b', b'c'], [b'a', b'c'])
+    """
+    if not sel.size:
+        return []
+    lo, hi = int(sel[0]), int(sel[-1]) + 1
+    if hi - lo == sel.size:
+        return values[lo:hi]
+    return [values[i] for i in sel.tolist()]
 
 
 def _chunks(
