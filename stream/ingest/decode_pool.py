@@ -328,7 +328,7 @@ class OrderedDecoder(Generic[T]):
         return [p.decoding for p in self._queue if not p.decoding.done()]
 
     def _busy(self) -> int:
-        return sum(1 for p in self._queue if not p.decoding.done())
+        return len(self.decoding())
 
     def submit(
         self,

@@ -268,8 +268,8 @@ class TaskSet:
         p = task.pipeline
         if task.rollup:
             # One call for the part's shipments: windowing costs per call as well as per event.
-            shipped = _concat(part.shipped) if part.shipped else None
-            result = p.process_decoded(shipped, 0, now) if shipped else StepResult()
+            shipped = part.shipped
+            result = p.process_decoded(_concat(shipped), 0, now) if shipped else StepResult()
             task.src_done.update(part.src_next)
             if part.marks:
                 result = merge([result, p.see_partitions(part.marks, now)])
