@@ -10,6 +10,7 @@ import ssl
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
+from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaConnectionError, KafkaError, TopicAlreadyExistsError
 from aiokafka.helpers import create_ssl_context
@@ -131,3 +132,43 @@ async def follow(
             await asyncio.sleep(1.0)
             continue
         handle(got)
+
+
+async def read_topic_to_end(
+    cfg: KafkaConfig, topic: str, take: Callable[[Any], None], *, what: str = "", **overrides: Any
+) -> None:
+    """Every record of ``topic``, from its beginning to its end as it stands, to ``take``
+    (partition by partition, each in order); nothing when the topic does not exist.
+    ``overrides``: more consumer settings (e.g. ``max_partition_fetch_bytes``)."""
+    consumer = AIOKafkaConsumer(
+        **client_kwargs(cfg),
+        group_id=None,
+        enable_auto_commit=False,
+        fetch_max_wait_ms=50,
+        request_timeout_ms=cfg.request_timeout_ms,
+        **overrides,
+    )
+    await start_client(consumer, cfg.bootstrap_servers, what=what)
+    try:
+        await consumer.topics()
+        ids = consumer.partitions_for_topic(topic) or set()
+        tps = [TopicPartition(topic, p) for p in sorted(ids)]
+        if not tps:
+            return
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        ends = await consumer.end_offsets(tps)
+        todo = {tp for tp in tps if ends.get(tp)}
+        while todo:
+            got = await consumer.getmany(*todo, timeout_ms=500)
+            for records in got.values():
+                for r in records:
+                    take(r)
+            for tp in list(todo):
+                # highwater() is what the last fetch answer said (end_offsets can be
+                # short on some brokers when producers batch).
+                hw = consumer.highwater(tp)
+                if hw is not None and await consumer.position(tp) >= hw:
+                    todo.discard(tp)
+    finally:
+        await consumer.stop()

@@ -55,6 +55,10 @@ _PER_RECORD = (
     CorruptRecordException,
 )
 _RETRY_MAX_S = 10.0
+# The header naming the consumer group whose worker published an alert record: a group
+# that starts without its state closes the episodes it left open, never another group's
+# (stream/live/orphans.py).  A header, so the alert v1 object itself is unchanged.
+GROUP_HEADER = "paywatch-group"
 
 
 def _cut(text: str, limit: int) -> str:
@@ -107,11 +111,16 @@ class Message:
 def messages(
     cfg: KafkaConfig, alerts: Sequence[AlertObject], rejected: Sequence[Rejected]
 ) -> list[Message]:
-    """Alerts keyed by fingerprint (one partition per episode), then DLQ records keyed by
-    where the record came from, with the reason in a header."""
+    """Alerts keyed by fingerprint (one partition per episode), the consumer group that
+    judged them in a header (:data:`GROUP_HEADER`), then DLQ records keyed by where the
+    record came from, with the reason in a header."""
+    group = ((GROUP_HEADER, cfg.group_id.encode()),)
     out = [
         Message(
-            cfg.alerts_topic, str(rec["fingerprint"]).encode(), orjson.dumps(bounded_alert(rec))
+            cfg.alerts_topic,
+            str(rec["fingerprint"]).encode(),
+            orjson.dumps(bounded_alert(rec)),
+            group,
         )
         for rec in alerts
     ]

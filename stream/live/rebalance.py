@@ -5,7 +5,8 @@ commits, so the next owner starts exactly where this one stopped.  On assignment
 it restores the checkpoint of the assigned partitions (see
 :mod:`stream.live.state_store`), tells the pipeline which partitions hold the
 stream's clock, and resumes reading — from the checkpoint's offsets when one was
-restored, else from the committed offsets.
+restored, else from the committed offsets.  State that starts cold (nothing restored)
+first closes the alert episodes it left open (:mod:`stream.live.orphans`).
 """
 
 from __future__ import annotations
@@ -16,8 +17,9 @@ from typing import TYPE_CHECKING
 from aiokafka import TopicPartition
 
 from stream.clock import Clock
+from stream.live.orphans import OrphanCloser
 from stream.live.state_store import Checkpointer, TaskCheckpointer
-from stream.live.tasks import TaskSet
+from stream.live.tasks import Task, TaskSet
 from stream.pipeline import Pipeline
 
 if TYPE_CHECKING:
@@ -44,12 +46,18 @@ class PartitionHandover:
     """The worker's :class:`~stream.ingest.source.Rebalance` handler."""
 
     def __init__(
-        self, pipeline: Pipeline, checkpointer: Checkpointer | None, clock: Clock, topic: str
+        self,
+        pipeline: Pipeline,
+        checkpointer: Checkpointer | None,
+        clock: Clock,
+        topic: str,
+        orphans: OrphanCloser | None = None,
     ) -> None:
         self.pipeline = pipeline
         self.checkpointer = checkpointer
         self.clock = clock
         self.topic = topic
+        self.orphans = orphans
         self.loop: ConsumeLoop | None = None  # set once the consume loop exists
         self.assignment: set[int] = set()
         self.rebalances = 0
@@ -66,6 +74,8 @@ class PartitionHandover:
             seeks: dict[int, int] = {}
             if self.checkpointer is not None:
                 seeks = await self.checkpointer.restore(partitions)
+            if partitions and not self.rebalances:
+                await self._close_left_open()
             self.pipeline.assign(partitions, self.clock.now_ms())
             self.assignment = set(partitions)
             self.rebalances += 1
@@ -79,6 +89,15 @@ class PartitionHandover:
             if loop is not None:
                 loop.resume()
 
+    async def _close_left_open(self) -> None:
+        """At start-up without a checkpoint: the one pipeline holds every series (one
+        worker only), so every episode its group left firing is closed."""
+        cp = self.checkpointer
+        if self.orphans is None or (cp is not None and cp.restored is not None):
+            return
+        reason = "checkpoints off" if cp is None else "no checkpoint restored"
+        await self.orphans.close(lambda rec: True, reason, f"the worker of {self.topic}")
+
 
 class TaskHandover:
     """The rebalance handler of ``scale_out: tasks``: partitions of the events topic and of
@@ -91,10 +110,17 @@ class TaskHandover:
     left are dropped and new ones are restored from their checkpoints (or start cold).
     """
 
-    def __init__(self, tasks: TaskSet, checkpointer: TaskCheckpointer | None, clock: Clock) -> None:
+    def __init__(
+        self,
+        tasks: TaskSet,
+        checkpointer: TaskCheckpointer | None,
+        clock: Clock,
+        orphans: OrphanCloser | None = None,
+    ) -> None:
         self.tasks = tasks
         self.checkpointer = checkpointer
         self.clock = clock
+        self.orphans = orphans
         self.loop: ConsumeLoop | None = None
         self.assignment: set[TopicPartition] = set()
         self.rebalances = 0
@@ -114,6 +140,7 @@ class TaskHandover:
             fresh = [self.tasks.new_task(tp) for tp in sorted(new)]
             if self.checkpointer is not None and new:
                 fresh, seeks = await self.checkpointer.restore(new)
+            await self._close_left_open([t for t in fresh if t.rollup and t.cold])
             now = self.clock.now_ms()
             for task in [*self.tasks.tasks.values(), *fresh]:
                 self.tasks.start(task, now)
@@ -133,6 +160,16 @@ class TaskHandover:
         finally:
             if loop is not None:
                 loop.resume()
+
+    async def _close_left_open(self, cold: list[Task]) -> None:
+        """Roll-up tasks that start cold close the episodes of their series left firing."""
+        if not cold or self.orphans is None:
+            return
+        parts = {t.tp.partition for t in cold}
+        reason = "; ".join(sorted({t.cold for t in cold}))
+        what = f"roll-up task {_names({t.tp for t in cold})}"
+        rollup_of = self.tasks.rollup_of
+        await self.orphans.close(lambda rec: rollup_of(rec.series) in parts, reason, what)
 
 
 def _names(tps: set[TopicPartition]) -> str:

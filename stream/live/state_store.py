@@ -31,14 +31,14 @@ import logging
 import math
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 import msgspec
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaProducer, TopicPartition
 
 from stream.clock import Clock
 from stream.config import KafkaConfig, StateConfig
-from stream.ingest.kafka_client import client_kwargs, start_client
+from stream.ingest.kafka_client import client_kwargs, read_topic_to_end, start_client
 from stream.ingest.source import Offsets
 from stream.live.tasks import Task, TaskSet, task_key
 from stream.pipeline import Pipeline, StateError
@@ -192,41 +192,20 @@ class KafkaStateStore:
     async def _read_latest(self, keys: list[str]) -> dict[str, bytes]:
         """The newest value of every record key under ``keys``, reading the topic to its end."""
         wanted = set(keys)
-        consumer = AIOKafkaConsumer(
-            **client_kwargs(self.cfg),
-            group_id=None,
-            enable_auto_commit=False,
-            fetch_max_wait_ms=50,
-            request_timeout_ms=self.cfg.request_timeout_ms,
+        latest: dict[str, bytes] = {}
+
+        def take(r: Any) -> None:
+            k = r.key.decode() if r.key else ""
+            if r.value is not None and (k in wanted or k.rsplit("/", 2)[0] in wanted):
+                latest[k] = r.value
+
+        await read_topic_to_end(
+            self.cfg,
+            self.cfg.state_topic,
+            take,
+            what=" (state topic)",
             max_partition_fetch_bytes=self.chunk_bytes + 64 * 1024,
         )
-        await start_client(consumer, self.cfg.bootstrap_servers, what=" (state topic)")
-        latest: dict[str, bytes] = {}
-        try:
-            await consumer.topics()
-            ids = consumer.partitions_for_topic(self.cfg.state_topic) or set()
-            tps = [TopicPartition(self.cfg.state_topic, p) for p in sorted(ids)]
-            if not tps:
-                return latest
-            consumer.assign(tps)
-            await consumer.seek_to_beginning(*tps)
-            ends = await consumer.end_offsets(tps)
-            todo = {tp for tp in tps if ends.get(tp)}
-            while todo:
-                got = await consumer.getmany(*todo, timeout_ms=500)
-                for records in got.values():
-                    for r in records:
-                        k = r.key.decode() if r.key else ""
-                        if r.value is not None and (k in wanted or k.rsplit("/", 2)[0] in wanted):
-                            latest[k] = r.value
-                for tp in list(todo):
-                    # highwater() is what the last fetch answer said (end_offsets can be
-                    # short on some brokers when producers batch).
-                    hw = consumer.highwater(tp)
-                    if hw is not None and await consumer.position(tp) >= hw:
-                        todo.discard(tp)
-        finally:
-            await consumer.stop()
         return latest
 
 
@@ -444,13 +423,15 @@ class TaskCheckpointer:
         where to resume their partitions (the rest resume at the committed offsets)."""
         tasks = [self.tasks.new_task(tp) for tp in sorted(tps)]
         keys = [task_key(self.kafka, t.tp) for t in tasks]
+        cold = "no checkpoint"
         try:
             found = await self.store.load_many(keys)
         except Exception as exc:  # the store unreachable: run on, cold
             log.warning("checkpoints %s not read (%s); starting without them", keys, exc)
-            found = {}
+            found, cold = {}, "checkpoints not read"
         seeks: dict[TopicPartition, int] = {}
         for task, key in zip(tasks, keys, strict=True):
+            task.cold = cold
             cp = found.get(key)
             if cp is None:
                 continue
@@ -458,7 +439,8 @@ class TaskCheckpointer:
                 task.restore(cp.blob)
             except StateError as exc:
                 log.warning("checkpoint %s not restored: %s; the task starts cold", key, exc)
-                tasks[tasks.index(task)] = self.tasks.new_task(task.tp)
+                fresh = tasks[tasks.index(task)] = self.tasks.new_task(task.tp)
+                fresh.cold = f"checkpoint not restored: {exc}"
                 continue
             self.seq[key] = cp.seq
             self.restored.append(key)

@@ -124,6 +124,7 @@ class Task:
     split_done: dict[int, int] = field(default_factory=dict)  # same, as far as split
     announced: int | None = None  # source: newest event time announced to the roll-ups
     dirty: bool = True
+    cold: str = "checkpoints off"  # why it started without state ("": restored)
 
     def snapshot(self) -> bytes:
         blob = _TaskBlob(
@@ -145,6 +146,7 @@ class Task:
         self.src_done = dict(blob.src_done)
         self.split_done = dict(blob.src_done)
         self.dirty = False
+        self.cold = ""
 
 
 # What each kind of task counts: a source task the records it read, a roll-up task what
@@ -283,6 +285,12 @@ class TaskSet:
         return merge(t.pipeline.tick(now) for t in list(self.tasks.values()) if t.rollup)
 
     # -- repartitioning ---------------------------------------------------------------
+
+    def rollup_of(self, series: dict[str, str]) -> int | None:
+        """The roll-up partition judging ``series`` (None: a series with neither provider
+        nor metric, which no single roll-up task holds)."""
+        key = series.get("provider") or series.get("metric")
+        return None if key is None else self._dest_of(key)
 
     def _dest_of(self, key: str) -> int:
         r = self._dest.get(key)

@@ -36,6 +36,7 @@ from stream.ingest.source import Batch, EventSource, Offsets
 from stream.live.control_reader import ControlReader
 from stream.live.health import BrokerProbe, WorkerHealth
 from stream.live.notify_feed import NotifyFeed
+from stream.live.orphans import OrphanCloser
 from stream.live.prometheus import WorkerMetrics
 from stream.live.publisher import AlertObject, KafkaPublisher, Message, Publisher
 from stream.live.rebalance import PartitionHandover, TaskHandover
@@ -179,10 +180,14 @@ async def _work(
     """What the loop feeds: tasks (``scale_out: tasks`` on Kafka) or one pipeline; with the
     state store, the checkpointer and the rebalance handler that go with it."""
     tasks = await _tasks(config, source, publisher)
+    orphans = None  # closing what a cold start left open reads the alerts topic
+    if isinstance(publisher, KafkaPublisher):
+        orphans = OrphanCloser(config.kafka, publisher, clock)
     if tasks is None:
         pipeline = Pipeline(config, live=True)
         on_kafka = isinstance(source, KafkaEventSource) or isinstance(publisher, KafkaPublisher)
         store, cp, handover = _checkpoints(config, pipeline, state_store, on_kafka, clock)
+        handover.orphans = orphans
         return OnePipeline(pipeline), store, cp, handover
     store = None if not config.state.checkpoint else state_store
     if config.state.checkpoint and store is None:
@@ -190,7 +195,7 @@ async def _work(
     tcp = None
     if store is not None:
         tcp = TaskCheckpointer(tasks, store, config.kafka, config.state, clock)
-    return tasks, store, tcp, TaskHandover(tasks, tcp, clock)
+    return tasks, store, tcp, TaskHandover(tasks, tcp, clock, orphans)
 
 
 async def _tasks(config: Config, source: EventSource, publisher: Publisher) -> TaskSet | None:

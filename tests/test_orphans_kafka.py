@@ -1,0 +1,106 @@
+"""A worker that starts without its state closes the alert episodes its group left firing,
+against the real local broker: otherwise they would fire for ever (no record would ever
+resolve them, and the recovery page would never come).  Another group's episodes on the
+same alerts topic are left alone."""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import logging
+from collections import Counter
+
+import pytest
+
+from stream.clock import ManualClock
+from stream.config import Config
+from stream.ingest.kafka_client import ensure_topics
+from stream.live.worker import run_worker
+from stream.sim.produce import produce_events
+from tests.servers import wait_until_async
+from tests.test_worker_kafka import WatchedSource, read_topic
+from tests.traffic import T0, traffic
+
+WALL = T0 + 3_600_000
+
+
+class Worker:
+    """One `run_worker`, in this process, with its own stop switch."""
+
+    def __init__(self, cfg: Config) -> None:
+        self.source = WatchedSource(cfg.kafka)
+        self.stop = asyncio.Event()
+        self.task = asyncio.create_task(
+            run_worker(cfg, self.stop, notify=False, source=self.source, clock=ManualClock(WALL))
+        )
+
+    async def leave(self) -> None:
+        self.stop.set()
+        await asyncio.wait_for(self.task, 30)
+
+
+def still_firing(records: list[dict]) -> set[str]:
+    """The episodes whose last record on the topic is a firing one."""
+    last = {r["alert_id"]: r["status"] for r in records}
+    return {a for a, status in last.items() if status == "firing"}
+
+
+async def cold_start_logged(caplog: pytest.LogCaptureFixture, closed: int, topic: str) -> None:
+    """Until a worker of ``topic`` logged its cold start's pass over the alerts topic."""
+    line = f"closed {closed} episodes left firing"
+
+    async def logged() -> bool:
+        return any(line in r.getMessage() and topic in r.getMessage() for r in caplog.records)
+
+    assert await wait_until_async(logged, 30), [r.getMessage() for r in caplog.records]
+
+
+@pytest.mark.parametrize("scale_out", ["tasks", "single"])
+async def test_a_cold_start_closes_the_episodes_its_group_left_firing(
+    kafka_config: Config, scale_out: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="paywatch")
+    cfg = kafka_config
+    cfg.kafka.decode_workers = 0
+    cfg.kafka.scale_out = scale_out
+    cfg.state.checkpoint = False  # every start is cold
+    k = cfg.kafka
+    await ensure_topics(k.bootstrap_servers, [k.events_topic], partitions=2)
+    await ensure_topics(k.bootstrap_servers, [k.alerts_topic, k.dlq_topic, k.state_topic])
+
+    # The first worker stops inside alipay's outage (+120 s .. +200 s), its episodes open.
+    first = Worker(cfg)
+    produced = await produce_events(traffic()[: 160 * 20], k.bootstrap_servers, k.events_topic)
+    await first.source.all_committed(produced)
+    await first.leave()
+    before = await read_topic(k.bootstrap_servers, k.alerts_topic)
+    left = still_firing(before)
+    assert left, "the outage fired"
+    assert all("alipay" in r["series"].values() for r in before if r["alert_id"] in left)
+
+    # A worker of another group on the same alerts topic starts cold: not its episodes.
+    other = copy.deepcopy(cfg)
+    other.kafka.group_id = f"{k.group_id}-other"
+    other.kafka.events_topic = f"{k.events_topic}-other"
+    await ensure_topics(k.bootstrap_servers, [other.kafka.events_topic], partitions=2)
+    stranger = Worker(other)
+    await cold_start_logged(caplog, 0, other.kafka.events_topic)
+    await stranger.leave()
+    assert await read_topic(k.bootstrap_servers, k.alerts_topic) == before
+
+    # The group's next worker starts without the state of the first: it closes them.
+    second = Worker(cfg)
+    await cold_start_logged(caplog, len(left), k.events_topic)
+    await second.leave()
+    after = await read_topic(k.bootstrap_servers, k.alerts_topic)
+    closing = after[len(before) :]
+    assert Counter(r["alert_id"] for r in closing) == Counter(left)
+    assert still_firing(after) == set()
+    last = {r["alert_id"]: r for r in before}
+    for rec in closing:
+        was = last[rec["alert_id"]]
+        assert rec["status"] == "resolved"
+        assert rec["resolved_at"] == was["window_end"]  # ended at its last judged window
+        assert (rec["fingerprint"], rec["started_at"]) == (was["fingerprint"], was["started_at"])
+        assert rec["summary"].startswith("closed unjudged: paywatch restarted without")
+        assert rec["evidence"]["state_lost"] == {"reason": "checkpoints off"}
