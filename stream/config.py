@@ -653,7 +653,8 @@ class StateConfig:
     """Checkpoints of the worker's state to ``kafka.state_topic`` (docs/operations.md)."""
 
     # Windows, detectors and open episodes are checkpointed, with the offsets they cover,
-    # and restored at start-up and when the same partitions are assigned again.
+    # and restored at start-up and when the same partitions are assigned again.  State
+    # that starts cold first closes the episodes its group left firing ("closed unjudged").
     checkpoint: bool = True
     # Wall-clock seconds between checkpoints (a restart replays at most this much); the
     # dispatcher's notification log is checkpointed as often (and before every send).
