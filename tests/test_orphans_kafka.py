@@ -5,38 +5,19 @@ same alerts topic are left alone."""
 
 from __future__ import annotations
 
-import asyncio
 import copy
 import logging
 from collections import Counter
 
 import pytest
 
-from stream.clock import ManualClock
 from stream.config import Config
 from stream.ingest.kafka_client import ensure_topics
-from stream.live.worker import run_worker
 from stream.sim.produce import produce_events
 from tests.servers import wait_until_async
-from tests.test_worker_kafka import WatchedSource, read_topic
-from tests.traffic import T0, traffic
-
-WALL = T0 + 3_600_000
-
-
-class Worker:
-    """One `run_worker`, in this process, with its own stop switch."""
-
-    def __init__(self, cfg: Config) -> None:
-        self.source = WatchedSource(cfg.kafka)
-        self.stop = asyncio.Event()
-        self.task = asyncio.create_task(
-            run_worker(cfg, self.stop, notify=False, source=self.source, clock=ManualClock(WALL))
-        )
-
-    async def leave(self) -> None:
-        self.stop.set()
-        await asyncio.wait_for(self.task, 30)
+from tests.test_scale_out_kafka import Worker
+from tests.test_worker_kafka import read_topic
+from tests.traffic import traffic
 
 
 def still_firing(records: list[dict]) -> set[str]:
