@@ -17,6 +17,10 @@ from aiokafka.helpers import create_ssl_context
 
 from stream.config import ConfigError, KafkaConfig, check_kafka_security
 
+_log = logging.getLogger("paywatch.kafka")
+#: Seconds between progress lines of a long :func:`read_topic_to_end`.
+READ_PROGRESS_S = 10.0
+
 Security = Mapping[str, Any]  # aiokafka keyword arguments: security_protocol, sasl_*, ssl_context
 
 
@@ -139,7 +143,8 @@ async def read_topic_to_end(
 ) -> None:
     """Every record of ``topic``, from its beginning to its end as it stands, to ``take``
     (partition by partition, each in order); nothing when the topic does not exist.
-    ``overrides``: more consumer settings (e.g. ``max_partition_fetch_bytes``)."""
+    ``overrides``: more consumer settings (e.g. ``max_partition_fetch_bytes``).  A long
+    read logs its progress every ``READ_PROGRESS_S``."""
     consumer = AIOKafkaConsumer(
         **client_kwargs(cfg),
         group_id=None,
@@ -159,11 +164,18 @@ async def read_topic_to_end(
         await consumer.seek_to_beginning(*tps)
         ends = await consumer.end_offsets(tps)
         todo = {tp for tp in tps if ends.get(tp)}
+        total, read = sum(ends.values()), 0
+        loop = asyncio.get_running_loop()
+        report = loop.time() + READ_PROGRESS_S
         while todo:
             got = await consumer.getmany(*todo, timeout_ms=500)
             for records in got.values():
+                read += len(records)
                 for r in records:
                     take(r)
+            if loop.time() >= report:
+                report = loop.time() + READ_PROGRESS_S
+                _log.info("reading %s: %d of about %d records", topic, read, total)
             for tp in list(todo):
                 # highwater() is what the last fetch answer said (end_offsets can be
                 # short on some brokers when producers batch).
