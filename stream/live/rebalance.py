@@ -95,7 +95,7 @@ class PartitionHandover:
         cp = self.checkpointer
         if self.orphans is None or (cp is not None and cp.restored is not None):
             return
-        reason = "checkpoints off" if cp is None else "no checkpoint restored"
+        reason = "checkpoints off" if cp is None else cp.cold
         await self.orphans.close(lambda rec: True, reason, f"the worker of {self.topic}")
 
 

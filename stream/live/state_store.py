@@ -285,6 +285,7 @@ class Checkpointer:
         self.written = 0  # checkpoints stored
         self.failed = 0  # snapshots that could not be taken
         self.restored: Checkpoint | None = None
+        self.cold = "no checkpoint"  # why the last restore found nothing to take
         self.timing = CheckpointTiming(cfg, clock)
         self._dirty = False
         self._saving: asyncio.Task[None] | None = None
@@ -318,6 +319,7 @@ class Checkpointer:
         if partitions == self.partitions:
             return {}  # the state in memory is theirs and newer than any checkpoint
         key = state_key(self.kafka, partitions)
+        self.cold = "no checkpoint"
         try:
             found = await self.store.load(key)
             if found is not None:
@@ -326,10 +328,10 @@ class Checkpointer:
             log.warning(
                 "checkpoint %s not restored: %s; starting from the state in memory", key, exc
             )
-            found = None
+            found, self.cold = None, f"checkpoint not restored: {exc}"
         except Exception as exc:  # the store unreachable: run on, without it
             log.warning("checkpoint %s not read (%s); starting from the state in memory", key, exc)
-            found = None
+            found, self.cold = None, "checkpoints not read"
         self.partitions = set(partitions)
         self._dirty = True
         if found is None:
