@@ -420,8 +420,9 @@ class NotifyConfig:
     # console and the alerts topic only.
     routes: list[dict[str, Any]] = field(default_factory=list)
     inhibit_rules: list[dict[str, Any]] = field(default_factory=list)
-    # A provider-wide alert mutes the same rule's alerts on series beneath it, and a
-    # system-error alert the timeouts alert of its series (builtin_inhibit_rules).
+    # A provider-wide alert mutes the same rule's alerts on series beneath it, and of a
+    # series' system-error and timeouts alerts the first to fire mutes the other
+    # (builtin_inhibit_rules).
     default_inhibit: bool = True
     # SQLite file for alert, notification and delivery history ("" = the default
     # under $XDG_DATA_HOME/paywatch, "off" = keep none).
@@ -515,13 +516,19 @@ class RouteConfig:
 @dataclass(frozen=True)
 class InhibitRule:
     """While an alert matching ``source_match`` fires, mute alerts matching ``target_match``
-    whose ``equal`` labels have the same values (a missing label counts as empty)."""
+    whose ``equal`` labels have the same values (a missing label counts as empty).
+
+    ``first_fires``: of a source and a target, the one that began first pages and mutes
+    the other — the source as before when it began no later, the target when it began
+    earlier and is at least as severe — for two views of one trouble that either may
+    show first (timeouts are system errors)."""
 
     source_match: typing.Mapping[str, str] = field(default_factory=dict)
     target_match: typing.Mapping[str, str] = field(default_factory=dict)
     equal: tuple[str, ...] = ()
     source_match_re: typing.Mapping[str, str] = field(default_factory=dict)
     target_match_re: typing.Mapping[str, str] = field(default_factory=dict)
+    first_fires: bool = False
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "equal", tuple(self.equal))
@@ -882,7 +889,9 @@ class Config:
         timeouts are system errors, so a system-error alert mutes the timeouts alert of
         the same series (one incident, one page), and a timeouts alert mutes its series'
         latency-tail alert.  Matched on signals, which renaming a rule does not change;
-        ``equal`` on every series dimension.
+        ``equal`` on every series dimension; ``first_fires``: when the narrower signal
+        fired first (timeouts rising before the system errors they are part of), it is
+        the one that paged, and it mutes the broader one instead.
 
         >>> rule, _ = Config().builtin_inhibit_rules()
         >>> rule.source_match, rule.target_match, rule.equal
@@ -892,9 +901,9 @@ class Config:
             return []
         dims = tuple(dict.fromkeys(d for level in self.windows.levels for d in level))
         return [
-            InhibitRule({"signal": "error_rate"}, {"signal": "timeouts"}, dims),
+            InhibitRule({"signal": "error_rate"}, {"signal": "timeouts"}, dims, first_fires=True),
             # A timed-out call is a slow call: the tail share rises with the timeouts.
-            InhibitRule({"signal": "timeouts"}, {"signal": "latency_tail"}, dims),
+            InhibitRule({"signal": "timeouts"}, {"signal": "latency_tail"}, dims, first_fires=True),
         ]
 
 

@@ -389,6 +389,28 @@ def test_builtin_rule_an_outage_pages_once_not_once_per_rule() -> None:
     assert d.inhibitor.mute_reason(timeouts) == f"inhibited by {errors.alert_id}"
 
 
+def test_builtin_rule_timeouts_that_fired_first_mute_the_system_errors_after_them() -> None:
+    """Timeouts rising alone fire before the system errors they are part of: the timeouts
+    alert paged, so the system-error alert of the same series that follows is the same
+    incident and is muted by it; one that is more severe (an outage beyond the timeouts)
+    pages.  Another series' system errors page."""
+    rules = Config().builtin_inhibit_rules()
+    d = Dispatcher([route(group_by=("...",))], rules, SilenceSet())
+    timeouts = rec({"provider": "paypal"}, rule="timeouts", signal="timeouts", severity="warning")
+    d.on_alert(timeouts, T0)
+    assert {a for m in d.tick(T0 + 30 * S) for a in m.alert_ids} == {timeouts.alert_id}
+    kw: dict[str, Any] = {"rule": "system_error_rate", "severity": "warning"}
+    errors = rec({"provider": "paypal"}, started=T0 + 10 * S, **kw)
+    other = rec({"provider": "alipay"}, started=T0 + 10 * S, **kw)
+    for r in (errors, other):
+        d.on_alert(r, T0 + 40 * S)
+    assert {a for m in d.tick(T0 + 400 * S) for a in m.alert_ids} == {other.alert_id}
+    assert d.inhibitor.mute_reason(errors) == f"inhibited by {timeouts.alert_id}"
+    assert d.inhibitor.mute_reason(timeouts) is None  # the first to fire is not muted back
+    worse = dataclasses.replace(errors, severity="critical")
+    assert d.inhibitor.mute_reason(worse) is None
+
+
 def test_inhibit_rule_from_config() -> None:
     rule = InhibitRule.from_dict(
         {"source_match": {"rule": "provider_down"}, "target_match_re": {"signal": ".*"},

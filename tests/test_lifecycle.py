@@ -139,6 +139,38 @@ def _sig(rule: str, signal: str, series: dict[str, str], start: int, bad: bool) 
     return replace(_j(series, start, bad), rule=rule, signal=signal, value=share, volume=1000)
 
 
+def test_system_errors_that_followed_their_timeouts_end_with_them() -> None:
+    """Timeouts rising alone: the timeouts alert fires first, the system errors they are
+    part of a window later, and the dispatcher mutes the later one under the first (the
+    built-in rule's first-fires pairing).  When the timeouts recover, the system-error
+    episode ends with them, listed first, and restarts its own test: the incident paged
+    once.  Had the system errors begun first, they would have muted the timeouts."""
+    life = AlertLifecycle(
+        keep_firing_for_windows=1,
+        resolve_min_calls=1,
+        same_series_mutes=frozenset({("error_rate", "timeouts")}),
+    )
+    p = {"provider": "a"}
+
+    def window(start: int, timeouts: bool, errors: bool) -> list[Judgement]:
+        return [
+            _sig("system_error_rate", "error_rate", p, start, errors),
+            _sig("timeouts", "timeouts", p, start, timeouts),
+        ]
+
+    fired = life.observe(10_000, window(0, True, False), lambda e: e)
+    fired += life.observe(20_000, window(10_000, True, True), lambda e: e)
+    assert [(r.rule, r.status) for r in fired] == [
+        ("timeouts", "firing"), ("system_error_rate", "firing")
+    ]  # fmt: skip
+    ended = life.observe(30_000, window(20_000, False, True), lambda e: e)
+    assert [(r.rule, r.status) for r in ended] == [
+        ("system_error_rate", "resolved"), ("timeouts", "resolved")
+    ]  # fmt: skip
+    assert life.restart_own == {ended[0].fingerprint}
+    assert life.episodes == {}
+
+
 def test_an_alert_ends_with_it_the_alerts_of_other_signals_it_muted() -> None:
     """An outage: system errors fire, then timeouts on the same series (the dispatcher's
     built-in rule mutes them), then the tail share (muted under the timeouts).  The

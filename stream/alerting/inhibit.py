@@ -23,7 +23,9 @@ evidence points (attribution):
   severe): peers end a window or three apart, and the one still firing when the
   first resolves is the same incident, already paged.
 
-Configured :class:`~stream.config.InhibitRule` objects add source → target mutes.
+Configured :class:`~stream.config.InhibitRule` objects add source → target mutes (with
+``first_fires``, whichever of the two began first mutes the other; the built-in rules
+pair system errors with timeouts, and timeouts with the latency tail, so).
 """
 
 from __future__ import annotations
@@ -82,7 +84,7 @@ class Inhibitor:
         <alert_id>: the same merchant"`` or None; only firing alerts are muted."""
         if not alert.firing:
             return None
-        by_series, by_rule, by_signal, by_peer = self._inhibit_index()
+        by_series, by_rule, by_target, by_signal, by_peer = self._inhibit_index()
         if self.default_inhibit:
             reason = self._default_reason(alert, by_series, by_signal)
             if reason is None:
@@ -94,8 +96,17 @@ class Inhibitor:
             if sources and matches_all(targets, labels):
                 key = tuple(labels.get(k, "") for k in rule.equal)
                 for src in sources.get(key, ()):
-                    if src.fingerprint != alert.fingerprint:
+                    if src.fingerprint == alert.fingerprint:
+                        continue
+                    if not rule.first_fires or src.started_at <= alert.started_at:
                         return f"inhibited by {src.alert_id}"
+        for rule, is_source, earlier in zip(self.rules, self._sources, by_target, strict=True):
+            # first_fires: a target that began earlier, at least as severe, mutes the source
+            if earlier and matches_all(is_source, labels):
+                key = tuple(labels.get(k, "") for k in rule.equal)
+                for tgt in earlier.get(key, ()):
+                    if tgt.started_at < alert.started_at and tgt.rank >= alert.rank:
+                        return f"inhibited by {tgt.alert_id}"
         return None
 
     def keep_peer_mute(self, alert_id: str, reason: str, rank: int) -> None:
@@ -132,6 +143,7 @@ class Inhibitor:
         if self._index is None:
             by_series: _SeriesIndex = {}
             by_rule: list[_Sources] = [{} for _ in self.rules]
+            by_target: list[_Sources] = [{} for _ in self.rules]  # first_fires rules only
             by_signal: _RuleIndex = {}
             by_peer: dict[_PeerKey, list[AlertRecord]] = {}
             for a in self._firing():
@@ -147,18 +159,25 @@ class Inhibitor:
                     if matches_all(sources, labels):
                         key = tuple(labels.get(k, "") for k in rule.equal)
                         idx.setdefault(key, []).append(a)
+                for rule, targets, idx in zip(self.rules, self._targets, by_target, strict=True):
+                    if rule.first_fires and matches_all(targets, labels):
+                        key = tuple(labels.get(k, "") for k in rule.equal)
+                        idx.setdefault(key, []).append(a)
             groups = (*by_series.values(), *by_signal.values())
-            for group in (*groups, *(v for idx in by_rule for v in idx.values())):
+            indexed = (v for idx in (*by_rule, *by_target) for v in idx.values())
+            for group in (*groups, *indexed):
                 group.sort(key=lambda a: (-a.rank, a.fingerprint))  # deterministic reasons
             for peers in by_peer.values():
                 peers.sort(key=_first_fired)
             live = {a.alert_id for group in by_signal.values() for a in group}
             self._peer_mutes = {k: v for k, v in self._peer_mutes.items() if k in live}
-            self._index = (by_series, by_rule, by_signal, by_peer)
+            self._index = (by_series, by_rule, by_target, by_signal, by_peer)
         return self._index
 
 
-_Index = tuple[_SeriesIndex, list[_Sources], _RuleIndex, dict[_PeerKey, list[AlertRecord]]]
+_Index = tuple[
+    _SeriesIndex, list[_Sources], list[_Sources], _RuleIndex, dict[_PeerKey, list[AlertRecord]]
+]
 
 
 def _broader_source(alert: AlertRecord, by_series: _SeriesIndex) -> AlertRecord | None:

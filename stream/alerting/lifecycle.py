@@ -92,9 +92,10 @@ class AlertLifecycle:
     relapse_h: float = 0.0
     resolve_hold_max_s: float = 600.0
     # What the dispatcher's inhibition mutes besides a rule's own series beneath (on while
-    # ``notify.default_inhibit``): (source signal, target signal) pairs muted on the same
-    # series (timeouts under system errors, the tail under timeouts), and the latency
-    # beneath a critical error-rate alert.  Episodes muted so end with their source.
+    # ``notify.default_inhibit``): (source signal, target signal) pairs on the same
+    # series of which the first to begin mutes the other (timeouts and system errors,
+    # the tail and timeouts), and the latency beneath a critical error-rate alert.
+    # Episodes muted so end with their source.
     same_series_mutes: frozenset[tuple[str, str]] = frozenset()
     critical_errors_mute_latency: bool = False
     episodes: dict[str, _Episode] = field(default_factory=dict)
@@ -279,12 +280,19 @@ class AlertLifecycle:
     def _muted_by(self, parent: _Episode, ep: _Episode) -> bool:
         """Whether the dispatcher mutes ``ep`` while ``parent`` fires (its default
         inhibition, :mod:`stream.alerting.inhibit`): the same rule beneath unless ``ep``
-        carries ``parent``; a signal the parent's mutes on the same series; latency
-        beneath a critical error rate."""
+        carries ``parent``; on the same series, of two signals a built-in rule pairs,
+        the one that began first (:class:`~stream.config.InhibitRule` ``first_fires``);
+        latency beneath a critical error rate."""
         if ep.rule == parent.rule:
             return is_beneath(ep.series, parent.series) and not _carries(parent, ep)
-        if (parent.signal, ep.signal) in self.same_series_mutes:
-            return ep.series == parent.series
+        if (parent.signal, ep.signal) in self.same_series_mutes:  # first fires (config)
+            return ep.series == parent.series and parent.started_at <= ep.started_at
+        if (ep.signal, parent.signal) in self.same_series_mutes:  # the narrower began first
+            return (
+                ep.series == parent.series
+                and parent.started_at < ep.started_at
+                and severity_rank(parent.severity) >= severity_rank(ep.severity)
+            )
         return (
             self.critical_errors_mute_latency
             and parent.signal == "error_rate"
@@ -440,16 +448,19 @@ class AlertLifecycle:
 
 
 def same_series_mutes(rules: Iterable[InhibitRule]) -> frozenset[tuple[str, str]]:
-    """(source, target) signals of the inhibit rules that mute one signal under another
-    by signal alone: on the same series at least, whatever their ``equal``.
+    """(source, target) signals of the ``first_fires`` inhibit rules that pair one signal
+    with another by signal alone: on the same series at least, whatever their ``equal``;
+    of the two, the one that began first mutes the other.
 
-    >>> same_series_mutes([InhibitRule({"signal": "error_rate"}, {"signal": "timeouts"})])
+    >>> same_series_mutes([InhibitRule({"signal": "error_rate"}, {"signal": "timeouts"},
+    ...                                first_fires=True)])
     frozenset({('error_rate', 'timeouts')})
     """
     return frozenset(
         (r.source_match["signal"], r.target_match["signal"])
         for r in rules
-        if set(r.source_match) == {"signal"} == set(r.target_match)
+        if r.first_fires
+        and set(r.source_match) == {"signal"} == set(r.target_match)
         and not r.source_match_re
         and not r.target_match_re
     )
