@@ -74,3 +74,24 @@ def test_the_timeouts_of_an_outage_fold_into_its_system_error_alert() -> None:
     assert len(lines) == 2 and "FIRING   critical system_error_rate" in lines[0]
     assert lines[1].strip() == "└─ timeouts of alipay is part of it (folded in)"
     assert console.fired == 1 and set(console.folded) == {"to-1", "to-2"}
+
+
+def test_system_errors_after_their_timeouts_fold_into_the_timeouts_alert() -> None:
+    """Timeouts rising alone are on screen first; the system-error alert of the same
+    series that follows folds into them (the dispatcher mutes it so: first fires), unless
+    it is more severe."""
+    out = io.StringIO()
+    console = ConsoleNotifier(out, color="never", inhibit_rules=Config().builtin_inhibit_rules())
+    timeouts = dataclasses.replace(
+        rec("firing", PARENT, T + 10_000), rule="timeouts", signal="timeouts",
+        fingerprint="to", severity="warning",
+    )  # fmt: skip
+    console.notify([timeouts])
+    later = dataclasses.replace(rec("firing", PARENT, T + 30_000), started_at=T + 20_000)
+    console.notify([dataclasses.replace(later, severity="warning")])
+    lines = out.getvalue().splitlines()
+    assert len(lines) == 2 and "FIRING   warning  timeouts" in lines[0]
+    assert lines[1].strip() == "└─ system_error_rate of alipay is part of it (folded in)"
+    worse = dataclasses.replace(later, fingerprint="worse")  # critical: its own line
+    console.notify([worse])
+    assert console.fired == 2 and "FIRING   critical system_error_rate" in out.getvalue()
