@@ -72,22 +72,24 @@ def check_receivers(cfg: Config) -> None:
 
 
 def _route_dict(route: RouteConfig) -> dict[str, Any]:
+    return {"continue" if k == "continue_" else k: v for k, v in _plain(route).items()}
+
+
+def _inhibit_dict(rule: InhibitRule) -> dict[str, Any]:
+    return _plain(rule)
+
+
+def _plain(obj: RouteConfig | InhibitRule) -> dict[str, Any]:
+    """A config dataclass's fields as YAML writes them (tuples as lists, mappings as dicts)."""
     out: dict[str, Any] = {}
-    for f in fields(route):
-        value = getattr(route, f.name)
+    for f in fields(obj):
+        value = getattr(obj, f.name)
         if isinstance(value, tuple):
             value = list(value)
         elif isinstance(value, Mapping):
             value = dict(value)
-        out["continue" if f.name == "continue_" else f.name] = value
+        out[f.name] = value
     return out
-
-
-def _inhibit_dict(rule: InhibitRule) -> dict[str, Any]:
-    return {
-        f.name: list(v) if isinstance(v := getattr(rule, f.name), tuple) else dict(v)
-        for f in fields(rule)
-    }
 
 
 def masked(value: Any, key: str = "") -> Any:
