@@ -8,6 +8,7 @@ from __future__ import annotations
 import copy
 import logging
 from collections import Counter
+from typing import Any
 
 import pytest
 
@@ -40,10 +41,13 @@ async def cold_start_logged(caplog: pytest.LogCaptureFixture, closed: int, topic
     await until_logged(caplog, f"closed {closed} episodes left firing", topic)
 
 
-def worker_config(cfg: Config, scale_out: str) -> Config:
-    cfg.kafka.decode_workers = 0
-    cfg.kafka.scale_out = scale_out
-    return cfg
+@pytest.fixture(params=["tasks", "single"])
+def cfg(kafka_config: Config, caplog: pytest.LogCaptureFixture, request: Any) -> Config:
+    """The test broker's config in each scale-out mode, the worker's log captured."""
+    caplog.set_level(logging.INFO, logger="paywatch")
+    kafka_config.kafka.decode_workers = 0
+    kafka_config.kafka.scale_out = request.param
+    return kafka_config
 
 
 async def stop_mid_outage(cfg: Config) -> list[dict]:
@@ -80,12 +84,9 @@ def closed_as_left(before: list[dict], after: list[dict], reason: str) -> None:
         assert rec["evidence"]["state_lost"]["reason"].startswith(reason)
 
 
-@pytest.mark.parametrize("scale_out", ["tasks", "single"])
 async def test_a_cold_start_closes_the_episodes_its_group_left_firing(
-    kafka_config: Config, scale_out: str, caplog: pytest.LogCaptureFixture
+    cfg: Config, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.INFO, logger="paywatch")
-    cfg = worker_config(kafka_config, scale_out)
     cfg.state.checkpoint = False  # every start is cold
     k = cfg.kafka
     before = await stop_mid_outage(cfg)
@@ -108,12 +109,9 @@ async def test_a_cold_start_closes_the_episodes_its_group_left_firing(
     closed_as_left(before, after, "checkpoints off")
 
 
-@pytest.mark.parametrize("scale_out", ["tasks", "single"])
 async def test_a_retune_closes_the_episodes_it_left_firing_a_plain_restart_none(
-    kafka_config: Config, scale_out: str, caplog: pytest.LogCaptureFixture
+    cfg: Config, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.INFO, logger="paywatch")
-    cfg = worker_config(kafka_config, scale_out)
     k = cfg.kafka
     before = await stop_mid_outage(cfg)  # checkpointed as it stopped
 
