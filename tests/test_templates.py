@@ -65,6 +65,25 @@ def test_recovery_message_says_how_long_it_lasted(language: str, lasted: str) ->
     assert title.startswith("[RESOLVED]" if language == "en" else "[已恢复]")
 
 
+@pytest.mark.parametrize(
+    ("language", "tag", "why"),
+    [("en", "[CLOSED UNJUDGED]", "Why: paywatch restarted without this alert's state "
+      "(no checkpoint), so it cannot tell whether the trouble ended"),
+     ("zh", "[已关闭（未判定）]", "原因：paywatch 重启时未能恢复此告警的状态（no checkpoint）")],
+)  # fmt: skip
+def test_an_episode_closed_unjudged_does_not_read_as_a_recovery(
+    language: str, tag: str, why: str
+) -> None:
+    """A worker that lost its state closes the episodes it left firing: on the phone this
+    must not say RESOLVED, which an on-call person reads as "it recovered"."""
+    rec = alert(status="resolved", resolved_at=T0 + 750 * S,
+                evidence={"state_lost": {"reason": "no checkpoint"}})  # fmt: skip
+    title, body = render([], [rec], now_ms=T0 + 800 * S, language=language, fmt="text")
+    assert title.startswith(tag) and tag in body
+    assert why in body
+    assert "RESOLVED" not in title + body and "已恢复" not in title + body
+
+
 def test_markdown_and_plain_text_flavours() -> None:
     _, md = render([alert()], [], now_ms=T0, fmt="markdown")
     _, txt = render([alert()], [], now_ms=T0, fmt="text")

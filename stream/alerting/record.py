@@ -25,6 +25,9 @@ from stream.judge.judgement import severity_rank
 from stream.series import SeriesKey, metric_labels, series_key, series_text
 
 SCHEMA_VERSION = 1
+#: The ``evidence`` key of a record that closed an episode unjudged: the worker started
+#: without the state that would have told when it ended (stream/live/orphans.py).
+STATE_LOST = "state_lost"
 _REQUIRED = ("alert_id", "fingerprint", "status", "series", "rule")
 
 

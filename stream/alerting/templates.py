@@ -26,7 +26,7 @@ from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-from stream.alerting.record import AlertRecord
+from stream.alerting.record import STATE_LOST, AlertRecord
 from stream.config import BODY_FORMATS
 from stream.judge.judgement import severity_rank
 
@@ -36,7 +36,7 @@ Kind = Literal["notify", "repeat", "escalation"]
 
 # Dimensions read best from the general to the specific.
 _DIM_ORDER = ("provider", "operation", "merchant_id", "channel", "region", "name")
-_ICONS = {"critical": "🔴", "warning": "🟠", "info": "🔵", "resolved": "✅"}
+_ICONS = {"critical": "🔴", "warning": "🟠", "info": "🔵", "resolved": "✅", "closed": "⚪"}
 
 _T: dict[str, dict[str, str]] = {
     "en": {
@@ -70,6 +70,10 @@ _T: dict[str, dict[str, str]] = {
         "overdue_n": "{n} whose callback never came: {orders}",
         "recovery": "Recovery",
         "recovered_n": "{r} of {n} orders recovered, {m} still missing",
+        "closed": "CLOSED UNJUDGED",
+        "state_lost": "Why",
+        "state_lost_text": "paywatch restarted without this alert's state ({reason}), so it "
+        "cannot tell whether the trouble ended; it pages again if the trouble persists",
     },
     "zh": {
         "critical": "严重",
@@ -102,6 +106,10 @@ _T: dict[str, dict[str, str]] = {
         "overdue_n": "{n} 笔未收到回调：{orders}",
         "recovery": "找回",
         "recovered_n": "{n} 笔中已找回 {r} 笔，仍缺 {m} 笔",
+        "closed": "已关闭（未判定）",
+        "state_lost": "原因",
+        "state_lost_text": "paywatch 重启时未能恢复此告警的状态（{reason}），"
+        "无法判断问题是否已结束；若问题仍在，将再次告警",
     },
 }
 _SIGNALS = {
@@ -315,6 +323,10 @@ def _evidence_lines(rec: Mapping[str, Any], lang: str, fmt: str, shown: int = 5)
     >>> _evidence_lines({"status": "firing", "evidence": ev}, "zh", "text")[0]
     '超时订单：2 笔未收到回调：m1 T1、T2'
     """
+    lost = (rec.get("evidence") or {}).get(STATE_LOST)
+    if isinstance(lost, Mapping):
+        text = _T[lang]["state_lost_text"].format(reason=lost.get("reason", "?"))
+        return [_label("state_lost", lang, fmt) + text]
     mc = (rec.get("evidence") or {}).get("missing_callbacks")
     if not isinstance(mc, Mapping):
         return []
@@ -336,6 +348,15 @@ def _evidence_lines(rec: Mapping[str, Any], lang: str, fmt: str, shown: int = 5)
     return lines
 
 
+def _ended_as(rec: Mapping[str, Any]) -> str:
+    """``closed`` for an episode closed unjudged (its state was lost), else ``resolved``.
+
+    >>> _ended_as({"evidence": {STATE_LOST: {"reason": "no checkpoint"}}}), _ended_as({})
+    ('closed', 'resolved')
+    """
+    return "closed" if STATE_LOST in (rec.get("evidence") or {}) else "resolved"
+
+
 def _label(key: str, lang: str, fmt: str) -> str:
     """``**Where:** `` in English, ``**位置：**`` in Chinese (full-width colon, no space)."""
     t = _T[lang]
@@ -349,7 +370,7 @@ def _resolved_line(rec: Mapping[str, Any], lang: str, fmt: str, compact: bool) -
     lasted = t["lasted"].format(d=format_duration(end - start, lang))
     span = f"{format_clock(start)[:-4]}–{format_clock(end)}"
     where = format_series(rec.get("series") or {})
-    tag = _sev_tag("resolved", lang, fmt)
+    tag = _sev_tag(_ended_as(rec), lang, fmt)
     if compact:
         return f"- {tag} {where}{t['colon']}{lasted}{t['lp']}{span}{t['rp']}"
     head = _bold(f"{tag} {rec.get('rule', '?')}", fmt)
@@ -394,7 +415,8 @@ def _title(
                 counts.append(t["resolved_n"].format(n=len(resolved)))
             text = f"{tag} {t['sep'].join(counts)}{t['colon']}{_group_what(firing, lang)}"
     else:
-        tag = f"[{t['resolved']}]"
+        ended = {_ended_as(r) for r in resolved}
+        tag = f"[{t['closed' if ended == {'closed'} else 'resolved']}]"
         if len(resolved) == 1:
             rec = resolved[0]
             lasted = t["lasted"].format(d=format_duration(_duration(rec), lang))

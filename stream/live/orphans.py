@@ -24,16 +24,13 @@ from typing import Any
 
 import orjson
 
-from stream.alerting.record import AlertRecord
+from stream.alerting.record import STATE_LOST, AlertRecord
 from stream.clock import Clock
 from stream.config import KafkaConfig
 from stream.ingest.kafka_client import read_topic_to_end
 from stream.live.publisher import GROUP_HEADER, Publisher
 
 log = logging.getLogger("paywatch.orphans")
-
-#: The ``evidence`` key of a record that closed an episode whose state was lost.
-STATE_LOST = "state_lost"
 
 
 def closing_record(rec: AlertRecord, now_ms: int, reason: str) -> AlertRecord:
