@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import TextIO
 
-from stream.alerting.inhibit import carries, inhibits, same_merchant
+from stream.alerting.inhibit import carries, rule_mutes, same_merchant
 from stream.alerting.matchers import from_config, matches_all
 from stream.alerting.record import AlertRecord
 from stream.config import InhibitRule
@@ -111,7 +111,7 @@ class ConsoleNotifier:
             beneath = shown.rule == rec.rule and is_beneath(rec.series, shown.series)
             if beneath and not carries(shown, rec):
                 return pfp
-            if any(_rule_mutes(r, shown, rec) for r in self.inhibit_rules):
+            if any(rule_mutes(r, shown, rec) for r in self.inhibit_rules):
                 return pfp
             if same_merchant(rec, shown):
                 return pfp  # the same merchant at another provider, shown first
@@ -147,17 +147,3 @@ class ConsoleNotifier:
             f"[{_hms(rec.window_end)}] {tag} {rec.rule}  {rec.summary}  ({since}){hints}",
             file=self.out,
         )
-
-
-def _rule_mutes(rule: InhibitRule, shown: AlertRecord, rec: AlertRecord) -> bool:
-    """Whether ``rule`` folds ``rec`` into ``shown``, as the dispatcher mutes: the source
-    mutes the target; with ``first_fires`` only when it began no later, and a target that
-    began first and is at least as severe mutes the source."""
-    if inhibits(rule, shown.labels, rec.labels):
-        return not rule.first_fires or shown.started_at <= rec.started_at
-    return (
-        rule.first_fires
-        and inhibits(rule, rec.labels, shown.labels)
-        and shown.started_at < rec.started_at
-        and shown.rank >= rec.rank
-    )

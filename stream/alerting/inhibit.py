@@ -96,16 +96,13 @@ class Inhibitor:
             if sources and matches_all(targets, labels):
                 key = tuple(labels.get(k, "") for k in rule.equal)
                 for src in sources.get(key, ()):
-                    if src.fingerprint == alert.fingerprint:
-                        continue
-                    if not rule.first_fires or src.started_at <= alert.started_at:
+                    if src.fingerprint != alert.fingerprint and source_first(rule, src, alert):
                         return f"inhibited by {src.alert_id}"
         for rule, is_source, earlier in zip(self.rules, self._sources, by_target, strict=True):
-            # first_fires: a target that began earlier, at least as severe, mutes the source
-            if earlier and matches_all(is_source, labels):
+            if earlier and matches_all(is_source, labels):  # first_fires rules only
                 key = tuple(labels.get(k, "") for k in rule.equal)
                 for tgt in earlier.get(key, ()):
-                    if tgt.started_at < alert.started_at and tgt.rank >= alert.rank:
+                    if target_first(tgt, alert):
                         return f"inhibited by {tgt.alert_id}"
         return None
 
@@ -273,6 +270,39 @@ def carries(parent: AlertRecord, child: AlertRecord, min_share: float = CARRIES_
         child.series.get(str(h.get("dimension"))) == h.get("value")
         and float(h.get("share", 0.0)) >= min_share
         for h in parent.hints
+    )
+
+
+def source_first(rule: InhibitRule, source: AlertRecord, target: AlertRecord) -> bool:
+    """Whether a firing ``source`` of ``rule`` mutes its ``target`` given when each began:
+    always, unless the rule is ``first_fires`` and the target began earlier."""
+    return not rule.first_fires or source.started_at <= target.started_at
+
+
+def target_first(target: AlertRecord, source: AlertRecord) -> bool:
+    """Whether the ``target`` of a ``first_fires`` rule mutes its ``source`` instead: it
+    began earlier (it paged) and is at least as severe."""
+    return target.started_at < source.started_at and target.rank >= source.rank
+
+
+def rule_mutes(rule: InhibitRule, muter: AlertRecord, muted: AlertRecord) -> bool:
+    """Whether ``rule`` lets ``muter`` mute ``muted``, either way round a ``first_fires``
+    rule allows (what the dispatcher's index answers, for one pair).
+
+    >>> rule = InhibitRule({"signal": "error_rate"}, {"signal": "timeouts"}, first_fires=True)
+    >>> errors = AlertRecord("e", "fe", "firing", "warning", "errors", "error_rate", {},
+    ...                      started_at=20)
+    >>> timeouts = AlertRecord("t", "ft", "firing", "warning", "timeouts", "timeouts", {},
+    ...                        started_at=10)
+    >>> rule_mutes(rule, errors, timeouts), rule_mutes(rule, timeouts, errors)
+    (False, True)
+    """
+    if inhibits(rule, muter.labels, muted.labels):
+        return source_first(rule, muter, muted)
+    return (
+        rule.first_fires
+        and inhibits(rule, muted.labels, muter.labels)
+        and target_first(muter, muted)
     )
 
 

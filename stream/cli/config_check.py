@@ -75,10 +75,6 @@ def _route_dict(route: RouteConfig) -> dict[str, Any]:
     return {"continue" if k == "continue_" else k: v for k, v in _plain(route).items()}
 
 
-def _inhibit_dict(rule: InhibitRule) -> dict[str, Any]:
-    return _plain(rule)
-
-
 def _plain(obj: RouteConfig | InhibitRule) -> dict[str, Any]:
     """A config dataclass's fields as YAML writes them (tuples as lists, mappings as dicts)."""
     out: dict[str, Any] = {}
@@ -117,7 +113,7 @@ def effective(cfg: Config) -> dict[str, Any]:
     data = config_to_dict(cfg)
     routes, rules = cfg.notify_routes()
     data["notify"]["routes"] = [_route_dict(r) for r in routes]
-    data["notify"]["inhibit_rules"] = [_inhibit_dict(r) for r in rules]
+    data["notify"]["inhibit_rules"] = [_plain(r) for r in rules]
     return dict(masked(data))
 
 
