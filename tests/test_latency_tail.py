@@ -10,11 +10,15 @@ import numpy as np
 import orjson
 
 from benchmarks import second_generator
+from benchmarks.eval_run import pages
+from stream.alerting.inhibit import CARRIES_SHARE, names
+from stream.alerting.silences import SilenceSet
 from stream.config import load_config
 from stream.judge.features import TAIL_MIN_CALLS, TAIL_RATIO, slow_calls
 from stream.offline.backtest import chunked, replay_batches
 from stream.pipeline import Pipeline
-from stream.sim.simulate import SimConfig, simulate
+from stream.series import series_key
+from stream.sim.simulate import Incident, SimConfig, simulate
 from stream.windows import histogram
 from stream.windows.state import ClosedWindow
 
@@ -99,3 +103,28 @@ def test_stalled_calls_page_the_merchant_once_and_normal_traffic_nothing() -> No
     start = SIM.start_ms + STALL[0]
     assert all(start <= r.window_end <= SIM.start_ms + STALL[1] for r in firing)
     assert not any(r.rule == "latency_tail" for r in alerts(simulate(SIM)))
+
+
+SLOWING = SimConfig(
+    seed=11, duration_s=2400.0, rate=20.0, merchants=12, daily=False, metrics=False,
+    incidents=[Incident("latency_degradation", 1800.0, 300.0, merchant_id="M1005", magnitude=3.0)],
+)  # fmt: skip
+
+
+def test_a_slowing_merchants_tail_above_it_folds_into_its_latency_alert() -> None:
+    """Every call of a big merchant three times slower: its calls land over its
+    providers' and operations' 4x lines, and their tail alerts fire.  Weighed over the
+    parents' lines across their evidence, their hints name the merchant from the first
+    record, so they fold into its latency alert: the merchant pages, no tail does (each
+    provider's tail paged before, and the merchant not at all)."""
+    every = alerts(simulate(SLOWING))
+    providers = [
+        r for r in every
+        if r.rule == "latency_tail" and r.status == "firing" and list(r.series) == ["provider"]
+    ]  # fmt: skip
+    assert sorted(r.series["provider"] for r in providers) == ["alipay", "paypal", "wechatpay"]
+    assert all(names(r.hints, {"merchant_id": "M1005"}, CARRIES_SHARE) for r in providers)
+    paged = pages([r.to_dict() for r in every], SilenceSet(), load_config(None))
+    firing = {(a["rule"], series_key(a["series"])) for a in paged if a["status"] == "firing"}
+    assert ("latency", series_key({"provider": "alipay", "merchant_id": "M1005"})) in firing
+    assert not [k for k in firing if k[0] == "latency_tail"], firing

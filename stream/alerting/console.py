@@ -89,7 +89,7 @@ class ConsoleNotifier:
         where = series_text(shown.series)
         if is_beneath(folded.series, shown.series):
             text = f"series beneath {where} are affected too (folded into this alert)"
-        elif is_beneath(shown.series, folded.series):  # the series beneath carries it
+        elif carries(folded, shown):  # the series beneath carries it
             text = f"{series_text(folded.series)} folded into {where}, which carries it"
         elif same_merchant(folded, shown):
             text = f"{series_text(folded.series)} too: the same merchant (folded in)"
@@ -100,7 +100,7 @@ class ConsoleNotifier:
     def _folds_into(self, rec: AlertRecord, firing_now: list[AlertRecord]) -> str | None:
         """The shown alert ``rec`` folds into: a child carrying it, else a broader one."""
         for child in [*self.shown.values(), *firing_now]:
-            if child.rule == rec.rule and carries(rec, child):
+            if carries(rec, child):  # its rule, or a tail's slow merchant (may_fold)
                 # The carrier is printed (now or before); fold into it once it is.
                 if child.fingerprint not in self.shown:
                     self.shown[child.fingerprint] = child

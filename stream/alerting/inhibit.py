@@ -12,7 +12,9 @@ evidence points (attribution):
 - one child carries it: when the broader alert's root-cause hints name a value
   of a firing child's series with at least :data:`CARRIES_SHARE` of the trouble
   (one merchant has most of the provider's config errors), the child pages and
-  the broader alert is folded into it ("folded into <alert_id>");
+  the broader alert is folded into it ("folded into <alert_id>"); slow calls being one
+  trouble, a tail alert folds so into the latency alert of the merchant its hints name
+  (and a latency alert into a tail alert), see :func:`may_fold`;
 - one merchant at several providers: series are judged per provider (the roll-up
   tasks hold a provider's traffic), so a merchant whose keys broke everywhere fires
   one alert per provider.  The first to fire of one rule for one merchant — unless a
@@ -32,6 +34,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from itertools import combinations
+from typing import Any, Protocol
 
 from stream.alerting.matchers import from_config, matches_all
 from stream.alerting.record import AlertRecord
@@ -132,6 +135,12 @@ class Inhibitor:
         for child in by_signal.get((alert.rule, alert.signal), ()):
             if carries(alert, child):
                 return f"folded into {child.alert_id}"
+        if alert.signal in LATENCY_SIGNALS:  # slow calls: the tail's carrier is slow too
+            for (_, signal), group in by_signal.items():
+                if signal in LATENCY_SIGNALS and signal != alert.signal:
+                    for child in group:
+                        if carries(alert, child):
+                            return f"folded into {child.alert_id}"
         src = _broader_source(alert, by_series)
         return None if src is None else f"inhibited by {src.alert_id}"
 
@@ -255,8 +264,8 @@ def _peer_reason(
 
 
 def carries(parent: AlertRecord, child: AlertRecord, min_share: float = CARRIES_SHARE) -> bool:
-    """Whether ``child`` (a series beneath ``parent``) carries ``parent``'s anomaly: the
-    parent's root-cause hints name a value of the child's series with at least
+    """Whether ``child`` carries ``parent``'s anomaly: it may fold it (:func:`may_fold`)
+    and the parent's root-cause hints name a value of the child's series with at least
     ``min_share`` of the trouble.
 
     >>> p = AlertRecord("p", "fp", "firing", "warning", "config_errors", "config_error",
@@ -268,12 +277,46 @@ def carries(parent: AlertRecord, child: AlertRecord, min_share: float = CARRIES_
     >>> carries(p, c), carries(c, p)
     (True, False)
     """
-    if not is_beneath(child.series, parent.series):
+    return may_fold(parent, child) and names(parent.hints, child.series, min_share)
+
+
+class _Folding(Protocol):
+    rule: str
+    signal: str
+    series: dict[str, str]
+
+
+def may_fold(parent: _Folding, child: _Folding) -> bool:
+    """Whether ``parent`` folds into ``child`` when its hints name the child: an alert of
+    the same rule beneath it, or — slow calls being one trouble — a latency alert under a
+    tail alert or the other way round, whose series may leave out a label of the
+    parent's (a merchant's calls across operations under one operation's tail) but
+    agrees with every label the two share.
+
+    >>> from types import SimpleNamespace as A
+    >>> tail = A(rule="latency_tail", signal="latency_tail",
+    ...          series={"provider": "alipay", "operation": "refund"})
+    >>> merchant = A(rule="latency", signal="latency",
+    ...              series={"provider": "alipay", "merchant_id": "M1"})
+    >>> may_fold(tail, merchant), may_fold(tail, A(**{**vars(merchant), "signal": "error_rate"}))
+    (True, False)
+    """
+    if parent.rule == child.rule:
+        return is_beneath(child.series, parent.series)
+    if parent.signal == child.signal or not {parent.signal, child.signal} <= LATENCY_SIGNALS:
         return False
+    shared = parent.series.keys() & child.series.keys()
+    return child.series != parent.series and all(
+        parent.series[k] == child.series[k] for k in shared
+    )
+
+
+def names(hints: Iterable[Mapping[str, Any]], series: Mapping[str, str], min_share: float) -> bool:
+    """Whether ``hints`` name a value of ``series`` with at least ``min_share``."""
     return any(
-        child.series.get(str(h.get("dimension"))) == h.get("value")
+        series.get(str(h.get("dimension"))) == h.get("value")
         and float(h.get("share", 0.0)) >= min_share
-        for h in parent.hints
+        for h in hints
     )
 
 

@@ -27,7 +27,7 @@ from itertools import combinations
 from typing import Any
 
 from models.budget import oracle_delay_rate_s
-from stream.alerting.inhibit import CARRIES_SHARE, LATENCY_SIGNALS
+from stream.alerting.inhibit import CARRIES_SHARE, LATENCY_SIGNALS, may_fold, names
 from stream.alerting.record import AlertRecord
 from stream.config import InhibitRule
 from stream.judge.judgement import Judgement, alert_id, severity_rank
@@ -284,7 +284,9 @@ class AlertLifecycle:
         the one that began first (:class:`~stream.config.InhibitRule` ``first_fires``);
         latency beneath a critical error rate."""
         if ep.rule == parent.rule:
-            return is_beneath(ep.series, parent.series) and not _carries(parent, ep)
+            return is_beneath(ep.series, parent.series) and not names(
+                parent.hints, ep.series, CARRIES_SHARE
+            )
         if (parent.signal, ep.signal) in self.same_series_mutes:  # first fires (config)
             return ep.series == parent.series and parent.started_at <= ep.started_at
         if (ep.signal, parent.signal) in self.same_series_mutes:  # the narrower began first
@@ -328,7 +330,7 @@ class AlertLifecycle:
             ep.firing = True
             ep.severity = j.severity
             ep.alert_id = alert_id(fp, ep.started_at)
-            ep.hints = list(j.hints)  # what the dispatcher attributes by (see _carries)
+            ep.hints = list(j.hints)  # what the dispatcher attributes by (see _folded_into)
             return [self._record(ep, fp, "firing", j, detected_at(window_end))]
         if ep.firing and (relapsed or severity_rank(j.severity) > severity_rank(ep.severity)):
             # Escalation, or a relapse while its recovery was held, is news for the
@@ -491,23 +493,11 @@ class _EpisodeIndex:
 
 
 def _folded_into(parent: _Episode, child: _Episode) -> bool:
-    """Whether the dispatcher folds ``parent`` into ``child``: its rule, beneath it, named
-    by its hints."""
-    return (
-        parent.rule == child.rule
-        and is_beneath(child.series, parent.series)
-        and _carries(parent, child)
-    )
-
-
-def _carries(parent: _Episode, child: _Episode) -> bool:
-    """Whether ``parent``'s hints (of its last firing record, what the dispatcher saw) name
-    a value of ``child``'s series with at least ``CARRIES_SHARE`` of its trouble (as the
-    dispatcher's ``inhibit.carries``)."""
-    return any(
-        child.series.get(str(h.get("dimension"))) == h.get("value")
-        and float(h.get("share", 0.0)) >= CARRIES_SHARE
-        for h in getattr(parent, "hints", ())
+    """Whether the dispatcher folds ``parent`` into ``child`` (``inhibit.carries``): it
+    may (:func:`~stream.alerting.inhibit.may_fold`) and its hints, of its last firing
+    record (what the dispatcher saw), name the child."""
+    return may_fold(parent, child) and names(
+        getattr(parent, "hints", ()), child.series, CARRIES_SHARE
     )
 
 

@@ -64,6 +64,7 @@ from stream.judge.hints import HINT_LOG10_P
 from stream.judge.metric_rule import MetricRule
 from stream.judge.pooled_rule import PoolingRule, pool_pairs
 from stream.judge.rules import DetectorRule, Rule
+from stream.judge.tail_rule import TailRule
 from stream.windows.registry import Dims
 from stream.windows.state import METRIC_LEVEL
 
@@ -235,7 +236,7 @@ def _latency_parts(lt: LatencyRuleConfig, lv: Levels) -> list[RulePart]:
 def _latency_tail_parts(lt: LatencyTailRuleConfig, lv: Levels) -> list[RulePart]:
     params = replace(TAIL_RATE, min_windows=lt.min_windows)
     describe = DescribeShare("slow_calls", "calls over 4x the median")
-    return [RulePart(_sequential(params, lv), lv.per_operation, describe)]
+    return [RulePart(_sequential(params, lv), lv.per_operation, describe, rule_class=TailRule)]
 
 
 def _volume_parts(vo: VolumeRuleConfig, lv: Levels) -> list[RulePart]:

@@ -74,6 +74,36 @@ def slow_calls(win: ClosedWindow) -> tuple[np.ndarray, np.ndarray]:
     )
 
 
+def tail_line(win: ClosedWindow, sid: int) -> int | None:
+    """The histogram bucket a call of series ``sid`` must pass to be slow this window
+    (``TAIL_RATIO`` x its upper median), None when the series is not judged (fewer than
+    ``TAIL_MIN_CALLS`` calls)."""
+    keys, counts = win.hist_keys, win.hist_counts
+    lo, hi = np.searchsorted(keys, [sid * histogram.N_BUCKETS, (sid + 1) * histogram.N_BUCKETS])
+    if counts[lo:hi].sum() < TAIL_MIN_CALLS:
+        return None
+    upper = histogram.quantiles(keys[lo:hi], counts[lo:hi], np.array([sid]), (UPPER_MEDIAN,))
+    return int(histogram.bucket_of(upper[:, 0] * TAIL_RATIO)[0])
+
+
+def calls_over(win: ClosedWindow, sids: np.ndarray, line: int) -> np.ndarray:
+    """Per series of ``sids``, its calls this window in histogram buckets above ``line``.
+
+    >>> from stream.windows.histogram import N_BUCKETS
+    >>> w = ClosedWindow(0, 1, np.zeros((2, 1)), np.zeros((2, 3)), np.zeros((2, 5)),
+    ...                  np.zeros(2), np.array([100, 300, N_BUCKETS + 50, N_BUCKETS + 400]),
+    ...                  np.array([5, 2, 7, 3]))
+    >>> calls_over(w, np.array([0, 1]), 200).tolist()
+    [2, 3]
+    """
+    keys, nb = win.hist_keys, histogram.N_BUCKETS
+    before = np.r_[0, np.cumsum(win.hist_counts)]
+    sids = np.asarray(sids, np.int64)
+    lo = np.searchsorted(keys, sids * nb + line + 1)
+    hi = np.searchsorted(keys, (sids + 1) * nb)
+    return before[hi] - before[lo]
+
+
 def feature_columns(win: ClosedWindow) -> dict[str, np.ndarray]:
     """Every per-series feature (``SERIES_FEATURES``) of every series, as arrays."""
     c = win.counts

@@ -37,6 +37,13 @@ class FineChildren:
         volume = win.column("volume")[: len(registry)]
         active = np.flatnonzero(volume > 0)
         fine = active[registry.level_of[active] == registry.level_codes.get(fine_dims, -2)]
+        return cls.of_sids(win, registry, fine_dims, fine)
+
+    @classmethod
+    def of_sids(
+        cls, win: ClosedWindow, registry: SeriesRegistry, fine_dims: Dims, fine: np.ndarray
+    ) -> FineChildren:
+        """The given series of the finest level (say, those with calls in recent windows)."""
         values = [cast(RegistryKey, registry.keys[c])[1] for c in fine.tolist()]
         dim_codes = []
         for pos in range(len(fine_dims)):
@@ -45,12 +52,21 @@ class FineChildren:
             dim_codes.append((np.array(codes, dtype=np.int64), index))
         return cls(win, fine_dims, fine, dim_codes)
 
+    def beneath(self, key: RegistryKey) -> np.ndarray:
+        """Mask of the children beneath the series ``key`` (they hold each of its values)."""
+        match = np.ones(self.sids.size, bool)
+        for d, value in zip(*key, strict=True):
+            codes, index = self.dim_codes[self.dims.index(d)]
+            match &= codes == index.get(value, -1)
+        return match
+
 
 def root_cause_hints(
     key: RegistryKey | None,
     fine_dims: Dims,
     fine_children: Callable[[], FineChildren],
     weights: np.ndarray,
+    calls: np.ndarray | None = None,
     top: int = 3,
     min_share: float = 0.2,
     min_lift: float = 0.15,
@@ -68,21 +84,20 @@ def root_cause_hints(
     One merchant's broken keys are 3 of 3 errors at 5 % of the calls (p = 1e-4).
 
     Looks at the finest level only (``fine_dims``), so each event is counted once;
-    ``fine_children`` gives that level's series, built on first need.
+    ``fine_children`` gives that level's series, built on first need.  ``calls`` (per
+    series id; default: the window's volume) is the traffic the weights are shares of,
+    for weights summed over several windows.
     """
     if key is None:
         return []
-    dims, values = key
+    dims = key[0]
     if dims == fine_dims or not set(dims) <= set(fine_dims):
         return []
     children = fine_children()
     dim_codes = children.dim_codes
-    match = np.ones(children.sids.size, bool)
-    for d, value in zip(dims, values, strict=True):
-        codes, index = dim_codes[fine_dims.index(d)]
-        match &= codes == index.get(value, -1)
+    match = children.beneath(key)
     rows = children.sids[match]
-    volume = children.win.column("volume")
+    volume = children.win.column("volume") if calls is None else calls
     w_all, v_all = weights[rows].astype(np.float64), volume[rows].astype(np.float64)
     total_w, total_v = float(w_all.sum()), float(v_all.sum())
     if total_w <= 0:
