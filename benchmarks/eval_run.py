@@ -339,6 +339,7 @@ def summary(results: Sequence[SeedResult]) -> dict[str, Any]:
         "median_delay_s": float(np.median([i.delay_s for i in detected])) if detected else None,
         "false_per_hour": sum(len(r.false_alerts) for r in results) / hours if hours else 0.0,
         "max_episodes": max((i.max_episodes for i in incs), default=0),
+        "pages": sum(i.pages for i in incs),
         "pages_per_incident": sum(i.pages for i in incs) / len(incs) if incs else 0.0,
         "max_pages": max((i.pages for i in incs), default=0),
         "confounder_alerts": dict(conf),
@@ -358,7 +359,8 @@ def print_summary(name: str, s: Mapping[str, Any]) -> None:
         f"{'∞ (missed)' if not math.isfinite(worst) else f'{worst:.1f}'}, median delay "
         f"{_fmt(s['median_delay_s'])} s, false alerts/h {s['false_per_hour']:.2f} over "
         f"{s['hours']:.0f} h, max episodes per incident per series {s['max_episodes']}, "
-        f"pages per incident {s['pages_per_incident']:.1f} (most {s['max_pages']}), "
+        f"pages per incident {s['pages_per_incident']:.2f} ({s['pages']} pages, most "
+        f"{s['max_pages']}), "
         f"alerts during confounders {s['confounder_alerts'] or 0}; false alerts by rule "
         f"{s['false_by_rule'] or 0}"
     )
