@@ -128,3 +128,18 @@ def test_a_slowing_merchants_tail_above_it_folds_into_its_latency_alert() -> Non
     firing = {(a["rule"], series_key(a["series"])) for a in paged if a["status"] == "firing"}
     assert ("latency", series_key({"provider": "alipay", "merchant_id": "M1005"})) in firing
     assert not [k for k in firing if k[0] == "latency_tail"], firing
+
+
+def test_a_merchant_whose_keys_broke_pages_no_latency() -> None:
+    """70 % of a big merchant's calls refused for its credentials, answered at once: in
+    the latency histograms they dragged its windows' median down, and its calls that
+    went through read as 4x slower (five latency_tail alerts, its providers' too).  A
+    refused call is no sample of the provider's latency: config errors page alone."""
+    sim = SimConfig(
+        seed=12, duration_s=2400.0, rate=20.0, merchants=12, daily=False, metrics=False,
+        incidents=[Incident("merchant_misconfig", 1800.0, 600.0, merchant_id="M1001",
+                            magnitude=0.7)],
+    )  # fmt: skip
+    firing = [r for r in alerts(simulate(sim)) if r.status == "firing"]
+    assert {r.series.get("merchant_id") for r in firing if r.rule == "config_errors"} >= {"M1001"}
+    assert [r for r in firing if r.signal in ("latency", "latency_tail")] == []

@@ -225,7 +225,9 @@ def _latency_parts(lt: LatencyRuleConfig, lv: Levels) -> list[RulePart]:
     # series of several operations (a provider's calls, a merchant's) has no normal of
     # its own, the mix moving with the mix: it is judged on its operations' pooled
     # evidence, each call against its own operation's normal.
-    params = LatencyParams(min_windows=lt.min_windows)
+    # A median is of the calls with a latency of the provider's (not those refused for
+    # the merchant's credentials): its variance is over those.
+    params = LatencyParams(min_windows=lt.min_windows, volume_key="timed_calls")
     pairs = pool_pairs(lv.calls, lv.calls)
     parents = {parent for _, parent in pairs}
     judged = [x for x in lv.per_operation if x not in parents]

@@ -74,6 +74,14 @@ def slow_calls(win: ClosedWindow) -> tuple[np.ndarray, np.ndarray]:
     )
 
 
+def timed_calls(win: ClosedWindow) -> np.ndarray:
+    """Per series, its calls in the window's latency histograms: those whose latency is
+    the provider's (``stream.windows.columns.timed_calls``), what a median is of."""
+    n = win.counts.shape[0]
+    sid = win.hist_keys // histogram.N_BUCKETS
+    return np.bincount(sid, weights=win.hist_counts, minlength=n)[:n]
+
+
 def tail_line(win: ClosedWindow, sid: int) -> int | None:
     """The histogram bucket a call of series ``sid`` must pass to be slow this window
     (``TAIL_RATIO`` x its upper median), None when the series is not judged (fewer than
@@ -114,6 +122,7 @@ def feature_columns(win: ClosedWindow) -> dict[str, np.ndarray]:
     f["timeouts"] = c[:, COL["err_timeout"]]
     f["latency_p50"], f["latency_p95"], f["latency_p99"] = win.latency.T
     f["slow_calls"], f["tail_calls"] = slow_calls(win)
+    f["timed_calls"] = timed_calls(win)
     f["due"] = c[:, COL["created"]].astype(np.float64) if win.due is None else win.due
     for name in NOTIFICATION_FEATURES:
         f[name] = c[:, COL[name]]

@@ -214,7 +214,7 @@ class PoolingRule(DetectorRule):
             return np.zeros(0, np.int64), {}
         cands, step = last
         rows = len(self.pooled.params.ratios)
-        calls = window.features["volume"]
+        calls = window.features[bank.params.volume_key]  # calls with a latency
         parts: list[tuple[np.ndarray, np.ndarray]] = []
         for index in self.parents:
             code = reg.level_codes.get(index.child, -2)

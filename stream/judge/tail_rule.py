@@ -101,7 +101,7 @@ class TailRule(DetectorRule):
         children = window.fine_children()
         kids = children.sids[children.beneath(key)]
         slow = calls_over(window.win, kids, line).astype(np.float64)
-        calls = window.features["volume"][kids].astype(np.float64)
+        calls = window.features["timed_calls"][kids].astype(np.float64)
         old = self.carried.get(sid)
         if old is not None:
             kids, slow, calls = (np.r_[a, b] for a, b in zip(old, (kids, slow, calls), strict=True))

@@ -66,6 +66,20 @@ def call_cells(calls: CallColumns) -> list[np.ndarray]:
     ]
 
 
+#: Error classes of calls refused for the merchant's credentials (auth, signature,
+#: certificate): the provider answers them at once, before any processing.
+_REFUSED = np.array([ERROR_CLASSES.index(c) for c in CONFIG_ERROR_CLASSES], np.int64)
+
+
+def timed_calls(calls: CallColumns) -> np.ndarray | None:
+    """Per call, whether its latency is a sample of the provider's: not a call refused
+    for the merchant's credentials (None: every call is).  Those return at once;
+    counted, a merchant whose keys broke would drag its windows' median down to them,
+    and its calls that went through would read as 4x slower than it (the tail share)."""
+    timed = ~np.isin(calls.error_class.astype(np.int64), _REFUSED)
+    return None if timed.all() else timed
+
+
 def call_weights(calls: CallColumns) -> dict[int, np.ndarray] | None:
     """Per-call values summed into a column (the amount), None when there are none."""
     return {COL["amount_minor"]: calls.amount_minor} if calls.amount_minor.any() else None

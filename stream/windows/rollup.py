@@ -54,22 +54,29 @@ class Groups:
     lat_count: np.ndarray | None = None
 
 
-def group_events(gkey: np.ndarray, n_keys: int, bucket: np.ndarray | None) -> Groups:
-    """Groups of events by ``gkey`` (in ``[0, n_keys)``), with one sort at most.
+def group_events(
+    gkey: np.ndarray, n_keys: int, bucket: np.ndarray | None, timed: np.ndarray | None = None
+) -> Groups:
+    """Groups of events by ``gkey`` (in ``[0, n_keys)``), with one sort at most; the
+    latency histogram holds the events ``timed`` (default: all).
 
     >>> g = group_events(np.array([3, 0, 3]), 4, np.array([7, 2, 7]))
     >>> g.key.tolist(), g.of_event.tolist(), g.lat_count.tolist()
     ([0, 3], [1, 0, 1], [1, 2])
+    >>> g = group_events(np.array([3, 0, 3]), 4, np.array([7, 2, 5]), np.array([1, 0, 1], bool))
+    >>> g.key.tolist(), g.lat_group.tolist(), g.lat_bucket.tolist(), g.lat_count.tolist()
+    ([0, 3], [1, 1], [5, 7], [1, 1])
     """
     nb = histogram.N_BUCKETS
     if bucket is not None and n_keys < 2**62 // nb:
         # One sort gives both the (atom, pane) groups and their latency buckets.
         lk, _, linv = unique(gkey * nb + bucket)
-        lat_n = np.bincount(linv, minlength=lk.size)
+        lat_n = _counts(linv, lk.size, timed)
         lat_gk, lat_b = np.divmod(lk, nb)
         new = np.r_[True, lat_gk[1:] != lat_gk[:-1]]
         lat_g = np.cumsum(new) - 1
-        return Groups(lat_gk[new], lat_g[linv], lat_g, lat_b, lat_n)
+        cells = lat_n > 0
+        return Groups(lat_gk[new], lat_g[linv], lat_g[cells], lat_b[cells], lat_n[cells])
     if bucket is None and n_keys <= 4 * gkey.size + 4096:
         # Few possible groups: mark them in a dense table instead of sorting events.
         seen = np.bincount(gkey, minlength=n_keys) > 0
@@ -79,7 +86,16 @@ def group_events(gkey: np.ndarray, n_keys: int, bucket: np.ndarray | None) -> Gr
         return Groups(group, ginv)
     lk, _, linv = unique(ginv * nb + bucket)
     lat_g, lat_b = np.divmod(lk, nb)
-    return Groups(group, ginv, lat_g, lat_b, np.bincount(linv, minlength=lk.size))
+    lat_n = _counts(linv, lk.size, timed)
+    cells = lat_n > 0
+    return Groups(group, ginv, lat_g[cells], lat_b[cells], lat_n[cells])
+
+
+def _counts(inv: np.ndarray, size: int, timed: np.ndarray | None) -> np.ndarray:
+    """Events per cell of ``inv``, only those ``timed`` (default: all)."""
+    if timed is None:
+        return np.bincount(inv, minlength=size)
+    return np.bincount(inv[timed], minlength=size)
 
 
 def group_rows(
@@ -166,12 +182,14 @@ def rollup(
     cats: list[np.ndarray],
     weighted: dict[int, np.ndarray] | None,
     bucket: np.ndarray | None,
+    timed: np.ndarray | None = None,
 ) -> tuple[int, SeriesCells]:
     """Count events (all on time) per (atom, pane) and address the counts to series;
-    returns the first pane's start and the cells, by pane index from there."""
+    returns the first pane's start and the cells, by pane index from there.  The
+    latency histograms hold the events ``timed`` (default: all)."""
     pane_of = ts - np.mod(ts, hop_ms)
     p0 = int(pane_of.min())
     pi = (pane_of - p0) // hop_ms
     n_p = int(pi.max()) + 1
-    groups = group_events(atom * n_p + pi, atom_sids[0].size * n_p, bucket)
+    groups = group_events(atom * n_p + pi, atom_sids[0].size * n_p, bucket, timed)
     return p0, to_series(groups, group_rows(groups, cats, weighted), atom_sids, n_p)

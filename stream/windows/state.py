@@ -52,6 +52,7 @@ from stream.windows.columns import (
     call_cells,
     call_weights,
     notification_cells,
+    timed_calls,
 )
 from stream.windows.metric_stats import add_samples, merge_mstats, metric_mean
 from stream.windows.panes import Pane
@@ -355,9 +356,11 @@ class WindowState:
         cats: list[np.ndarray],
         weighted: dict[int, np.ndarray] | None = None,
         bucket: np.ndarray | None = None,
+        timed: np.ndarray | None = None,
     ) -> None:
         """Count events into their panes at every level: each array in ``cats`` gives, per
-        event, a column to add one to (-1: none); ``weighted`` adds per-event values.
+        event, a column to add one to (-1: none); ``weighted`` adds per-event values;
+        ``bucket`` is each event's latency bucket, in the histograms if ``timed``.
         Late events (not ``keep``) count as late for their series instead."""
         if not keep.all():
             count_late(self.late_counts, atom, atom_sids, ~keep)
@@ -367,8 +370,9 @@ class WindowState:
             cats = [c[keep] for c in cats]
             weighted = {k: w[keep] for k, w in (weighted or {}).items()}
             bucket = bucket[keep] if bucket is not None else None
+            timed = timed[keep] if timed is not None else None
         mark_seen(self.registry.last_seen, atom, ts, atom_sids)
-        p0, cells = rollup(atom, atom_sids, ts, self.hop_ms, cats, weighted, bucket)
+        p0, cells = rollup(atom, atom_sids, ts, self.hop_ms, cats, weighted, bucket, timed)
         for i in cells.panes:
             cells.add_into(self._pane(p0 + i * self.hop_ms), i)
 
@@ -403,6 +407,7 @@ class WindowState:
                 call_cells(calls),
                 call_weights(calls),
                 histogram.bucket_of(calls.latency_ms),
+                timed_calls(calls),
             )
         self._expect_callbacks(calls, str_arr, keep, atoms, cb_levels)
         return int(late.sum())
