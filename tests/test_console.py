@@ -95,3 +95,20 @@ def test_system_errors_after_their_timeouts_fold_into_the_timeouts_alert() -> No
     worse = dataclasses.replace(later, fingerprint="worse")  # critical: its own line
     console.notify([worse])
     assert console.fired == 2 and "FIRING   critical system_error_rate" in out.getvalue()
+
+
+def test_an_episode_closed_unjudged_after_a_restart_is_printed_as_such() -> None:
+    """A worker that started without the state closes what its group left firing
+    (stream/live/orphans.py); the console never showed those episodes, and says so
+    rather than nothing, or a recovery."""
+    out = io.StringIO()
+    console = ConsoleNotifier(out, color="never")
+    closing = dataclasses.replace(
+        rec("resolved", PARENT, T + 600_000),
+        evidence={"state_lost": {"reason": "no checkpoint"}},
+    )
+    console.notify([closing, rec("resolved", CHILD, T + 600_000)])
+    lines = out.getvalue().splitlines()
+    assert len(lines) == 1, lines
+    assert "CLOSED UNJUDGED" in lines[0] and "RESOLVED" not in lines[0]
+    assert "alipay: paywatch restarted without this alert's state (no checkpoint)" in lines[0]

@@ -19,7 +19,7 @@ from typing import TextIO
 
 from stream.alerting.inhibit import carries, rule_mutes, same_merchant
 from stream.alerting.matchers import from_config, matches_all
-from stream.alerting.record import AlertRecord
+from stream.alerting.record import STATE_LOST, AlertRecord, closed_unjudged
 from stream.config import InhibitRule
 from stream.series import is_beneath, series_text
 
@@ -83,6 +83,8 @@ class ConsoleNotifier:
                 if self.shown.pop(fp, None) is not None:
                     self.resolved += 1
                     self._line(rec, folded=self.fold_counts.pop(fp, 0))
+                elif closed_unjudged(rec):  # an episode a worker before this one left firing
+                    self._line(rec)
         self.out.flush()
 
     def _fold_note(self, shown: AlertRecord, folded: AlertRecord) -> None:
@@ -132,6 +134,17 @@ class ConsoleNotifier:
         if rec.status == "firing":
             tag = self._paint(rec.severity, f"FIRING   {rec.severity:<8}")
             since = f"since {_hms(rec.started_at)}"
+        elif closed_unjudged(rec):
+            lost = (rec.evidence or {})[STATE_LOST]
+            tag = self._paint("info", "CLOSED UNJUDGED  ")
+            since = f"{_hms(rec.started_at)}–{_hms(rec.resolved_at or rec.window_end)}"
+            print(
+                f"[{_hms(rec.window_end)}] {tag} {rec.rule}  {series_text(rec.series)}: paywatch"
+                f" restarted without this alert's state ({lost.get('reason', '?')}); it pages"
+                f" again if the trouble persists  ({since})",
+                file=self.out,
+            )
+            return
         else:
             tag = self._paint("resolved", "RESOLVED         ")
             since = f"{_hms(rec.started_at)}–{_hms(rec.resolved_at or rec.window_end)}"

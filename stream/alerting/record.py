@@ -146,3 +146,8 @@ class AlertRecord:
             schema_version=int(obj.get("schema_version") or SCHEMA_VERSION),
             evidence=dict(obj["evidence"]) if isinstance(obj.get("evidence"), Mapping) else None,
         )
+
+
+def closed_unjudged(rec: AlertRecord) -> bool:
+    """Whether ``rec`` closed an episode unjudged (its state was lost, :data:`STATE_LOST`)."""
+    return rec.status == "resolved" and STATE_LOST in (rec.evidence or {})
