@@ -165,15 +165,16 @@ def test_the_merchants_alert_under_its_providers_incident_mutes_no_peer() -> Non
 
 def test_a_merchant_paged_at_two_levels_and_two_providers_pages_once() -> None:
     """Its alipay operation fires first, paypal next, its calls across alipay's operations
-    last: the merchant-level alert at alipay pages (it mutes the operation beneath it,
-    which mutes paypal's as a peer).  Each muted the next in a ring before: no page."""
+    last.  The alipay operation is muted by the alipay merchant alert, which fired after
+    paypal's: paypal's pages, and mutes the alipay merchant alert as its peer.  Each
+    muted the next in a ring before: no page at all."""
     op = make_alert({**MERCHANT}, rule=RULE, signal=SIGNAL, severity="warning")
     paypal = at("paypal", started=T0 + 5 * S)
     alipay = at("alipay", started=T0 + 10 * S)
     messages, d = page([op, paypal, alipay])
-    assert messages == [(alipay.alert_id,)]
+    assert messages == [(paypal.alert_id,)]
     assert d.inhibitor.mute_reason(op) == f"inhibited by {alipay.alert_id}"
-    assert d.inhibitor.mute_reason(paypal) == f"with {op.alert_id}: the same merchant"
+    assert d.inhibitor.mute_reason(alipay) == f"with {paypal.alert_id}: the same merchant"
 
 
 def test_console_folds_the_merchant_at_another_provider_into_the_first() -> None:

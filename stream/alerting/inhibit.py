@@ -243,22 +243,25 @@ def _peer_reason(
     """``"with <alert_id>: the same merchant"`` when a peer of ``alert`` at another
     provider fired first, is at least as severe and is the merchant's own: no broader
     alert without the merchant mutes it (that would be its provider's incident).  At
-    its own provider the series tree decides (broader mutes beneath, carried folds), and
-    once a peer there fired first, it does for ``alert`` too: else the merchant's
-    operation alert that fired first at alipay, muted by the merchant's alert across
-    alipay's operations, would mute paypal's, which fired before the latter and would
-    mute it in turn — and no alert of the merchant would page."""
+    its own provider the series tree decides (broader mutes beneath, carried folds).
+    A peer muted there by the merchant's broader alert mutes only if that alert fired
+    before ``alert`` too: else the merchant's operation alert that fired first at
+    alipay, muted by the merchant's alert across alipay's operations, would mute
+    paypal's, which fired between the two and would mute the latter in turn — and no
+    alert of the merchant would page."""
     key = merchant_peer_key(alert)
     if key is None:
         return None
     provider = alert.series["provider"]
     for src in by_peer.get(key, ()):
-        if _first_fired(src) >= _first_fired(alert) or src.series["provider"] == provider:
+        if _first_fired(src) >= _first_fired(alert):
             return None
-        if src.rank < alert.rank:
+        if src.series["provider"] == provider or src.rank < alert.rank:
             continue
         above = _broader_source(src, by_series)
-        if above is None or "merchant_id" in above.series:
+        if above is None or (
+            "merchant_id" in above.series and _first_fired(above) < _first_fired(alert)
+        ):
             return f"with {src.alert_id}{PEER_MUTE_SUFFIX}"
     return None
 
