@@ -15,6 +15,7 @@ from stream.alerting.inhibit import CARRIES_SHARE, names
 from stream.alerting.silences import SilenceSet
 from stream.config import load_config
 from stream.judge.features import TAIL_MIN_CALLS, TAIL_RATIO, slow_calls
+from stream.judge.tail_rule import TailRule
 from stream.offline.backtest import chunked, replay_batches
 from stream.pipeline import Pipeline
 from stream.series import series_key
@@ -143,3 +144,17 @@ def test_a_merchant_whose_keys_broke_pages_no_latency() -> None:
     firing = [r for r in alerts(simulate(sim)) if r.status == "firing"]
     assert {r.series.get("merchant_id") for r in firing if r.rule == "config_errors"} >= {"M1001"}
     assert [r for r in firing if r.signal in ("latency", "latency_tail")] == []
+
+
+def test_an_evicted_child_leaves_the_tail_sums_it_was_in() -> None:
+    """Its id is reused by another series: left in a parent's sums, a hint would name that
+    one (or find no series at all)."""
+    (rule,) = [r for r in Pipeline(load_config(None)).state.rules if isinstance(r, TailRule)]
+    rule.carried = {
+        1: (np.array([5, 6]), np.array([1.0, 2.0]), np.array([3.0, 4.0])),
+        2: (np.array([6]), np.array([1.0]), np.array([1.0])),
+    }
+    rule.forget(np.array([6, 9]))
+    assert {k: v[0].tolist() for k, v in rule.carried.items()} == {1: [5], 2: []}
+    rule.forget(np.array([1]))
+    assert list(rule.carried) == [2]

@@ -62,6 +62,10 @@ class TailRule(DetectorRule):
         super().forget(sids)
         for sid in sids.tolist():
             self.carried.pop(sid, None)
+        for parent, (ids, slow, calls) in list(self.carried.items()):
+            kept = ~np.isin(ids, sids)  # an evicted child's id will name another series
+            if not kept.all():
+                self.carried[parent] = (ids[kept], slow[kept], calls[kept])
 
     def restart_series(self, sid: int) -> None:
         super().restart_series(sid)
