@@ -48,6 +48,7 @@ from stream.config import (
     VolumeRuleConfig,
 )
 from stream.judge import callback_integrity as integrity
+from stream.judge.carry_rule import CarryRule
 from stream.judge.describe import (
     Describe,
     DescribeShare,
@@ -199,13 +200,18 @@ def _error_rate_parts(er: ErrorRateRuleConfig, lv: Levels) -> list[RulePart]:
     critical = _CriticalRate(er.critical_threshold, er.min_volume)
     params = replace(SYSTEM_RATE, min_windows=er.min_windows)
     describe = DescribeShare("system_errors", "system errors")
-    return [RulePart(_sequential(params, lv), lv.per_operation, describe, critical_when=critical)]
+    return [
+        RulePart(
+            _sequential(params, lv), lv.per_operation, describe, critical_when=critical,
+            rule_class=CarryRule,
+        )
+    ]  # fmt: skip
 
 
 def _timeout_parts(to: TimeoutsRuleConfig, lv: Levels) -> list[RulePart]:
     params = replace(TIMEOUT_RATE, min_windows=to.min_windows)
     describe = DescribeShare("timeouts", "timeouts")
-    return [RulePart(_sequential(params, lv), lv.per_operation, describe)]
+    return [RulePart(_sequential(params, lv), lv.per_operation, describe, rule_class=CarryRule)]
 
 
 def _decline_parts(bd: DeclinesRuleConfig, lv: Levels) -> list[RulePart]:
@@ -217,7 +223,7 @@ def _decline_parts(bd: DeclinesRuleConfig, lv: Levels) -> list[RulePart]:
 def _config_error_parts(ce: ConfigErrorsRuleConfig, lv: Levels) -> list[RulePart]:
     # Judged from the first call (no history needed): 2-3 failing calls page.
     params = replace(CONFIG_RATE, min_windows=ce.min_windows)
-    return [RulePart(_sequential(params, lv), lv.calls, describe_config)]
+    return [RulePart(_sequential(params, lv), lv.calls, describe_config, rule_class=CarryRule)]
 
 
 def _latency_parts(lt: LatencyRuleConfig, lv: Levels) -> list[RulePart]:
