@@ -74,27 +74,39 @@ class CarryRule(DetectorRule):
         self, series: dict[str, str], registry: SeriesRegistry, keep: set[str]
     ) -> None:
         super().restart_beneath(series, registry, keep)
-        bank: Any = self.bank
-        for sid in list(self.carried):
-            if sid >= bank.capacity or bank.s[:, sid].max() <= 0:
-                del self.carried[sid]
+        sids = np.fromiter(self.carried, np.int64, len(self.carried))
+        for sid in sids[~self._hot(sids, 0.0)].tolist():  # their evidence restarted
+            del self.carried[sid]
 
     def _scored(self, candidates: np.ndarray) -> None:
         """After the bank judged this window: add it to the sums of the parents whose
         CUSUM is suspect or in alarm, drop the sums of those back below."""
-        window, bank = self._window, cast(Any, self.bank)
-        if window is None or bank is None:
+        window = self._window
+        if window is None:
             return
         reg = window.registry
         coarse = candidates[reg.level_of[candidates] != reg.level_codes.get(window.fine_dims, -2)]
         if not coarse.size:
             return
-        p: Any = bank.params
-        hot = (bank.s[:, coarse].max(axis=0) >= p.suspect * p.threshold) | (bank.alarm[coarse] > 0)
+        hot = self._hot(coarse)
         for sid in coarse[~hot].tolist():
             self.carried.pop(sid, None)
         for sid in coarse[hot].tolist():
             self._carry(window, sid)
+
+    def _hot(self, sids: np.ndarray, suspect: float | None = None) -> np.ndarray:
+        """Per series of ``sids``, whether its CUSUM is above ``suspect * h`` (default: its
+        detector's ``suspect``; 0: any evidence) or in alarm.  A detector without a
+        sequential test (a river model) never is: its hints are one window's."""
+        bank = cast(Any, self.bank)
+        if bank is not None:
+            return _hot_slots(bank, sids, suspect)
+        out = np.zeros(sids.size, bool)
+        for i, sid in enumerate(sids.tolist()):
+            one = getattr(self.models.get(sid), "bank", None)
+            if one is not None and hasattr(one, "alarm"):
+                out[i] = bool(_hot_slots(one, np.zeros(1, np.int64), suspect)[0])
+        return out
 
     def _carry(self, window: JudgedWindow, sid: int) -> None:
         key = window.registry.keys[sid]
@@ -139,3 +151,14 @@ class CarryRule(DetectorRule):
         children = FineChildren.of_sids(window.win, window.registry, window.fine_dims, ids)
         key = window.registry.keys[sid]
         return root_cause_hints(key, window.fine_dims, lambda: children, weights, traffic)
+
+
+def _hot_slots(bank: Any, slots: np.ndarray, suspect: float | None) -> np.ndarray:
+    """:meth:`CarryRule._hot` of a sequential bank's ``slots``."""
+    p = bank.params
+    inside = slots < bank.capacity
+    s = np.where(inside, slots, 0)
+    line = (p.suspect if suspect is None else suspect) * p.threshold
+    top = bank.s[:, s].max(axis=0)
+    above = top >= line if line > 0 else top > 0
+    return (above | (bank.alarm[s] > 0)) & inside

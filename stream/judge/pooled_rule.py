@@ -103,7 +103,8 @@ class PoolingRule(DetectorRule):
         return state
 
     def _scored(self, candidates: np.ndarray) -> None:
-        self._last = (candidates, self.bank._step)  # type: ignore[union-attr]
+        bank = self.bank  # None: per-series detectors, which are not pooled
+        self._last = None if bank is None else (candidates, bank._step)  # type: ignore[attr-defined]
 
     def level_banks(self) -> list[tuple[set[Dims], Bank | None]]:
         return [*super().level_banks(), (self.pooled_levels, self.pooled)]

@@ -158,14 +158,16 @@ class DetectorRule:
                 report |= np.isin(candidates, open_sids)
             self._report_bank(window, self.bank, candidates, scores, report, active, out)
             return out
+        scored = []
         for sid in candidates.tolist():
             det = self.models.get(sid)
             if det is None:
                 det = self.models[sid] = self.make()
             x = Row(feats, consts, sid)
             score = score_learn(det, x)
-            if not is_ready(det):
-                score = 0.0
+            scored.append((sid, x, det, score if is_ready(det) else 0.0))
+        self._scored(candidates)  # every series learned this window before any report
+        for sid, x, det, score in scored:
             if observe is not None:
                 observe(sid, x, det, score)
             self._report(window, x, det, score, active, out)
@@ -225,7 +227,8 @@ class DetectorRule:
             self._report(window, x, twin, float(scores[k]), active, out)
 
     def _scored(self, candidates: np.ndarray) -> None:
-        """Called after the bank judged ``candidates`` this window (a hook)."""
+        """Called after the bank (or each series' detector) judged ``candidates`` this
+        window, before any is reported (a hook)."""
 
     def _report(
         self,
