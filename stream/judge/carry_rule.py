@@ -34,8 +34,8 @@ Carried = tuple[np.ndarray, np.ndarray, np.ndarray]
 
 
 class CarryRule(DetectorRule):
-    """A :class:`~stream.judge.rules.DetectorRule` (with a sequential bank) whose hints
-    weigh its children across a broader series' evidence."""
+    """A :class:`~stream.judge.rules.DetectorRule` (sequential detectors, banked or one
+    per series) whose hints weigh its children across a broader series' evidence."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -79,8 +79,9 @@ class CarryRule(DetectorRule):
             del self.carried[sid]
 
     def _scored(self, candidates: np.ndarray) -> None:
-        """After the bank judged this window: add it to the sums of the parents whose
-        CUSUM is suspect or in alarm, drop the sums of those back below."""
+        """After every series was judged this window, before any report: add the window
+        to the sums of the broader series whose CUSUM is suspect or in alarm, drop the
+        sums of those back below."""
         window = self._window
         if window is None:
             return
