@@ -56,15 +56,16 @@ TAIL_MIN_CALLS = 6
 UPPER_MEDIAN = 0.5 + 1e-9
 
 
-def slow_calls(win: ClosedWindow) -> tuple[np.ndarray, np.ndarray]:
+def slow_calls(win: ClosedWindow, calls: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Per series, (the calls slower than ``TAIL_RATIO`` x the window's upper median, the
-    calls judged): both 0 where the series has fewer than ``TAIL_MIN_CALLS`` calls."""
+    calls judged): both 0 where the series has fewer than ``TAIL_MIN_CALLS`` calls.
+    ``calls``: :func:`timed_calls` of the window, when the caller has them."""
     n = win.counts.shape[0]
     if win.hist_keys.size == 0:
         return np.zeros(n), np.zeros(n)
     sid = win.hist_keys // histogram.N_BUCKETS
     bucket = win.hist_keys % histogram.N_BUCKETS
-    calls = np.bincount(sid, weights=win.hist_counts, minlength=n)[:n]
+    calls = timed_calls(win) if calls is None else calls
     judged = calls >= TAIL_MIN_CALLS
     upper = histogram.quantiles(win.hist_keys, win.hist_counts, np.arange(n), (UPPER_MEDIAN,))
     ref = np.where(judged, np.nan_to_num(upper[:, 0], nan=np.inf), np.inf)
@@ -76,7 +77,7 @@ def slow_calls(win: ClosedWindow) -> tuple[np.ndarray, np.ndarray]:
 
 def timed_calls(win: ClosedWindow) -> np.ndarray:
     """Per series, its calls in the window's latency histograms: those whose latency is
-    the provider's (``stream.windows.columns.timed_calls``), what a median is of."""
+    the provider's (``stream.windows.columns.timed_mask``), what a median is of."""
     n = win.counts.shape[0]
     sid = win.hist_keys // histogram.N_BUCKETS
     return np.bincount(sid, weights=win.hist_counts, minlength=n)[:n]
@@ -121,8 +122,8 @@ def feature_columns(win: ClosedWindow) -> dict[str, np.ndarray]:
     f["business_declines"] = c[:, COL["err_business_decline"]]
     f["timeouts"] = c[:, COL["err_timeout"]]
     f["latency_p50"], f["latency_p95"], f["latency_p99"] = win.latency.T
-    f["slow_calls"], f["tail_calls"] = slow_calls(win)
     f["timed_calls"] = timed_calls(win)
+    f["slow_calls"], f["tail_calls"] = slow_calls(win, f["timed_calls"])
     f["due"] = c[:, COL["created"]].astype(np.float64) if win.due is None else win.due
     for name in NOTIFICATION_FEATURES:
         f[name] = c[:, COL[name]]

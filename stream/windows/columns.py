@@ -71,7 +71,7 @@ def call_cells(calls: CallColumns) -> list[np.ndarray]:
 _REFUSED = np.array([ERROR_CLASSES.index(c) for c in CONFIG_ERROR_CLASSES], np.int64)
 
 
-def timed_calls(calls: CallColumns) -> np.ndarray | None:
+def timed_mask(calls: CallColumns) -> np.ndarray | None:
     """Per call, whether its latency is a sample of the provider's: not a call refused
     for the merchant's credentials (None: every call is).  Those return at once;
     counted, a merchant whose keys broke would drag its windows' median down to them,

@@ -52,7 +52,7 @@ from stream.windows.columns import (
     call_cells,
     call_weights,
     notification_cells,
-    timed_calls,
+    timed_mask,
 )
 from stream.windows.metric_stats import add_samples, merge_mstats, metric_mean
 from stream.windows.panes import Pane
@@ -407,7 +407,7 @@ class WindowState:
                 call_cells(calls),
                 call_weights(calls),
                 histogram.bucket_of(calls.latency_ms),
-                timed_calls(calls),
+                timed_mask(calls),
             )
         self._expect_callbacks(calls, str_arr, keep, atoms, cb_levels)
         return int(late.sum())
