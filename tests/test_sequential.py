@@ -184,6 +184,49 @@ def test_false_alarms_within_budget_over_seven_days_at_low_volume() -> None:
     assert alarms <= budget, (alarms, budget)
 
 
+def test_fresh_series_whose_normal_share_is_five_times_the_prior_stay_within_budget() -> None:
+    # 2 000 new series at 2 calls/s whose normal error share, 0.5 %, is 5x the prior the
+    # baseline starts from, for 2 h.  Windows at or above suspect * h used to be dropped
+    # from learning: they hold the normal clusters of errors, so a baseline that started
+    # low froze and paged on the normal rate (11 alarms, twice the budget).
+    rng = np.random.default_rng(2)
+    windows, m = 720, 2000
+    slots = np.arange(m)
+    budget = m * 2 / 720  # one false alarm per series per 30 days: 5.6
+    bank: RateBank = SYSTEM_RATE.bank()
+    calls = rng.poisson(2.0 * W, (windows, m)).astype(float)
+    bad = rng.binomial(calls.astype(int), 0.005).astype(float)
+    was = np.zeros(m, bool)
+    alarms = 0
+    for i in range(windows):
+        x = {"volume": calls[i], "system_errors": bad[i], "window_s": W}
+        now = bank.score_learn_many(slots, x) >= 0.5
+        alarms += int(np.count_nonzero(now & ~was))
+        was = now
+    assert alarms <= budget, (alarms, budget)
+    learned = bank.expected_many(slots)
+    assert abs(float(np.median(learned)) - 0.005) < 0.0005
+
+
+def test_the_windows_of_an_outage_are_never_learned() -> None:
+    # 0.5 % errors at 50 calls a window, then a 4 % shift for 10 minutes: only its first
+    # window, still below suspect * h, is learned; those from there to the alarm wait
+    # aside, and the alarm drops them with its own.
+    bank: RateBank = SYSTEM_RATE.bank()
+    calls = np.full(400 + 60, 50.0)
+    bad = np.zeros(calls.size)
+    bad[:400:4] = 1.0
+    bad[400:] = 2.0
+    paged = []
+    for i in range(calls.size):
+        if i == 400:
+            before = float(bank.expected_many(ONE)[0])
+        x: Columns = {"volume": calls[i : i + 1], "system_errors": bad[i : i + 1], "window_s": W}
+        paged.append(bank.score_learn_many(ONE, x)[0] >= 0.5)
+    assert not any(paged[:400]) and all(paged[410:])
+    assert before < float(bank.expected_many(ONE)[0]) < 1.05 * before
+
+
 def test_a_cured_merchant_series_stops_paging_and_a_stray_error_does_not_page_again() -> None:
     # A merchant at 5 calls a window, 0.2 % errors; a 40 % outage for 5 minutes; then
     # healthy with one stray error a window in 60.  The x3 alternative drifts back
