@@ -162,6 +162,20 @@ def test_missing_callbacks_page_through_the_callback_detector() -> None:
     assert det.worst({}) == "missing"
 
 
+def _alarms(bank: RateBank, calls: np.ndarray, bad: np.ndarray) -> int:
+    """Rising edges of the paging flag over windows (rows) of many series (columns),
+    through one bank: one numpy call per window for all of them."""
+    slots = np.arange(calls.shape[1])
+    was = np.zeros(slots.size, bool)
+    alarms = 0
+    for i in range(calls.shape[0]):
+        x = {"volume": calls[i], "system_errors": bad[i], "window_s": W}
+        now = bank.score_learn_many(slots, x) >= 0.5
+        alarms += int(np.count_nonzero(now & ~was))
+        was = now
+    return alarms
+
+
 def test_false_alarms_within_budget_over_seven_days_at_low_volume() -> None:
     # 7 days of normal traffic for 80 series at ~1 call/s (error shares 0.1 % and 0.3 %)
     # through one bank directly: one numpy call per window for all of them.
@@ -170,17 +184,9 @@ def test_false_alarms_within_budget_over_seven_days_at_low_volume() -> None:
     slots = np.arange(m)
     p = np.where(slots < m // 2, 0.001, 0.003)
     budget = 7 / 30 * m  # one false alarm per series per 30 days: 18.7
-    bank: RateBank = SYSTEM_RATE.bank()
-    was = np.zeros(m, bool)
-    alarms = 0
     calls = rng.poisson(W, (windows, m))
     bad = rng.binomial(calls, p).astype(float)
-    vol = calls.astype(float)
-    for i in range(windows):
-        x = {"volume": vol[i], "system_errors": bad[i], "window_s": W}
-        now = bank.score_learn_many(slots, x) >= 0.5
-        alarms += int(np.count_nonzero(now & ~was))
-        was = now
+    alarms = _alarms(SYSTEM_RATE.bank(), calls.astype(float), bad)
     assert alarms <= budget, (alarms, budget)
 
 
@@ -196,13 +202,7 @@ def test_fresh_series_whose_normal_share_is_five_times_the_prior_stay_within_bud
     bank: RateBank = SYSTEM_RATE.bank()
     calls = rng.poisson(2.0 * W, (windows, m)).astype(float)
     bad = rng.binomial(calls.astype(int), 0.005).astype(float)
-    was = np.zeros(m, bool)
-    alarms = 0
-    for i in range(windows):
-        x = {"volume": calls[i], "system_errors": bad[i], "window_s": W}
-        now = bank.score_learn_many(slots, x) >= 0.5
-        alarms += int(np.count_nonzero(now & ~was))
-        was = now
+    alarms = _alarms(bank, calls, bad)
     assert alarms <= budget, (alarms, budget)
     learned = bank.expected_many(slots)
     assert abs(float(np.median(learned)) - 0.005) < 0.0005
