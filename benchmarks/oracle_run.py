@@ -44,6 +44,9 @@ BAD_CLASSES: dict[str, tuple[str, ...]] = {
     "gradual_degradation": SYSTEM_ERROR_CLASSES,
     "timeouts": ("timeout",),
     "merchant_misconfig": CONFIG_ERROR_CLASSES,
+    # benchmarks.second_generator's kinds of the same shares
+    "small_merchant_signature": CONFIG_ERROR_CLASSES,
+    "merchant_keys_broken": CONFIG_ERROR_CLASSES,
 }
 
 

@@ -2,7 +2,8 @@
 
 Replays each seed's events through the default configuration offline (as ``paywatch
 backtest`` does) and scores them as ``make eval`` scores the simulator: per incident
-the delay beside the expected oracle delay, then recall, false alerts per hour, the
+the delay beside the expected oracle delay and, for rate incidents, the oracle CUSUM run
+on the incident's own calls (:mod:`benchmarks.oracle_run`), then recall, false alerts per hour, the
 most episodes one (rule, series) raised for one incident and alerts during
 confounders; and the same figures of ``make eval``'s plain baseline.  Nothing in
 paywatch's settings was chosen on this generator: every figure here is held out.
@@ -14,12 +15,13 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import orjson
 
 from benchmarks import eval_run
+from benchmarks.oracle_run import CallCollector, realized_delay_s
 from benchmarks.second_generator import events
 from models import budget
 from stream.alerting.silences import SilenceSet
@@ -30,17 +32,30 @@ from stream.pipeline import Pipeline
 SEEDS = [201, 202, 203, 204, 205, 206]
 
 
-def replay(cfg: Config, evs: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-    values = (orjson.dumps(ev) for ev in evs)
+def replay(
+    cfg: Config, evs: Sequence[dict[str, Any]], collector: CallCollector | None = None
+) -> list[dict[str, Any]]:
+    """Alert records of the pipeline over ``evs`` (offline); ``collector`` gathers each
+    incident's calls on the way."""
+    values: Iterable[bytes] = (orjson.dumps(ev) for ev in evs)
+    if collector is not None:
+        values = collector.tee(values)
     steps = replay_batches(Pipeline(cfg), chunked(enumerate(values), "second", cfg.kafka.max_batch))
     return [rec.to_dict() for step in steps for rec in step.alerts]
 
 
 def evaluate(cfg: Config, seed: int, hours: float, h: float) -> eval_run.SeedResult:
+    """One seed scored as ``make eval`` scores the simulator, with the oracle CUSUM run on
+    each rate incident's own calls beside its expected delay."""
     evs, truth = events(seed, hours)
-    alerts = replay(cfg, evs)
+    incidents = [lab for lab in truth if lab["is_incident"]]
+    collector = CallCollector(incidents)
+    alerts = replay(cfg, evs, collector)
     paged = eval_run.pages(alerts, SilenceSet(), cfg)
-    return eval_run.score_seed(alerts, truth, seed, hours, h, paged)
+    res = eval_run.score_seed(alerts, truth, seed, hours, h, paged)
+    for i, (lab, inc) in enumerate(zip(incidents, res.incidents, strict=True)):
+        inc.run_s = realized_delay_s(lab.get("truth", {}), lab["kind"], collector.calls(i), h)
+    return res
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -4,8 +4,9 @@ Takes :mod:`benchmarks.second_generator`'s world with no incident and reshapes i
 ``lognorm`` draws latency from a log-normal (sigma 0.8) instead of the gamma with
 retries; ``bursty`` multiplies the whole fleet's demand by a gamma(8) draw per minute
 (35 % spread); ``errs`` triples the normal error shares; ``fast`` puts every provider
-at 10-60 calls/s.  Combine them with ``_`` (``fast_bursty``).  Replays the default
-configuration offline and prints every firing record and the pages it makes.
+at 10-60 calls/s, ``slow`` at 0.05-0.5.  Combine them with ``_`` (``fast_bursty``).
+Replays the default configuration offline and prints every firing record and the pages
+it makes.
 
     python -m benchmarks.shape_probe SEED [--hours 3] [--shape lognorm]
 """
@@ -33,8 +34,11 @@ def reshape(shape: str, hours: float) -> None:
     def world(seed: int) -> gen.World:
         w = make_world(seed)
         rng = np.random.default_rng(seed + 999)
-        if "fast" in shape:
-            w.rates = {p: float(np.exp(rng.uniform(math.log(10), math.log(60)))) for p in w.rates}
+        for name, lo, hi in (("fast", 10.0, 60.0), ("slow", 0.05, 0.5)):
+            if name in shape:
+                w.rates = {
+                    p: float(np.exp(rng.uniform(math.log(lo), math.log(hi)))) for p in w.rates
+                }
         if "bursty" in shape:
             noise = rng.gamma(8.0, 1 / 8.0, int(hours * 60) + 2)
             base = w.curve

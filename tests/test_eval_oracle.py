@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import math
 
+import orjson
 import pytest
 
 from benchmarks.eval_run import baseline_config, oracle_delay_s, score_seed, summary
+from benchmarks.oracle_run import CallCollector, realized_delay_s
+from benchmarks.second_generator import events
 from models import budget
 from stream.config import load_config
 from stream.judge.catalog import build_rules
@@ -65,3 +68,25 @@ def test_the_plain_baseline_judges_static_shares_and_nothing_learned() -> None:
     assert names == {"static_system_errors", "static_timeouts", "static_config_errors",
                      "metric_anomaly"}  # fmt: skip
     assert "system_error_rate" in {r.name for r in build_rules(cfg)}  # the original is untouched
+
+
+def test_the_oracle_run_pools_a_merchants_broken_keys_across_its_providers() -> None:
+    # The second generator's merchant_keys_broken fails every call of one merchant at
+    # each of its providers.  The oracle (p1 = 1, p0 floored at 0.1 %) pages at the
+    # second failing call counted across providers, the merchant being its series.
+    evs, truth = events(202, 3.0)
+    (lab,) = [x for x in truth if x["kind"] == "merchant_keys_broken"]
+    collector = CallCollector([lab])
+    for _ in collector.tee(orjson.dumps(ev) for ev in evs):
+        pass
+    mine = [
+        ev for ev in evs
+        if ev["event_type"] == "provider_call" and ev["merchant_id"] == lab["series"]["merchant_id"]
+        and lab["start_ms"] <= ev["event_ts"] < lab["end_ms"]
+    ]  # fmt: skip
+    assert len({ev["provider"] for ev in mine}) >= 2
+    assert all(ev["outcome"] == "failure" for ev in mine)
+    second = (mine[1]["event_ts"] - lab["start_ms"]) / 1000
+    assert realized_delay_s(lab["truth"], lab["kind"], collector.calls(0), H) == pytest.approx(
+        second, abs=1e-3
+    )
