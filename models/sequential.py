@@ -30,9 +30,9 @@ falls below 0.5 only after ``resolve_nats`` of evidence that the series is healt
 weighed against the alternative that explains the episode best; then the CUSUM restarts at 0.
 
 Baselines learn only from windows whose CUSUM stays below ``suspect * h`` (never from a
-window they page on or a slowly building incident; a share's suspect windows wait until
-the test decides, :meth:`RateBank._learn`), shrunk toward a prior rate (the
-rule's ``prior_rate``, or with ``pooled`` the bank's pooled rate of every series) by
+window they page on or a slowly building incident; the suspect windows of a share or
+a latency wait until the test decides, :meth:`RateBank._learn`), shrunk toward a prior
+rate (the rule's ``prior_rate``, or with ``pooled`` the bank's pooled rate of every series) by
 ``prior_calls`` calls, so a series with little data starts from a sane normal.
 Warm-up: ``min_windows`` windows with calls and ``warm_calls`` calls; before that a
 rate detector with a ``cold_rate`` is judged against that never-normal rate (a
@@ -188,6 +188,8 @@ class SeqBank(StateBank):
     pooled prior, the one-slot detector view and pickling."""
 
     _pooled: ClassVar[tuple[str, ...]] = ()
+    #: State of the windows held aside while the test is undecided (see RateBank._learn).
+    _pending: ClassVar[tuple[str, ...]] = ()
     params: Any
     s: np.ndarray
     run: np.ndarray  # per row, the evidence since the alarm started (uncapped), else 0
@@ -223,6 +225,9 @@ class SeqBank(StateBank):
     def __setstate__(self, state: dict[str, Any]) -> None:
         if "run" not in state:  # a snapshot from before the recovery test kept it
             state = {**state, "run": np.zeros_like(state["s"])}
+        for name in self._pending:  # ... or from before windows were held aside
+            if name not in state:
+                state = {**state, name: np.zeros(state["n"].shape, np.float64)}
         super().__setstate__(state)
         for name in self._pooled:
             setattr(self, name, state[name])
@@ -268,6 +273,8 @@ class SeqBank(StateBank):
         self.s[:, s] = 0.0
         self.run[:, s] = 0.0
         self.alarm[s] = 0.0
+        for name in self._pending:
+            getattr(self, name)[s] = 0.0
 
     def _cusum(self, slots: np.ndarray, llr: np.ndarray, judged: np.ndarray) -> np.ndarray:
         """Advance the CUSUM rows of ``slots``; returns the new statistic (R, m)."""
@@ -346,6 +353,7 @@ class RateBank(SeqBank):
 
     _state = ("err", "vol", "pend_err", "pend_vol", "dev", "var", "s", "run", "alarm", "n")
     _pooled = ("pool_err", "pool_vol")
+    _pending = ("pend_err", "pend_vol")
     err: np.ndarray
     vol: np.ndarray
     pend_err: np.ndarray  # bad calls of the windows since the CUSUM rose to suspect * h
@@ -358,19 +366,6 @@ class RateBank(SeqBank):
 
     def _keys(self) -> tuple[str, ...]:
         return (self.params.errors_key, self.params.volume_key, "window_s")
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        if "pend_err" not in state:  # a snapshot from before excursions were held
-            state = {**state, "pend_err": np.zeros_like(state["err"])}
-            state["pend_vol"] = np.zeros_like(state["err"])
-        super().__setstate__(state)
-
-    def restart(self, slots: np.ndarray) -> None:
-        super().restart(slots)
-        s = as_slots(slots)
-        s = s[s < self.capacity]
-        self.pend_err[s] = 0.0
-        self.pend_vol[s] = 0.0
 
     def _tests(self) -> int:
         return len(self.params.ratios)
@@ -508,6 +503,10 @@ class LatencyParams(_Thresholds):
         return LatencyBank(self)
 
 
+#: A latency window held aside: its calls-weighted log-medians, calls, residuals, windows.
+_HELD = ("pend_num", "pend_den", "pend_vnum", "pend_vden")
+
+
 class LatencyBank(SeqBank):
     """Gaussian CUSUMs of the window's median log-latency (see the module docstring).
 
@@ -523,7 +522,8 @@ class LatencyBank(SeqBank):
     [False, True, True]
     """
 
-    _state = ("mu_num", "mu_den", "v_num", "v_den", "s", "run", "alarm", "n")
+    _state = ("mu_num", "mu_den", "v_num", "v_den", *_HELD, "s", "run", "alarm", "n")
+    _pending = _HELD
     mu_num: np.ndarray
     mu_den: np.ndarray
     v_num: np.ndarray
@@ -565,17 +565,42 @@ class LatencyBank(SeqBank):
         llr = np.where(has, dprime * z - 0.5 * dprime * dprime, 0.0)
         s = self._cusum(slots, llr, ready)
         score, calm = self._score(slots, s, ready)
-        # Learn the location (weighted by calls) and the spread from calm windows.
-        learn = calm & has
-        d = decay_many(x, p.halflife_s, m)
-        self.mu_num[slots] = np.where(learn, d * mu_num + n * y, mu_num)
-        self.mu_den[slots] = np.where(learn, d * mu_den + n, mu_den)
         resid = np.minimum(n * (y - mu0) ** 2 / MEDIAN_VAR, 16.0 * sig2)
-        spread = learn & (mu_den > 0)
-        self.v_num[slots] = np.where(spread, d * v_num + resid, v_num)
-        self.v_den[slots] = np.where(spread, d * v_den + 1.0, v_den)
+        self._learn(slots, x, (n * y, n, resid), has, mu_den > 0, calm, sig2)
         self.n[slots] += has
         return score
+
+    def _learn(
+        self,
+        slots: np.ndarray,
+        x: Columns,
+        window: tuple[np.ndarray, np.ndarray, np.ndarray],
+        has: np.ndarray,
+        spread: np.ndarray,
+        calm: np.ndarray,
+        sig2: np.ndarray,
+    ) -> None:
+        """The location (weighted by calls) and the spread from the windows the test
+        judged normal.  As :meth:`RateBank._learn`: a window at or above ``suspect * h``
+        waits aside until the alarm drops it, the CUSUM falls back, or the excursion
+        outlasts twice the calls the mildest shift needs from there to ``h``
+        (``KL = (ln r)^2 / (2 * MEDIAN_VAR * sigma^2)`` a call).  Dropping those windows
+        dropped the slow ones a heavy tail makes normally: a spread biased low."""
+        p, m = self.params, slots.size
+        d = np.where(has, decay_many(x, p.halflife_s, m), 1.0)  # a window without calls: none
+        ny, calls, resid = window
+        spread = has & spread
+        new = (np.where(has, ny, 0.0), np.where(has, calls, 0.0), np.where(spread, resid, 0.0),
+               spread.astype(np.float64))  # fmt: skip
+        held = [d * getattr(self, name)[slots] + v for name, v in zip(_HELD, new, strict=True)]
+        kl = math.log(p.ratios[0]) ** 2 / (2.0 * MEDIAN_VAR * sig2)
+        patience = 2.0 * (1.0 - p.suspect) * p.threshold / kl
+        alarm = self.alarm[slots] > 0
+        learn = (calm | (held[1] >= patience)) & ~alarm & has
+        for name, base, v in zip(_HELD, ("mu_num", "mu_den", "v_num", "v_den"), held, strict=True):
+            learned = getattr(self, base)
+            learned[slots] = np.where(learn, d * learned[slots] + v, learned[slots])
+            getattr(self, name)[slots] = np.where(learn | alarm, 0.0, v)
 
 
 @dataclass(frozen=True, slots=True)

@@ -123,6 +123,32 @@ def test_latency_triples_at_a_small_merchant_pages_once() -> None:
     assert _episodes(paged) == 1
 
 
+def test_a_latency_incident_is_never_learned_and_a_dismissed_excursion_is() -> None:
+    # 200 ms at 5 calls a window (log spread 0.4); four slower windows that lift the CUSUM
+    # past suspect * h but not to h, then normal again: those windows are learned once
+    # the CUSUM falls back.  Then a x3 slowdown: its windows never are.
+    bank = LatencyParams(min_windows=30, warm_calls=30.0, h=13.16).bank()
+    rng = np.random.default_rng(8)
+    ms = 200.0 * np.exp(rng.normal(0.0, 0.4 * np.sqrt(np.pi / 2 / 5), 400 + 60))
+    ms[300:304] = 320.0
+    ms[400:] *= 3.0
+
+    def run(i: int) -> float:
+        x: Columns = {"volume": np.array([5.0]), "latency_p50": ms[i : i + 1], "window_s": W}
+        return float(bank.score_learn_many(ONE, x)[0])
+
+    for i in range(300):
+        run(i)
+    top = max(run(i) for i in range(300, 304))
+    assert 0.25 <= top < 0.5 and bank.pend_den[0] >= 5.0  # past suspect * h: held aside
+    top = max(run(i) for i in range(304, 400))
+    assert top < 0.5 and bank.pend_den[0] == 0.0  # fell back: learned
+    before = float(bank.expected_many(ONE)[0])
+    paged = [run(i) >= 0.5 for i in range(400, 460)]
+    assert all(paged[2:])
+    assert float(bank.expected_many(ONE)[0]) < 1.1 * before
+
+
 def test_provider_outage_drops_volume_and_a_slow_lull_does_not() -> None:
     rng = np.random.default_rng(5)
     t = np.arange(4 * 360)  # 4 h; traffic halves over the last 2 h (a nightly lull)
