@@ -92,10 +92,18 @@ class _Thresholds:
     h: float
     ratios: tuple[float, ...]
     resolve_nats: float
+    suspect: float
 
     @property
     def threshold(self) -> float:
         return _h(self.h, len(self.ratios))
+
+    def patience_calls(self, kl_per_call: np.ndarray) -> np.ndarray:
+        """Calls an excursion above ``suspect * h`` may last before it is learned anyway:
+        twice what the mildest alternative, were it true, needs to carry the CUSUM from
+        there to ``h`` (its drift: ``kl_per_call``).  One that outlasts this is no change
+        the detector tests for but a baseline that is off."""
+        return 2.0 * (1.0 - self.suspect) * self.threshold / np.maximum(kl_per_call, 1e-12)
 
     @property
     def cap_s(self) -> float:
@@ -132,7 +140,7 @@ class RateParams(_Thresholds):
     halflife_s: float = 7200.0
     h: float = 0.0  # CUSUM threshold (0: from the default budget, see with_budget)
     resolve_nats: float = RESOLVE_NATS  # hysteresis (nats)
-    suspect: float = 0.5  # windows with CUSUM >= suspect * h are not learned
+    suspect: float = 0.5  # windows with CUSUM >= suspect * h wait until the test decides
     min_windows: int = 30
     warm_calls: float = 0.0
     dispersion_prior: float = 20.0
@@ -427,9 +435,7 @@ class RateBank(SeqBank):
         >>> round(float(bank._patience(np.array([0.002]), np.array([0.006]), np.ones(1))[0]))
         5218
         """
-        p = self.params
-        drift = np.maximum(np.asarray(kl_bernoulli(p1, p0)), 1e-12) / phi
-        return 2.0 * (1.0 - p.suspect) * p.threshold / drift
+        return self.params.patience_calls(np.asarray(kl_bernoulli(p1, p0)) / phi)
 
     def _learn(
         self,
@@ -593,8 +599,7 @@ class LatencyBank(SeqBank):
         new = (np.where(has, ny, 0.0), np.where(has, calls, 0.0), np.where(spread, resid, 0.0),
                spread.astype(np.float64))  # fmt: skip
         held = [d * getattr(self, name)[slots] + v for name, v in zip(_HELD, new, strict=True)]
-        kl = math.log(p.ratios[0]) ** 2 / (2.0 * MEDIAN_VAR * sig2)
-        patience = 2.0 * (1.0 - p.suspect) * p.threshold / kl
+        patience = p.patience_calls(math.log(p.ratios[0]) ** 2 / (2.0 * MEDIAN_VAR * sig2))
         alarm = self.alarm[slots] > 0
         learn = (calm | (held[1] >= patience)) & ~alarm & has
         for name, base, v in zip(_HELD, ("mu_num", "mu_den", "v_num", "v_den"), held, strict=True):
