@@ -273,8 +273,13 @@ def evaluate_seed(cfg: Config, seed: int, hours: float, h: float) -> SeedResult:
     collector = CallCollector(incidents)
     alerts = replay(cfg, sim, collector)
     paged = pages(alerts, planned_silences(truth), cfg)
-    res = score_seed(alerts, truth, seed, hours, h, paged)
-    for i, (lab, inc) in enumerate(zip(incidents, res.incidents, strict=True)):
+    return with_oracle_runs(score_seed(alerts, truth, seed, hours, h, paged), collector, h)
+
+
+def with_oracle_runs(res: SeedResult, collector: CallCollector, h: float) -> SeedResult:
+    """``res`` with each incident's oracle CUSUM run on the calls ``collector`` gathered
+    (its incidents in the order ``score_seed`` lists them)."""
+    for i, (lab, inc) in enumerate(zip(collector.incidents, res.incidents, strict=True)):
         inc.run_s = realized_delay_s(lab.get("truth", {}), lab["kind"], collector.calls(i), h)
     return res
 

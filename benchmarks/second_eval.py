@@ -21,7 +21,7 @@ from typing import Any
 import orjson
 
 from benchmarks import eval_run
-from benchmarks.oracle_run import CallCollector, realized_delay_s
+from benchmarks.oracle_run import CallCollector
 from benchmarks.second_generator import events
 from models import budget
 from stream.alerting.silences import SilenceSet
@@ -53,9 +53,7 @@ def evaluate(cfg: Config, seed: int, hours: float, h: float) -> eval_run.SeedRes
     alerts = replay(cfg, evs, collector)
     paged = eval_run.pages(alerts, SilenceSet(), cfg)
     res = eval_run.score_seed(alerts, truth, seed, hours, h, paged)
-    for i, (lab, inc) in enumerate(zip(incidents, res.incidents, strict=True)):
-        inc.run_s = realized_delay_s(lab.get("truth", {}), lab["kind"], collector.calls(i), h)
-    return res
+    return eval_run.with_oracle_runs(res, collector, h)
 
 
 def main(argv: list[str] | None = None) -> int:
